@@ -1,0 +1,61 @@
+"""The `ortserve` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import uvloop
+
+from ortserve import __version__
+from ortserve.server.app import ServerSettings, serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    repository = Path(args.repository)
+    if not repository.is_dir():
+        print(f"ortserve: model repository {str(repository)!r} is not a directory", file=sys.stderr)
+        return 2
+    settings = ServerSettings(
+        repository=repository,
+        host=args.host,
+        rest_port=args.rest_port,
+        grpc_port=args.grpc_port,
+        max_body_bytes=args.max_body_bytes,
+    )
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ortserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ortserve {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve a model repository over REST (TF Serving, KServe V2)")
+    serve_parser.add_argument("repository", help="model repository: REPO/<model>/<version>/model.onnx")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve_parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024,
+                              help="largest request body accepted, in bytes (default 64 MiB)")
+    serve_parser.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The per-model config.yaml schema: every serving knob for one model, typed and validated."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ortserve.errors import ConfigError
+
+CONFIG_FILE = "config.yaml"
+DEFAULT_MAX_BATCH_SIZE = 32
+DEFAULT_MAX_QUEUE_DELAY_US = 100
+LABEL_PATTERN = re.compile(r"^[a-zA-Z0-9_]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SessionOptions(_Strict):
+    """ONNX Runtime session options; 0 threads means ONNX Runtime's default (one per physical core)."""
+
+    intra_op_threads: Annotated[int, Field(ge=0)] = 0
+    inter_op_threads: Annotated[int, Field(ge=0)] = 0
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    enable_cpu_mem_arena: bool = True
+    enable_mem_pattern: bool = True
+    # Spinning intra-op threads burn the cores that the event loop needs between batches.
+    allow_spinning: bool = False
+
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+class ExecutionProvider(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in PROVIDER_ALIASES.values():
+            raise ValueError(
+                f"unknown execution provider {name!r}; expected one of {', '.join(PROVIDER_ALIASES)}"
+            )
+        return full
+
+
+class VersionPolicy(_Strict):
+    """Which versions to serve, as TF Serving and Triton: `latest: N`, `all`, or `specific: [..]`."""
+
+    latest: Annotated[int, Field(ge=1)] | None = None
+    specific: list[Annotated[int, Field(ge=1)]] | None = None
+    all: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all_shorthand(cls, value: Any) -> Any:
+        return {"all": True} if value == "all" else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VersionPolicy:
+        chosen = [self.latest is not None, self.specific is not None, self.all]
+        if sum(chosen) != 1:
+            raise ValueError("give exactly one of `latest: N`, `specific: [versions]` or `all`")
+        if self.specific == []:
+            raise ValueError("`specific` needs at least one version")
+        return self
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those on disk, ascending."""
+        ordered = sorted(available)
+        if self.all:
+            return ordered
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific)]
+        assert self.latest is not None
+        return ordered[-self.latest :]
+
+
+class Warmup(_Strict):
+    """Runs made on each version before it is reported AVAILABLE, with zero-filled inputs."""
+
+    runs: Annotated[int, Field(ge=0)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    # Sizes for dynamic dimensions other than the batch one, per input name; unset ones default to 1.
+    shapes: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(default_factory=dict)
+
+
+class ModelConfig(_Strict):
+    """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
+
+    max_batch_size: Annotated[int, Field(ge=0)] | None = None
+    max_queue_delay_us: Annotated[int, Field(ge=0)] = DEFAULT_MAX_QUEUE_DELAY_US
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    session: SessionOptions = SessionOptions()
+    execution_providers: list[ExecutionProvider] = Field(
+        default_factory=lambda: [ExecutionProvider(name="cpu")]
+    )
+    version_policy: VersionPolicy = VersionPolicy(latest=1)
+    labels: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    warmup: Warmup = Warmup()
+
+    @field_validator("execution_providers", mode="before")
+    @classmethod
+    def _provider_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, int]) -> dict[str, int]:
+        for label in labels:
+            if not LABEL_PATTERN.match(label):
+                raise ValueError(f"label {label!r} must match [a-zA-Z0-9_]+")
+        return labels
+
+    @model_validator(mode="after")
+    def _batch_sizes_fit(self) -> ModelConfig:
+        if self.max_batch_size is not None:
+            too_big = [size for size in self.preferred_batch_sizes if size > self.max_batch_size]
+            if too_big:
+                raise ValueError(
+                    f"preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}"
+                )
+        return self
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def parse_config(model_name: str, data: Any) -> ModelConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"model {model_name!r}: {CONFIG_FILE} must be a mapping, got {type(data).__name__}")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field {_field_path(err['loc'])!r}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"model {model_name!r}: invalid {CONFIG_FILE}: {problems}") from None
+
+
+def load_config(model_dir: Path) -> ModelConfig:
+    """Read REPO/<model>/config.yaml; a missing file means all defaults."""
+    path = model_dir / CONFIG_FILE
+    if not path.exists():
+        return ModelConfig()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"model {model_dir.name!r}: {CONFIG_FILE} is not valid YAML: {exc}") from None
+    return parse_config(model_dir.name, data)

@@ -1,0 +1,39 @@
+"""The model repository on disk: REPO/<model>/<version>/model.onnx, with REPO/<model>/config.yaml."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ortserve.errors import ConfigError
+
+MODEL_FILE = "model.onnx"
+log = logging.getLogger(__name__)
+
+
+def model_names(repository: Path) -> list[str]:
+    """Every directory directly under the repository is a model; hidden ones are skipped."""
+    if not repository.is_dir():
+        raise ConfigError(f"model repository {str(repository)!r} is not a directory")
+    return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def version_paths(model_dir: Path) -> dict[int, Path]:
+    """Version directories (positive integers) that hold a model.onnx; anything else is skipped with a warning."""
+    versions = {}
+    for entry in model_dir.iterdir():
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if not entry.name.isdigit() or int(entry.name) < 1:
+            log.warning("model %r: skipping %s: version directories are positive integers", model_dir.name,
+                        entry.name)
+            continue
+        model_file = entry / MODEL_FILE
+        if not model_file.is_file():
+            log.warning("model %r: skipping version %s: no %s in it", model_dir.name, entry.name, MODEL_FILE)
+            continue
+        versions[int(entry.name)] = model_file
+    if not versions:
+        raise ConfigError(f"model {model_dir.name!r}: no version directory with a {MODEL_FILE} "
+                          f"(expected {model_dir.name}/1/{MODEL_FILE})")
+    return versions

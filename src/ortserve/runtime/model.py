@@ -1,0 +1,152 @@
+"""A served model: its versions (each an ONNX Runtime session behind a batcher), labels and routing."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ortserve.errors import InvalidInput, NotFound, Unavailable
+from ortserve.repository.config import ModelConfig
+from ortserve.runtime.batcher import Batcher, Tensors
+from ortserve.runtime.signature import Signature
+from ortserve.runtime.stats import VersionStats
+from ortserve.runtime.validate import check_inputs, check_outputs
+from ortserve.runtime.worker import Worker
+
+
+class State(enum.Enum):
+    """Version states, named as TF Serving's ModelVersionStatus names them."""
+
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+@dataclass
+class ServedVersion:
+    model: str
+    version: int
+    path: Path
+    config: ModelConfig
+    state: State = State.START
+    error: str = ""
+    session: ort.InferenceSession | None = None
+    signature: Signature | None = None
+    max_batch_size: int = 0
+    providers: list[str] = field(default_factory=list)
+    stats: VersionStats = field(default_factory=VersionStats)
+    _batcher: Batcher | None = None
+    _worker: Worker | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.AVAILABLE
+
+    def execute(self, inputs: Tensors) -> Tensors:
+        """Blocking session.run with every output; called on the worker thread."""
+        assert self.session is not None and self.signature is not None
+        try:
+            results = self.session.run(None, inputs)
+        except Exception as exc:
+            raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
+        return dict(zip([spec.name for spec in self.signature.outputs], results, strict=True))
+
+    def start_batcher(self) -> None:
+        """On the event loop, once the session is ready: the version can take requests from now on."""
+        self._worker = Worker(f"ortserve-{self.model}-{self.version}")
+        self._batcher = Batcher(
+            self.execute,
+            self._worker,
+            self.stats,
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_us=self.config.max_queue_delay_us,
+            preferred_batch_sizes=self.config.preferred_batch_sizes,
+        )
+        self.state = State.AVAILABLE
+
+    def stop(self) -> None:
+        self.state = State.END
+        if self._worker is not None:
+            self._worker.close()
+        self._batcher = self._worker = None
+        self.session = None
+
+    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
+        """Validate, queue for a batch, and return the requested outputs (all when `outputs` is None)."""
+        if self._batcher is None or self.signature is None:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+        start = time.perf_counter_ns()
+        stats = self.stats
+        stats.in_flight += 1
+        ok = False
+        try:
+            check_outputs(self.signature, outputs)
+            rows, key = check_inputs(self.signature, inputs, self.max_batch_size)
+            results = await self._batcher.submit(inputs, rows, key)
+            ok = True
+        finally:
+            stats.in_flight -= 1
+            stats.request_done(time.perf_counter_ns() - start, ok)
+        if outputs:
+            return {name: results[name] for name in outputs}
+        return results
+
+
+@dataclass
+class ServedModel:
+    name: str
+    config: ModelConfig | None
+    error: str = ""  # a config or layout error: then the model has no versions
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+
+    def resolve(self, version: int | None = None, label: str | None = None) -> ServedVersion:
+        """Route to a version: an explicit one, a label's, or the newest available (TF Serving's default)."""
+        if self.error:
+            raise Unavailable(f"model {self.name!r} failed to load: {self.error}")
+        if label is not None:
+            assert self.config is not None
+            if label not in self.config.labels:
+                raise NotFound(f"model {self.name!r} has no version label {label!r}")
+            version = self.config.labels[label]
+        if version is None:
+            available = [v for v, served in self.versions.items() if served.ready]
+            if not available:
+                raise Unavailable(f"model {self.name!r} has no available version")
+            return self.versions[max(available)]
+        served = self.versions.get(version)
+        if served is None:
+            raise NotFound(f"model {self.name!r} has no served version {version}")
+        if not served.ready:
+            detail = f": {served.error}" if served.error else ""
+            raise Unavailable(f"model {self.name!r} version {version} is {served.state.value}{detail}")
+        return served
+
+    def stop(self) -> None:
+        for served in self.versions.values():
+            served.stop()
+
+
+def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[int]],
+                batched: bool) -> Tensors:
+    """Inputs for warmup: zeros (empty strings), dynamic dimensions from `shapes` or 1."""
+    feeds = {}
+    for spec in signature.inputs:
+        dims = list(spec.shape)
+        if batched:
+            dims[0] = batch_size
+        override = shapes.get(spec.name)
+        if override is not None:
+            dims = ([batch_size] if batched else []) + list(override)
+        dims = [1 if dim < 0 else dim for dim in dims]
+        if spec.type.is_bytes:
+            feeds[spec.name] = np.full(dims, "", dtype=object)
+        else:
+            feeds[spec.name] = np.zeros(dims, dtype=spec.type.numpy)
+    return feeds

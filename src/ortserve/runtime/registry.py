@@ -1,0 +1,122 @@
+"""Loads the models of a repository into served versions, and reloads or unloads them on request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ortserve.errors import ConfigError, NotFound, OrtServeError
+from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config
+from ortserve.repository.layout import model_names, version_paths
+from ortserve.runtime.model import ServedModel, ServedVersion, State, zero_inputs
+from ortserve.runtime.session import create_session
+from ortserve.runtime.signature import read_signature
+
+log = logging.getLogger(__name__)
+
+
+def _effective_max_batch_size(served: ServedVersion) -> int:
+    assert served.signature is not None
+    batchable = served.signature.batch_dimension_is_dynamic
+    wanted = served.config.max_batch_size
+    if wanted is None:
+        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
+    if wanted > 0 and not batchable:
+        raise ConfigError(
+            f"model {served.model!r}: field 'max_batch_size' is {wanted}, but the model has no dynamic first "
+            "dimension on every input and output; set max_batch_size: 0 to serve it unbatched"
+        )
+    return wanted
+
+
+def _load_session(served: ServedVersion) -> None:
+    """Blocking part of a load: session, signature, batch limit, warmup. Runs off the event loop."""
+    session = create_session(served.model, served.path, served.config)
+    served.session = session
+    served.signature = read_signature(session)
+    served.providers = session.get_providers()
+    served.max_batch_size = _effective_max_batch_size(served)
+    warmup = served.config.warmup
+    if warmup.runs:
+        feeds = zero_inputs(served.signature, warmup.batch_size, warmup.shapes, served.max_batch_size > 0)
+        for _ in range(warmup.runs):
+            try:
+                session.run(None, feeds)
+            except Exception as exc:
+                raise ConfigError(f"model {served.model!r}: warmup failed (set warmup.shapes?): {exc}") from None
+
+
+class ModelRegistry:
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.models: dict[str, ServedModel] = {}
+        self.loaded = False  # the first load of the whole repository has finished
+
+    def get(self, name: str) -> ServedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} is not in the repository")
+        return model
+
+    async def load_all(self) -> None:
+        for name in model_names(self.repository):
+            await self.load(name)
+        self.loaded = True
+
+    async def load(self, name: str) -> ServedModel:
+        """(Re)load one model from disk; a failure is recorded on the model, never raised."""
+        model_dir = self.repository / name
+        if not model_dir.is_dir():
+            raise NotFound(f"model {name!r} is not in the repository {str(self.repository)!r}")
+        try:
+            config = load_config(model_dir)
+            model = ServedModel(name, config)
+            self._select_versions(model, config, version_paths(model_dir))
+        except ConfigError as exc:
+            log.error("%s", exc)
+            model = ServedModel(name, None, error=str(exc))
+        previous = self.models.get(name)
+        self.models[name] = model
+        for served in model.versions.values():
+            await self._load_version(served)
+        if previous is not None:
+            previous.stop()
+        return model
+
+    def unload(self, name: str) -> None:
+        model = self.get(name)
+        for served in model.versions.values():
+            served.state = State.UNLOADING
+        model.stop()
+        del self.models[name]
+
+    @staticmethod
+    def _select_versions(model: ServedModel, config: ModelConfig, paths: dict[int, Path]) -> None:
+        chosen = config.version_policy.select(list(paths))
+        if not chosen:
+            raise ConfigError(f"model {model.name!r}: field 'version_policy' selects none of the versions "
+                              f"on disk {sorted(paths)}")
+        for label, version in config.labels.items():
+            if version not in chosen:
+                raise ConfigError(f"model {model.name!r}: field 'labels.{label}' points to version {version}, "
+                                  f"which is not served (served: {chosen})")
+        model.versions = {v: ServedVersion(model.name, v, paths[v], config) for v in chosen}
+
+    @staticmethod
+    async def _load_version(served: ServedVersion) -> None:
+        served.state = State.LOADING
+        try:
+            await asyncio.to_thread(_load_session, served)
+        except Exception as exc:  # whatever went wrong, this version is out and the others still serve
+            message = str(exc) if isinstance(exc, OrtServeError) else f"{type(exc).__name__}: {exc}"
+            served.state, served.error = State.END, message
+            log.error("model %r version %d failed to load: %s", served.model, served.version, message)
+            return
+        served.start_batcher()
+        log.info("model %r version %d is available on %s (max_batch_size %d)", served.model, served.version,
+                 served.providers[0], served.max_batch_size)
+
+    def stop(self) -> None:
+        for model in self.models.values():
+            model.stop()

@@ -1,0 +1,72 @@
+"""Builds ONNX Runtime sessions from a model config: session options, providers in order, fallback."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime as ort
+
+from ortserve.errors import ConfigError
+from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
+
+log = logging.getLogger(__name__)
+
+_GRAPH_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_CPU = "CPUExecutionProvider"
+
+
+def session_options(options: SessionOptions) -> ort.SessionOptions:
+    result = ort.SessionOptions()
+    result.intra_op_num_threads = options.intra_op_threads
+    result.inter_op_num_threads = options.inter_op_threads
+    result.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL
+        if options.execution_mode == "parallel"
+        else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    result.graph_optimization_level = _GRAPH_LEVELS[options.graph_optimization_level]
+    result.enable_cpu_mem_arena = options.enable_cpu_mem_arena
+    result.enable_mem_pattern = options.enable_mem_pattern
+    result.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.allow_spinning else "0")
+    result.add_session_config_entry("session.inter_op.allow_spinning", "1" if options.allow_spinning else "0")
+    return result
+
+
+def _usable_providers(model: str, wanted: list[ExecutionProvider]) -> list[ExecutionProvider]:
+    """The wanted providers this onnxruntime build has, in order, always ending with the CPU."""
+    available = set(ort.get_available_providers())
+    usable = []
+    for provider in wanted:
+        if provider.name in available:
+            usable.append(provider)
+        else:
+            log.warning("model %r: %s is not available in this onnxruntime build; falling back", model,
+                        provider.name)
+    if not any(provider.name == _CPU for provider in usable):
+        usable.append(ExecutionProvider(name=_CPU))
+    return usable
+
+
+def create_session(model: str, path: Path, config: ModelConfig) -> ort.InferenceSession:
+    """Create the session on the most preferred provider that loads; report fallbacks as warnings."""
+    options = session_options(config.session)
+    providers = _usable_providers(model, config.execution_providers)
+    while True:
+        try:
+            return ort.InferenceSession(
+                str(path),
+                sess_options=options,
+                providers=[(p.name, dict(p.options)) for p in providers],
+            )
+        except Exception as exc:
+            if len(providers) == 1:
+                raise ConfigError(f"model {model!r}: cannot load {path}: {exc}") from None
+            log.warning("model %r: %s failed to start (%s); falling back to %s", model, providers[0].name,
+                        exc, providers[1].name)
+            providers = providers[1:]

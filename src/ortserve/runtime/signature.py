@@ -1,0 +1,52 @@
+"""A model's inputs and outputs (names, element types, shapes) read from an ONNX Runtime session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from ortserve.dtypes import TensorType, from_onnx
+
+DYNAMIC = -1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    type: TensorType
+    shape: tuple[int, ...]  # DYNAMIC (-1) where the dimension is symbolic or unknown
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
+
+    @property
+    def batch_dimension_is_dynamic(self) -> bool:
+        """True when every input and output has a leading dynamic dimension: the model is batchable."""
+        tensors = self.inputs + self.outputs
+        return all(spec.rank >= 1 and spec.shape[0] == DYNAMIC for spec in tensors)
+
+
+def _spec(node: ort.NodeArg) -> TensorSpec:
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else DYNAMIC for dim in (node.shape or ()))
+    return TensorSpec(name=node.name, type=from_onnx(node.type), shape=shape)
+
+
+def read_signature(session: ort.InferenceSession) -> Signature:
+    return Signature(
+        inputs=tuple(_spec(node) for node in session.get_inputs()),
+        outputs=tuple(_spec(node) for node in session.get_outputs()),
+    )

@@ -1,0 +1,85 @@
+"""Per-version counters and histograms, kept as plain numbers on the hot path and read at scrape time."""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Histogram:
+    """Cumulative-on-read histogram: `counts[i]` holds observations in (bounds[i-1], bounds[i]]."""
+
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        running, result = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
+
+
+@dataclass
+class Duration:
+    """A count and a total in nanoseconds, as Triton's statistics report them."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int) -> None:
+        self.count += 1
+        self.ns += ns
+
+
+@dataclass
+class VersionStats:
+    success: Duration = field(default_factory=Duration)
+    failure: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)  # merging request tensors into a batch
+    compute: Duration = field(default_factory=Duration)  # session.run
+    compute_output: Duration = field(default_factory=Duration)  # splitting batch outputs per request
+    inference_rows: int = 0
+    executions: int = 0
+    in_flight: int = 0
+    last_inference_ms: int = 0
+    request_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    queue_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    per_batch_size: dict[int, Duration] = field(default_factory=dict)
+
+    def request_done(self, ns: int, ok: bool) -> None:
+        (self.success if ok else self.failure).add(ns)
+        self.request_seconds.observe(ns / 1e9)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def queued(self, ns: int) -> None:
+        self.queue.add(ns)
+        self.queue_seconds.observe(ns / 1e9)
+
+    def batch_done(self, rows: int, input_ns: int, compute_ns: int, output_ns: int) -> None:
+        self.executions += 1
+        self.inference_rows += rows
+        self.compute_input.add(input_ns)
+        self.compute.add(compute_ns)
+        self.compute_output.add(output_ns)
+        self.compute_seconds.observe(compute_ns / 1e9)
+        self.batch_rows.observe(rows)
+        self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)

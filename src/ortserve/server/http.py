@@ -1,0 +1,140 @@
+"""A small ASGI layer: requests with their whole body, responses as bytes, routing by regular expression.
+
+Frameworks add per-request work (request objects, middleware stacks, validation) that costs more than a
+small model's inference; this keeps the HTTP path to what the protocols need.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
+
+log = logging.getLogger(__name__)
+
+JSON = b"application/json"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[bytes, bytes]  # names lower-cased, as ASGI gives them
+    body: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+_STATUS = {InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503}
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def error_response(message: str, status: int) -> Response:
+    return Response(status, orjson.dumps({"error": message}))
+
+
+def status_for(error: OrtServeError) -> int:
+    return _STATUS.get(type(error), 500)
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._routes.append((method, re.compile(pattern), handler))
+
+    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | Response:
+        allowed = False
+        for route_method, pattern, handler in self._routes:
+            found = pattern.fullmatch(path)
+            if found is None:
+                continue
+            if route_method == method:
+                return handler, found.groupdict()
+            allowed = True
+        if allowed:
+            return error_response(f"method {method} is not allowed on {path}", 405)
+        return error_response(f"no such endpoint: {method} {path}", 404)
+
+
+class HttpApp:
+    """The ASGI application: reads the body (bounded), routes, maps core errors to status codes."""
+
+    def __init__(self, router: Router, max_body_bytes: int) -> None:
+        self._router = router
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self._respond(scope, receive)
+        headers = [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
+        headers.extend(response.headers)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _respond(self, scope: dict[str, Any], receive: Any) -> Response:
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+            return error_response(f"request body of {int(declared)} bytes exceeds the limit of {self._max_body}",
+                                  413)
+        body = await self._read_body(receive)
+        if body is None:
+            return error_response(f"request body exceeds the limit of {self._max_body} bytes", 413)
+        found = self._router.match(scope["method"], scope["path"])
+        if isinstance(found, Response):
+            return found
+        handler, params = found
+        try:
+            return await handler(Request(scope["method"], scope["path"], headers, body), params)
+        except OrtServeError as exc:
+            return error_response(str(exc), status_for(exc))
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            return error_response("internal server error", 500)
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

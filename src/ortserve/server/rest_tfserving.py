@@ -1,0 +1,178 @@
+"""TF Serving REST front end: model status, metadata and predict in row and columnar form."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from ortserve.errors import InvalidInput, NotFound
+from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.signature import Signature, TensorSpec
+from ortserve.server.codec import array_from_json, dumps, json_tensor, loads, text_elements
+from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.http import Request, Response, Router, json_response
+from ortserve.server.tfserving import DEFAULT_SIGNATURE, signature_def, version_status
+
+_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+def _unwrap_b64(value: Any) -> Any:
+    """Replace every {"b64": "..."} in a nested JSON value by its decoded bytes."""
+    if isinstance(value, list):
+        return [_unwrap_b64(item) for item in value]
+    if isinstance(value, dict):
+        _require(set(value) == {"b64"} and isinstance(value["b64"], str),
+                 f"an object inside a tensor must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as exc:
+            raise InvalidInput(f"invalid base64 value: {exc}") from None
+    return value
+
+
+def _tensor(spec: TensorSpec, value: Any) -> np.ndarray:
+    if spec.type.is_bytes:
+        return text_elements(spec.name, np.array(_unwrap_b64(value), dtype=object))
+    return array_from_json(spec.name, value, spec.type)
+
+
+def _wrap_b64(array: np.ndarray) -> Any:
+    """Outputs whose name ends in _bytes go back base64-encoded, as TF Serving does."""
+    flat = [{"b64": base64.b64encode(item if isinstance(item, bytes) else str(item).encode()).decode()}
+            for item in array.reshape(-1)]
+    wrapped = np.empty(len(flat), dtype=object)
+    wrapped[:] = flat
+    return wrapped.reshape(array.shape).tolist()
+
+
+def _output_value(name: str, array: np.ndarray) -> Any:
+    return _wrap_b64(array) if name.endswith("_bytes") else json_tensor(array)
+
+
+def _row_inputs(signature: Signature, instances: Any) -> dict[str, np.ndarray]:
+    _require(isinstance(instances, list) and len(instances) > 0, "'instances' must be a non-empty list")
+    if all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
+        names = set(instances[0])
+        _require(all(set(row) == names for row in instances), "every instance must name the same inputs")
+        inputs = {}
+        for name in names:
+            spec = signature.input(name)
+            if spec is None:
+                known = ", ".join(repr(s.name) for s in signature.inputs)
+                raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
+            inputs[name] = _tensor(spec, [row[name] for row in instances])
+        return inputs
+    _require(len(signature.inputs) == 1,
+             f"the model has {len(signature.inputs)} inputs: each instance must be an object naming them")
+    spec = signature.inputs[0]
+    return {spec.name: _tensor(spec, instances)}
+
+
+def _columnar_inputs(signature: Signature, value: Any) -> dict[str, np.ndarray]:
+    if isinstance(value, dict) and set(value) != {"b64"}:
+        inputs = {}
+        for name, tensor in value.items():
+            spec = signature.input(name)
+            if spec is None:
+                known = ", ".join(repr(s.name) for s in signature.inputs)
+                raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
+            inputs[name] = _tensor(spec, tensor)
+        return inputs
+    _require(len(signature.inputs) == 1,
+             f"the model has {len(signature.inputs)} inputs: 'inputs' must be an object naming them")
+    spec = signature.inputs[0]
+    return {spec.name: _tensor(spec, value)}
+
+
+def _row_predictions(results: dict[str, np.ndarray]) -> Any:
+    if len(results) == 1:
+        ((name, array),) = results.items()
+        return _output_value(name, array)
+    rows = {array.shape[0] if array.ndim else 0 for array in results.values()}
+    _require(len(rows) == 1 and 0 not in rows,
+             "the outputs do not share a batch dimension; ask for the columnar format ('inputs')")
+    encoded = {name: _output_value(name, array) for name, array in results.items()}
+    return [{name: values[row] for name, values in encoded.items()} for row in range(rows.pop())]
+
+
+class TfServingRest:
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+
+    def routes(self, router: Router) -> None:
+        router.add("POST", _MODEL + ":predict", self.predict)
+        router.add("GET", _MODEL, self.status)
+        router.add("GET", _MODEL + "/metadata", self.metadata)
+        router.add("POST", _MODEL + r":(?P<method>classify|regress)", self.unsupported)
+
+    def _served(self, params: dict[str, str]) -> ServedVersion:
+        return self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"))
+
+    async def status(self, request: Request, params: dict[str, str]) -> Response:
+        model = self._plane.model(params["model"])
+        if model.error:
+            raise NotFound(f"model {model.name!r} failed to load: {model.error}")
+        if params.get("version") is None and params.get("label") is None:
+            versions = [model.versions[v] for v in sorted(model.versions)]
+        else:
+            version = parse_version(params.get("version"))
+            label = params.get("label")
+            if label is not None:
+                assert model.config is not None
+                if label not in model.config.labels:
+                    raise NotFound(f"model {model.name!r} has no version label {label!r}")
+                version = model.config.labels[label]
+            if version not in model.versions:
+                raise NotFound(f"model {model.name!r} has no served version {version}")
+            versions = [model.versions[version]]
+        return json_response({"model_version_status": [version_status(served) for served in versions]})
+
+    async def metadata(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._served(params)
+        assert served.signature is not None
+        return json_response({
+            "model_spec": {"name": served.model, "signature_name": "", "version": str(served.version)},
+            "metadata": {
+                "signature_def": {
+                    "signature_def": {DEFAULT_SIGNATURE: signature_def(served.signature)},
+                },
+                "execution_providers": served.providers,
+            },
+        })
+
+    async def unsupported(self, request: Request, params: dict[str, str]) -> Response:
+        raise InvalidInput(f"{params['method']} needs a tensorflow.Example signature, which ONNX models do not have; "
+                           "use :predict")
+
+    async def predict(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._served(params)
+        signature = served.signature
+        assert signature is not None
+        document = loads(request.body)
+        _require(isinstance(document, dict), "the request body must be a JSON object")
+        signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
+        _require(signature_name in ("", DEFAULT_SIGNATURE),
+                 f"signature {signature_name!r} not found; the model has only {DEFAULT_SIGNATURE!r}")
+        has_rows, has_columns = "instances" in document, "inputs" in document
+        _require(has_rows != has_columns,
+                 "give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+        if has_rows:
+            inputs = _row_inputs(signature, document["instances"])
+        else:
+            inputs = _columnar_inputs(signature, document["inputs"])
+        results = await served.infer(inputs)
+        arrays = list(results.values())
+        if has_rows:
+            return Response(200, dumps({"predictions": _row_predictions(results)}, arrays))
+        if len(results) == 1:
+            ((name, array),) = results.items()
+            return Response(200, dumps({"outputs": _output_value(name, array)}, arrays))
+        return Response(200, dumps({"outputs": {n: _output_value(n, a) for n, a in results.items()}}, arrays))

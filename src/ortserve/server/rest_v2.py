@@ -1,0 +1,231 @@
+"""KServe V2 (Open Inference Protocol) REST front end, with Triton's binary tensor, config and stats extensions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ortserve import __version__
+from ortserve.dtypes import from_v2
+from ortserve.errors import InvalidInput
+from ortserve.runtime.model import ServedModel, ServedVersion
+from ortserve.runtime.signature import TensorSpec
+from ortserve.server import triton
+from ortserve.server.codec import (
+    array_from_bytes,
+    array_from_json,
+    array_to_bytes,
+    dumps,
+    element_count,
+    json_tensor,
+    loads,
+)
+from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.http import Request, Response, Router, json_response
+
+HEADER_LENGTH = b"inference-header-content-length"
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+_MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+
+
+def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.type.v2, "shape": list(spec.shape)}
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+def _shape(name: str, value: Any) -> list[int]:
+    _require(isinstance(value, list) and all(isinstance(d, int) and d >= 0 for d in value),
+             f"input {name!r}: 'shape' must be a list of non-negative integers")
+    return value
+
+
+class V2Rest:
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+
+    def routes(self, router: Router) -> None:
+        router.add("POST", _MODEL + "/infer", self.infer)
+        router.add("GET", "/v2/health/live", self.live)
+        router.add("GET", "/v2/health/ready", self.ready)
+        router.add("GET", "/v2", self.server_metadata)
+        router.add("GET", "/v2/models/stats", self.all_stats)
+        router.add("GET", _MODEL, self.model_metadata)
+        router.add("GET", _MODEL + "/ready", self.model_ready)
+        router.add("GET", _MODEL + "/config", self.model_config)
+        router.add("GET", _MODEL + "/stats", self.model_stats)
+        router.add("POST", "/v2/repository/index", self.repository_index)
+        router.add("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.load)
+        router.add("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.unload)
+
+    async def live(self, request: Request, params: dict[str, str]) -> Response:
+        return json_response({"live": self._plane.live})
+
+    async def ready(self, request: Request, params: dict[str, str]) -> Response:
+        ready = self._plane.ready
+        return json_response({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: Request, params: dict[str, str]) -> Response:
+        return json_response({"name": "ortserve", "version": __version__, "extensions": EXTENSIONS})
+
+    def _served(self, params: dict[str, str]) -> ServedVersion:
+        return self._plane.version(params["model"], parse_version(params.get("version")))
+
+    async def model_metadata(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._served(params)
+        model = self._plane.model(params["model"])
+        assert served.signature is not None
+        return json_response({
+            "name": served.model,
+            "versions": [str(v) for v, s in sorted(model.versions.items()) if s.ready],
+            "platform": triton.PLATFORM,
+            "inputs": [_tensor_metadata(spec) for spec in served.signature.inputs],
+            "outputs": [_tensor_metadata(spec) for spec in served.signature.outputs],
+            "execution_providers": served.providers,
+        })
+
+    async def model_ready(self, request: Request, params: dict[str, str]) -> Response:
+        model = self._plane.model(params["model"])
+        version = parse_version(params.get("version"))
+        if version is None:
+            ready = any(served.ready for served in model.versions.values())
+        else:
+            served = model.versions.get(version)
+            ready = served is not None and served.ready
+        return json_response({"name": model.name, "ready": ready}, 200 if ready else 503)
+
+    async def model_config(self, request: Request, params: dict[str, str]) -> Response:
+        return json_response(triton.model_config(self._served(params)))
+
+    async def model_stats(self, request: Request, params: dict[str, str]) -> Response:
+        model = self._plane.model(params["model"])
+        version = parse_version(params.get("version"))
+        versions = [s for v, s in sorted(model.versions.items()) if version is None or v == version]
+        return json_response({"model_stats": [triton.version_stats(s) for s in versions]})
+
+    async def all_stats(self, request: Request, params: dict[str, str]) -> Response:
+        models: list[ServedModel] = list(self._plane.registry.models.values())
+        return json_response({"model_stats": [
+            triton.version_stats(s) for model in models for s in model.versions.values()
+        ]})
+
+    async def repository_index(self, request: Request, params: dict[str, str]) -> Response:
+        return json_response(triton.repository_index(self._plane.registry))
+
+    async def load(self, request: Request, params: dict[str, str]) -> Response:
+        model = await self._plane.registry.load(params["model"])
+        if model.error or not any(served.ready for served in model.versions.values()):
+            reasons = model.error or "; ".join(s.error for s in model.versions.values() if s.error)
+            raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
+        return json_response({})
+
+    async def unload(self, request: Request, params: dict[str, str]) -> Response:
+        self._plane.registry.unload(params["model"])
+        return json_response({})
+
+    async def infer(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._served(params)
+        assert served.signature is not None
+        body = memoryview(request.body)
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is None:
+            json_part, binary = body, body[:0]
+        else:
+            _require(header_length.isdigit() and int(header_length) <= len(body),
+                     f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} is not a length "
+                     f"within the {len(body)}-byte body")
+            json_part, binary = body[: int(header_length)], body[int(header_length) :]
+        document = loads(json_part)
+        _require(isinstance(document, dict), "the request body must be a JSON object")
+        inputs = self._decode_inputs(document.get("inputs"), binary)
+        wanted = self._requested_outputs(document)
+        results = await served.infer(inputs, list(wanted) if wanted else None)
+        return self._encode(served, document, results, wanted)
+
+    @staticmethod
+    def _decode_inputs(items: Any, binary: memoryview) -> dict[str, np.ndarray]:
+        _require(isinstance(items, list) and len(items) > 0, "'inputs' must be a non-empty list")
+        inputs: dict[str, np.ndarray] = {}
+        offset = 0
+        for item in items:
+            _require(isinstance(item, dict) and isinstance(item.get("name"), str),
+                     "each input must be an object with a 'name'")
+            name = item["name"]
+            _require(name not in inputs, f"input {name!r} is given twice")
+            _require(isinstance(item.get("datatype"), str), f"input {name!r}: 'datatype' is missing")
+            tensor_type = from_v2(item["datatype"])
+            shape = _shape(name, item.get("shape"))
+            parameters = item.get("parameters") or {}
+            _require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")
+            size = parameters.get("binary_data_size")
+            if size is not None:
+                _require(isinstance(size, int) and size >= 0,
+                         f"input {name!r}: binary_data_size must be a non-negative integer")
+                _require(offset + size <= len(binary),
+                         f"binary payload is truncated: input {name!r} needs {size} bytes at offset {offset}, "
+                         f"but only {len(binary) - offset} remain")
+                inputs[name] = array_from_bytes(name, binary[offset : offset + size], tensor_type, shape)
+                offset += size
+            else:
+                _require("data" in item, f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+                array = array_from_json(name, item["data"], tensor_type)
+                _require(array.size == element_count(shape),
+                         f"input {name!r} has {array.size} elements, but shape {shape} needs {element_count(shape)}")
+                inputs[name] = array.reshape(shape)
+        _require(offset == len(binary),
+                 f"{len(binary) - offset} bytes of binary data follow the inputs, but no input claims them")
+        return inputs
+
+    @staticmethod
+    def _requested_outputs(document: dict[str, Any]) -> dict[str, bool]:
+        """Requested output names, each with whether it goes back as binary data."""
+        parameters = document.get("parameters") or {}
+        _require(isinstance(parameters, dict), "'parameters' must be an object")
+        default_binary = bool(parameters.get("binary_data_output", False))
+        items = document.get("outputs")
+        if items is None:
+            return {}
+        _require(isinstance(items, list), "'outputs' must be a list")
+        wanted: dict[str, bool] = {}
+        for item in items:
+            _require(isinstance(item, dict) and isinstance(item.get("name"), str),
+                     "each requested output must be an object with a 'name'")
+            output_parameters = item.get("parameters") or {}
+            _require(isinstance(output_parameters, dict), f"output {item['name']!r}: 'parameters' must be an object")
+            wanted[item["name"]] = bool(output_parameters.get("binary_data", default_binary))
+        return wanted
+
+    @staticmethod
+    def _encode(served: ServedVersion, document: dict[str, Any], results: dict[str, np.ndarray],
+                wanted: dict[str, bool]) -> Response:
+        assert served.signature is not None
+        default_binary = bool((document.get("parameters") or {}).get("binary_data_output", False))
+        entries, buffers, json_arrays = [], [], []
+        for name, array in results.items():
+            spec = served.signature.output(name)
+            assert spec is not None
+            entry: dict[str, Any] = {"name": name, "datatype": spec.type.v2, "shape": list(array.shape)}
+            if wanted.get(name, default_binary):
+                data = array_to_bytes(array)
+                entry["parameters"] = {"binary_data_size": len(data)}
+                buffers.append(data)
+            else:
+                flat = array.reshape(-1)
+                entry["data"] = json_tensor(flat)
+                json_arrays.append(flat)
+            entries.append(entry)
+        payload: dict[str, Any] = {"model_name": served.model, "model_version": str(served.version)}
+        if "id" in document:
+            payload["id"] = document["id"]
+        payload["outputs"] = entries
+        header = dumps(payload, json_arrays)
+        if not buffers:
+            return Response(200, header)
+        return Response(200, b"".join([header, *buffers]), b"application/octet-stream",
+                        [(b"inference-header-content-length", str(len(header)).encode())])
+
+

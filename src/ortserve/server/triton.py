@@ -1,0 +1,81 @@
+"""Triton's JSON forms for model config, statistics and the repository index, built from served versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.registry import ModelRegistry
+from ortserve.runtime.signature import TensorSpec
+from ortserve.runtime.stats import Duration
+
+PLATFORM = "onnxruntime_onnx"
+
+
+def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    return {"name": spec.name, "data_type": spec.type.triton_config, "dims": dims}
+
+
+def model_config(served: ServedVersion) -> dict[str, Any]:
+    assert served.signature is not None
+    batched = served.max_batch_size > 0
+    config: dict[str, Any] = {
+        "name": served.model,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": served.max_batch_size,
+        "input": [_config_tensor(spec, batched) for spec in served.signature.inputs],
+        "output": [_config_tensor(spec, batched) for spec in served.signature.outputs],
+        "instance_group": [{"name": served.model, "count": 1, "kind": "KIND_CPU"}],
+        "parameters": {"execution_providers": {"string_value": ",".join(served.providers)}},
+    }
+    if batched:
+        config["dynamic_batching"] = {
+            "preferred_batch_size": served.config.preferred_batch_sizes,
+            "max_queue_delay_microseconds": served.config.max_queue_delay_us,
+        }
+    return config
+
+
+def _duration(value: Duration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}
+
+
+def version_stats(served: ServedVersion) -> dict[str, Any]:
+    stats = served.stats
+    empty = {"count": 0, "ns": 0}
+    return {
+        "name": served.model,
+        "version": str(served.version),
+        "last_inference": stats.last_inference_ms,
+        "inference_count": stats.inference_rows,
+        "execution_count": stats.executions,
+        "inference_stats": {
+            "success": _duration(stats.success),
+            "fail": _duration(stats.failure),
+            "queue": _duration(stats.queue),
+            "compute_input": _duration(stats.compute_input),
+            "compute_infer": _duration(stats.compute),
+            "compute_output": _duration(stats.compute_output),
+            "cache_hit": empty,
+            "cache_miss": empty,
+        },
+        "batch_stats": [
+            # per batch size only session.run is timed; input and output carry the count perf_analyzer checks
+            {"batch_size": size, "compute_input": {"count": duration.count, "ns": 0},
+             "compute_infer": _duration(duration), "compute_output": {"count": duration.count, "ns": 0}}
+            for size, duration in sorted(stats.per_batch_size.items())
+        ],
+    }
+
+
+def repository_index(registry: ModelRegistry) -> list[dict[str, str]]:
+    index = []
+    for name, model in sorted(registry.models.items()):
+        if model.error:
+            index.append({"name": name, "state": "UNAVAILABLE", "reason": model.error})
+        for version, served in sorted(model.versions.items()):
+            state = "READY" if served.ready else "UNAVAILABLE"
+            index.append({"name": name, "version": str(version), "state": state, "reason": served.error})
+    return index
