@@ -53,6 +53,8 @@ class Batcher:
         self._queued_rows = 0
         self._busy = False
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
+        self._closing = False
         self._loop = asyncio.get_running_loop()
 
     def submit(self, inputs: Tensors, rows: int, key: Hashable) -> asyncio.Future[Tensors]:
@@ -63,6 +65,12 @@ class Batcher:
             self._schedule()
         return future
 
+    def close(self) -> None:
+        """Stop taking work: what is queued or running still completes, then the worker thread ends."""
+        self._closing = True
+        if not self._busy and not self._queue:
+            self._worker.close()
+
     def _ready(self) -> bool:
         if self._max_rows == 0 or self._delay_ns == 0 or self._queued_rows >= self._max_rows:
             return True
@@ -71,21 +79,17 @@ class Batcher:
         return time.perf_counter_ns() - self._queue[0].enqueued_ns >= self._delay_ns
 
     def _schedule(self) -> None:
-        if not self._queue or self._busy:
+        """Dispatch on the next loop turn (so requests read in this turn join) or when the delay runs out."""
+        if not self._queue or self._busy or self._soon is not None:
             return
         if self._ready():
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            self._dispatch()
+            self._soon = self._loop.call_soon(self._dispatch)
         elif self._timer is None:
             waited_ns = time.perf_counter_ns() - self._queue[0].enqueued_ns
-            self._timer = self._loop.call_later(max(self._delay_ns - waited_ns, 0) / 1e9, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if not self._busy and self._queue:
-            self._dispatch()
+            self._timer = self._loop.call_later(max(self._delay_ns - waited_ns, 0) / 1e9, self._dispatch)
 
     def _row_target(self) -> int:
         """How many rows to take now: a preferred size when one is reached, else as many as fit."""
@@ -113,6 +117,12 @@ class Batcher:
         return batch
 
     def _dispatch(self) -> None:
+        self._soon = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._busy or not self._queue:
+            return
         batch = self._take_batch()
         now = time.perf_counter_ns()
         for item in batch:
@@ -164,4 +174,7 @@ class Batcher:
                     item.future.set_result(result)
         rows = sum(item.rows for item in batch) or 1
         self._stats.batch_done(rows, outcome.input_ns, outcome.compute_ns, time.perf_counter_ns() - split_start)
-        self._schedule()
+        if self._closing and not self._queue:
+            self._worker.close()
+        else:
+            self._schedule()

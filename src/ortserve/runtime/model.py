@@ -43,7 +43,6 @@ class ServedVersion:
     providers: list[str] = field(default_factory=list)
     stats: VersionStats = field(default_factory=VersionStats)
     _batcher: Batcher | None = None
-    _worker: Worker | None = None
 
     @property
     def ready(self) -> bool:
@@ -60,10 +59,9 @@ class ServedVersion:
 
     def start_batcher(self) -> None:
         """On the event loop, once the session is ready: the version can take requests from now on."""
-        self._worker = Worker(f"ortserve-{self.model}-{self.version}")
         self._batcher = Batcher(
             self.execute,
-            self._worker,
+            Worker(f"ortserve-{self.model}-{self.version}"),
             self.stats,
             max_batch_size=self.max_batch_size,
             max_queue_delay_us=self.config.max_queue_delay_us,
@@ -72,11 +70,11 @@ class ServedVersion:
         self.state = State.AVAILABLE
 
     def stop(self) -> None:
+        """No new requests from now on; those already queued still get their answers."""
         self.state = State.END
-        if self._worker is not None:
-            self._worker.close()
-        self._batcher = self._worker = None
-        self.session = None
+        if self._batcher is not None:
+            self._batcher.close()
+        self._batcher = None
 
     async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
         """Validate, queue for a batch, and return the requested outputs (all when `outputs` is None)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from ortserve.dtypes import TensorType
 from ortserve.errors import InvalidInput
@@ -15,15 +16,49 @@ from ortserve.errors import InvalidInput
 _ENCODE = orjson.OPT_SERIALIZE_NUMPY
 
 
-def loads(body: bytes | memoryview) -> Any:
-    """Parse a JSON body; NaN and Infinity are accepted as TF Serving accepts them."""
+def loads(body: bytes | memoryview, lazy_keys: frozenset[str] = frozenset()) -> Any:
+    """Parse a JSON body into Python values.
+
+    Arrays under a key in `lazy_keys` stay parsed-but-unconverted (simdjson arrays): `array_from_json` reads
+    their numbers straight into numpy, without a Python float per element. NaN and Infinity, which TF Serving
+    accepts, take the standard library's slower path.
+    """
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        document = simdjson.Parser().parse(bytes(body))
+    except ValueError as exc:
         try:
             return json.loads(bytes(body))
         except (ValueError, UnicodeDecodeError):
             raise InvalidInput(f"malformed JSON body: {exc}") from None
+    return _materialize(document, lazy_keys)
+
+
+def _holds_objects(array: simdjson.Array) -> bool:
+    return len(array) > 0 and isinstance(array[0], simdjson.Object)
+
+
+def _materialize(value: Any, lazy_keys: frozenset[str]) -> Any:
+    if isinstance(value, simdjson.Object):
+        result = {}
+        for key in value.keys():  # noqa: SIM118 - items() would convert every value to Python
+            item = value[key]
+            lazy = key in lazy_keys and is_lazy_array(item) and not _holds_objects(item)
+            result[key] = item if lazy else _materialize(item, lazy_keys)
+        return result
+    if isinstance(value, simdjson.Array):
+        if _holds_objects(value):
+            return [_materialize(item, lazy_keys) for item in value]
+        return value.as_list()
+    return value
+
+
+def is_lazy_array(value: Any) -> bool:
+    return isinstance(value, simdjson.Array)
+
+
+def is_array(value: Any) -> bool:
+    """A JSON array, converted or lazy."""
+    return isinstance(value, list | simdjson.Array)
 
 
 def dumps(payload: Any, arrays: list[np.ndarray]) -> bytes:
@@ -55,8 +90,51 @@ def text_elements(name: str, values: np.ndarray) -> np.ndarray:
     return result.reshape(values.shape)
 
 
+_BUFFER_TYPES = {"f": ("d", np.float64), "i": ("i", np.int64), "u": ("u", np.uint64)}
+
+
+def _nested_shape(value: simdjson.Array) -> list[int]:
+    shape = []
+    while isinstance(value, simdjson.Array):
+        shape.append(len(value))
+        if not len(value):
+            break
+        value = value[0]
+    return shape
+
+
+def _is_regular(value: simdjson.Array, shape: list[int]) -> bool:
+    """Every nested list at each depth has the length its first sibling has (no ragged rows)."""
+    level = [value]
+    for depth, size in enumerate(shape):
+        if any(not isinstance(array, simdjson.Array) or len(array) != size for array in level):
+            return False
+        if depth < len(shape) - 1:
+            level = [child for array in level for child in array]
+    return True
+
+
+def _numbers_from_lazy(name: str, value: simdjson.Array, tensor_type: TensorType) -> np.ndarray | None:
+    """Read a lazy array of numbers straight into numpy; None when it holds anything else."""
+    buffer_type, wide = _BUFFER_TYPES[tensor_type.numpy.kind]
+    try:
+        flat = np.frombuffer(value.as_buffer(of_type=buffer_type), dtype=wide)
+    except (TypeError, ValueError):
+        return None
+    shape = _nested_shape(value)
+    if flat.size != math.prod(shape) or (len(shape) > 1 and not _is_regular(value, shape)):
+        raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: nested lists of unequal lengths")
+    return flat.astype(tensor_type.numpy, copy=False).reshape(shape)
+
+
 def array_from_json(name: str, value: Any, tensor_type: TensorType) -> np.ndarray:
     """A nested JSON list (or scalar) as an array of the model's element type."""
+    if isinstance(value, simdjson.Array):
+        if tensor_type.numpy.kind in _BUFFER_TYPES:
+            numbers = _numbers_from_lazy(name, value, tensor_type)
+            if numbers is not None:
+                return numbers
+        value = value.as_list()
     try:
         if tensor_type.is_bytes:
             return text_elements(name, np.array(value, dtype=object))

@@ -16,7 +16,8 @@ _LABELS = ["model", "version"]
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
-    buckets = [("+Inf" if bound == float("inf") else repr(bound), count) for bound, count in histogram.cumulative()]
+    buckets = [("+Inf" if bound == float("inf") else repr(float(bound)), count)
+               for bound, count in histogram.cumulative()]
     family.add_metric(labels, buckets, histogram.total)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ortserve.errors import InvalidInput, NotFound
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import Signature, TensorSpec
-from ortserve.server.codec import array_from_json, dumps, json_tensor, loads, text_elements
+from ortserve.server.codec import array_from_json, dumps, is_array, is_lazy_array, json_tensor, loads, text_elements
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router, json_response
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, signature_def, version_status
@@ -40,7 +40,8 @@ def _unwrap_b64(value: Any) -> Any:
 
 def _tensor(spec: TensorSpec, value: Any) -> np.ndarray:
     if spec.type.is_bytes:
-        return text_elements(spec.name, np.array(_unwrap_b64(value), dtype=object))
+        plain = value.as_list() if is_lazy_array(value) else value
+        return text_elements(spec.name, np.array(_unwrap_b64(plain), dtype=object))
     return array_from_json(spec.name, value, spec.type)
 
 
@@ -58,8 +59,8 @@ def _output_value(name: str, array: np.ndarray) -> Any:
 
 
 def _row_inputs(signature: Signature, instances: Any) -> dict[str, np.ndarray]:
-    _require(isinstance(instances, list) and len(instances) > 0, "'instances' must be a non-empty list")
-    if all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
+    _require(is_array(instances) and len(instances) > 0, "'instances' must be a non-empty list")
+    if isinstance(instances, list) and all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
         names = set(instances[0])
         _require(all(set(row) == names for row in instances), "every instance must name the same inputs")
         inputs = {}
@@ -156,7 +157,7 @@ class TfServingRest:
         served = self._served(params)
         signature = served.signature
         assert signature is not None
-        document = loads(request.body)
+        document = loads(request.body, frozenset({"instances", "inputs"}))
         _require(isinstance(document, dict), "the request body must be a JSON object")
         signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
         _require(signature_name in ("", DEFAULT_SIGNATURE),

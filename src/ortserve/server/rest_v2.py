@@ -133,13 +133,13 @@ class V2Rest:
         body = memoryview(request.body)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is None:
-            json_part, binary = body, body[:0]
+            json_part, binary = request.body, body[:0]
         else:
             _require(header_length.isdigit() and int(header_length) <= len(body),
                      f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} is not a length "
                      f"within the {len(body)}-byte body")
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
-        document = loads(json_part)
+        document = loads(json_part, frozenset({"data"}))
         _require(isinstance(document, dict), "the request body must be a JSON object")
         inputs = self._decode_inputs(document.get("inputs"), binary)
         wanted = self._requested_outputs(document)

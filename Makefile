@@ -1,0 +1,33 @@
+# One command to serve the demo, one to run the tests. Both set up .venv from the pinned files first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+DEMO_REPOSITORY := demo-repository
+HOST ?= 127.0.0.1
+REST_PORT ?= 8501
+GRPC_PORT ?= 8500
+
+.PHONY: run test lint bench install install-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) -e .
+
+install-test: $(BIN)/python
+	$(PIP) -e '.[test]'
+
+run: install
+	$(BIN)/python -m ortserve.examples.demo $(DEMO_REPOSITORY)
+	$(BIN)/ortserve serve $(DEMO_REPOSITORY) --host $(HOST) --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT)
+
+lint: install-test
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q -rs
+
+bench: install-test
+	bash benchmarks/run.sh

@@ -1,0 +1,1 @@
+"""Benchmark helpers: start a real server, drive it with compiled load generators, measure the ceiling."""

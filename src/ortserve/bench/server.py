@@ -1,0 +1,73 @@
+"""Start the real ortserve server in a subprocess on free loopback ports, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    rest_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.rest_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float = 120) -> RunningServer:
+    rest_port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "ortserve", "serve", str(repository), "--host", "127.0.0.1",
+               "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), *extra]
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    server = RunningServer(process, rest_port, grpc_port, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ortserve exited with {process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"ortserve did not become ready in {timeout_s}s:\n{server.log()}")
+
+
+def metric_samples(server: RunningServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Scrape /metrics into {(sample name, labels): value}."""
+    text = httpx.get(f"{server.url}/metrics").text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}

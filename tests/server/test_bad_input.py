@@ -1,0 +1,133 @@
+"""Every malformed request gets a 4xx with an error naming the problem, and the server keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ortserve.bench.server import RunningServer, start_server
+
+ROW = [0.0] * 784
+
+
+def _v2(name: str, shape: list[int], datatype: str, data: list) -> dict:
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+def _binary(declared_size: int, payload_size: int) -> tuple[bytes, dict[str, str]]:
+    header = ('{"inputs":[{"name":"input","shape":[1,784],"datatype":"FP32",'
+              f'"parameters":{{"binary_data_size":{declared_size}}}}}]}}').encode()
+    return header + b"\0" * payload_size, {"inference-header-content-length": str(len(header))}
+
+
+CASES = [
+    # (id, method, path, body or JSON, extra headers, status, words the error must contain)
+    ("v2-malformed-json", "/v2/models/mlp/infer", b'{"inputs": [', {}, 400, ["malformed JSON"]),
+    ("v2-not-an-object", "/v2/models/mlp/infer", b"[1, 2]", {}, 400, ["JSON object"]),
+    ("v2-no-inputs", "/v2/models/mlp/infer", {"inputs": []}, {}, 400, ["inputs"]),
+    ("v2-wrong-dtype", "/v2/models/mlp/infer", _v2("input", [1, 784], "FP64", ROW), {}, 400, ["FP64", "FP32"]),
+    ("v2-unknown-datatype", "/v2/models/mlp/infer", _v2("input", [1, 784], "FLOAT", ROW), {}, 400,
+     ["FLOAT"]),
+    ("v2-wrong-shape", "/v2/models/mlp/infer", _v2("input", [1, 783], "FP32", ROW[:783]), {}, 400,
+     ["input", "[1, 783]", "[-1, 784]"]),
+    ("v2-count-mismatch", "/v2/models/mlp/infer", _v2("input", [2, 784], "FP32", ROW), {}, 400,
+     ["784 elements", "1568"]),
+    ("v2-not-numbers", "/v2/models/mlp/infer", _v2("input", [1, 2], "FP32", ["a", "b"]), {}, 400, ["input"]),
+    ("v2-bad-shape", "/v2/models/mlp/infer", _v2("input", [1, -784], "FP32", ROW), {}, 400, ["shape"]),
+    ("v2-unknown-input", "/v2/models/mlp/infer", _v2("pixels", [1, 784], "FP32", ROW), {}, 400,
+     ["unknown input 'pixels'", "'input'"]),
+    ("v2-missing-input", "/v2/models/multi/infer", _v2("a", [1, 4], "FP32", [1, 2, 3, 4]), {}, 400,
+     ["missing input"]),
+    ("v2-unknown-output", "/v2/models/mlp/infer",
+     {**_v2("input", [1, 784], "FP32", ROW), "outputs": [{"name": "probs"}]}, {}, 400, ["unknown output 'probs'"]),
+    ("v2-batch-too-big", "/v2/models/mlp/infer", _v2("input", [33, 784], "FP32", ROW * 33), {}, 400,
+     ["33 rows", "max_batch_size 32"]),
+    ("v2-unknown-model", "/v2/models/nope/infer", _v2("input", [1, 784], "FP32", ROW), {}, 404, ["'nope'"]),
+    ("v2-unknown-version", "/v2/models/mlp/versions/9/infer", _v2("input", [1, 784], "FP32", ROW), {}, 404,
+     ["version 9"]),
+    ("v2-bad-version", "/v2/models/mlp/versions/x1/infer", _v2("input", [1, 784], "FP32", ROW), {}, 400,
+     ["'x1'"]),
+    ("v2-failed-model", "/v2/models/bad_config/infer", _v2("input", [1, 784], "FP32", ROW), {}, 503,
+     ["intra_op_threads"]),
+    ("v2-truncated-binary", "/v2/models/mlp/infer", *_binary(3136, 100), 400, ["truncated", "3136 bytes"]),
+    ("v2-header-beyond-body", "/v2/models/mlp/infer", b"{}", {"inference-header-content-length": "999"}, 400,
+     ["Inference-Header-Content-Length"]),
+    ("v2-binary-size-mismatch", "/v2/models/mlp/infer", *_binary(8, 8), 400, ["8 bytes", "3136"]),
+    ("v2-leftover-binary", "/v2/models/mlp/infer", *_binary(3136, 3140), 400, ["4 bytes"]),
+    ("tf-malformed-json", "/v1/models/mlp:predict", b"{instances", {}, 400, ["malformed JSON"]),
+    ("tf-both-formats", "/v1/models/mlp:predict", {"instances": [ROW], "inputs": [ROW]}, {}, 400,
+     ["exactly one of 'instances'"]),
+    ("tf-neither-format", "/v1/models/mlp:predict", {"signature_name": "serving_default"}, {}, 400,
+     ["exactly one of 'instances'"]),
+    ("tf-ragged", "/v1/models/mlp:predict", {"instances": [ROW, ROW[:3]]}, {}, 400, ["input 'input'"]),
+    ("tf-wrong-shape", "/v1/models/mlp:predict", {"instances": [ROW[:10]]}, {}, 400, ["[1, 10]"]),
+    ("tf-unknown-signature", "/v1/models/mlp:predict", {"signature_name": "predict", "instances": [ROW]}, {}, 400,
+     ["'predict'"]),
+    ("tf-unknown-input", "/v1/models/mlp:predict", {"instances": [{"pixels": ROW}]}, {}, 400, ["'pixels'"]),
+    ("tf-missing-input", "/v1/models/multi:predict", {"instances": [{"a": [1, 2, 3, 4]}]}, {}, 400,
+     ["missing input"]),
+    ("tf-bad-b64", "/v1/models/multi:predict", {"inputs": {"text": [{"b64": "%%%"}]}}, {}, 400, ["base64"]),
+    ("tf-unknown-model", "/v1/models/nope:predict", {"instances": [ROW]}, {}, 404, ["'nope'"]),
+    ("tf-unknown-label", "/v1/models/versioned/labels/beta:predict", {"instances": [ROW]}, {}, 404, ["'beta'"]),
+    ("tf-unknown-version", "/v1/models/versioned/versions/8:predict", {"instances": [ROW]}, {}, 404,
+     ["version 8"]),
+    ("no-such-endpoint", "/v3/anything", {}, {}, 404, ["/v3/anything"]),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "status", "words"), [case[1:] for case in CASES],
+                         ids=[case[0] for case in CASES])
+def test_bad_request_gets_a_clear_error(server: RunningServer, path: str, body, headers: dict, status: int,
+                                        words: list[str]) -> None:
+    if isinstance(body, bytes):
+        response = httpx.post(server.url + path, content=body, headers=headers)
+    else:
+        response = httpx.post(server.url + path, json=body, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    for word in words:
+        assert word in error
+
+
+def test_server_still_serves_after_the_battery(server: RunningServer) -> None:
+    for path, body, headers, _, _ in (case[1:] for case in CASES):
+        kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+        httpx.post(server.url + path, headers=headers, **kwargs)
+    response = httpx.post(f"{server.url}/v1/models/mlp:predict", json={"instances": [ROW]})
+    assert response.status_code == 200
+    assert np.array(response.json()["predictions"]).shape == (1, 10)
+
+
+def test_wrong_method_is_405(server: RunningServer) -> None:
+    response = httpx.get(f"{server.url}/v2/models/mlp/infer")
+    assert response.status_code == 405
+    assert "GET" in response.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(repository, tmp_path_factory.mktemp("small") / "server.log", "--max-body-bytes", "20000")
+    yield running
+    running.stop()
+
+
+def test_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:
+    big = {"instances": [ROW] * 8}
+    response = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", json=big)
+    assert response.status_code == 413
+    assert "20000" in response.json()["error"]
+    ok = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", json={"instances": [ROW]})
+    assert ok.status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b" " * 1000
+
+    response = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", content=chunks())
+    assert response.status_code == 413

@@ -1,0 +1,54 @@
+"""Concurrent requests through the real server merge into batches, and merged results equal unbatched ones."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import tritonclient.http as triton
+
+from ortserve.bench.server import RunningServer
+from ortserve.bench.server import metric_samples as samples
+
+
+def _batch_stats(server: RunningServer, model: str) -> dict[int, int]:
+    stats = httpx.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0]
+    return {entry["batch_size"]: entry["compute_infer"]["count"] for entry in stats["batch_stats"]}
+
+
+def test_concurrent_requests_merge_and_match_unbatched(server: RunningServer, reference) -> None:
+    rng = np.random.default_rng(5)
+    requests = [rng.standard_normal((rows, 784)).astype(np.float32) for rows in (1, 2, 3, 1, 2, 1, 1, 3)]
+    before = _batch_stats(server, "slow_batch")
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        client = triton.InferenceServerClient(server.host_port)
+        tensor = triton.InferInput("input", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        return client.infer("slow_batch", [tensor]).as_numpy("logits")
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        results = list(pool.map(infer, requests))
+
+    session = reference("slow_batch")
+    for batch, result in zip(requests, results, strict=True):
+        (alone,) = session.run(None, {"input": batch})
+        np.testing.assert_allclose(result, alone, rtol=1e-6, atol=1e-6)
+    after = _batch_stats(server, "slow_batch")
+    new_batches = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    executed = {size: count for size, count in new_batches.items() if count}
+    # 14 rows arrived within the 200 ms queue delay: they ran in far fewer executions than 8 requests
+    assert sum(size * count for size, count in executed.items()) == 14
+    assert max(executed) > 3, executed
+
+
+def test_batch_size_metric_shows_merged_batches(server: RunningServer) -> None:
+    body = {"instances": [[0.0] * 784]}
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: httpx.post(f"{server.url}/v1/models/slow_batch:predict", json=body), range(6)))
+    buckets = {dict(labels)["le"]: value for (name, labels), value in samples(server).items()
+               if name == "ortserve_batch_size_bucket" and ("model", "slow_batch") in labels}
+    total = buckets["+Inf"]
+    assert total >= 1
+    assert buckets["1.0"] < total, "every batch held a single row: nothing merged"
