@@ -18,6 +18,7 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(PIP) -e '.[test]'
+	$(PIP) --no-deps tensorflow-serving-api==2.21.0
 
 run: install
 	$(BIN)/python -m ortserve.examples.demo $(DEMO_REPOSITORY)

@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         rest_port=args.rest_port,
         grpc_port=args.grpc_port,
         max_body_bytes=args.max_body_bytes,
+        grpc_max_message_bytes=args.grpc_max_message_bytes,
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -40,13 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve_parser = commands.add_parser("serve", help="serve a model repository over REST (TF Serving, KServe V2)")
+    serve_parser = commands.add_parser(
+        "serve", help="serve a model repository over REST and gRPC (TF Serving, KServe V2)")
     serve_parser.add_argument("repository", help="model repository: REPO/<model>/<version>/model.onnx")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
     serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")
     serve_parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024,
                               help="largest request body accepted, in bytes (default 64 MiB)")
+    serve_parser.add_argument("--grpc-max-message-bytes", type=int, default=64 * 1024 * 1024,
+                              help="largest gRPC message sent or received, in bytes (default 64 MiB)")
     serve_parser.set_defaults(handler=_serve)
     return parser
 

@@ -126,6 +126,21 @@ class ServedModel:
             raise Unavailable(f"model {self.name!r} version {version} is {served.state.value}{detail}")
         return served
 
+    def status_versions(self, version: int | None = None, label: str | None = None) -> list[ServedVersion]:
+        """The versions a status request names (all served ones when it names none), whatever their state."""
+        if self.error:
+            raise NotFound(f"model {self.name!r} failed to load: {self.error}")
+        if label is not None:
+            assert self.config is not None
+            if label not in self.config.labels:
+                raise NotFound(f"model {self.name!r} has no version label {label!r}")
+            version = self.config.labels[label]
+        if version is None:
+            return [self.versions[v] for v in sorted(self.versions)]
+        if version not in self.versions:
+            raise NotFound(f"model {self.name!r} has no served version {version}")
+        return [self.versions[version]]
+
     def stop(self) -> None:
         for served in self.versions.values():
             served.stop()

@@ -34,3 +34,14 @@ class DataPlane:
 
     def version(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
         return self.registry.get(name).resolve(version, label)
+
+    async def load(self, name: str) -> ServedModel:
+        """(Re)load a model from the repository; fail with the reasons when no version of it came up."""
+        model = await self.registry.load(name)
+        if model.error or not any(served.ready for served in model.versions.values()):
+            reasons = model.error or "; ".join(served.error for served in model.versions.values() if served.error)
+            raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
+        return model
+
+    def unload(self, name: str) -> None:
+        self.registry.unload(name)

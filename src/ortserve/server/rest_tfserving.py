@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.errors import InvalidInput, NotFound
+from ortserve.errors import InvalidInput
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.server.codec import array_from_json, dumps, is_array, is_lazy_array, json_tensor, loads, text_elements
@@ -119,21 +119,7 @@ class TfServingRest:
 
     async def status(self, request: Request, params: dict[str, str]) -> Response:
         model = self._plane.model(params["model"])
-        if model.error:
-            raise NotFound(f"model {model.name!r} failed to load: {model.error}")
-        if params.get("version") is None and params.get("label") is None:
-            versions = [model.versions[v] for v in sorted(model.versions)]
-        else:
-            version = parse_version(params.get("version"))
-            label = params.get("label")
-            if label is not None:
-                assert model.config is not None
-                if label not in model.config.labels:
-                    raise NotFound(f"model {model.name!r} has no version label {label!r}")
-                version = model.config.labels[label]
-            if version not in model.versions:
-                raise NotFound(f"model {model.name!r} has no served version {version}")
-            versions = [model.versions[version]]
+        versions = model.status_versions(parse_version(params.get("version")), params.get("label"))
         return json_response({"model_version_status": [version_status(served) for served in versions]})
 
     async def metadata(self, request: Request, params: dict[str, str]) -> Response:

@@ -117,14 +117,11 @@ class V2Rest:
         return json_response(triton.repository_index(self._plane.registry))
 
     async def load(self, request: Request, params: dict[str, str]) -> Response:
-        model = await self._plane.registry.load(params["model"])
-        if model.error or not any(served.ready for served in model.versions.values()):
-            reasons = model.error or "; ".join(s.error for s in model.versions.values() if s.error)
-            raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
+        await self._plane.load(params["model"])
         return json_response({})
 
     async def unload(self, request: Request, params: dict[str, str]) -> Response:
-        self._plane.registry.unload(params["model"])
+        self._plane.unload(params["model"])
         return json_response({})
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:

@@ -1,0 +1,165 @@
+"""KServe V2 gRPC front end (GRPCInferenceService, package inference), with Triton's config and statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format
+
+import grpc
+from ortserve import __version__
+from ortserve.dtypes import from_v2
+from ortserve.errors import InvalidInput
+from ortserve.protos.inference import grpc_service_pb2 as pb
+from ortserve.protos.inference import grpc_service_pb2_grpc
+from ortserve.protos.inference.model_config_pb2 import ModelConfig
+from ortserve.runtime.model import ServedVersion
+from ortserve.server import triton
+from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
+from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.grpc_status import mapped_errors
+from ortserve.server.rest_v2 import EXTENSIONS
+
+# Which InferTensorContents field carries each datatype (FP16 and BF16 travel only as raw bytes).
+_CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
+    tensor_type = from_v2(tensor.datatype)
+    field = _CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} travels only in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    if tensor_type.is_bytes:
+        array = text_elements(tensor.name, np.array(list(values), dtype=object))
+    else:
+        array = np.array(values, dtype=tensor_type.numpy)
+    if array.size != element_count(shape):
+        raise InvalidInput(f"input {tensor.name!r} has {array.size} elements, but shape {shape} needs "
+                           f"{element_count(shape)}")
+    return array.reshape(shape)
+
+
+def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; it must "
+                           "hold one per input, in input order, or none")
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.inputs):
+        if tensor.name in inputs:
+            raise InvalidInput(f"input {tensor.name!r} is given twice")
+        shape = list(tensor.shape)
+        if any(size < 0 for size in shape):
+            raise InvalidInput(f"input {tensor.name!r}: shape {shape} has a negative dimension")
+        if raw:
+            inputs[tensor.name] = array_from_bytes(tensor.name, memoryview(raw[index]), from_v2(tensor.datatype),
+                                                   shape)
+        else:
+            inputs[tensor.name] = _typed_contents(tensor, shape)
+    return inputs
+
+
+def _parse(message: Any, document: dict[str, Any]) -> Any:
+    return json_format.ParseDict(document, message, ignore_unknown_fields=True)
+
+
+class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+
+    def _served(self, name: str, version: str) -> ServedVersion:
+        return self._plane.version(name, parse_version(version))
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._plane.live)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._plane.ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="ortserve", version=__version__, extensions=EXTENSIONS)
+
+    @mapped_errors
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ModelReadyResponse:
+        model = self._plane.model(request.name)
+        version = parse_version(request.version)
+        if version is None:
+            return pb.ModelReadyResponse(ready=any(served.ready for served in model.versions.values()))
+        served = model.versions.get(version)
+        return pb.ModelReadyResponse(ready=served is not None and served.ready)
+
+    @mapped_errors
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ModelMetadataResponse:
+        served = self._served(request.name, request.version)
+        model = self._plane.model(request.name)
+        assert served.signature is not None
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=served.model,
+            versions=[str(v) for v, s in sorted(model.versions.items()) if s.ready],
+            platform=triton.PLATFORM,
+            inputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.inputs],
+            outputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.outputs],
+        )
+
+    @mapped_errors
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ModelInferResponse:
+        served = self._served(request.model_name, request.model_version)
+        assert served.signature is not None
+        inputs = _decode_inputs(request)
+        wanted = [output.name for output in request.outputs] or None
+        results = await served.infer(inputs, wanted)
+        response = pb.ModelInferResponse(model_name=served.model, model_version=str(served.version), id=request.id)
+        for name, array in results.items():
+            spec = served.signature.output(name)
+            assert spec is not None
+            response.outputs.add(name=name, datatype=spec.type.v2, shape=array.shape)
+            response.raw_output_contents.append(bytes(array_to_bytes(array)))
+        return response
+
+    @mapped_errors
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.ModelConfigResponse:
+        served = self._served(request.name, request.version)
+        return pb.ModelConfigResponse(config=_parse(ModelConfig(), triton.model_config(served)))
+
+    @mapped_errors
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.ModelStatisticsResponse:
+        models = [self._plane.model(request.name)] if request.name else list(self._plane.registry.models.values())
+        version = parse_version(request.version)
+        stats = [triton.version_stats(served) for model in models for v, served in sorted(model.versions.items())
+                 if version is None or v == version]
+        return _parse(pb.ModelStatisticsResponse(), {"model_stats": stats})
+
+    @mapped_errors
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.RepositoryIndexResponse:
+        index = triton.repository_index(self._plane.registry)
+        if request.ready:
+            index = [entry for entry in index if entry["state"] == "READY"]
+        return _parse(pb.RepositoryIndexResponse(), {"models": index})
+
+    @mapped_errors
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+                                  ) -> pb.RepositoryModelLoadResponse:
+        await self._plane.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @mapped_errors
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+        self._plane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()

@@ -1,0 +1,19 @@
+"""The committed generated modules are what scripts/generate_protos.sh makes from protos/ today."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_generated_modules_are_up_to_date(tmp_path: Path) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts" / "generate_protos.sh"), str(tmp_path)], check=True, timeout=120)
+    fresh = {p.relative_to(tmp_path): p.read_text() for p in (tmp_path / "ortserve" / "protos").rglob("*_pb2*.py*")}
+    committed_root = ROOT / "src"
+    committed = {p.relative_to(committed_root): p.read_text()
+                 for p in (committed_root / "ortserve" / "protos").rglob("*_pb2*.py*")}
+    assert fresh.keys() == committed.keys()
+    stale = [str(path) for path in fresh if fresh[path] != committed[path]]
+    assert not stale, f"run scripts/generate_protos.sh: {stale} are out of date"
