@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(PIP) -e .
+	$(PIP) -e '.[demo]'
 
 install-test: $(BIN)/python
 	$(PIP) -e '.[test]'
@@ -22,6 +22,7 @@ install-test: $(BIN)/python
 
 run: install
 	$(BIN)/python -m ortserve.examples.demo $(DEMO_REPOSITORY)
+	@echo "try: curl -s -F image=@your-photo.jpg http://$(HOST):$(REST_PORT)/predict"
 	$(BIN)/ortserve serve $(DEMO_REPOSITORY) --host $(HOST) --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT)
 
 lint: install-test

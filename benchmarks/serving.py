@@ -1,4 +1,5 @@
-"""Served throughput and latency against the in-process ceiling, over V2 binary, V2 JSON and TF Serving JSON.
+"""Served throughput and latency against the in-process ceiling, over REST (V2 binary, V2 JSON, TF Serving
+JSON) and gRPC (V2, TF Serving).
 
 Run with `make bench` (it installs perf_analyzer and wrk first), or directly:
     python benchmarks/serving.py --perf-analyzer PATH --cuda-lib DIR [--quick]
@@ -91,9 +92,16 @@ def main() -> None:
         points = []
         try:
             for concurrency in CONCURRENCY:
+                grpc_url = f"127.0.0.1:{server.grpc_port}"
+                shape_flag = ("--shape", f"input:{','.join(map(str, shape))}")
                 runs: dict[str, LoadResult] = {
                     "v2-binary": perf_analyzer(args.perf_analyzer, name, server.host_port, concurrency,
                                                measurement_ms=seconds * 1000, library_path=args.cuda_lib),
+                    "v2-grpc": perf_analyzer(args.perf_analyzer, name, grpc_url, concurrency, protocol="grpc",
+                                             measurement_ms=seconds * 1000, library_path=args.cuda_lib),
+                    "tf-grpc": perf_analyzer(args.perf_analyzer, name, grpc_url, concurrency, protocol="grpc",
+                                             service_kind="tfserving", measurement_ms=seconds * 1000,
+                                             library_path=args.cuda_lib, extra=shape_flag),
                     "v2-json": wrk(f"{server.url}/v2/models/{name}/infer", bodies["v2-json"], concurrency,
                                    headers={"Content-Type": "application/json"}, duration_s=seconds),
                     "tf-json": wrk(f"{server.url}/v1/models/{name}:predict", bodies["tf-json"], concurrency,

@@ -18,3 +18,11 @@ def test_help_lists_the_serve_flags() -> None:
                             timeout=60)
     for flag in ("--host", "--rest-port", "--grpc-port"):
         assert flag in result.stdout
+
+
+def test_serve_without_a_repository_explains_how_to_build_the_demo(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "ortserve", "serve"], capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert "python -m ortserve.examples.demo demo-repository" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -13,9 +13,15 @@ import uvloop
 from ortserve import __version__
 from ortserve.server.app import ServerSettings, serve
 
+DEMO_REPOSITORY = Path("demo-repository")
+
 
 def _serve(args: argparse.Namespace) -> int:
-    repository = Path(args.repository)
+    repository = Path(args.repository) if args.repository else DEMO_REPOSITORY
+    if args.repository is None and not repository.is_dir():
+        print(f"ortserve: no repository given and no demo repository in ./{DEMO_REPOSITORY}; build it with "
+              f"`python -m ortserve.examples.demo {DEMO_REPOSITORY}` (or `make run`)", file=sys.stderr)
+        return 2
     if not repository.is_dir():
         print(f"ortserve: model repository {str(repository)!r} is not a directory", file=sys.stderr)
         return 2
@@ -43,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_parser = commands.add_parser(
         "serve", help="serve a model repository over REST and gRPC (TF Serving, KServe V2)")
-    serve_parser.add_argument("repository", help="model repository: REPO/<model>/<version>/model.onnx")
+    serve_parser.add_argument(
+        "repository", nargs="?",
+        help=f"model repository: REPO/<model>/<version>/model.onnx (default: ./{DEMO_REPOSITORY})")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
     serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")

@@ -98,6 +98,48 @@ class Warmup(_Strict):
     shapes: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(default_factory=dict)
 
 
+class Resize(_Strict):
+    """Either scale so the shorter side has this length (aspect kept), or resize to an exact [height, width]."""
+
+    shorter_side: Annotated[int, Field(ge=1)] | None = None
+    exact: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Resize:
+        if (self.shorter_side is None) == (self.exact is None):
+            raise ValueError("give exactly one of `shorter_side: N` or `exact: [height, width]`")
+        return self
+
+
+class ImagePreprocessing(_Strict):
+    """How an uploaded image becomes the model's input tensor, and how its output becomes labels.
+
+    Pixels (0-255, after colour conversion, resize and crop) become `(pixel * scale - mean) / std` per channel.
+    """
+
+    input: str | None = None  # the model input fed with the image; unset: the model's only input
+    output: str | None = None  # the output holding class scores; unset: the model's first output
+    resize: Resize | None = None
+    center_crop: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None = None
+    color: Literal["rgb", "bgr"] = "rgb"
+    layout: Literal["nchw", "nhwc"] = "nchw"
+    scale: float = 1.0
+    mean: list[float] = Field(default_factory=lambda: [0.0, 0.0, 0.0], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=3, max_length=3)
+    scores: Literal["logits", "probabilities"] = "logits"  # logits get a softmax
+    labels_file: str | None = None  # one label per line, in the model directory; line i is class i
+    default: bool = False  # the model POST /predict serves
+    max_image_bytes: Annotated[int, Field(ge=1)] = 20 * 1024 * 1024
+    max_image_pixels: Annotated[int, Field(ge=1)] = 40_000_000  # refuses decompression bombs before decoding
+
+    @field_validator("std")
+    @classmethod
+    def _no_zero_std(cls, std: list[float]) -> list[float]:
+        if any(value == 0 for value in std):
+            raise ValueError("std values must not be 0")
+        return std
+
+
 class ModelConfig(_Strict):
     """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
 
@@ -111,6 +153,7 @@ class ModelConfig(_Strict):
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     labels: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     warmup: Warmup = Warmup()
+    image: ImagePreprocessing | None = None
 
     @field_validator("execution_providers", mode="before")
     @classmethod

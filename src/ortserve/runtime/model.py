@@ -13,6 +13,7 @@ import onnxruntime as ort
 from ortserve.errors import InvalidInput, NotFound, Unavailable
 from ortserve.repository.config import ModelConfig
 from ortserve.runtime.batcher import Batcher, Tensors
+from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.validate import check_inputs, check_outputs
@@ -41,6 +42,7 @@ class ServedVersion:
     signature: Signature | None = None
     max_batch_size: int = 0
     providers: list[str] = field(default_factory=list)
+    image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
     _batcher: Batcher | None = None
 

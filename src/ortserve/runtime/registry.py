@@ -9,6 +9,7 @@ from pathlib import Path
 from ortserve.errors import ConfigError, NotFound, OrtServeError
 from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config
 from ortserve.repository.layout import model_names, version_paths
+from ortserve.runtime.image import bind_image_classifier
 from ortserve.runtime.model import ServedModel, ServedVersion, State, zero_inputs
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
@@ -37,6 +38,9 @@ def _load_session(served: ServedVersion) -> None:
     served.signature = read_signature(session)
     served.providers = session.get_providers()
     served.max_batch_size = _effective_max_batch_size(served)
+    if served.config.image is not None:
+        served.image = bind_image_classifier(served.model, served.path.parent.parent, served.config.image,
+                                             served.signature)
     warmup = served.config.warmup
     if warmup.runs:
         feeds = zero_inputs(served.signature, warmup.batch_size, warmup.shapes, served.max_batch_size > 0)

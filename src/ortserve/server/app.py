@@ -18,6 +18,7 @@ from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.http import HttpApp, Router
 from ortserve.server.metrics import Metrics
+from ortserve.server.rest_image import ImageRest
 from ortserve.server.rest_tfserving import TfServingRest
 from ortserve.server.rest_v2 import V2Rest
 
@@ -38,6 +39,7 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
     router = Router()
     V2Rest(plane).routes(router)
     TfServingRest(plane).routes(router)
+    ImageRest(plane).routes(router)
     Metrics(plane.registry).routes(router)
     return HttpApp(router, settings.max_body_bytes)
 

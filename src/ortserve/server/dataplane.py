@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, NotFound
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 
@@ -34,6 +34,21 @@ class DataPlane:
 
     def version(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
         return self.registry.get(name).resolve(version, label)
+
+    def default_image_model(self) -> str:
+        """The model POST /predict serves: the one marked `image.default`, or the only image model."""
+        marked, image_models = [], []
+        for name, model in sorted(self.registry.models.items()):
+            if model.config is not None and model.config.image is not None:
+                image_models.append(name)
+                if model.config.image.default:
+                    marked.append(name)
+        if len(marked) == 1 or (not marked and len(image_models) == 1):
+            return (marked or image_models)[0]
+        if not image_models:
+            raise NotFound("no model in the repository declares image preprocessing (config.yaml `image:`)")
+        raise NotFound(f"several image models ({', '.join(marked or image_models)}): mark exactly one with "
+                       "`image.default: true`, or name it: POST /v1/models/{model}:predict_image")
 
     async def load(self, name: str) -> ServedModel:
         """(Re)load a model from the repository; fail with the reasons when no version of it came up."""

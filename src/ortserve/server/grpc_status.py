@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-
 from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,8 @@ def mapped_errors(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitab
         try:
             return await method(self, request, context)
         except OrtServeError as exc:
-            await context.abort(_CODES.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+            code = next((_CODES[kind] for kind in type(exc).__mro__ if kind in _CODES), grpc.StatusCode.INTERNAL)
+            await context.abort(code, str(exc))
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")

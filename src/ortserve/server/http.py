@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
+from ortserve.runtime.image import ImageTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Request:
     path: str
     headers: dict[bytes, bytes]  # names lower-cased, as ASGI gives them
     body: bytes
+    query: bytes = b""
 
 
 @dataclass(slots=True)
@@ -38,7 +40,7 @@ class Response:
 
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
-_STATUS = {InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503}
+_STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -50,7 +52,7 @@ def error_response(message: str, status: int) -> Response:
 
 
 def status_for(error: OrtServeError) -> int:
-    return _STATUS.get(type(error), 500)
+    return next((_STATUS[kind] for kind in type(error).__mro__ if kind in _STATUS), 500)
 
 
 class Router:
@@ -107,7 +109,7 @@ class HttpApp:
             return found
         handler, params = found
         try:
-            return await handler(Request(scope["method"], scope["path"], headers, body), params)
+            return await handler(Request(scope["method"], scope["path"], headers, body, scope["query_string"]), params)
         except OrtServeError as exc:
             return error_response(str(exc), status_for(exc))
         except Exception:

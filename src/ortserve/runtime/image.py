@@ -1,0 +1,134 @@
+"""Image classification around a served model: decode an upload into the input tensor, scores into labels."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ortserve.errors import ConfigError, InvalidInput
+from ortserve.repository.config import ImagePreprocessing
+from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
+
+Image.MAX_IMAGE_PIXELS = None  # the per-model max_image_pixels check below replaces Pillow's global warning
+
+
+class ImageTooLarge(InvalidInput):
+    """The upload is over the model's byte or pixel limit (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class ImageClassifier:
+    config: ImagePreprocessing
+    input: TensorSpec
+    output: TensorSpec
+    labels: list[str] | None
+
+    @property
+    def height_width(self) -> tuple[int, int]:
+        """The input's spatial size from the signature (dynamic sizes come from the crop or resize)."""
+        spatial = self.input.shape[2:4] if self.config.layout == "nchw" else self.input.shape[1:3]
+        return int(spatial[0]), int(spatial[1])
+
+    def preprocess(self, data: bytes) -> np.ndarray:
+        """Decode, convert colour, resize, crop and normalize: one batch row of the model's input."""
+        if not data:
+            raise InvalidInput("the image file is empty")
+        if len(data) > self.config.max_image_bytes:
+            raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {self.config.max_image_bytes}")
+        try:
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > self.config.max_image_pixels:
+                raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is "
+                                    f"{self.config.max_image_pixels}")
+            image = image.convert("RGB")  # decodes; grayscale, palette, RGBA and CMYK all become RGB
+        except ImageTooLarge:
+            raise
+        except UnidentifiedImageError:
+            raise InvalidInput("the file is not an image in a format Pillow reads (JPEG, PNG, WebP, ...)") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InvalidInput(f"the image cannot be decoded: {exc}") from None
+        image = self._resize_and_crop(image)
+        pixels = np.asarray(image)  # height x width x 3, uint8
+        if self.config.color == "bgr":
+            pixels = pixels[:, :, ::-1]
+        if self.input.type.numpy == np.uint8:
+            tensor = pixels
+        else:
+            mean = np.asarray(self.config.mean, np.float32)
+            std = np.asarray(self.config.std, np.float32)
+            tensor = (pixels.astype(np.float32) * np.float32(self.config.scale) - mean) / std
+            tensor = tensor.astype(self.input.type.numpy, copy=False)
+        if self.config.layout == "nchw":
+            tensor = tensor.transpose(2, 0, 1)
+        return np.ascontiguousarray(tensor)[np.newaxis]
+
+    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
+        resize, crop = self.config.resize, self.config.center_crop
+        if resize is not None and resize.exact is not None:
+            image = image.resize((resize.exact[1], resize.exact[0]), Image.Resampling.BILINEAR)
+        elif resize is not None and resize.shorter_side is not None:
+            width, height = image.size
+            factor = resize.shorter_side / min(width, height)
+            image = image.resize((max(1, round(width * factor)), max(1, round(height * factor))),
+                                 Image.Resampling.BILINEAR)
+        if crop is not None:
+            width, height = image.size
+            crop_height, crop_width = crop
+            if crop_height > height or crop_width > width:
+                raise InvalidInput(f"the image is {width}x{height} after resizing, smaller than the "
+                                   f"{crop_width}x{crop_height} crop")
+            left, top = (width - crop_width) // 2, (height - crop_height) // 2
+            image = image.crop((left, top, left + crop_width, top + crop_height))
+        return image
+
+    def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, object]]:
+        """The k best classes of one row of scores, as probabilities."""
+        row = scores.reshape(-1).astype(np.float64)
+        if self.config.scores == "logits":
+            shifted = np.exp(row - row.max())
+            row = shifted / shifted.sum()
+        best = np.argsort(-row, kind="stable")[:k]
+        return [{"label": self.labels[i] if self.labels and i < len(self.labels) else str(i), "class_id": int(i),
+                 "confidence": float(row[i])} for i in best]
+
+
+def _tensor(signature: Signature, name: str | None, kind: str, model: str) -> TensorSpec:
+    specs = signature.inputs if kind == "input" else signature.outputs
+    if name is None:
+        if kind == "input" and len(specs) != 1:
+            raise ConfigError(f"model {model!r}: field 'image.input' must name one of the model's "
+                              f"{len(specs)} inputs")
+        return specs[0]
+    spec = next((s for s in specs if s.name == name), None)
+    if spec is None:
+        raise ConfigError(f"model {model!r}: field 'image.{kind}' names {name!r}, which is not a model {kind}")
+    return spec
+
+
+def bind_image_classifier(model: str, model_dir: Path, config: ImagePreprocessing,
+                          signature: Signature) -> ImageClassifier:
+    """Check the image settings against the model signature and load the labels file."""
+    spec = _tensor(signature, config.input, "input", model)
+    output = _tensor(signature, config.output, "output", model)
+    channels = spec.shape[1] if config.layout == "nchw" else spec.shape[-1]
+    if spec.rank != 4 or channels not in (3, DYNAMIC) or spec.type.numpy.kind not in "fu":
+        raise ConfigError(f"model {model!r}: field 'image.layout': input {spec.name!r} of shape {list(spec.shape)} "
+                          f"and type {spec.type.v2} does not take {config.layout.upper()} 3-channel images")
+    labels = None
+    if config.labels_file is not None:
+        path = model_dir / config.labels_file
+        if not path.is_file():
+            raise ConfigError(f"model {model!r}: field 'image.labels_file': {path} does not exist")
+        labels = path.read_text().splitlines()
+    classifier = ImageClassifier(config, spec, output, labels)
+    expected = config.center_crop or (config.resize.exact if config.resize else None)
+    height, width = classifier.height_width
+    if (height, width) != (DYNAMIC, DYNAMIC) and expected is not None and list(expected) != [height, width]:
+        raise ConfigError(f"model {model!r}: field 'image.center_crop': images come out {expected}, but input "
+                          f"{spec.name!r} takes {[height, width]}")
+    return classifier

@@ -1,0 +1,80 @@
+"""Image preprocessing settings, checked pixel by pixel on small synthetic images."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ortserve.dtypes import BY_V2
+from ortserve.errors import ConfigError
+from ortserve.repository.config import ImagePreprocessing
+from ortserve.runtime.image import bind_image_classifier
+from ortserve.runtime.signature import Signature, TensorSpec
+
+
+def _signature(shape: tuple[int, ...], datatype: str = "FP32") -> Signature:
+    return Signature(inputs=(TensorSpec("pixels", BY_V2[datatype], shape),),
+                     outputs=(TensorSpec("scores", BY_V2["FP32"], (-1, 3)),))
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+GRADIENT = np.stack(np.meshgrid(np.arange(8), np.arange(6)), -1).sum(-1).astype(np.uint8) * 10  # 6 x 8
+IMAGE = np.stack([GRADIENT, GRADIENT + 1, GRADIENT + 2], -1)  # R, G, B differ by one
+
+
+def test_nchw_rgb_with_mean_and_std(tmp_path: Path) -> None:
+    config = ImagePreprocessing(mean=[1, 2, 3], std=[2, 2, 2])
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 3, 6, 8)))
+    tensor = classifier.preprocess(_png(IMAGE))
+    assert tensor.shape == (1, 3, 6, 8) and tensor.dtype == np.float32
+    expected = (IMAGE.astype(np.float32) - [1, 2, 3]) / 2
+    np.testing.assert_array_equal(tensor[0], expected.transpose(2, 0, 1))
+
+
+def test_nhwc_bgr_with_scale(tmp_path: Path) -> None:
+    config = ImagePreprocessing(layout="nhwc", color="bgr", scale=1 / 255)
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 6, 8, 3)))
+    tensor = classifier.preprocess(_png(IMAGE))
+    np.testing.assert_allclose(tensor[0], IMAGE[:, :, ::-1].astype(np.float32) / 255, rtol=1e-6)
+
+
+def test_exact_resize_then_crop_and_uint8_models(tmp_path: Path) -> None:
+    config = ImagePreprocessing.model_validate({"resize": {"exact": [12, 16]}, "center_crop": [4, 4]})
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 3, 4, 4), "UINT8"))
+    tensor = classifier.preprocess(_png(IMAGE))
+    assert tensor.shape == (1, 3, 4, 4) and tensor.dtype == np.uint8
+    resized = np.asarray(Image.fromarray(IMAGE).resize((16, 12), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(tensor[0], resized[4:8, 6:10].transpose(2, 0, 1))
+
+
+def test_softmax_and_labels(tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    config = ImagePreprocessing(labels_file="labels.txt")
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 3, 6, 8)))
+    best = classifier.top_k(np.array([1.0, 3.0, 2.0]), 2)
+    assert [p["label"] for p in best] == ["dog", "bird"]
+    expected = np.exp([3.0, 2.0]) / np.exp([1.0, 3.0, 2.0]).sum()
+    np.testing.assert_allclose([p["confidence"] for p in best], expected)
+
+
+@pytest.mark.parametrize(("config", "shape", "words"), [
+    ({"input": "image"}, (-1, 3, 6, 8), "'image.input'"),
+    ({"output": "probs"}, (-1, 3, 6, 8), "'image.output'"),
+    ({"labels_file": "missing.txt"}, (-1, 3, 6, 8), "'image.labels_file'"),
+    ({"layout": "nhwc"}, (-1, 3, 6, 8), "'image.layout'"),
+    ({"center_crop": [5, 5]}, (-1, 3, 6, 8), "'image.center_crop'"),
+    ({}, (-1, 784), "'image.layout'"),
+])
+def test_settings_that_do_not_fit_the_model(tmp_path: Path, config: dict, shape: tuple[int, ...],
+                                            words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        bind_image_classifier("m", tmp_path, ImagePreprocessing.model_validate(config), _signature(shape))
