@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the gRPC/protobuf modules under src/ortserve/protos/ from protos/ with grpcio-tools (a test extra).
-# The generated modules are committed; tests/grpc/test_generated_protos.py fails when they are out of date.
+# The generated modules are committed; tests/grpc_api/test_generated_protos.py fails when they are out of date.
 # Usage: scripts/generate_protos.sh [OUTPUT_ROOT]   (default: src)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

@@ -78,3 +78,19 @@ def test_settings_that_do_not_fit_the_model(tmp_path: Path, config: dict, shape:
                                             words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         bind_image_classifier("m", tmp_path, ImagePreprocessing.model_validate(config), _signature(shape))
+
+
+def test_large_jpegs_decode_at_reduced_size_with_the_same_result(tmp_path: Path) -> None:
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea()).resize((451 * 6, 300 * 6), Image.Resampling.BICUBIC)  # 2706 x 1800
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=95)
+    config = ImagePreprocessing.model_validate({"resize": {"shorter_side": 256}, "center_crop": [224, 224]})
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 3, 224, 224)))
+    fast = classifier.preprocess(buffer.getvalue())
+    full = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").resize((385, 256), Image.Resampling.BILINEAR)
+    left, top = (385 - 224) // 2, 16
+    reference = np.asarray(full.crop((left, top, left + 224, top + 224)), np.float32).transpose(2, 0, 1)
+    assert fast.shape == (1, 3, 224, 224)
+    assert np.abs(fast[0] - reference).mean() < 2.0  # pixel levels out of 255: the same picture

@@ -45,6 +45,7 @@ class ImageClassifier:
             if width * height > self.config.max_image_pixels:
                 raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is "
                                     f"{self.config.max_image_pixels}")
+            self._draft(image)
             image = image.convert("RGB")  # decodes; grayscale, palette, RGBA and CMYK all become RGB
         except ImageTooLarge:
             raise
@@ -56,16 +57,35 @@ class ImageClassifier:
         pixels = np.asarray(image)  # height x width x 3, uint8
         if self.config.color == "bgr":
             pixels = pixels[:, :, ::-1]
-        if self.input.type.numpy == np.uint8:
-            tensor = pixels
-        else:
-            mean = np.asarray(self.config.mean, np.float32)
-            std = np.asarray(self.config.std, np.float32)
-            tensor = (pixels.astype(np.float32) * np.float32(self.config.scale) - mean) / std
-            tensor = tensor.astype(self.input.type.numpy, copy=False)
         if self.config.layout == "nchw":
-            tensor = tensor.transpose(2, 0, 1)
-        return np.ascontiguousarray(tensor)[np.newaxis]
+            pixels = pixels.transpose(2, 0, 1)
+        if self.input.type.numpy == np.uint8:
+            return np.ascontiguousarray(pixels)[np.newaxis]
+        # (pixel * scale - mean) / std as one multiply-add into the output, in float32
+        channel_shape = (3, 1, 1) if self.config.layout == "nchw" else (3,)
+        std = np.asarray(self.config.std, np.float32)
+        factor = (np.float32(self.config.scale) / std).reshape(channel_shape)
+        offset = (-np.asarray(self.config.mean, np.float32) / std).reshape(channel_shape)
+        tensor = np.empty((1, *pixels.shape), np.float32)
+        np.multiply(pixels, factor, out=tensor[0])
+        tensor[0] += offset
+        return tensor.astype(self.input.type.numpy, copy=False)
+
+    def _draft(self, image: Image.Image) -> None:
+        """Let the JPEG decoder scale down by 2, 4 or 8 when the image is that much larger than needed."""
+        if image.format != "JPEG":
+            return
+        resize = self.config.resize
+        if resize is not None and resize.shorter_side is not None:
+            width, height = image.size
+            factor = resize.shorter_side / min(width, height)
+            needed = (round(width * factor), round(height * factor))
+        elif resize is not None and resize.exact is not None:
+            needed = (resize.exact[1], resize.exact[0])
+        else:
+            return  # without a resize the crop needs the full-size pixels
+        # draft keeps at least the requested size; asking twice that keeps the bilinear resize's quality
+        image.draft("RGB", (needed[0] * 2, needed[1] * 2))
 
     def _resize_and_crop(self, image: Image.Image) -> Image.Image:
         resize, crop = self.config.resize, self.config.center_crop

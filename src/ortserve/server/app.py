@@ -7,9 +7,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import uvicorn
 
-import grpc
 from ortserve.protos.inference import grpc_service_pb2_grpc
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 from ortserve.runtime.registry import ModelRegistry

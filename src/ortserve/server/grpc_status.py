@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+
 from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
 
 log = logging.getLogger(__name__)

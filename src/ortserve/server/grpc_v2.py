@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
 
-import grpc
 from ortserve import __version__
 from ortserve.dtypes import from_v2
 from ortserve.errors import InvalidInput

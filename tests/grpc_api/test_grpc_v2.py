@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-import grpc
 from ortserve.bench.server import RunningServer
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 import pytest
 
-import grpc
 from ortserve.bench.server import RunningServer
 from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
 from ortserve.protos.tensorflow_serving.apis import (

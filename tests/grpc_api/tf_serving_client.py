@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
+import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
@@ -17,8 +18,6 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-
-import grpc
 
 port, input_path, output_path = sys.argv[1:4]
 host = "127.0.0.1"
