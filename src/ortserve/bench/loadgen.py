@@ -10,10 +10,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-_WRK_SCRIPT = """
+_WRK_SCRIPT = r"""
 local f = io.open(os.getenv("ORTSERVE_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
 wrk.method = "POST"
-for name, value in string.gmatch(os.getenv("ORTSERVE_HEADERS") or "", "([^:;]+):([^;]+)") do
+for name, value in string.gmatch(os.getenv("ORTSERVE_HEADERS") or "", "([^:\n]+):([^\n]+)") do
   wrk.headers[name] = value
 end
 """
@@ -62,7 +62,7 @@ def wrk(url: str, body: Path, concurrency: int, *, headers: dict[str, str], dura
         script.write(_WRK_SCRIPT)
         script.flush()
         environment = dict(os.environ, ORTSERVE_BODY=str(body),
-                           ORTSERVE_HEADERS=";".join(f"{k}:{v}" for k, v in headers.items()))
+                           ORTSERVE_HEADERS="\n".join(f"{k}:{v}" for k, v in headers.items()))
         completed = subprocess.run(
             ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "--timeout", "30s", "-s",
              script.name, url],

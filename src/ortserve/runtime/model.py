@@ -106,15 +106,18 @@ class ServedModel:
     error: str = ""  # a config or layout error: then the model has no versions
     versions: dict[int, ServedVersion] = field(default_factory=dict)
 
+    def _labelled(self, label: str) -> int:
+        labels = self.config.labels if self.config is not None else {}
+        if label not in labels:
+            raise NotFound(f"model {self.name!r} has no version label {label!r}")
+        return labels[label]
+
     def resolve(self, version: int | None = None, label: str | None = None) -> ServedVersion:
         """Route to a version: an explicit one, a label's, or the newest available (TF Serving's default)."""
         if self.error:
             raise Unavailable(f"model {self.name!r} failed to load: {self.error}")
         if label is not None:
-            assert self.config is not None
-            if label not in self.config.labels:
-                raise NotFound(f"model {self.name!r} has no version label {label!r}")
-            version = self.config.labels[label]
+            version = self._labelled(label)
         if version is None:
             available = [v for v, served in self.versions.items() if served.ready]
             if not available:
@@ -133,10 +136,7 @@ class ServedModel:
         if self.error:
             raise NotFound(f"model {self.name!r} failed to load: {self.error}")
         if label is not None:
-            assert self.config is not None
-            if label not in self.config.labels:
-                raise NotFound(f"model {self.name!r} has no version label {label!r}")
-            version = self.config.labels[label]
+            version = self._labelled(label)
         if version is None:
             return [self.versions[v] for v in sorted(self.versions)]
         if version not in self.versions:
