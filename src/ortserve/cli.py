@@ -11,6 +11,7 @@ from pathlib import Path
 import uvloop
 
 from ortserve import __version__
+from ortserve.errors import OrtServeError
 from ortserve.server.app import ServerSettings, serve
 
 DEMO_REPOSITORY = Path("demo-repository")
@@ -41,6 +42,31 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from ortserve.convert.pipeline import ConvertRequest, convert
+    from ortserve.convert.spec import InputSpec
+
+    try:
+        low, high = (float(v) for v in args.range.split(","))
+        request = ConvertRequest(
+            source=args.source, repository=Path(args.repository), model=args.model,
+            inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
+            weights=Path(args.weights) if args.weights else None, opset=args.opset, samples=args.samples,
+            value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
+            atol=args.atol, rtol=args.rtol)
+        result = convert(request)
+    except ValueError:
+        print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
+        return 2
+    except OrtServeError as exc:
+        print(f"ortserve convert: {exc}", file=sys.stderr)
+        return 1
+    print(result.parity.text())
+    print(f"wrote {result.version_dir / 'model.onnx'} ({result.exporter}); provenance in "
+          f"{result.version_dir / 'provenance.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ortserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ortserve {__version__}")
@@ -60,6 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--grpc-max-message-bytes", type=int, default=64 * 1024 * 1024,
                               help="largest gRPC message sent or received, in bytes (default 64 MiB)")
     serve_parser.set_defaults(handler=_serve)
+
+    convert_parser = commands.add_parser(
+        "convert", help="convert a PyTorch or scikit-learn model to ONNX, prove parity, add it as a new version")
+    convert_parser.add_argument("source", help="package.module:factory (PyTorch) or a .pkl/.joblib file (sklearn)")
+    convert_parser.add_argument("--repository", required=True, help="model repository to write into")
+    convert_parser.add_argument("--model", required=True, help="model name in the repository")
+    convert_parser.add_argument("--input", action="append", default=[],
+                                help="name:dtype:dims, dims with names for dynamic ones (input:float32:batch,784)")
+    convert_parser.add_argument("--output", action="append", help="output names, in order")
+    convert_parser.add_argument("--weights", help="state dict to load into the PyTorch module")
+    convert_parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    convert_parser.add_argument("--samples", type=int, default=8, help="generated parity samples (default 8)")
+    convert_parser.add_argument("--range", default="-1,1", help="LOW,HIGH of generated sample values")
+    convert_parser.add_argument("--samples-file", help=".npz with one array per input, instead of generated ones")
+    convert_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    convert_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    convert_parser.set_defaults(handler=_convert)
     return parser
 
 

@@ -1,0 +1,64 @@
+"""Numerical parity between the source framework's outputs and ONNX Runtime's, output by output."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    top1_agreement: float | None  # for 2-D float outputs (class scores): share of rows with the same argmax
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    samples: int
+    atol: float
+    rtol: float
+    outputs: list[OutputParity]
+
+    @property
+    def passed(self) -> bool:
+        return all(output.passed for output in self.outputs)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"samples": self.samples, "atol": self.atol, "rtol": self.rtol, "passed": self.passed,
+                "outputs": [asdict(output) for output in self.outputs]}
+
+    def text(self) -> str:
+        lines = [f"parity on {self.samples} samples (atol {self.atol:g}, rtol {self.rtol:g}):"]
+        for o in self.outputs:
+            top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
+            lines.append(f"  {o.name}: max abs error {o.max_abs_error:.3g}, max rel error {o.max_rel_error:.3g}"
+                         f"{top1} -> {'ok' if o.passed else 'FAILED'}")
+        return "\n".join(lines)
+
+
+def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarray], atol: float, rtol: float,
+            samples: int) -> ParityReport:
+    outputs = []
+    for name, want, got in zip(names, expected, actual, strict=True):
+        want, got = np.asarray(want), np.asarray(got)
+        if want.shape != got.shape:
+            outputs.append(OutputParity(name, float("inf"), float("inf"), None, False))
+            continue
+        if want.dtype.kind not in "fc":
+            equal = bool(np.array_equal(want, got))
+            outputs.append(OutputParity(name, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"), None,
+                                        equal))
+            continue
+        difference = np.abs(want.astype(np.float64) - got.astype(np.float64))
+        max_abs = float(difference.max()) if difference.size else 0.0
+        max_rel = float((difference / np.maximum(np.abs(want), 1e-12)).max()) if difference.size else 0.0
+        top1 = None
+        if want.ndim == 2 and want.shape[1] > 1:
+            top1 = float(np.mean(want.argmax(1) == got.argmax(1)))
+        passed = bool(np.allclose(got, want, atol=atol, rtol=rtol))
+        outputs.append(OutputParity(name, max_abs, max_rel, top1, passed))
+    return ParityReport(samples, atol, rtol, outputs)

@@ -1,0 +1,147 @@
+"""One conversion: load the source, export to ONNX, check it, prove parity, publish it as a new version."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ortserve.convert import pytorch, sklearn
+from ortserve.convert.parity import ParityReport, compare
+from ortserve.convert.spec import InputSpec
+from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
+from ortserve.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+DEFAULT_OPSET = 18
+SKLEARN_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    source: str  # package.module:factory, or a .pkl/.joblib file
+    repository: Path
+    model: str
+    inputs: list[InputSpec]
+    outputs: list[str] | None = None
+    weights: Path | None = None
+    opset: int = DEFAULT_OPSET
+    samples: int = 8
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    samples_file: Path | None = None  # .npz with one array per input name
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    version_dir: Path
+    parity: ParityReport
+    exporter: str
+
+
+def _framework(source: str) -> str:
+    path = Path(source)
+    if path.suffix in SKLEARN_SUFFIXES:
+        if not path.is_file():
+            raise InvalidInput(f"source {source!r} does not exist")
+        return "sklearn"
+    if ":" in source and not path.exists():
+        return "pytorch"
+    if path.exists():
+        raise InvalidInput(f"source {source!r}: unsupported kind; give a package.module:factory entry point "
+                           f"(PyTorch) or a {'/'.join(sorted(SKLEARN_SUFFIXES))} file (scikit-learn)")
+    raise InvalidInput(f"source {source!r} does not exist")
+
+
+def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec]) -> list[np.ndarray]:
+    if request.samples_file is not None:
+        if not request.samples_file.is_file():
+            raise InvalidInput(f"samples file {str(request.samples_file)!r} does not exist")
+        stored = np.load(request.samples_file)
+        missing = [spec.name for spec in inputs if spec.name not in stored]
+        if missing:
+            raise InvalidInput(f"samples file has no array for inputs {missing}")
+        return [stored[spec.name].astype(spec.dtype) for spec in inputs]
+    rng = np.random.default_rng(0)
+    low, high = request.value_range
+    feeds = []
+    for spec in inputs:
+        shape = list(spec.sample_shape())
+        if spec.dims and spec.dims[0] == "batch":
+            shape[0] = request.samples
+        feeds.append(InputSpec(spec.name, spec.dtype, tuple(shape)).sample(rng, low, high))
+    return feeds
+
+
+def convert(request: ConvertRequest) -> ConvertResult:
+    started = time.perf_counter()
+    framework = _framework(request.source)
+    with scratch_dir(request.repository) as scratch:
+        onnx_path = Path(scratch) / "model.onnx"
+        source: dict[str, Any] = {"source": request.source}
+        if framework == "pytorch":
+            import torch
+
+            if not request.inputs:
+                raise InvalidInput("declare the model inputs with --input name:dtype:dims")
+            module = pytorch.load_module(request.source, request.weights)
+            exporter = pytorch.export(module, request.inputs, request.outputs, onnx_path, request.opset)
+            inputs = request.inputs
+            feeds = _sample_feeds(request, inputs)
+            expected = pytorch.run(module, feeds)
+            versions = {"torch": torch.__version__, "onnxscript": _version("onnxscript")}
+            if request.weights is not None:
+                source["weights"] = str(request.weights)
+                source["weights_sha256"] = file_sha256(request.weights)
+        else:
+            estimator = sklearn.load_estimator(Path(request.source))
+            name = request.inputs[0].name if request.inputs else "input"
+            inputs = [InputSpec(name, np.dtype(np.float32), ("batch", sklearn.features(estimator)))]
+            sklearn.convert(estimator, name, sklearn.features(estimator), request.opset, onnx_path)
+            exporter = "skl2onnx"
+            feeds = _sample_feeds(request, inputs)
+            expected = sklearn.run(estimator, feeds[0])
+            versions = {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}
+            source["source_sha256"] = file_sha256(Path(request.source))
+        check(onnx_path)
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        actual = session.run(None, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
+        names = [output.name for output in session.get_outputs()]
+        parity = compare(names, expected, actual, request.atol, request.rtol, len(feeds[0]))
+        log.info("%s", parity.text())
+        if not parity.passed:
+            raise InvalidInput(f"the ONNX model does not match the {framework} model; nothing was written\n"
+                               + parity.text())
+        provenance = {
+            **source,
+            "framework": framework,
+            "exporter": exporter,
+            "opset": request.opset,
+            "inputs": [{"name": s.name, "dtype": s.dtype.name, "dims": list(s.dims)} for s in inputs],
+            "outputs": names,
+            "versions": {**versions, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+                         "python": platform.python_version()},
+            "model_sha256": file_sha256(onnx_path),
+            "parity": parity.as_dict(),
+            "seconds": round(time.perf_counter() - started, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        version_dir = publish(request.repository, request.model, onnx_path, provenance)
+    return ConvertResult(version_dir, parity, exporter)
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"

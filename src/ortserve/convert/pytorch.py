@@ -1,0 +1,73 @@
+"""PyTorch to ONNX: a module from a `package.module:factory` entry point, exported with torch.export."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ortserve.convert.spec import InputSpec
+from ortserve.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+def load_module(entry_point: str, weights: Path | None) -> Any:
+    """Call `package.module:factory` and check that it gives an nn.Module; load a state dict into it if given."""
+    import torch
+
+    module_name, _, attribute = entry_point.partition(":")
+    if not module_name or not attribute:
+        raise InvalidInput(f"entry point {entry_point!r} must look like package.module:factory")
+    try:
+        factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInput(f"cannot load entry point {entry_point!r}: {exc}") from None
+    module = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidInput(f"entry point {entry_point!r} returned {type(module).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        if not weights.is_file():
+            raise InvalidInput(f"weights file {str(weights)!r} does not exist")
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return module.eval()
+
+
+def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path: Path, opset: int) -> str:
+    """Export with torch.export and dynamic dimensions; fall back to the TorchScript exporter. Returns which ran."""
+    import torch
+
+    example = tuple(torch.from_numpy(np.zeros(spec.sample_shape(), spec.dtype)) for spec in inputs)
+    dims: dict[str, Any] = {}
+    dynamic_shapes = tuple(
+        {axis: dims.setdefault(d, torch.export.Dim(d)) for axis, d in enumerate(spec.dims) if isinstance(d, str)}
+        for spec in inputs)
+    names = [spec.name for spec in inputs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(module, example, dynamo=True, external_data=False, opset_version=opset,
+                                        input_names=names, output_names=outputs, dynamic_shapes=dynamic_shapes)
+            program.save(str(path))
+            return "torch.export"
+        except Exception as exc:
+            log.warning("torch.export could not export the model (%s: %s); falling back to the TorchScript "
+                        "exporter", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        axes = {spec.name: {axis: d for axis, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs}
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=outputs, dynamic_axes=axes)
+        return "torchscript"
+
+
+def run(module: Any, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        result = module(*(torch.from_numpy(np.ascontiguousarray(feed)) for feed in feeds))
+    results = result if isinstance(result, tuple | list) else [result]
+    return [r.detach().numpy() for r in results]

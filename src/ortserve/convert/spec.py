@@ -1,0 +1,44 @@
+"""Declared model inputs (`name:dtype:dims`), and sample inputs generated from them for parity checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ortserve.errors import InvalidInput
+
+DEFAULT_DYNAMIC_SIZE = {"batch": 2}
+OTHER_DYNAMIC_SIZE = 8
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | str, ...]  # ints are fixed, strings name a dynamic dimension ("batch", "sequence")
+
+    @classmethod
+    def parse(cls, text: str) -> InputSpec:
+        """`input:float32:batch,3,224,224`."""
+        parts = text.split(":")
+        if len(parts) != 3 or not parts[0] or not parts[2]:
+            raise InvalidInput(f"input {text!r} must look like name:dtype:dim,dim (e.g. input:float32:batch,784)")
+        name, dtype_name, dims_text = parts
+        try:
+            dtype = np.dtype(dtype_name)
+        except TypeError:
+            raise InvalidInput(f"input {name!r}: unknown dtype {dtype_name!r}") from None
+        dims = tuple(int(d) if d.isdigit() else d for d in dims_text.split(","))
+        return cls(name, dtype, dims)
+
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else DEFAULT_DYNAMIC_SIZE.get(d, OTHER_DYNAMIC_SIZE) for d in self.dims)
+
+    def sample(self, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+        shape = self.sample_shape()
+        if self.dtype.kind in "iu":
+            return rng.integers(int(low), int(high), size=shape, endpoint=False).astype(self.dtype)
+        if self.dtype.kind == "b":
+            return rng.random(shape) < 0.5
+        return rng.uniform(low, high, size=shape).astype(self.dtype)

@@ -1,0 +1,148 @@
+"""`ortserve convert` on real models: PyTorch entry points and scikit-learn pipelines, with parity and provenance."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ortserve.convert.pipeline import ConvertRequest, convert
+from ortserve.convert.spec import InputSpec
+from ortserve.errors import InvalidInput
+from tests.convert import factories
+
+pytestmark = pytest.mark.slow
+
+
+def _versions(repository: Path, model: str) -> list[str]:
+    return sorted(p.name for p in (repository / model).iterdir()) if (repository / model).exists() else []
+
+
+def _leftovers(repository: Path) -> list[str]:
+    return [p.name for p in repository.iterdir() if p.name.startswith(".")] if repository.exists() else []
+
+
+def test_pytorch_entry_point_becomes_a_checked_version_with_provenance(tmp_path: Path) -> None:
+    request = ConvertRequest(source="tests.convert.factories:small_net", repository=tmp_path, model="small",
+                             inputs=[InputSpec.parse("features:float32:batch,6")], outputs=["scores"])
+    result = convert(request)
+    assert result.version_dir == tmp_path / "small" / "1"
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    assert session.get_inputs()[0].shape[0] == "batch"  # the batch axis stayed dynamic
+    x = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = factories.small_net()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(["scores"], {"features": x})[0], expected, rtol=1e-5, atol=1e-6)
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert provenance["framework"] == "pytorch" and provenance["exporter"] == "torch.export"
+    assert provenance["opset"] == 18 and provenance["versions"]["torch"].startswith("2.13.0")
+    assert provenance["parity"]["passed"] and provenance["parity"]["outputs"][0]["max_abs_error"] < 1e-5
+    assert convert(request).version_dir == tmp_path / "small" / "2"  # the next conversion is the next version
+    assert not _leftovers(tmp_path)
+
+
+def test_efficientnet_lite0_keeps_the_cat_on_top(tmp_path: Path) -> None:
+    from PIL import Image
+    from skimage import data
+
+    image = Image.fromarray(data.chelsea()).resize((298, 256), Image.Resampling.BILINEAR)
+    left = (298 - 224) // 2
+    pixels = np.asarray(image.crop((left, 16, left + 224, 240)), np.float32)
+    cat = ((pixels - 127) / 128).transpose(2, 0, 1)[np.newaxis]
+    np.savez(tmp_path / "samples.npz", input=np.concatenate([cat, cat[:, :, ::-1]]))
+    result = convert(ConvertRequest(
+        source="tests.convert.factories:efficientnet_lite0", repository=tmp_path / "repo", model="effnet",
+        inputs=[InputSpec.parse("input:float32:batch,3,224,224")], outputs=["logits"],
+        samples_file=tmp_path / "samples.npz"))
+    assert result.parity.outputs[0].top1_agreement == 1.0
+    (logits,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"input": cat})
+    assert set(np.argsort(-logits[0])[:3]) == {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+
+
+@pytest.fixture
+def iris() -> tuple[np.ndarray, np.ndarray]:
+    features, labels = load_iris(return_X_y=True)
+    return features.astype(np.float32), labels
+
+
+def test_sklearn_pipeline_predicts_identically(tmp_path: Path, iris) -> None:
+    features, labels = iris
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(features, labels)
+    joblib.dump(pipeline, tmp_path / "iris.joblib")
+    result = convert(ConvertRequest(source=str(tmp_path / "iris.joblib"), repository=tmp_path / "repo",
+                                    model="iris", inputs=[], value_range=(0.0, 8.0), samples=64))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    predicted, probabilities = session.run(None, {"input": features})
+    np.testing.assert_array_equal(predicted, pipeline.predict(features))
+    np.testing.assert_allclose(probabilities, pipeline.predict_proba(features), atol=1e-5)
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert provenance["framework"] == "sklearn" and len(provenance["source_sha256"]) == 64
+
+
+def test_sklearn_regressor(tmp_path: Path, iris) -> None:
+    features, _ = iris
+    regressor = LinearRegression().fit(features[:, :3], features[:, 3])
+    joblib.dump(regressor, tmp_path / "petal.pkl")
+    result = convert(ConvertRequest(source=str(tmp_path / "petal.pkl"), repository=tmp_path / "repo", model="petal",
+                                    inputs=[InputSpec.parse("measurements:float32:batch,3")]))
+    (predicted,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None,
+                                                                                      {"measurements": features[:, :3]})
+    np.testing.assert_allclose(predicted.reshape(-1), regressor.predict(features[:, :3]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("source", "words"), [
+    ("missing/model.joblib", "does not exist"),
+    ("tests.convert.factories:not_a_module", "returned int, not a torch.nn.Module"),
+    ("tests.convert.nowhere:make", "cannot load entry point"),
+])
+def test_bad_sources_fail_with_one_line_and_write_nothing(tmp_path: Path, source: str, words: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ortserve", "convert", source, "--repository", str(tmp_path), "--model", "m",
+         "--input", "x:float32:batch,6"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ortserve convert:")]
+    assert words in line
+    assert not _versions(tmp_path, "m") and not _leftovers(tmp_path)
+
+
+def test_wrong_kind_of_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(InvalidInput, match="unsupported kind"):
+        convert(ConvertRequest(source=str(tmp_path / "notes.txt"), repository=tmp_path / "repo", model="m",
+                               inputs=[]))
+    (tmp_path / "fake.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(InvalidInput, match="not a pickled or joblib"):
+        convert(ConvertRequest(source=str(tmp_path / "fake.pkl"), repository=tmp_path / "repo", model="m",
+                               inputs=[]))
+
+
+def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ortserve.convert import pytorch
+
+    real_run = pytorch.run
+    # a source framework that disagrees with the export by 0.01: the converted model must not be published
+    monkeypatch.setattr(pytorch, "run", lambda module, feeds: [out + 0.01 for out in real_run(module, feeds)])
+    request = ConvertRequest(source="tests.convert.factories:small_net", repository=tmp_path, model="small",
+                             inputs=[InputSpec.parse("features:float32:batch,6")])
+    with pytest.raises(InvalidInput, match="does not match the pytorch model") as error:
+        convert(request)
+    assert "max abs error" in str(error.value)
+    assert not _versions(tmp_path, "small") and not _leftovers(tmp_path)
+
+
+def test_input_spec_errors() -> None:
+    with pytest.raises(InvalidInput, match="name:dtype:dim"):
+        InputSpec.parse("x:float32")
+    with pytest.raises(InvalidInput, match="unknown dtype"):
+        InputSpec.parse("x:floaty:batch,3")
