@@ -106,6 +106,16 @@ class ServedModel:
     error: str = ""  # a config or layout error: then the model has no versions
     versions: dict[int, ServedVersion] = field(default_factory=dict)
 
+    def ready_versions(self) -> list[int]:
+        return sorted(v for v, served in self.versions.items() if served.ready)
+
+    def is_ready(self, version: int | None = None) -> bool:
+        """Whether the version (any version, when None) can serve now."""
+        if version is None:
+            return bool(self.ready_versions())
+        served = self.versions.get(version)
+        return served is not None and served.ready
+
     def _labelled(self, label: str) -> int:
         labels = self.config.labels if self.config is not None else {}
         if label not in labels:

@@ -53,7 +53,7 @@ class DataPlane:
     async def load(self, name: str) -> ServedModel:
         """(Re)load a model from the repository; fail with the reasons when no version of it came up."""
         model = await self.registry.load(name)
-        if model.error or not any(served.ready for served in model.versions.values()):
+        if model.error or not model.is_ready():
             reasons = model.error or "; ".join(served.error for served in model.versions.values() if served.error)
             raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
         return model

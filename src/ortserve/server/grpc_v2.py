@@ -92,11 +92,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelReadyResponse:
         model = self._plane.model(request.name)
-        version = parse_version(request.version)
-        if version is None:
-            return pb.ModelReadyResponse(ready=any(served.ready for served in model.versions.values()))
-        served = model.versions.get(version)
-        return pb.ModelReadyResponse(ready=served is not None and served.ready)
+        return pb.ModelReadyResponse(ready=model.is_ready(parse_version(request.version)))
 
     @mapped_errors
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -107,7 +103,7 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=served.model,
-            versions=[str(v) for v, s in sorted(model.versions.items()) if s.ready],
+            versions=[str(v) for v in model.ready_versions()],
             platform=triton.PLATFORM,
             inputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.inputs],
             outputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.outputs],

@@ -81,7 +81,7 @@ class V2Rest:
         assert served.signature is not None
         return json_response({
             "name": served.model,
-            "versions": [str(v) for v, s in sorted(model.versions.items()) if s.ready],
+            "versions": [str(v) for v in model.ready_versions()],
             "platform": triton.PLATFORM,
             "inputs": [_tensor_metadata(spec) for spec in served.signature.inputs],
             "outputs": [_tensor_metadata(spec) for spec in served.signature.outputs],
@@ -90,12 +90,7 @@ class V2Rest:
 
     async def model_ready(self, request: Request, params: dict[str, str]) -> Response:
         model = self._plane.model(params["model"])
-        version = parse_version(params.get("version"))
-        if version is None:
-            ready = any(served.ready for served in model.versions.values())
-        else:
-            served = model.versions.get(version)
-            ready = served is not None and served.ready
+        ready = model.is_ready(parse_version(params.get("version")))
         return json_response({"name": model.name, "ready": ready}, 200 if ready else 503)
 
     async def model_config(self, request: Request, params: dict[str, str]) -> Response:
