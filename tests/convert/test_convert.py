@@ -146,3 +146,31 @@ def test_input_spec_errors() -> None:
         InputSpec.parse("x:float32")
     with pytest.raises(InvalidInput, match="unknown dtype"):
         InputSpec.parse("x:floaty:batch,3")
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "torch.export"])
+def test_saved_pytorch_files(tmp_path: Path, kind: str) -> None:
+    module = factories.small_net().eval()
+    example = torch.zeros(2, 6)
+    if kind == "torchscript":
+        path = tmp_path / "net.pt"
+        torch.jit.trace(module, example).save(str(path))
+    else:
+        path = tmp_path / "net.pt2"
+        batch = torch.export.Dim("batch")
+        torch.export.save(torch.export.export(module, (example,), dynamic_shapes=({0: batch},)), str(path))
+    result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="net",
+                                    inputs=[InputSpec.parse("features:float32:batch,6")]))
+    x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"features": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+    assert len(json.loads((result.version_dir / "provenance.json").read_text())["source_sha256"]) == 64
+
+
+def test_a_file_that_is_not_torchscript(tmp_path: Path) -> None:
+    (tmp_path / "broken.pt").write_bytes(b"garbage")
+    with pytest.raises(InvalidInput, match="is not a TorchScript file"):
+        convert(ConvertRequest(source=str(tmp_path / "broken.pt"), repository=tmp_path / "repo", model="m",
+                               inputs=[InputSpec.parse("x:float32:batch,6")]))
+    assert not _leftovers(tmp_path / "repo")

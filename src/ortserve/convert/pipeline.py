@@ -22,6 +22,7 @@ from ortserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 SKLEARN_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+TORCH_FILE_SUFFIXES = {".pt", ".pth", ".torchscript", ".pt2"}
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,16 @@ class ConvertResult:
 
 def _framework(source: str) -> str:
     path = Path(source)
-    if path.suffix in SKLEARN_SUFFIXES:
+    if path.suffix in SKLEARN_SUFFIXES | TORCH_FILE_SUFFIXES:
         if not path.is_file():
             raise InvalidInput(f"source {source!r} does not exist")
-        return "sklearn"
+        return "sklearn" if path.suffix in SKLEARN_SUFFIXES else "pytorch"
     if ":" in source and not path.exists():
         return "pytorch"
     if path.exists():
-        raise InvalidInput(f"source {source!r}: unsupported kind; give a package.module:factory entry point "
-                           f"(PyTorch) or a {'/'.join(sorted(SKLEARN_SUFFIXES))} file (scikit-learn)")
+        raise InvalidInput(f"source {source!r}: unsupported kind; give a package.module:factory entry point, a "
+                           f"{'/'.join(sorted(TORCH_FILE_SUFFIXES))} file (PyTorch) or a "
+                           f"{'/'.join(sorted(SKLEARN_SUFFIXES))} file (scikit-learn)")
     raise InvalidInput(f"source {source!r} does not exist")
 
 
@@ -92,7 +94,12 @@ def convert(request: ConvertRequest) -> ConvertResult:
 
             if not request.inputs:
                 raise InvalidInput("declare the model inputs with --input name:dtype:dims")
-            module = pytorch.load_module(request.source, request.weights)
+            source_path = Path(request.source)
+            if source_path.suffix in TORCH_FILE_SUFFIXES:
+                module = pytorch.load_file(source_path)
+                source["source_sha256"] = file_sha256(source_path)
+            else:
+                module = pytorch.load_module(request.source, request.weights)
             exporter = pytorch.export(module, request.inputs, request.outputs, onnx_path, request.opset)
             inputs = request.inputs
             feeds = _sample_feeds(request, inputs)

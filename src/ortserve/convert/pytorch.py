@@ -17,6 +17,20 @@ from ortserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 
+def load_file(path: Path) -> Any:
+    """A TorchScript file (.pt, .pth, .torchscript) or a torch.export program (.pt2), as a callable module."""
+    import torch
+
+    try:
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module()
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
+        raise InvalidInput(f"{str(path)!r} is not a {kind}: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from None
+
+
 def load_module(entry_point: str, weights: Path | None) -> Any:
     """Call `package.module:factory` and check that it gives an nn.Module; load a state dict into it if given."""
     import torch
