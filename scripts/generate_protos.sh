@@ -14,3 +14,7 @@ mkdir -p "$OUT"
 "$PYTHON" -m grpc_tools.protoc -I . --python_out="$OUT" --pyi_out="$OUT" "${PROTOS[@]}"
 "$PYTHON" -m grpc_tools.protoc -I . --grpc_python_out="$OUT" "${SERVICES[@]}"
 find "$OUT/ortserve/protos" -type d -exec touch {}/__init__.py \;
+# Register in ortserve's own descriptor pool, not protobuf's default one (see src/ortserve/protos/_pool.py)
+find "$OUT/ortserve/protos" -name '*_pb2.py' -exec sed -i \
+  -e 's/^from google.protobuf import descriptor_pool as _descriptor_pool$/from ortserve.protos._pool import POOL/' \
+  -e 's/_descriptor_pool.Default()/POOL/' {} +

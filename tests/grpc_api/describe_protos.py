@@ -1,7 +1,7 @@
 """Print, as JSON, every message field (number, type, label) of the given generated protobuf modules.
 
-Run as a script in its own process: the project's stubs and the published ones define the same message
-names, which one descriptor pool cannot hold together.
+Run as a script in its own process, so that each description holds only the modules it names (importing
+tensorflow-serving-api also imports TensorFlow, which the test process does not need).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortserve.convert import pytorch, sklearn
+from ortserve.convert import pytorch, sklearn, tensorflow
 from ortserve.convert.parity import ParityReport, compare
 from ortserve.convert.spec import InputSpec
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
@@ -50,7 +50,9 @@ class ConvertResult:
 
 def _framework(source: str) -> str:
     path = Path(source)
-    if path.suffix in SKLEARN_SUFFIXES | TORCH_FILE_SUFFIXES:
+    if path.exists() and tensorflow.is_source(path):
+        return "tensorflow"
+    if path.suffix in SKLEARN_SUFFIXES | TORCH_FILE_SUFFIXES | tensorflow.KERAS_SUFFIXES:
         if not path.is_file():
             raise InvalidInput(f"source {source!r} does not exist")
         return "sklearn" if path.suffix in SKLEARN_SUFFIXES else "pytorch"
@@ -58,7 +60,8 @@ def _framework(source: str) -> str:
         return "pytorch"
     if path.exists():
         raise InvalidInput(f"source {source!r}: unsupported kind; give a package.module:factory entry point, a "
-                           f"{'/'.join(sorted(TORCH_FILE_SUFFIXES))} file (PyTorch) or a "
+                           f"{'/'.join(sorted(TORCH_FILE_SUFFIXES))} file (PyTorch), a SavedModel directory or "
+                           f"{'/'.join(sorted(tensorflow.KERAS_SUFFIXES))} file (TensorFlow), or a "
                            f"{'/'.join(sorted(SKLEARN_SUFFIXES))} file (scikit-learn)")
     raise InvalidInput(f"source {source!r} does not exist")
 
@@ -108,6 +111,18 @@ def convert(request: ConvertRequest) -> ConvertResult:
             if request.weights is not None:
                 source["weights"] = str(request.weights)
                 source["weights_sha256"] = file_sha256(request.weights)
+        elif framework == "tensorflow":
+            import tensorflow as tf
+            import tf2onnx
+
+            tf_model = tensorflow.load(Path(request.source), request.inputs)
+            tensorflow.convert(tf_model, request.opset, onnx_path)
+            exporter, inputs = "tf2onnx", tf_model.inputs
+            feeds = _sample_feeds(request, inputs)
+            expected = tensorflow.run(tf_model, feeds)
+            versions = {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
+            if Path(request.source).is_file():
+                source["source_sha256"] = file_sha256(Path(request.source))
         else:
             estimator = sklearn.load_estimator(Path(request.source))
             name = request.inputs[0].name if request.inputs else "input"

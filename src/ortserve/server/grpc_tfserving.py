@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
 
 from ortserve.errors import InvalidInput
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
@@ -95,10 +94,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         assert served.signature is not None
         signatures = get_model_metadata_pb2.SignatureDefMap()
         signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(_signature_def(served.signature))
-        packed = any_pb2.Any()
-        packed.Pack(signatures)
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_answering_spec(served))
-        response.metadata["signature_def"].CopyFrom(packed)
+        response.metadata["signature_def"].Pack(signatures)
         return response
 
     async def Classify(self, request: unsupported_pb2.ClassificationRequest, context: grpc.aio.ServicerContext

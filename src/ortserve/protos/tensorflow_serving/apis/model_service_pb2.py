@@ -5,7 +5,7 @@
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
+from ortserve.protos._pool import POOL
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -26,7 +26,7 @@ from ortserve.protos.tensorflow_serving.apis import get_model_status_pb2 as orts
 from ortserve.protos.tensorflow_serving.apis import unsupported_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n;ortserve/protos/tensorflow_serving/apis/model_service.proto\x12\x12tensorflow.serving\x1a>ortserve/protos/tensorflow_serving/apis/get_model_status.proto\x1a\x39ortserve/protos/tensorflow_serving/apis/unsupported.proto2\xe7\x01\n\x0cModelService\x12g\n\x0eGetModelStatus\x12).tensorflow.serving.GetModelStatusRequest\x1a*.tensorflow.serving.GetModelStatusResponse\x12n\n\x19HandleReloadConfigRequest\x12\'.tensorflow.serving.ReloadConfigRequest\x1a(.tensorflow.serving.ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n;ortserve/protos/tensorflow_serving/apis/model_service.proto\x12\x12tensorflow.serving\x1a>ortserve/protos/tensorflow_serving/apis/get_model_status.proto\x1a\x39ortserve/protos/tensorflow_serving/apis/unsupported.proto2\xe7\x01\n\x0cModelService\x12g\n\x0eGetModelStatus\x12).tensorflow.serving.GetModelStatusRequest\x1a*.tensorflow.serving.GetModelStatusResponse\x12n\n\x19HandleReloadConfigRequest\x12\'.tensorflow.serving.ReloadConfigRequest\x1a(.tensorflow.serving.ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -5,7 +5,7 @@
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
+from ortserve.protos._pool import POOL
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -27,7 +27,7 @@ from ortserve.protos.tensorflow_serving.apis import predict_pb2 as ortserve_dot_
 from ortserve.protos.tensorflow_serving.apis import unsupported_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n@ortserve/protos/tensorflow_serving/apis/prediction_service.proto\x12\x12tensorflow.serving\x1a@ortserve/protos/tensorflow_serving/apis/get_model_metadata.proto\x1a\x35ortserve/protos/tensorflow_serving/apis/predict.proto\x1a\x39ortserve/protos/tensorflow_serving/apis/unsupported.proto2\xfc\x03\n\x11PredictionService\x12\x61\n\x08\x43lassify\x12).tensorflow.serving.ClassificationRequest\x1a*.tensorflow.serving.ClassificationResponse\x12X\n\x07Regress\x12%.tensorflow.serving.RegressionRequest\x1a&.tensorflow.serving.RegressionResponse\x12R\n\x07Predict\x12\".tensorflow.serving.PredictRequest\x1a#.tensorflow.serving.PredictResponse\x12g\n\x0eMultiInference\x12).tensorflow.serving.MultiInferenceRequest\x1a*.tensorflow.serving.MultiInferenceResponse\x12m\n\x10GetModelMetadata\x12+.tensorflow.serving.GetModelMetadataRequest\x1a,.tensorflow.serving.GetModelMetadataResponseb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n@ortserve/protos/tensorflow_serving/apis/prediction_service.proto\x12\x12tensorflow.serving\x1a@ortserve/protos/tensorflow_serving/apis/get_model_metadata.proto\x1a\x35ortserve/protos/tensorflow_serving/apis/predict.proto\x1a\x39ortserve/protos/tensorflow_serving/apis/unsupported.proto2\xfc\x03\n\x11PredictionService\x12\x61\n\x08\x43lassify\x12).tensorflow.serving.ClassificationRequest\x1a*.tensorflow.serving.ClassificationResponse\x12X\n\x07Regress\x12%.tensorflow.serving.RegressionRequest\x1a&.tensorflow.serving.RegressionResponse\x12R\n\x07Predict\x12\".tensorflow.serving.PredictRequest\x1a#.tensorflow.serving.PredictResponse\x12g\n\x0eMultiInference\x12).tensorflow.serving.MultiInferenceRequest\x1a*.tensorflow.serving.MultiInferenceResponse\x12m\n\x10GetModelMetadata\x12+.tensorflow.serving.GetModelMetadataRequest\x1a,.tensorflow.serving.GetModelMetadataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -5,7 +5,7 @@
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
+from ortserve.protos._pool import POOL
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ortserve.protos.tensorflow_serving.apis import model_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\x1a\x33ortserve/protos/tensorflow_serving/apis/model.proto\"J\n\x15\x43lassificationRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"K\n\x16\x43lassificationResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"F\n\x11RegressionRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"G\n\x12RegressionResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponse\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\x1a\x33ortserve/protos/tensorflow_serving/apis/model.proto\"J\n\x15\x43lassificationRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"K\n\x16\x43lassificationResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"F\n\x11RegressionRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"G\n\x12RegressionResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponse\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

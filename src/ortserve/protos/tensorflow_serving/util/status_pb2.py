@@ -5,7 +5,7 @@
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import descriptor_pool as _descriptor_pool
+from ortserve.protos._pool import POOL
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ortserve.protos.tensorflow.core.protobuf import error_codes_pb2 as ortserve_dot_protos_dot_tensorflow_dot_core_dot_protobuf_dot_error__codes__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4ortserve/protos/tensorflow_serving/util/status.proto\x12\x12tensorflow.serving\x1a:ortserve/protos/tensorflow/core/protobuf/error_codes.proto\"k\n\x0bStatusProto\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\x16.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_messageb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n4ortserve/protos/tensorflow_serving/util/status.proto\x12\x12tensorflow.serving\x1a:ortserve/protos/tensorflow/core/protobuf/error_codes.proto\"k\n\x0bStatusProto\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\x16.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_messageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -1,0 +1,106 @@
+"""TensorFlow to ONNX with tf2onnx: a SavedModel directory (serving_default) or a Keras .keras/.h5 file.
+
+Every source is converted as a tf.function: tf2onnx's Keras path fails on Keras 3 Sequential models
+(`KeyError: 'keras_tensor_...'`), the function path handles functional and Sequential models alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ortserve.convert.spec import InputSpec
+from ortserve.errors import InvalidInput
+
+SAVED_MODEL_FILE = "saved_model.pb"
+KERAS_SUFFIXES = {".keras", ".h5"}
+
+
+@dataclass
+class TfModel:
+    function: Callable[..., Any]  # positional tensors in, a list of tensors out
+    inputs: list[InputSpec]
+    outputs: list[str]
+    owner: Any  # the loaded object holding the variables: they live only as long as it does
+
+
+def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
+    dims = tuple("batch" if i == 0 and d is None else (f"dim{i}" if d is None else int(d))
+                 for i, d in enumerate(tensor_spec.shape))
+    return InputSpec(name, np.dtype(tensor_spec.dtype.as_numpy_dtype), dims)
+
+
+def load(path: Path, declared: list[InputSpec]) -> TfModel:
+    import tensorflow as tf
+
+    try:
+        if path.is_dir():
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures["serving_default"]
+            named = signature.structured_input_signature[1]
+            names = sorted(named)
+            outputs = sorted(signature.structured_outputs)
+            inputs = declared or [_spec_from_tf(name, named[name]) for name in names]
+
+            def call(*tensors: Any) -> list[Any]:
+                result = signature(**dict(zip([s.name for s in inputs], tensors, strict=True)))
+                return [result[name] for name in outputs]
+
+            return TfModel(call, inputs, outputs, loaded)
+        model = tf.keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {str(exc).splitlines()[0]}") from None
+    # Sequential models name their inputs keras_tensor_N, which means nothing to a client
+    names = [t.name if not t.name.startswith("keras_tensor") else f"input_{i}" if i else "input"
+             for i, t in enumerate(model.inputs)]
+    inputs = declared or [_spec_from_tf(name, tf.TensorSpec(t.shape, t.dtype)) for name, t in zip(
+        names, model.inputs, strict=True)]
+    outputs = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+
+    def call_keras(*tensors: Any) -> list[Any]:
+        result = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        return list(result) if isinstance(result, list | tuple) else [result]
+
+    return TfModel(call_keras, inputs, outputs, model)
+
+
+def _rename(model: onnx.ModelProto, values: Any, names: list[str]) -> None:
+    """tf2onnx names graph inputs and outputs after TF tensors (Identity:0); give them the declared names."""
+    for value, name in zip(values, names, strict=True):
+        old = value.name
+        for node in model.graph.node:
+            node.output[:] = [name if o == old else o for o in node.output]
+            node.input[:] = [name if i == old else i for i in node.input]
+        value.name = name
+
+
+def convert(tf_model: TfModel, opset: int, path: Path) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
+                               name=spec.name) for spec in tf_model.inputs]
+    function = tf.function(tf_model.function, input_signature=signature)
+    try:
+        model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:
+        raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
+    _rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
+    _rename(model, model.graph.output, tf_model.outputs)
+    model.ir_version = min(model.ir_version, 10)
+    path.write_bytes(model.SerializeToString())
+
+
+def run(tf_model: TfModel, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    return [np.asarray(out) for out in tf_model.function(*(tf.constant(feed) for feed in feeds))]
+
+
+def is_source(path: Path) -> bool:
+    return path.suffix in KERAS_SUFFIXES or (path.is_dir() and (path / SAVED_MODEL_FILE).is_file())
