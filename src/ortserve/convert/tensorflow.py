@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
+from ortserve.convert.naming import rename
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
 
@@ -69,16 +69,6 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
     return TfModel(call_keras, inputs, outputs, model)
 
 
-def _rename(model: onnx.ModelProto, values: Any, names: list[str]) -> None:
-    """tf2onnx names graph inputs and outputs after TF tensors (Identity:0); give them the declared names."""
-    for value, name in zip(values, names, strict=True):
-        old = value.name
-        for node in model.graph.node:
-            node.output[:] = [name if o == old else o for o in node.output]
-            node.input[:] = [name if i == old else i for i in node.input]
-        value.name = name
-
-
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
@@ -90,8 +80,8 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
         model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
-    _rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
-    _rename(model, model.graph.output, tf_model.outputs)
+    rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
+    rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
     path.write_bytes(model.SerializeToString())
 

@@ -1,0 +1,31 @@
+"""Renaming graph inputs and outputs of an exported ONNX model to the names the user declared."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import onnx
+
+
+def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+    for initializer in graph.initializer:
+        if initializer.name == old:
+            initializer.name = new
+
+
+def rename(model: onnx.ModelProto, values: Iterable[onnx.ValueInfoProto], names: Iterable[str]) -> None:
+    """Give each graph input or output its declared name, moving aside any inner value that already has it."""
+    graph = model.graph
+    for value, name in zip(list(values), names, strict=True):
+        if value.name == name:
+            continue
+        used = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer}
+        if name in used:
+            _rename_value(graph, name, f"{name}__inner")
+        _rename_value(graph, value.name, name)
