@@ -11,7 +11,6 @@ import yaml
 from ortserve.bench.server import RunningServer, start_server
 from ortserve.examples.models import fixed_shape, mlp, multi_io, save
 
-
 # Models come from installed packages only: make any attempt to reach a model hub fail at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

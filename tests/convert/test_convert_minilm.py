@@ -37,7 +37,7 @@ def test_minilm_embeddings_match_sentence_transformers(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
     reference = load_model(device="cpu")
     # other batch sizes and sequence lengths than the ones exported with: the axes are dynamic
-    for sentences in (SENTENCES[:1], SENTENCES + ["An extra, rather longer sentence to stretch the sequence axis."]):
+    for sentences in (SENTENCES[:1], [*SENTENCES, "An extra, rather longer sentence to stretch the sequence axis."]):
         (embedding,) = session.run(None, _tokens(sentences))
         expected = reference.encode(sentences, convert_to_numpy=True, normalize_embeddings=True)
         cosine = np.sum(embedding * expected, axis=1) / (np.linalg.norm(embedding, axis=1)
