@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: a busy neighbour shows here."""
+    return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def _multipart(image: bytes, boundary: str = "ortservebenchmarkboundary") -> tuple[bytes, str]:
@@ -81,8 +83,6 @@ def _multipart(image: bytes, boundary: str = "ortservebenchmarkboundary") -> tup
 
 def _server_split(url: str, jpeg: bytes, concurrency: int, requests: int = 64) -> dict[str, float]:
     """Median preprocess and model (queue + compute) times the server reports, under `concurrency` clients."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def one(_: int) -> tuple[float, float]:
         answer = httpx.post(url, files={"image": ("cat.jpg", jpeg)}, timeout=60).json()
         return answer["preprocess_time_ms"], answer["inference_time_ms"]

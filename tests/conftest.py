@@ -53,9 +53,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(repository, tmp_path_factory.mktemp("logs") / "server.log")
-    yield running
-    running.stop()
+    with start_server(repository, tmp_path_factory.mktemp("logs") / "server.log") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -19,3 +19,9 @@ class Unavailable(OrtServeError):
 
 class ConfigError(OrtServeError):
     """A model's config.yaml or repository layout is invalid; the model is not loaded."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise InvalidInput with `message` unless `condition` holds: the front ends' request checks."""
+    if not condition:
+        raise InvalidInput(message)

@@ -43,9 +43,8 @@ def image_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture(scope="session")
 def image_server(image_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(image_repository, tmp_path_factory.mktemp("image-logs") / "server.log")
-    yield running
-    running.stop()
+    with start_server(image_repository, tmp_path_factory.mktemp("image-logs") / "server.log") as running:
+        yield running
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -110,9 +110,9 @@ def test_wrong_method_is_405(server: RunningServer) -> None:
 
 @pytest.fixture(scope="module")
 def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(repository, tmp_path_factory.mktemp("small") / "server.log", "--max-body-bytes", "20000")
-    yield running
-    running.stop()
+    log = tmp_path_factory.mktemp("small") / "server.log"
+    with start_server(repository, log, "--max-body-bytes", "20000") as running:
+        yield running
 
 
 def test_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:

@@ -18,9 +18,8 @@ ROW = {"instances": [[0.1] * 784]}
 def live_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RunningServer]]:
     repo = tmp_path_factory.mktemp("live_repository")
     save(mlp(seed=1), repo, "first")
-    running = start_server(repo, repo.parent / "live.log")
-    yield repo, running
-    running.stop()
+    with start_server(repo, repo.parent / "live.log") as running:
+        yield repo, running
 
 
 def test_load_a_new_model_then_a_new_version_then_unload(live_repository: tuple[Path, RunningServer]) -> None:

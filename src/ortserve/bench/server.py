@@ -6,10 +6,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -37,6 +38,12 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -57,9 +64,10 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float
         if process.poll() is not None:
             raise RuntimeError(f"ortserve exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError):  # not listening yet, or 503 while loading
             pass
         time.sleep(0.1)
     server.stop()
@@ -68,6 +76,7 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float
 
 def metric_samples(server: RunningServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Scrape /metrics into {(sample name, labels): value}."""
-    text = httpx.get(f"{server.url}/metrics").text
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
     return {(sample.name, frozenset(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}

@@ -31,12 +31,19 @@ def _check_tensor(spec: TensorSpec, array: np.ndarray) -> None:
         )
 
 
+def input_spec(signature: Signature, name: str) -> TensorSpec:
+    """The signature's input of that name, or an error that lists the names the model has."""
+    spec = signature.input(name)
+    if spec is None:
+        known = ", ".join(repr(s.name) for s in signature.inputs)
+        raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
+    return spec
+
+
 def check_inputs(signature: Signature, inputs: dict[str, np.ndarray], max_batch_size: int) -> tuple[int, Hashable]:
     """Validate the inputs; return the number of batch rows (0 when unbatched) and the merge key."""
     for name in inputs:
-        if signature.input(name) is None:
-            known = ", ".join(repr(spec.name) for spec in signature.inputs)
-            raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
+        input_spec(signature, name)
     for spec in signature.inputs:
         array = inputs.get(spec.name)
         if array is None:

@@ -14,8 +14,8 @@ from ortserve.errors import InvalidInput
 from ortserve.runtime.model import ServedVersion
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router, json_response
+from ortserve.server.rest_tfserving import MODEL_PATH
 
-_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 DEFAULT_TOP_K = 5
 
 
@@ -68,16 +68,18 @@ def parse_form(request: Request) -> dict[str, bytes]:
     return collector.fields
 
 
-def _top_k(request: Request, fields: dict[str, bytes], classes: int) -> int:
+def _top_k(request: Request, fields: dict[str, bytes], classes: int | None) -> int:
+    """top_k from the form or the query string; `classes` bounds it when the output's size is fixed."""
     raw = fields.get("top_k")
     if raw is None:
         values = parse_qs(request.query.decode(errors="replace")).get("top_k")
         raw = values[-1].encode() if values else None
     if raw is None:
-        return min(DEFAULT_TOP_K, classes)
+        return min(DEFAULT_TOP_K, classes or DEFAULT_TOP_K)
     text = raw.decode(errors="replace").strip()
-    if not text.isdigit() or not 1 <= int(text) <= classes:
-        raise InvalidInput(f"top_k must be an integer from 1 to {classes}, got {text!r}")
+    if not text.isdigit() or int(text) < 1 or (classes is not None and int(text) > classes):
+        bound = f"from 1 to {classes}" if classes is not None else "of at least 1"
+        raise InvalidInput(f"top_k must be an integer {bound}, got {text!r}")
     return int(text)
 
 
@@ -89,7 +91,7 @@ class ImageRest:
 
     def routes(self, router: Router) -> None:
         router.add("POST", "/predict", self.predict_default)
-        router.add("POST", _MODEL + ":predict_image", self.predict_named)
+        router.add("POST", MODEL_PATH + ":predict_image", self.predict_named)
 
     async def predict_default(self, request: Request, params: dict[str, str]) -> Response:
         return await self._classify(request, self._plane.version(self._plane.default_image_model()))
@@ -105,8 +107,8 @@ class ImageRest:
         fields = parse_form(request)
         if "image" not in fields:
             raise InvalidInput("the form has no field named 'image'")
-        classes = classifier.output.shape[-1] if classifier.output.shape[-1] > 0 else 1_000_000
-        top_k = _top_k(request, fields, classes)
+        classes = classifier.output.shape[-1]
+        top_k = _top_k(request, fields, classes if classes > 0 else None)
         start = time.perf_counter()
         tensor = await asyncio.get_running_loop().run_in_executor(self._pool, classifier.preprocess, fields["image"])
         preprocessed = time.perf_counter()

@@ -8,20 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, require
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import Signature, TensorSpec
+from ortserve.runtime.validate import input_spec
 from ortserve.server.codec import array_from_json, dumps, is_array, is_lazy_array, json_tensor, loads, text_elements
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router, json_response
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, signature_def, version_status
 
-_MODEL = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidInput(message)
+MODEL_PATH = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
 
 
 def _unwrap_b64(value: Any) -> Any:
@@ -29,7 +25,7 @@ def _unwrap_b64(value: Any) -> Any:
     if isinstance(value, list):
         return [_unwrap_b64(item) for item in value]
     if isinstance(value, dict):
-        _require(set(value) == {"b64"} and isinstance(value["b64"], str),
+        require(set(value) == {"b64"} and isinstance(value["b64"], str),
                  f"an object inside a tensor must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -59,19 +55,15 @@ def _output_value(name: str, array: np.ndarray) -> Any:
 
 
 def _row_inputs(signature: Signature, instances: Any) -> dict[str, np.ndarray]:
-    _require(is_array(instances) and len(instances) > 0, "'instances' must be a non-empty list")
+    require(is_array(instances) and len(instances) > 0, "'instances' must be a non-empty list")
     if isinstance(instances, list) and all(isinstance(row, dict) and set(row) != {"b64"} for row in instances):
         names = set(instances[0])
-        _require(all(set(row) == names for row in instances), "every instance must name the same inputs")
+        require(all(set(row) == names for row in instances), "every instance must name the same inputs")
         inputs = {}
         for name in names:
-            spec = signature.input(name)
-            if spec is None:
-                known = ", ".join(repr(s.name) for s in signature.inputs)
-                raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
-            inputs[name] = _tensor(spec, [row[name] for row in instances])
+            inputs[name] = _tensor(input_spec(signature, name), [row[name] for row in instances])
         return inputs
-    _require(len(signature.inputs) == 1,
+    require(len(signature.inputs) == 1,
              f"the model has {len(signature.inputs)} inputs: each instance must be an object naming them")
     spec = signature.inputs[0]
     return {spec.name: _tensor(spec, instances)}
@@ -81,13 +73,9 @@ def _columnar_inputs(signature: Signature, value: Any) -> dict[str, np.ndarray]:
     if isinstance(value, dict) and set(value) != {"b64"}:
         inputs = {}
         for name, tensor in value.items():
-            spec = signature.input(name)
-            if spec is None:
-                known = ", ".join(repr(s.name) for s in signature.inputs)
-                raise InvalidInput(f"unknown input {name!r}; the model's inputs are {known}")
-            inputs[name] = _tensor(spec, tensor)
+            inputs[name] = _tensor(input_spec(signature, name), tensor)
         return inputs
-    _require(len(signature.inputs) == 1,
+    require(len(signature.inputs) == 1,
              f"the model has {len(signature.inputs)} inputs: 'inputs' must be an object naming them")
     spec = signature.inputs[0]
     return {spec.name: _tensor(spec, value)}
@@ -98,7 +86,7 @@ def _row_predictions(results: dict[str, np.ndarray]) -> Any:
         ((name, array),) = results.items()
         return _output_value(name, array)
     rows = {array.shape[0] if array.ndim else 0 for array in results.values()}
-    _require(len(rows) == 1 and 0 not in rows,
+    require(len(rows) == 1 and 0 not in rows,
              "the outputs do not share a batch dimension; ask for the columnar format ('inputs')")
     encoded = {name: _output_value(name, array) for name, array in results.items()}
     return [{name: values[row] for name, values in encoded.items()} for row in range(rows.pop())]
@@ -109,10 +97,10 @@ class TfServingRest:
         self._plane = plane
 
     def routes(self, router: Router) -> None:
-        router.add("POST", _MODEL + ":predict", self.predict)
-        router.add("GET", _MODEL, self.status)
-        router.add("GET", _MODEL + "/metadata", self.metadata)
-        router.add("POST", _MODEL + r":(?P<method>classify|regress)", self.unsupported)
+        router.add("POST", MODEL_PATH + ":predict", self.predict)
+        router.add("GET", MODEL_PATH, self.status)
+        router.add("GET", MODEL_PATH + "/metadata", self.metadata)
+        router.add("POST", MODEL_PATH + r":(?P<method>classify|regress)", self.unsupported)
 
     def _served(self, params: dict[str, str]) -> ServedVersion:
         return self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"))
@@ -144,12 +132,12 @@ class TfServingRest:
         signature = served.signature
         assert signature is not None
         document = loads(request.body, frozenset({"instances", "inputs"}))
-        _require(isinstance(document, dict), "the request body must be a JSON object")
+        require(isinstance(document, dict), "the request body must be a JSON object")
         signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
-        _require(signature_name in ("", DEFAULT_SIGNATURE),
+        require(signature_name in ("", DEFAULT_SIGNATURE),
                  f"signature {signature_name!r} not found; the model has only {DEFAULT_SIGNATURE!r}")
         has_rows, has_columns = "instances" in document, "inputs" in document
-        _require(has_rows != has_columns,
+        require(has_rows != has_columns,
                  "give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
         if has_rows:
             inputs = _row_inputs(signature, document["instances"])

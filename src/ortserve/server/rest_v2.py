@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ortserve import __version__
 from ortserve.dtypes import from_v2
-from ortserve.errors import InvalidInput
+from ortserve.errors import require
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.signature import TensorSpec
 from ortserve.server import triton
@@ -33,15 +34,16 @@ def _tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.type.v2, "shape": list(spec.shape)}
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidInput(message)
-
-
 def _shape(name: str, value: Any) -> list[int]:
-    _require(isinstance(value, list) and all(isinstance(d, int) and d >= 0 for d in value),
+    require(isinstance(value, list) and all(isinstance(d, int) and d >= 0 for d in value),
              f"input {name!r}: 'shape' must be a list of non-negative integers")
     return value
+
+
+@dataclass(frozen=True)
+class _OutputChoice:
+    binary: dict[str, bool]  # requested outputs (none: all of them), each with whether it goes back as binary
+    default_binary: bool  # for outputs not named: the request-level binary_data_output
 
 
 class V2Rest:
@@ -127,81 +129,79 @@ class V2Rest:
         if header_length is None:
             json_part, binary = request.body, body[:0]
         else:
-            _require(header_length.isdigit() and int(header_length) <= len(body),
+            require(header_length.isdigit() and int(header_length) <= len(body),
                      f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} is not a length "
                      f"within the {len(body)}-byte body")
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
         document = loads(json_part, frozenset({"data"}))
-        _require(isinstance(document, dict), "the request body must be a JSON object")
+        require(isinstance(document, dict), "the request body must be a JSON object")
         inputs = self._decode_inputs(document.get("inputs"), binary)
-        wanted = self._requested_outputs(document)
-        results = await served.infer(inputs, list(wanted) if wanted else None)
-        return self._encode(served, document, results, wanted)
+        choice = self._requested_outputs(document)
+        results = await served.infer(inputs, list(choice.binary) or None)
+        return self._encode(served, document.get("id"), results, choice)
 
     @staticmethod
     def _decode_inputs(items: Any, binary: memoryview) -> dict[str, np.ndarray]:
-        _require(isinstance(items, list) and len(items) > 0, "'inputs' must be a non-empty list")
+        require(isinstance(items, list) and len(items) > 0, "'inputs' must be a non-empty list")
         inputs: dict[str, np.ndarray] = {}
         offset = 0
         for item in items:
-            _require(isinstance(item, dict) and isinstance(item.get("name"), str),
+            require(isinstance(item, dict) and isinstance(item.get("name"), str),
                      "each input must be an object with a 'name'")
             name = item["name"]
-            _require(name not in inputs, f"input {name!r} is given twice")
-            _require(isinstance(item.get("datatype"), str), f"input {name!r}: 'datatype' is missing")
+            require(name not in inputs, f"input {name!r} is given twice")
+            require(isinstance(item.get("datatype"), str), f"input {name!r}: 'datatype' is missing")
             tensor_type = from_v2(item["datatype"])
             shape = _shape(name, item.get("shape"))
             parameters = item.get("parameters") or {}
-            _require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")
+            require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")
             size = parameters.get("binary_data_size")
             if size is not None:
-                _require(isinstance(size, int) and size >= 0,
+                require(isinstance(size, int) and size >= 0,
                          f"input {name!r}: binary_data_size must be a non-negative integer")
-                _require(offset + size <= len(binary),
+                require(offset + size <= len(binary),
                          f"binary payload is truncated: input {name!r} needs {size} bytes at offset {offset}, "
                          f"but only {len(binary) - offset} remain")
                 inputs[name] = array_from_bytes(name, binary[offset : offset + size], tensor_type, shape)
                 offset += size
             else:
-                _require("data" in item, f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+                require("data" in item, f"input {name!r} has neither 'data' nor a binary_data_size parameter")
                 array = array_from_json(name, item["data"], tensor_type)
-                _require(array.size == element_count(shape),
+                require(array.size == element_count(shape),
                          f"input {name!r} has {array.size} elements, but shape {shape} needs {element_count(shape)}")
                 inputs[name] = array.reshape(shape)
-        _require(offset == len(binary),
+        require(offset == len(binary),
                  f"{len(binary) - offset} bytes of binary data follow the inputs, but no input claims them")
         return inputs
 
     @staticmethod
-    def _requested_outputs(document: dict[str, Any]) -> dict[str, bool]:
-        """Requested output names, each with whether it goes back as binary data."""
+    def _requested_outputs(document: dict[str, Any]) -> _OutputChoice:
         parameters = document.get("parameters") or {}
-        _require(isinstance(parameters, dict), "'parameters' must be an object")
+        require(isinstance(parameters, dict), "'parameters' must be an object")
         default_binary = bool(parameters.get("binary_data_output", False))
         items = document.get("outputs")
-        if items is None:
-            return {}
-        _require(isinstance(items, list), "'outputs' must be a list")
         wanted: dict[str, bool] = {}
+        if items is None:
+            return _OutputChoice(wanted, default_binary)
+        require(isinstance(items, list), "'outputs' must be a list")
         for item in items:
-            _require(isinstance(item, dict) and isinstance(item.get("name"), str),
+            require(isinstance(item, dict) and isinstance(item.get("name"), str),
                      "each requested output must be an object with a 'name'")
             output_parameters = item.get("parameters") or {}
-            _require(isinstance(output_parameters, dict), f"output {item['name']!r}: 'parameters' must be an object")
+            require(isinstance(output_parameters, dict), f"output {item['name']!r}: 'parameters' must be an object")
             wanted[item["name"]] = bool(output_parameters.get("binary_data", default_binary))
-        return wanted
+        return _OutputChoice(wanted, default_binary)
 
     @staticmethod
-    def _encode(served: ServedVersion, document: dict[str, Any], results: dict[str, np.ndarray],
-                wanted: dict[str, bool]) -> Response:
+    def _encode(served: ServedVersion, request_id: Any, results: dict[str, np.ndarray],
+                choice: _OutputChoice) -> Response:
         assert served.signature is not None
-        default_binary = bool((document.get("parameters") or {}).get("binary_data_output", False))
         entries, buffers, json_arrays = [], [], []
         for name, array in results.items():
             spec = served.signature.output(name)
             assert spec is not None
             entry: dict[str, Any] = {"name": name, "datatype": spec.type.v2, "shape": list(array.shape)}
-            if wanted.get(name, default_binary):
+            if choice.binary.get(name, choice.default_binary):
                 data = array_to_bytes(array)
                 entry["parameters"] = {"binary_data_size": len(data)}
                 buffers.append(data)
@@ -211,8 +211,8 @@ class V2Rest:
                 json_arrays.append(flat)
             entries.append(entry)
         payload: dict[str, Any] = {"model_name": served.model, "model_version": str(served.version)}
-        if "id" in document:
-            payload["id"] = document["id"]
+        if request_id is not None:
+            payload["id"] = request_id
         payload["outputs"] = entries
         header = dumps(payload, json_arrays)
         if not buffers:
