@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ortserve.bench.server import RunningServer, start_server
+from ortserve.examples import demo
 from ortserve.examples.models import fixed_shape, mlp, multi_io, save
 
 # Models come from installed packages only: make any attempt to reach a model hub fail at once.
@@ -49,6 +50,15 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_config(repo, "bad_warmup", {"warmup": {"runs": 1, "shapes": {"a": [5]}}})
     (repo / "no_versions").mkdir()
     return repo
+
+
+@pytest.fixture(scope="session")
+def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's demo repository, built as `make run` builds it (EfficientNet-Lite0, real weights)."""
+    repository = tmp_path_factory.mktemp("demo") / "repository"
+    assert demo.build(repository)
+    assert not demo.build(repository), "a second build must reuse the first"
+    return repository
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import uvloop
 
 from ortserve import __version__
 from ortserve.errors import OrtServeError
+from ortserve.optimize import cli as optimize_cli
 from ortserve.server.app import ServerSettings, serve
 
 DEMO_REPOSITORY = Path("demo-repository")
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     convert_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     convert_parser.set_defaults(handler=_convert)
+    optimize_cli.register(commands)
     return parser
 
 

@@ -17,15 +17,6 @@ from ortserve.examples.models import mlp, save
 
 
 @pytest.fixture(scope="session")
-def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The README's demo repository, built as `make run` builds it (EfficientNet-Lite0, real weights)."""
-    repository = tmp_path_factory.mktemp("demo") / "repository"
-    assert demo.build(repository)
-    assert not demo.build(repository), "a second build must reuse the first"
-    return repository
-
-
-@pytest.fixture(scope="session")
 def image_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model, plus copies with a long batching delay and with small upload limits, plus a tensor model."""
     repository = tmp_path_factory.mktemp("images")

@@ -53,6 +53,10 @@ class ImageClassifier:
             raise InvalidInput("the file is not an image in a format Pillow reads (JPEG, PNG, WebP, ...)") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidInput(f"the image cannot be decoded: {exc}") from None
+        return self.tensor(image)
+
+    def tensor(self, image: Image.Image) -> np.ndarray:
+        """Resize, crop and normalize a decoded RGB image: one batch row of the model's input."""
         image = self._resize_and_crop(image)
         pixels = np.asarray(image)  # height x width x 3, uint8
         if self.config.color == "bgr":

@@ -1,0 +1,61 @@
+"""In-process latency and throughput of one model file under given session options."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ortserve.optimize.data import Samples
+
+EXECUTION_MODES = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
+
+
+def open_session(path: Path, threads: int = 0, execution_mode: str = "sequential",
+                 providers: list[str] | None = None) -> ort.InferenceSession:
+    """A session with `threads` intra-op threads (0: ONNX Runtime's default) and no spinning between runs."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.execution_mode = EXECUTION_MODES[execution_mode]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class Timing:
+    batch_size: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.batch_size / self.p50_ms * 1000.0
+
+
+def batch_of(samples: Samples, batch_size: int) -> dict[str, np.ndarray]:
+    """`batch_size` rows, repeating the samples when there are fewer."""
+    index = np.arange(batch_size) % len(samples)
+    return {name: np.ascontiguousarray(array[index]) for name, array in samples.feeds.items()}
+
+
+def time_runs(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float = 1.0,
+              min_runs: int = 5, max_runs: int = 2000) -> Timing:
+    """Warm up twice, then run until `seconds` passed (at least `min_runs` times); median and p90 latency."""
+    for _ in range(2):
+        session.run(None, feed)
+    latencies = []
+    deadline = time.perf_counter() + seconds
+    while len(latencies) < max_runs and (len(latencies) < min_runs or time.perf_counter() < deadline):
+        started = time.perf_counter()
+        session.run(None, feed)
+        latencies.append((time.perf_counter() - started) * 1000.0)
+    latencies.sort()
+    batch_size = len(next(iter(feed.values())))
+    return Timing(batch_size, len(latencies), statistics.median(latencies),
+                  latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))])
