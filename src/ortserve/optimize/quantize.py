@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +44,16 @@ def preprocess(source: Path, target: Path) -> dict[str, Any]:
     """Symbolic shape inference and ORT's basic optimizations: the step ONNX Runtime asks for before quantizing."""
     from onnxruntime.quantization import quant_pre_process
 
-    try:
-        quant_pre_process(str(source), str(target))
-        return {"symbolic_shape_inference": True}
-    except Exception as exc:  # symbolic inference fails on some graphs; ONNX's own inference still helps
-        log.warning("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", exc)
-        quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
-        return {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
+    # When symbolic inference gives up, ONNX Runtime dumps the model with its weights into the working directory:
+    # run it inside the target's (scratch) directory so that nothing lands where the user stands.
+    with contextlib.chdir(target.resolve().parent):
+        try:
+            quant_pre_process(str(source.resolve()), str(target.resolve()))
+            return {"symbolic_shape_inference": True}
+        except Exception as exc:  # symbolic inference fails on some graphs; ONNX's own inference still helps
+            log.warning("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", exc)
+            quant_pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=True)
+            return {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
 
 
 def check_node_names(path: Path, names: tuple[str, ...]) -> None:
