@@ -54,7 +54,7 @@ def _convert(args: argparse.Namespace) -> int:
             inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
             weights=Path(args.weights) if args.weights else None, opset=args.opset, samples=args.samples,
             value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
-            atol=args.atol, rtol=args.rtol)
+            atol=args.atol, rtol=args.rtol, exporter=args.exporter)
         result = convert(request)
     except ValueError:
         print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="name:dtype:dims, dims with names for dynamic ones (input:float32:batch,784)")
     convert_parser.add_argument("--output", action="append", help="output names, in order")
     convert_parser.add_argument("--weights", help="state dict to load into the PyTorch module")
+    convert_parser.add_argument("--exporter", choices=["auto", "torch.export", "torchscript"], default="auto",
+                                help="PyTorch exporter: auto tries torch.export, then TorchScript; TorchScript "
+                                     "graphs fuse and quantize better for transformers (default auto)")
     convert_parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     convert_parser.add_argument("--samples", type=int, default=8, help="generated parity samples (default 8)")
     convert_parser.add_argument("--range", default="-1,1", help="LOW,HIGH of generated sample values")

@@ -51,7 +51,9 @@ def tokens(sentences: list[str]) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def minilm_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2 converted once (dynamic batch and sequence), as REPO/minilm/1/model.onnx."""
+    """all-MiniLM-L6-v2 converted once (dynamic batch and sequence), as REPO/minilm/1/model.onnx.
+
+    With the TorchScript exporter: its graph has the attention pattern ONNX Runtime's fusion recognizes."""
     from ortserve.convert.pipeline import ConvertRequest, convert
     from ortserve.convert.spec import InputSpec
 
@@ -61,7 +63,7 @@ def minilm_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source="tests.convert.factories:minilm", repository=work / "repository", model="minilm",
         inputs=[InputSpec.parse("input_ids:int64:batch,sequence"),
                 InputSpec.parse("attention_mask:int64:batch,sequence")],
-        outputs=["embedding"], samples_file=work / "tokens.npz"))
+        outputs=["embedding"], samples_file=work / "tokens.npz", exporter="torchscript"))
     return work
 
 

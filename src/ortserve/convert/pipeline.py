@@ -34,6 +34,7 @@ class ConvertRequest:
     outputs: list[str] | None = None
     weights: Path | None = None
     opset: int = DEFAULT_OPSET
+    exporter: str = "auto"  # PyTorch: auto (torch.export, else TorchScript), torch.export or torchscript
     samples: int = 8
     value_range: tuple[float, float] = (-1.0, 1.0)
     samples_file: Path | None = None  # .npz with one array per input name
@@ -103,7 +104,8 @@ def convert(request: ConvertRequest) -> ConvertResult:
                 source["source_sha256"] = file_sha256(source_path)
             else:
                 module = pytorch.load_module(request.source, request.weights)
-            exporter = pytorch.export(module, request.inputs, request.outputs, onnx_path, request.opset)
+            exporter = pytorch.export(module, request.inputs, request.outputs, onnx_path, request.opset,
+                                      request.exporter)
             inputs = request.inputs
             feeds = _sample_feeds(request, inputs)
             expected = pytorch.run(module, feeds)

@@ -54,8 +54,14 @@ def load_module(entry_point: str, weights: Path | None) -> Any:
     return module.eval()
 
 
-def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path: Path, opset: int) -> str:
-    """Export with torch.export and dynamic dimensions; fall back to the TorchScript exporter. Returns which ran."""
+EXPORTERS = ("auto", "torch.export", "torchscript")
+
+
+def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path: Path, opset: int,
+           exporter: str = "auto") -> str:
+    """Export with torch.export and dynamic dimensions, falling back to the TorchScript exporter (`auto`), or with
+    the one asked for. TorchScript graphs keep the patterns ONNX Runtime's transformer fusion and dynamic
+    quantization look for. Returns which exporter ran."""
     import torch
 
     example = tuple(torch.from_numpy(np.zeros(spec.sample_shape(), spec.dtype)) for spec in inputs)
@@ -66,18 +72,22 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
     names = [spec.name for spec in inputs]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            # Outputs are named afterwards: the exporter can give an output a name an inner value already has.
-            program = torch.onnx.export(module, example, dynamo=True, external_data=False, opset_version=opset,
-                                        input_names=names, dynamic_shapes=dynamic_shapes)
-            model = program.model_proto
-            if outputs:
-                rename(model, model.graph.output, outputs)
-            onnx.save(model, str(path))
-            return "torch.export"
-        except Exception as exc:
-            log.warning("torch.export could not export the model (%s: %s); falling back to the TorchScript "
-                        "exporter", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        if exporter != "torchscript":
+            try:
+                # Outputs are named afterwards: the exporter can give an output a name an inner value already has.
+                program = torch.onnx.export(module, example, dynamo=True, external_data=False, opset_version=opset,
+                                            input_names=names, dynamic_shapes=dynamic_shapes)
+                model = program.model_proto
+                if outputs:
+                    rename(model, model.graph.output, outputs)
+                onnx.save(model, str(path))
+                return "torch.export"
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                if exporter == "torch.export":
+                    raise InvalidInput(f"torch.export could not export the model ({reason})") from None
+                log.warning("torch.export could not export the model (%s); falling back to the TorchScript "
+                            "exporter", reason)
         axes = {spec.name: {axis: d for axis, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs}
         torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
                           output_names=outputs, dynamic_axes=axes)

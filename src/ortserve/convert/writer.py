@@ -30,7 +30,7 @@ def check(model_path: Path) -> None:
     try:
         onnx.checker.check_model(str(model_path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise InvalidInput(f"the converted model fails onnx.checker: {exc}") from None
+        raise InvalidInput(f"the written model fails onnx.checker: {exc}") from None
 
 
 def next_version(model_dir: Path) -> int:

@@ -76,8 +76,26 @@ def to_fp16(source: Path, target: Path, keep_io_types: bool = True) -> dict[str,
 
     model = onnx.load(str(source))
     converted = convert_float_to_float16(model, keep_io_types=keep_io_types, disable_shape_infer=False)
+    sort_topologically(converted.graph)  # the converter appends its input casts after the nodes that use them
     onnx.save(converted, str(target))
     return {"kind": "fp16", "keep_io_types": keep_io_types, "nodes": _node_counts(source, target)}
+
+
+def sort_topologically(graph: onnx.GraphProto) -> None:
+    """Reorder the nodes so that each comes after the producers of its inputs (Kahn's algorithm, stable)."""
+    available = {i.name for i in graph.input} | {init.name for init in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise InvalidInput(f"the graph has a cycle or an undefined input around node {pending[0].name!r}")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        pending = [node for node in pending if node not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _node_counts(source: Path, target: Path) -> dict[str, int]:
