@@ -12,6 +12,7 @@ from ortserve.errors import OrtServeError
 from ortserve.optimize import commands, graph, quantize
 from ortserve.optimize.evaluate import TASKS
 from ortserve.optimize.source import resolve
+from ortserve.repository.layout import version_paths
 
 BUDGET_NOT_MET = 3
 
@@ -23,10 +24,11 @@ def _csv(kind: type) -> Any:
     return parse
 
 
-def _model_arguments(parser: argparse.ArgumentParser, output: bool = True) -> None:
+def _model_arguments(parser: argparse.ArgumentParser, output: bool = True,
+                     version_help: str = "the version to start from (default: the newest)") -> None:
     parser.add_argument("model", help="a model name in --repository, or an .onnx file")
     parser.add_argument("--repository", type=Path, help="model repository holding MODEL")
-    parser.add_argument("--version", type=int, help="the version to start from (default: the newest)")
+    parser.add_argument("--version", type=int, help=version_help)
     if output:
         parser.add_argument("--output", type=Path,
                             help="write the result to this .onnx file instead of as the model's next version")
@@ -83,7 +85,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    reference = resolve(args.model, args.repository, args.version)
+    version = args.version
+    if version is None and args.repository is not None and (args.repository / args.model).is_dir():
+        version = min(version_paths(args.repository / args.model))  # the original, not the newest variant
+    reference = resolve(args.model, args.repository, version)
     if (args.variant is None) == (args.variant_version is None):
         print("ortserve evaluate: give exactly one of --variant FILE or --variant-version N", file=sys.stderr)
         return 2
@@ -145,7 +150,7 @@ def register(commands_parser: argparse._SubParsersAction) -> None:  # type: igno
     quant.set_defaults(handler=_guarded(_run_quantize, "quantize"))
 
     evaluate = commands_parser.add_parser("evaluate", help="compare a variant with its reference model")
-    _model_arguments(evaluate, output=False)
+    _model_arguments(evaluate, output=False, version_help="the reference version (default: the first)")
     evaluate.add_argument("--variant", type=Path, help="the variant's .onnx file")
     evaluate.add_argument("--variant-version", type=int, help="the variant as a version of MODEL")
     evaluate.add_argument("--accuracy-budget", type=float, help=f"exit {BUDGET_NOT_MET} when the loss is over it")
