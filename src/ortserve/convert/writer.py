@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnxruntime as ort
 
-from ortserve.errors import InvalidInput
-from ortserve.repository.layout import MODEL_FILE
+from ortserve.errors import ConfigError, InvalidInput
+from ortserve.repository.config import ModelConfig, load_config, parse_config, update_config
+from ortserve.repository.layout import MODEL_FILE, version_paths
+from ortserve.runtime.contract import check_contract, declare
+from ortserve.runtime.signature import Signature, read_signature
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -45,10 +49,40 @@ def scratch_dir(repository: Path) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=".convert-", dir=repository)
 
 
+def _signature(path: Path) -> Signature:
+    return read_signature(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+
+
+def _versions(model_dir: Path) -> dict[int, Path]:
+    try:
+        return version_paths(model_dir) if model_dir.is_dir() else {}
+    except ConfigError:  # a model directory without versions yet
+        return {}
+
+
 def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str, Any]) -> Path:
-    """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json beside it."""
+    """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json beside it.
+
+    The model's config.yaml declares its inputs and outputs (a new version must keep them, or the server would
+    refuse it); a model without a declaration gets its newest version's, or this one's when it is the first.
+    """
     model_dir = repository / model
+    signature = _signature(onnx_path)
+    config = load_config(model_dir) if model_dir.is_dir() else ModelConfig()
+    declared = bool(config.inputs or config.outputs)
+    contract, declaration = config, {}
+    if not declared:
+        existing = _versions(model_dir)
+        declaration = declare(_signature(existing[max(existing)]) if existing else signature)
+        contract = parse_config(model, declaration)
+    try:
+        check_contract(model, "new", contract, signature)
+    except ConfigError as exc:
+        raise InvalidInput(f"the new version breaks the model's declared contract; nothing was written: {exc}") \
+            from None
     model_dir.mkdir(parents=True, exist_ok=True)
+    if declaration:
+        update_config(model_dir, declaration)
     version = next_version(model_dir)
     staged = onnx_path.parent / "staged"
     staged.mkdir()

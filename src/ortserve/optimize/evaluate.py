@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnxruntime as ort
 
+from ortserve.dtypes import from_onnx
 from ortserve.errors import InvalidInput
 from ortserve.optimize.data import Samples
 from ortserve.runtime.signature import read_signature
@@ -66,8 +67,15 @@ def batch_size_for(session: ort.InferenceSession) -> int:
 
 
 def run_all(session: ort.InferenceSession, samples: Samples, output: str, batch_size: int) -> np.ndarray:
-    """The output for every sample, run in batches of `batch_size`."""
-    parts = [session.run([output], batch)[0] for batch in samples.batches(batch_size)]
+    """The output for every sample, run in batches of `batch_size`, inputs cast to the session's types (an FP16
+    variant with FP16 inputs is judged on the same samples)."""
+    types = {node.name: from_onnx(node.type).numpy for node in session.get_inputs()}
+    try:
+        parts = [session.run([output], {name: values.astype(types[name], copy=False)
+                                        for name, values in batch.items()})[0]
+                 for batch in samples.batches(batch_size)]
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
+        raise InvalidInput(f"the model cannot run on the samples ({samples.origin}): {exc}") from None
     return np.concatenate(parts)
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
-import yaml
 
 from ortserve.errors import InvalidInput
 from ortserve.optimize import graph, quantize
@@ -20,7 +19,7 @@ from ortserve.optimize.commands import Judging, judge, samples_for
 from ortserve.optimize.evaluate import Comparison
 from ortserve.optimize.measure import batch_of, open_session, time_runs
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
-from ortserve.repository.config import CONFIG_FILE, parse_config
+from ortserve.repository.config import load_config, update_config
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -192,16 +191,9 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
 
 def update_serving_config(model_dir: Path, choice: Point) -> None:
     """Threads, execution mode and largest batch of the chosen point into config.yaml; everything else kept."""
-    path = model_dir / CONFIG_FILE
-    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
-    session = dict(data.get("session") or {})
-    session.update(intra_op_threads=choice.threads, execution_mode=choice.execution_mode)
-    data["session"] = session
-    data["max_batch_size"] = choice.batch_size
-    data["preferred_batch_sizes"] = [size for size in data.get("preferred_batch_sizes") or []
-                                     if size <= choice.batch_size]
-    parse_config(model_dir.name, data)  # the result must still be a valid config
-    staged = path.with_name(f".{CONFIG_FILE}.tuned")
-    staged.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(staged, path)
-
+    current = load_config(model_dir)
+    session = {**current.session.model_dump(exclude_defaults=True), "intra_op_threads": choice.threads,
+               "execution_mode": choice.execution_mode}
+    update_config(model_dir, {"session": session, "max_batch_size": choice.batch_size,
+                              "preferred_batch_sizes": [size for size in current.preferred_batch_sizes
+                                                        if size <= choice.batch_size]})

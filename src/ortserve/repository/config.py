@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -140,6 +141,23 @@ class ImagePreprocessing(_Strict):
         return std
 
 
+class TensorDeclaration(_Strict):
+    """One input or output of the model's contract: every served version must have it, with this type and shape."""
+
+    name: str
+    datatype: str  # KServe V2 name: FP32, INT64, BYTES, ...
+    dims: list[Annotated[int, Field(ge=-1)]]  # -1 for a dynamic dimension
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, datatype: str) -> str:
+        from ortserve.dtypes import BY_V2
+
+        if datatype not in BY_V2:
+            raise ValueError(f"unknown datatype {datatype!r}; expected one of {', '.join(BY_V2)}")
+        return datatype
+
+
 class ModelConfig(_Strict):
     """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
 
@@ -154,6 +172,9 @@ class ModelConfig(_Strict):
     labels: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     warmup: Warmup = Warmup()
     image: ImagePreprocessing | None = None
+    # The model's contract (as TF Serving's signature and Triton's config declare it); empty: not checked.
+    inputs: list[TensorDeclaration] = Field(default_factory=list)
+    outputs: list[TensorDeclaration] = Field(default_factory=list)
 
     @field_validator("execution_providers", mode="before")
     @classmethod
@@ -209,3 +230,17 @@ def load_config(model_dir: Path) -> ModelConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"model {model_dir.name!r}: {CONFIG_FILE} is not valid YAML: {exc}") from None
     return parse_config(model_dir.name, data)
+
+
+def update_config(model_dir: Path, changes: dict[str, Any]) -> ModelConfig:
+    """Set top-level fields of REPO/<model>/config.yaml, keeping the others; validated, then replaced at once."""
+    path = model_dir / CONFIG_FILE
+    data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"model {model_dir.name!r}: {CONFIG_FILE} must be a mapping, got {type(data).__name__}")
+    data.update(changes)
+    config = parse_config(model_dir.name, data)
+    staged = path.with_name(f".{CONFIG_FILE}.new")
+    staged.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(staged, path)
+    return config

@@ -9,6 +9,7 @@ from pathlib import Path
 from ortserve.errors import ConfigError, NotFound, OrtServeError
 from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config
 from ortserve.repository.layout import model_names, version_paths
+from ortserve.runtime.contract import check_contract
 from ortserve.runtime.image import bind_image_classifier
 from ortserve.runtime.model import ServedModel, ServedVersion, State, zero_inputs
 from ortserve.runtime.session import create_session
@@ -36,6 +37,7 @@ def _load_session(served: ServedVersion) -> None:
     session = create_session(served.model, served.path, served.config)
     served.session = session
     served.signature = read_signature(session)
+    check_contract(served.model, served.version, served.config, served.signature)
     served.providers = session.get_providers()
     served.max_batch_size = _effective_max_batch_size(served)
     if served.config.image is not None:
