@@ -68,6 +68,34 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_tf(args: argparse.Namespace) -> int:
+    from ortserve.convert import export_tf
+    from ortserve.optimize.commands import samples_for
+    from ortserve.optimize.source import resolve
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if args.log_level == "info":  # TensorFlow's savers log every renamed capture at INFO
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        if args.install_tool:
+            print(f"onnx2tf is in {export_tf.ensure_tool(progress)}")
+            return 0
+        if args.model is None or args.export_dir is None:
+            print("ortserve export-tf: give MODEL and --export-dir (or --install-tool)", file=sys.stderr)
+            return 2
+        source = resolve(args.model, args.repository, args.version)
+        samples = samples_for(source, args.data, args.samples, seed=0)
+        result = export_tf.export(source, args.export_dir, samples, args.keep_nchw, args.atol, args.rtol, progress)
+    except OrtServeError as exc:
+        print(f"ortserve export-tf: {exc}", file=sys.stderr)
+        return 1
+    print(result.parity.text())
+    print(f"wrote {result.version_dir} (SavedModel, serving_default, {result.layout.upper()} inputs)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ortserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ortserve {__version__}")
@@ -107,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     convert_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     convert_parser.set_defaults(handler=_convert)
+    export_parser = commands.add_parser(
+        "export-tf", help="convert an ONNX model to a TF SavedModel for TF Serving, with parity proven")
+    export_parser.add_argument("model", nargs="?", help="a model name in --repository, or an .onnx file")
+    export_parser.add_argument("--repository", type=Path, help="model repository holding MODEL")
+    export_parser.add_argument("--version", type=int, help="the version to export (default: the newest)")
+    export_parser.add_argument("--export-dir", type=Path,
+                               help="TF Serving base directory: the SavedModel goes to DIR/<model>/<next version>")
+    export_parser.add_argument("--keep-nchw", action="store_true",
+                               help="keep channels-first 4-D inputs (default: onnx2tf's NHWC, as TF models take)")
+    export_parser.add_argument("--data", help="parity samples, as for quantize (default: built-in photographs for "
+                                              "image models, random values otherwise)")
+    export_parser.add_argument("--samples", type=int, default=8, help="parity samples (default 8)")
+    export_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    export_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    export_parser.add_argument("--install-tool", action="store_true",
+                               help="only install onnx2tf into $ORTSERVE_HOME (done on first use otherwise)")
+    export_parser.set_defaults(handler=_export_tf)
     optimize_cli.register(commands)
     return parser
 
