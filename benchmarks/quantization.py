@@ -60,7 +60,6 @@ def bench_resnet50(rounds: int) -> dict[str, object]:
     source = resolve("resnet50", repository)
     outcome, _ = quantize_model(source, QuantizeRequest("static", str(calibration), 32), None,
                                 Judging(str(calibration), 32, task="classification"), progress=print)
-    assert outcome.path is not None
     feed = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
     return {**alternate(source.path, outcome.path, feed, rounds), "top1_agreement": outcome.comparison.top1_agreement}
 
@@ -74,7 +73,6 @@ def bench_efficientnet(rounds: int, crops: int) -> dict[str, object]:
     source = resolve(demo.MODEL, repository, 1)
     judging = Judging("samples", crops)
     naive, _ = quantize_model(source, QuantizeRequest("static", "samples", 128), None, judging, progress=print)
-    assert naive.path is not None
     feed = batch_of(samples_for(source, "samples", 1, seed=5), 1)
     result: dict[str, object] = {"naive": {**alternate(source.path, naive.path, feed, rounds),
                                            **naive.comparison.as_dict()}}
@@ -87,7 +85,7 @@ def bench_efficientnet(rounds: int, crops: int) -> dict[str, object]:
         evaluation = samples_for(source, "samples", crops, seed=1)
         search = accuracy_aware.search(work / "pre.onnx", work, samples_for(source, "samples", 128, seed=0),
                                        evaluation, quantize.StaticOptions(), 0.01,
-                                       judge(source.path, source, evaluation, judging), quantize.CALIBRATION_BATCH)
+                                       judge(source, evaluation, judging), quantize.CALIBRATION_BATCH)
         result["accuracy_aware"] = {**alternate(source.path, search.model, feed, rounds), **search.as_dict(),
                                     **search.comparison.as_dict()}
     return result
@@ -126,7 +124,6 @@ def bench_minilm(rounds: int) -> dict[str, object]:
         source = resolve(model, repository, 1)
         outcome, _ = quantize_model(source, QuantizeRequest("dynamic"), None, Judging(str(feeds), 64),
                                     progress=print)
-        assert outcome.path is not None
         batch = {name: array[:8] for name, array in np.load(feeds).items()}
         results[exporter] = {**alternate(source.path, outcome.path, batch, rounds),
                              "cosine_mean": outcome.comparison.cosine_mean,

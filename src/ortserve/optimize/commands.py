@@ -16,7 +16,6 @@ from ortserve.optimize.evaluate import Comparison, compare
 from ortserve.optimize.measure import open_session
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.runtime.image import ImageClassifier, bind_image_classifier
-from ortserve.runtime.signature import read_signature
 
 Progress = Callable[[str], None]
 
@@ -37,7 +36,7 @@ class Judging:
 
 @dataclass(frozen=True)
 class Outcome:
-    path: Path | None  # where the variant was written; None when only evaluated
+    path: Path  # where the variant was written
     step: dict[str, Any]
     comparison: Comparison
 
@@ -45,20 +44,19 @@ class Outcome:
 def image_classifier(source: ModelSource) -> ImageClassifier | None:
     if source.config.image is None or source.model_dir is None:
         return None
-    signature = read_signature(open_session(source.path))
-    return bind_image_classifier(source.name, source.model_dir, source.config.image, signature)
+    return bind_image_classifier(source.name, source.model_dir, source.config.image, source.signature)
 
 
 def samples_for(source: ModelSource, spec: str | None, count: int, seed: int) -> Samples:
-    signature = read_signature(open_session(source.path))
     classifier = image_classifier(source)
     if spec is None:
         spec = BUILTIN if classifier is not None else RANDOM
-    return load(spec, signature, classifier, count, seed)
+    return load(spec, source.signature, classifier, count, seed)
 
 
-def judge(reference: Path, source: ModelSource, evaluation: Samples, judging: Judging) -> Callable[[Path], Comparison]:
-    reference_session = open_session(reference)
+def judge(source: ModelSource, evaluation: Samples, judging: Judging) -> Callable[[Path], Comparison]:
+    """A function that compares a candidate file with the source model on the evaluation samples."""
+    reference_session = open_session(source.path)
     is_image = source.config.image is not None
 
     def run(candidate: Path) -> Comparison:
@@ -84,7 +82,7 @@ def optimize(source: ModelSource, kind: str, output: Path | None, judging: Judgi
             step = graph.to_fp16(source.path, built, keep_io_types)
         else:
             raise InvalidInput(f"unknown optimization {kind!r}; expected ort, simplify, transformer or fp16")
-        comparison = judge(source.path, source, evaluation, judging)(built)
+        comparison = judge(source, evaluation, judging)(built)
         record = provenance(source, {**step, "evaluation": comparison.as_dict()}, started)
         path = write_variant(source, built, output, record)
     return Outcome(path, step, comparison)
@@ -112,7 +110,7 @@ def quantize_model(source: ModelSource, request: QuantizeRequest, output: Path |
     with workspace(source, output) as work:
         pre = work / "pre.onnx"
         prepared = quantize.preprocess(source.path, pre)
-        check = judge(source.path, source, evaluation, judging)
+        check = judge(source, evaluation, judging)
         built = work / "model.onnx"
         if request.mode == "dynamic":
             step = quantize.dynamic(pre, built, request.dynamic_op_types, request.static.per_channel,
@@ -124,7 +122,7 @@ def quantize_model(source: ModelSource, request: QuantizeRequest, output: Path |
                                    "folder of images, 'samples' (built-in photographs) or 'random'")
             progress(f"calibrating on {request.calibration} ...")
             calibration = samples_for(source, request.calibration, request.calibration_samples, seed=0)
-            batch = _calibration_batch(source)
+            batch = source.fixed_batch_size() or quantize.CALIBRATION_BATCH
             if request.budget is None:
                 step = quantize.static(pre, built, calibration, request.static, batch)
                 comparison = check(built)
@@ -148,10 +146,5 @@ def evaluate(reference: ModelSource, variant: Path, judging: Judging) -> Compari
     evaluation = samples_for(reference, judging.data, judging.samples, seed=1)
     if not variant.is_file():
         raise InvalidInput(f"variant {str(variant)!r} does not exist")
-    return judge(reference.path, reference, evaluation, judging)(variant)
-
-
-def _calibration_batch(source: ModelSource) -> int:
-    first = open_session(source.path).get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else quantize.CALIBRATION_BATCH
+    return judge(reference, evaluation, judging)(variant)
 

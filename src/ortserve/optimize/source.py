@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import onnxruntime as ort
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
 from ortserve.errors import InvalidInput
 from ortserve.optimize import machine
+from ortserve.optimize.measure import open_session
 from ortserve.repository.config import ModelConfig, load_config
 from ortserve.repository.layout import version_paths
+from ortserve.runtime.signature import DYNAMIC, Signature, read_signature
 
 # Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
@@ -34,6 +37,15 @@ class ModelSource:
     repository: Path | None  # set when the model lives in a repository
     version: int | None
     config: ModelConfig
+
+    @cached_property
+    def signature(self) -> Signature:
+        return read_signature(open_session(self.path))
+
+    def fixed_batch_size(self) -> int | None:
+        """The first input's leading dimension when the model fixes it; None when it is dynamic."""
+        first = self.signature.inputs[0].shape[0] if self.signature.inputs else DYNAMIC
+        return None if first == DYNAMIC else first
 
     @property
     def model_dir(self) -> Path | None:

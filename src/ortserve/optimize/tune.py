@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ import onnxruntime as ort
 from ortserve.errors import InvalidInput
 from ortserve.optimize import graph, quantize
 from ortserve.optimize.commands import Judging, judge, samples_for
+from ortserve.optimize.data import Samples
 from ortserve.optimize.evaluate import Comparison
 from ortserve.optimize.measure import batch_of, open_session, time_runs
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
@@ -108,7 +110,8 @@ def _build_variants(source: ModelSource, work: Path, space: SearchSpace, calibra
             elif name == "int8-static":
                 assert pre is not None and calibration is not None
                 data = samples_for(source, calibration, calibration_samples, seed=0)
-                step = quantize.static(pre, target, data, quantize.StaticOptions(), _batch(source))
+                batch = source.fixed_batch_size() or quantize.CALIBRATION_BATCH
+                step = quantize.static(pre, target, data, quantize.StaticOptions(), batch)
             elif name == "int8-dynamic":
                 assert pre is not None
                 step = quantize.dynamic(pre, target)
@@ -129,9 +132,25 @@ def _build_variants(source: ModelSource, work: Path, space: SearchSpace, calibra
     return built, skipped
 
 
-def _batch(source: ModelSource) -> int:
-    first = open_session(source.path).get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else quantize.CALIBRATION_BATCH
+def _time_points(variants: list[Variant], evaluation: Samples, space: SearchSpace, batch_sizes: tuple[int, ...],
+                 budget: float, latency_slo_ms: float | None, progress: Progress) -> list[Point]:
+    points = []
+    for variant in variants:
+        within_budget = variant.comparison.loss <= budget
+        if not within_budget:
+            progress(f"{variant.name}: loss {variant.comparison.loss:.4f} over budget {budget:g}; timed anyway for "
+                     f"the report")
+        for threads in space.thread_counts():
+            for mode in space.execution_modes:
+                session = open_session(variant.path, threads, mode)
+                for batch_size in batch_sizes:
+                    timing = time_runs(session, batch_of(evaluation, batch_size), space.seconds_per_point)
+                    fits_slo = latency_slo_ms is None or timing.p50_ms <= latency_slo_ms
+                    points.append(Point(variant.name, threads, mode, batch_size, timing.p50_ms, timing.p90_ms,
+                                        timing.rows_per_second, variant.comparison.loss, within_budget and fits_slo))
+                    progress(f"  {variant.name} threads={threads} {mode} batch={batch_size}: "
+                             f"p50 {timing.p50_ms:.2f} ms, {timing.rows_per_second:.1f} rows/s")
+    return points
 
 
 def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpace = SearchSpace(),
@@ -139,10 +158,10 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
          output: Path | None = None, progress: Progress = print) -> TuneResult:
     started = time.perf_counter()
     refuse_quantized(source.path, "tune the FP32 model it came from instead")
-    first = open_session(source.path).get_inputs()[0].shape[0]
-    batch_sizes = space.batch_sizes if not (isinstance(first, int) and first > 0) else (first,)
+    fixed = source.fixed_batch_size()
+    batch_sizes = (fixed,) if fixed else space.batch_sizes
     evaluation = samples_for(source, judging.data, judging.samples, seed=1)
-    check = judge(source.path, source, evaluation, judging)
+    check = judge(source, evaluation, judging)
     with workspace(source, output) as work:
         built, skipped = _build_variants(source, work, space, calibration, calibration_samples, progress)
         variants = []
@@ -150,23 +169,7 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
             comparison = check(path)
             variants.append(Variant(name, path, step, comparison))
             progress(f"{name}: {comparison.text()}")
-        points = []
-        for variant in variants:
-            within_budget = variant.comparison.loss <= budget
-            if not within_budget:
-                progress(f"{variant.name}: loss {variant.comparison.loss:.4f} over budget {budget:g}; timed anyway "
-                         f"for the report")
-            for threads in space.thread_counts():
-                for mode in space.execution_modes:
-                    session = open_session(variant.path, threads, mode)
-                    for batch_size in batch_sizes:
-                        timing = time_runs(session, batch_of(evaluation, batch_size), space.seconds_per_point)
-                        fits_slo = latency_slo_ms is None or timing.p50_ms <= latency_slo_ms
-                        points.append(Point(variant.name, threads, mode, batch_size, timing.p50_ms, timing.p90_ms,
-                                            timing.rows_per_second, variant.comparison.loss,
-                                            within_budget and fits_slo))
-                        progress(f"  {variant.name} threads={threads} {mode} batch={batch_size}: "
-                                 f"p50 {timing.p50_ms:.2f} ms, {timing.rows_per_second:.1f} rows/s")
+        points = _time_points(variants, evaluation, space, batch_sizes, budget, latency_slo_ms, progress)
         eligible = [p for p in points if p.eligible]
         if not eligible:
             raise InvalidInput(f"no variant meets the accuracy budget {budget:g}"
@@ -179,7 +182,7 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
             progress("FP32 stays the fastest within the budget: no new version; serving settings updated")
         else:
             final = work / "chosen.onnx"
-            final.write_bytes(chosen.path.read_bytes())
+            shutil.copyfile(chosen.path, final)  # placing it moves the file, and fp32's is the source itself
             record = provenance(source, {**chosen.step, "tuned": asdict(choice),
                                          "evaluation": chosen.comparison.as_dict()}, started)
             published = write_variant(source, final, output, record)
