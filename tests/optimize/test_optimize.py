@@ -95,3 +95,12 @@ def test_transformer_fusion_refuses_a_model_without_attention(mlp_repository: Pa
     assert main(["optimize", "mlp", "--repository", str(mlp_repository), "--kind", "transformer"]) == 1
     assert "found no bert attention" in capsys.readouterr().err
     assert listing(mlp_repository) == before
+
+
+def test_a_file_needs_an_output_and_the_output_must_be_onnx(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    onnx.save(mlp(), str(tmp_path / "model.onnx"))
+    assert main(["optimize", str(tmp_path / "model.onnx")]) == 1
+    assert "give --output FILE.onnx, or --repository" in capsys.readouterr().err
+    assert main(["optimize", str(tmp_path / "model.onnx"), "--output", str(tmp_path / "model.bin")]) == 1
+    assert "must end in .onnx" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

@@ -95,7 +95,12 @@ def provenance(source: ModelSource, step: dict[str, Any], started: float) -> dic
 
 @contextmanager
 def workspace(source: ModelSource, output: Path | None) -> Iterator[Path]:
-    """A scratch directory on the destination's file system, removed afterwards whatever happens."""
+    """A scratch directory on the destination's file system, removed afterwards whatever happens. The destination
+    is checked first, so that no work is done for a result that could not be placed."""
+    if output is None and source.repository is None:
+        raise InvalidInput("give --output FILE.onnx, or --repository to publish the result as a new version")
+    if output is not None and output.suffix != ".onnx":
+        raise InvalidInput(f"--output {str(output)!r} must end in .onnx")
     if output is None and source.repository is not None:
         with scratch_dir(source.repository) as scratch:
             yield Path(scratch)
@@ -110,12 +115,9 @@ def write_variant(source: ModelSource, built: Path, output: Path | None, record:
     check(built)
     record = {**record, "model_sha256": file_sha256(built)}
     if output is not None:
-        if output.suffix != ".onnx":
-            raise InvalidInput(f"--output {str(output)!r} must end in .onnx")
         os.replace(built, output)  # same file system (the workspace sits beside it): all or nothing
         output.with_suffix(".provenance.json").write_text(json.dumps(record, indent=2) + "\n")
         return output
-    if source.repository is None:
-        raise InvalidInput("give --output FILE.onnx, or --repository to publish the result as a new version")
+    assert source.repository is not None  # workspace() refused the case
     return publish(source.repository, source.name, built, record) / "model.onnx"
 
