@@ -85,7 +85,7 @@ def bench_efficientnet(rounds: int, crops: int) -> dict[str, object]:
         evaluation = samples_for(source, "samples", crops, seed=1)
         search = accuracy_aware.search(work / "pre.onnx", work, samples_for(source, "samples", 128, seed=0),
                                        evaluation, quantize.StaticOptions(), 0.01,
-                                       judge(source, evaluation, judging), quantize.CALIBRATION_BATCH)
+                                       judge(source, evaluation, judging))
         result["accuracy_aware"] = {**alternate(source.path, search.model, feed, rounds), **search.as_dict(),
                                     **search.comparison.as_dict()}
     return result

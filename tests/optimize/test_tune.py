@@ -84,4 +84,7 @@ def test_unreachable_budget_or_slo_is_an_error_and_writes_nothing(mlp_repository
     assert "and the latency SLO 1e-06 ms" in capsys.readouterr().err
     assert _tune(mlp_repository, tmp_path / "r3", "--variants", "fp32,warp-drive", "--accuracy-budget", "0.1") == 1
     assert "unknown variant 'warp-drive'" in capsys.readouterr().err
+    assert _tune(mlp_repository, tmp_path / "r4", "--variants", "fp32", "--accuracy-budget", "0.1",
+                 "--execution-modes", "sideways") == 1
+    assert "invalid session setting execution_mode='sideways'" in capsys.readouterr().err
     assert listing(mlp_repository) == before

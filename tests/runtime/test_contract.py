@@ -88,11 +88,6 @@ def test_publishing_declares_the_contract_from_the_existing_version_and_keeps_it
 
 
 def test_a_fixed_shape_model_declares_fixed_dims(tmp_path: Path) -> None:
-    onnx_file = tmp_path / "fixed.onnx"
-    import onnx
-
-    onnx.save(fixed_shape(), str(onnx_file))
-    assert main(["optimize", str(onnx_file), "--repository", str(tmp_path / "repo")]) == 1  # a file, not a name
     save(fixed_shape(), tmp_path / "repo", "fixed", 1)
     assert main(["optimize", "fixed", "--repository", str(tmp_path / "repo")]) == 0
     config = yaml.safe_load((tmp_path / "repo" / "fixed" / "config.yaml").read_text())

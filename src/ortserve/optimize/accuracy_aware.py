@@ -13,12 +13,12 @@ go first.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -45,7 +45,8 @@ class Step:
 
 @dataclass(frozen=True)
 class SearchResult:
-    model: Path
+    model: Path  # the chosen step's file
+    record: dict[str, Any]  # what quantize.static said of it
     comparison: Comparison
     excluded: list[str]
     budget: float
@@ -158,7 +159,7 @@ def _sqnr_db(reference: np.ndarray, noisy: np.ndarray) -> float:
 
 
 def search(pre_processed: Path, work: Path, calibration: Samples, evaluation: Samples,
-           options: quantize.StaticOptions, budget: float, judge: Callable[[Path], Comparison], batch_size: int,
+           options: quantize.StaticOptions, budget: float, judge: Callable[[Path], Comparison],
            max_steps: int = 6, progress: Callable[[str], None] = print) -> SearchResult:
     """INT8 everywhere first; then the 1, 2, 4, ... most hurtful spots kept in FP32 until the budget holds.
 
@@ -170,7 +171,7 @@ def search(pre_processed: Path, work: Path, calibration: Samples, evaluation: Sa
     graph = onnx.load(str(pre_processed), load_external_data=False).graph
     quantizable = {node.name for node in graph.node if node.op_type in QUANTIZED_BY_QDQ}
     steps: list[Step] = []
-    best: tuple[Path, Comparison, list[str]] | None = None
+    best: tuple[Path, dict[str, Any], Comparison] | None = None
     ranking: list[Spot] = []
     count = 0
     for step_index in range(max_steps + 1):
@@ -179,20 +180,20 @@ def search(pre_processed: Path, work: Path, calibration: Samples, evaluation: Sa
         if step_index > 0 and (len(set(excluded) & quantizable) >= len(quantizable) or excluded == steps[-1].excluded):
             break  # at least one node stays INT8 (or this is no longer quantization), and each step adds one
         candidate = work / f"int8-step{step_index}.onnx"
-        step_options = quantize.StaticOptions(**{**asdict(options), "exclude": tuple(excluded)})
-        quantize.static(pre_processed, candidate, calibration, step_options, batch_size, calibration_cache=cache)
+        record = quantize.static(pre_processed, candidate, calibration, replace(options, exclude=tuple(excluded)),
+                                 calibration_cache=cache)
         comparison = judge(candidate)
         latency = time_runs(open_session(candidate), feed, seconds=0.5).p50_ms
         steps.append(Step(excluded, comparison.loss, latency, time.perf_counter() - started))
         progress(f"  {len(excluded)} nodes in FP32: loss {comparison.loss:.4f}, {latency:.2f} ms")
-        if best is None or comparison.loss < best[1].loss:
-            best = (candidate, comparison, excluded)
+        if best is None or comparison.loss < best[2].loss:
+            best = (candidate, record, comparison)
         if comparison.loss <= budget:
             break
         if not ranking:
             ranking = rank_spots(pre_processed, candidate, evaluation.head(NOISE_SAMPLES))
         count = max(1, count * 2)
     assert best is not None
-    chosen = work / "int8-chosen.onnx"
-    shutil.copyfile(best[0], chosen)
-    return SearchResult(chosen, best[1], best[2], budget, best[1].loss <= budget, fp32_ms, steps, ranking[:32])
+    model, record, comparison = best
+    return SearchResult(model, record, comparison, record["exclude"], budget, comparison.loss <= budget, fp32_ms,
+                        steps, ranking[:32])

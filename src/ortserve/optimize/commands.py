@@ -105,6 +105,9 @@ def quantize_model(source: ModelSource, request: QuantizeRequest, output: Path |
     refuse_quantized(source.path, "quantize the FP32 model it came from instead")
     if request.mode not in ("static", "dynamic"):
         raise InvalidInput(f"unknown quantization mode {request.mode!r}; expected static or dynamic")
+    if request.mode == "static" and request.calibration is None:
+        raise InvalidInput("static quantization needs calibration data: --calibration-data FILE.npz, a folder of "
+                           "images, 'samples' (built-in photographs) or 'random'")
     evaluation = samples_for(source, judging.data, judging.samples, seed=1)
     search = None
     with workspace(source, output) as work:
@@ -117,22 +120,17 @@ def quantize_model(source: ModelSource, request: QuantizeRequest, output: Path |
                                     request.static.exclude)
             comparison = check(built)
         else:
-            if request.calibration is None:
-                raise InvalidInput("static quantization needs calibration data: --calibration-data FILE.npz, a "
-                                   "folder of images, 'samples' (built-in photographs) or 'random'")
+            assert request.calibration is not None
             progress(f"calibrating on {request.calibration} ...")
             calibration = samples_for(source, request.calibration, request.calibration_samples, seed=0)
-            batch = source.fixed_batch_size() or quantize.CALIBRATION_BATCH
             if request.budget is None:
-                step = quantize.static(pre, built, calibration, request.static, batch)
+                step = quantize.static(pre, built, calibration, request.static)
                 comparison = check(built)
             else:
                 search = accuracy_aware.search(pre, work, calibration, evaluation, request.static, request.budget,
-                                               check, batch, progress=progress)
+                                               check, progress=progress)
                 built, comparison = search.model, search.comparison
-                step = {"kind": "int8-static", "format": "QDQ", **request.static.describe(),
-                        "exclude": search.excluded, "calibration_data": calibration.origin,
-                        "calibration_samples": len(calibration), "accuracy_aware": search.as_dict()}
+                step = {**search.record, "accuracy_aware": search.as_dict()}
         if request.budget is not None and comparison.loss > request.budget:
             raise BudgetNotMet(f"accuracy loss {comparison.loss:.4f} is over the budget {request.budget:g}; nothing "
                                f"was written\n{comparison.text()}" + (f"\n{search.text()}" if search else ""))

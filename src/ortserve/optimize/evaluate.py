@@ -61,11 +61,6 @@ class Comparison:
         return "; ".join(parts)
 
 
-def batch_size_for(session: ort.InferenceSession) -> int:
-    first = session.get_inputs()[0].shape[0]
-    return first if isinstance(first, int) and first > 0 else EVALUATION_BATCH
-
-
 def run_all(session: ort.InferenceSession, samples: Samples, output: str, batch_size: int) -> np.ndarray:
     """The output for every sample, run in batches of `batch_size`, inputs cast to the session's types (an FP16
     variant with FP16 inputs is judged on the same samples)."""
@@ -96,7 +91,7 @@ def compare(reference_session: ort.InferenceSession, variant_session: ort.Infere
     name = output or signature.outputs[0].name
     if signature.output(name) is None:
         raise InvalidInput(f"the model has no output {name!r}; it has {[s.name for s in signature.outputs]}")
-    batch_size = batch_size_for(reference_session)
+    batch_size = signature.fixed_batch_size or EVALUATION_BATCH
     reference = run_all(reference_session, samples, name, batch_size).astype(np.float64)
     variant = run_all(variant_session, samples, name, batch_size).astype(np.float64)
     task = choose_task(task, reference, is_image_classifier)

@@ -9,21 +9,28 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import ValidationError
 
+from ortserve.errors import InvalidInput
 from ortserve.optimize.data import Samples
+from ortserve.repository.config import SessionOptions
+from ortserve.runtime.session import session_options
 
-EXECUTION_MODES = {"sequential": ort.ExecutionMode.ORT_SEQUENTIAL, "parallel": ort.ExecutionMode.ORT_PARALLEL}
+
+def session_config(threads: int, execution_mode: str) -> SessionOptions:
+    """config.yaml's `session:` with these threads and execution mode, checked as the server checks it."""
+    try:
+        return SessionOptions(intra_op_threads=threads, execution_mode=execution_mode)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise InvalidInput(f"invalid session setting {error['loc'][0]}={error['input']!r}: {error['msg']}") from None
 
 
-def open_session(path: Path, threads: int = 0, execution_mode: str = "sequential",
-                 providers: list[str] | None = None) -> ort.InferenceSession:
-    """A session with `threads` intra-op threads (0: ONNX Runtime's default) and no spinning between runs."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.execution_mode = EXECUTION_MODES[execution_mode]
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+def open_session(path: Path, threads: int = 0, execution_mode: str = "sequential") -> ort.InferenceSession:
+    """A CPU session with the options the server builds from that `session:` (so tune measures what is served)."""
+    options = session_options(session_config(threads, execution_mode))
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

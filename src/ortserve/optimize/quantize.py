@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,7 @@ class StaticOptions:
     exclude: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.method, "per_channel": self.per_channel, "activation_type": self.activation_type,
-                "weight_type": self.weight_type, "reduce_range": self.reduce_range, "exclude": list(self.exclude)}
+        return {**asdict(self), "exclude": list(self.exclude)}
 
 
 def preprocess(source: Path, target: Path) -> dict[str, Any]:
@@ -63,7 +62,13 @@ def check_node_names(path: Path, names: tuple[str, ...]) -> None:
         raise InvalidInput(f"--exclude names nodes the model does not have: {unknown}")
 
 
-def static(source: Path, target: Path, samples: Samples, options: StaticOptions, batch_size: int,
+def calibration_batch_size(path: Path) -> int:
+    """The model's fixed batch size, or CALIBRATION_BATCH samples per calibration run when the batch is dynamic."""
+    first = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[:1]
+    return first[0].dim_value if first and first[0].dim_value > 0 else CALIBRATION_BATCH
+
+
+def static(source: Path, target: Path, samples: Samples, options: StaticOptions,
            calibration_cache: Path | None = None) -> dict[str, Any]:
     """Static QDQ INT8 of a pre-processed model; ranges come from the samples (or the cache, when it exists)."""
     if options.method not in METHODS:
@@ -79,6 +84,8 @@ def static(source: Path, target: Path, samples: Samples, options: StaticOptions,
         QuantType,
         quantize_static,
     )
+
+    batch_size = calibration_batch_size(source)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

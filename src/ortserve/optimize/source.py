@@ -22,7 +22,7 @@ from ortserve.optimize import machine
 from ortserve.optimize.measure import open_session
 from ortserve.repository.config import ModelConfig, load_config
 from ortserve.repository.layout import version_paths
-from ortserve.runtime.signature import DYNAMIC, Signature, read_signature
+from ortserve.runtime.signature import Signature, read_signature
 
 # Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
@@ -41,11 +41,6 @@ class ModelSource:
     @cached_property
     def signature(self) -> Signature:
         return read_signature(open_session(self.path))
-
-    def fixed_batch_size(self) -> int | None:
-        """The first input's leading dimension when the model fixes it; None when it is dynamic."""
-        first = self.signature.inputs[0].shape[0] if self.signature.inputs else DYNAMIC
-        return None if first == DYNAMIC else first
 
     @property
     def model_dir(self) -> Path | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -15,11 +14,11 @@ from typing import Any
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput
-from ortserve.optimize import graph, quantize
+from ortserve.optimize import graph, machine, quantize
 from ortserve.optimize.commands import Judging, judge, samples_for
 from ortserve.optimize.data import Samples
 from ortserve.optimize.evaluate import Comparison
-from ortserve.optimize.measure import batch_of, open_session, time_runs
+from ortserve.optimize.measure import batch_of, open_session, session_config, time_runs
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.repository.config import load_config, update_config
 
@@ -77,8 +76,7 @@ class SearchSpace:
     seconds_per_point: float = 0.7
 
     def thread_counts(self) -> tuple[int, ...]:
-        cores = len(os.sched_getaffinity(0))
-        return self.threads or tuple(sorted({1, cores}))
+        return self.threads or tuple(sorted({1, machine.cores()}))
 
 
 def _build_variants(source: ModelSource, work: Path, space: SearchSpace, calibration: str | None,
@@ -110,8 +108,7 @@ def _build_variants(source: ModelSource, work: Path, space: SearchSpace, calibra
             elif name == "int8-static":
                 assert pre is not None and calibration is not None
                 data = samples_for(source, calibration, calibration_samples, seed=0)
-                batch = source.fixed_batch_size() or quantize.CALIBRATION_BATCH
-                step = quantize.static(pre, target, data, quantize.StaticOptions(), batch)
+                step = quantize.static(pre, target, data, quantize.StaticOptions())
             elif name == "int8-dynamic":
                 assert pre is not None
                 step = quantize.dynamic(pre, target)
@@ -156,8 +153,11 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
     unknown = [name for name in space.variants if name not in ALL_VARIANTS]
     if unknown:
         raise InvalidInput(f"unknown variant {unknown[0]!r}; expected some of {', '.join(ALL_VARIANTS)}")
+    for threads in space.thread_counts():
+        for mode in space.execution_modes:
+            session_config(threads, mode)  # refuse bad settings before building anything
     refuse_quantized(source.path, "tune the FP32 model it came from instead")
-    fixed = source.fixed_batch_size()
+    fixed = source.signature.fixed_batch_size
     batch_sizes = (fixed,) if fixed else space.batch_sizes
     evaluation = samples_for(source, judging.data, judging.samples, seed=1)
     check = judge(source, evaluation, judging)

@@ -34,6 +34,12 @@ class Signature:
         return next((spec for spec in self.outputs if spec.name == name), None)
 
     @property
+    def fixed_batch_size(self) -> int | None:
+        """The first input's leading dimension when the model fixes it; None when it is dynamic."""
+        first = self.inputs[0].shape[0] if self.inputs and self.inputs[0].rank else DYNAMIC
+        return None if first == DYNAMIC else first
+
+    @property
     def batch_dimension_is_dynamic(self) -> bool:
         """True when every input and output has a leading dynamic dimension: the model is batchable."""
         tensors = self.inputs + self.outputs
