@@ -76,21 +76,15 @@ def _export_tf(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    if args.log_level == "info":  # TensorFlow's savers log every renamed capture at INFO
-        logging.getLogger().setLevel(logging.WARNING)
-    try:
-        if args.install_tool:
-            print(f"onnx2tf is in {export_tf.ensure_tool(progress)}")
-            return 0
-        if args.model is None or args.export_dir is None:
-            print("ortserve export-tf: give MODEL and --export-dir (or --install-tool)", file=sys.stderr)
-            return 2
-        source = resolve(args.model, args.repository, args.version)
-        samples = samples_for(source, args.data, args.samples, seed=0)
-        result = export_tf.export(source, args.export_dir, samples, args.keep_nchw, args.atol, args.rtol, progress)
-    except OrtServeError as exc:
-        print(f"ortserve export-tf: {exc}", file=sys.stderr)
-        return 1
+    if args.install_tool:
+        print(f"onnx2tf is in {export_tf.ensure_tool(progress)}")
+        return 0
+    if args.model is None or args.export_dir is None:
+        print("ortserve export-tf: give MODEL and --export-dir (or --install-tool)", file=sys.stderr)
+        return 2
+    source = resolve(args.model, args.repository, args.version)
+    samples = samples_for(source, args.data, args.samples, seed=0)
+    result = export_tf.export(source, args.export_dir, samples, args.keep_nchw, args.atol, args.rtol, progress)
     print(result.parity.text())
     print(f"wrote {result.version_dir} (SavedModel, serving_default, {result.layout.upper()} inputs)")
     return 0
@@ -151,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
     export_parser.add_argument("--install-tool", action="store_true",
                                help="only install onnx2tf into $ORTSERVE_HOME (done on first use otherwise)")
-    export_parser.set_defaults(handler=_export_tf)
+    export_parser.set_defaults(handler=optimize_cli.guarded(_export_tf, "export-tf"))
     optimize_cli.register(commands)
     return parser
 

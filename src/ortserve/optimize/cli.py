@@ -129,7 +129,7 @@ def register(commands_parser: argparse._SubParsersAction) -> None:  # type: igno
                           help="ORT optimization level; 'layout' ties the file to this CPU (default extended)")
     optimize.add_argument("--simplifier", choices=["onnxslim", "onnxsim"], default="onnxslim")
     optimize.add_argument("--fp16-io", action="store_true", help="with --kind fp16: FP16 inputs and outputs too")
-    optimize.set_defaults(handler=_guarded(_run_optimize, "optimize"))
+    optimize.set_defaults(handler=guarded(_run_optimize, "optimize"))
 
     quant = commands_parser.add_parser("quantize", help="INT8 quantization (static QDQ with calibration, or "
                                                         "dynamic), judged against the FP32 model")
@@ -147,14 +147,14 @@ def register(commands_parser: argparse._SubParsersAction) -> None:  # type: igno
     quant.add_argument("--exclude", action="append", default=[], help="a node to keep in FP32 (repeatable)")
     quant.add_argument("--accuracy-budget", type=float,
                        help="largest accepted loss; static mode keeps the noisiest spots in FP32 until it holds")
-    quant.set_defaults(handler=_guarded(_run_quantize, "quantize"))
+    quant.set_defaults(handler=guarded(_run_quantize, "quantize"))
 
     evaluate = commands_parser.add_parser("evaluate", help="compare a variant with its reference model")
     _model_arguments(evaluate, output=False, version_help="the reference version (default: the first)")
     evaluate.add_argument("--variant", type=Path, help="the variant's .onnx file")
     evaluate.add_argument("--variant-version", type=int, help="the variant as a version of MODEL")
     evaluate.add_argument("--accuracy-budget", type=float, help=f"exit {BUDGET_NOT_MET} when the loss is over it")
-    evaluate.set_defaults(handler=_guarded(_run_evaluate, "evaluate"))
+    evaluate.set_defaults(handler=guarded(_run_evaluate, "evaluate"))
 
     tune_parser = commands_parser.add_parser("tune", help="search variants and session settings on this machine; "
                                                           "publish the fastest within the accuracy budget")
@@ -170,7 +170,7 @@ def register(commands_parser: argparse._SubParsersAction) -> None:  # type: igno
     tune_parser.add_argument("--batch-sizes", type=_csv(int), default=(1, 8))
     tune_parser.add_argument("--seconds-per-point", type=float, default=0.7)
     tune_parser.add_argument("--report", type=Path, help="report directory (default ./tune-MODEL)")
-    tune_parser.set_defaults(handler=_guarded(_run_tune, "tune"))
+    tune_parser.set_defaults(handler=guarded(_run_tune, "tune"))
 
 
 def _quantization_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,9 +178,12 @@ def _quantization_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-samples", type=int, default=128, help="calibration samples to draw")
 
 
-def _guarded(handler: Any, name: str) -> Any:
+def guarded(handler: Any, name: str) -> Any:
+    """Run a command's handler: its errors become one `ortserve NAME: ...` line and exit code 1."""
+
     def run(args: argparse.Namespace) -> int:
-        if args.log_level == "info":  # ONNX Runtime's quantizer logs every weight scale at INFO on the root logger
+        # ONNX Runtime's quantizer (every weight scale) and TensorFlow's savers (every capture) log at INFO
+        if args.log_level == "info":
             logging.getLogger().setLevel(logging.WARNING)
         try:
             return int(handler(args))
