@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
@@ -12,12 +14,11 @@ import onnxruntime as ort
 
 from ortserve.errors import InvalidInput, NotFound, Unavailable
 from ortserve.repository.config import ModelConfig
-from ortserve.runtime.batcher import Batcher, Tensors
+from ortserve.runtime.batcher import Batcher, Done, Tensors
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.validate import check_inputs, check_outputs
-from ortserve.runtime.worker import Worker
 
 
 class State(enum.Enum):
@@ -60,11 +61,11 @@ class ServedVersion:
         return dict(zip([spec.name for spec in self.signature.outputs], results, strict=True))
 
     def start_batcher(self) -> None:
-        """On the event loop, once the session is ready: the version can take requests from now on."""
+        """Once the session is ready: the version can take requests from now on."""
         self._batcher = Batcher(
             self.execute,
-            Worker(f"ortserve-{self.model}-{self.version}"),
             self.stats,
+            name=f"ortserve-{self.model}-{self.version}",
             max_batch_size=self.max_batch_size,
             max_queue_delay_us=self.config.max_queue_delay_us,
             preferred_batch_sizes=self.config.preferred_batch_sizes,
@@ -78,25 +79,50 @@ class ServedVersion:
             self._batcher.close()
         self._batcher = None
 
-    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
-        """Validate, queue for a batch, and return the requested outputs (all when `outputs` is None)."""
-        if self._batcher is None or self.signature is None:
-            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+    def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done) -> None:
+        """Validate and queue for a batch, from any thread. What validation finds is raised here; `done` later
+        receives the requested outputs (all when `outputs` is None), or the run's error, on the worker thread."""
         start = time.perf_counter_ns()
-        stats = self.stats
-        stats.in_flight += 1
-        ok = False
+        batcher, signature = self._batcher, self.signature
+        if batcher is None or signature is None:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
         try:
-            check_outputs(self.signature, outputs)
-            rows, key = check_inputs(self.signature, inputs, self.max_batch_size)
-            results = await self._batcher.submit(inputs, rows, key)
-            ok = True
-        finally:
-            stats.in_flight -= 1
-            stats.request_done(time.perf_counter_ns() - start, ok)
+            check_outputs(signature, outputs)
+            rows, key = check_inputs(signature, inputs, self.max_batch_size)
+        except Exception:
+            self.stats.request_done(time.perf_counter_ns() - start, False)
+            raise
         if outputs:
-            return {name: results[name] for name in outputs}
-        return results
+            wanted = outputs
+
+            def pick(result: Tensors | BaseException) -> None:
+                done(result if isinstance(result, BaseException) else {name: result[name] for name in wanted})
+
+            batcher.submit(inputs, rows, key, pick, start)
+        else:
+            batcher.submit(inputs, rows, key, done, start)
+
+    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
+        """submit() for a coroutine on the event loop: the outputs, or the error raised."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Tensors] = loop.create_future()
+
+        def done(result: Tensors | BaseException) -> None:
+            # RuntimeError: the loop closed while the batch ran, so nobody is waiting any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result)
+
+        self.submit(inputs, outputs, done)
+        return await future
+
+
+def _settle(future: asyncio.Future[Tensors], result: Tensors | BaseException) -> None:
+    if future.done():  # the caller went away (cancelled)
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -65,21 +66,34 @@ class VersionStats:
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
     per_batch_size: dict[int, Duration] = field(default_factory=dict)
 
-    def request_done(self, ns: int, ok: bool) -> None:
-        (self.success if ok else self.failure).add(ns)
-        self.request_seconds.observe(ns / 1e9)
-        self.last_inference_ms = time.time_ns() // 1_000_000
+    # Requests arrive on the event loop or the gRPC thread and finish on batch worker threads.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def started(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def request_done(self, ns: int, ok: bool, *, was_queued: bool = False) -> None:
+        """A request answered; `was_queued` when it had been counted in flight by started()."""
+        with self._lock:
+            if was_queued:
+                self.in_flight -= 1
+            (self.success if ok else self.failure).add(ns)
+            self.request_seconds.observe(ns / 1e9)
+            self.last_inference_ms = time.time_ns() // 1_000_000
 
     def queued(self, ns: int) -> None:
-        self.queue.add(ns)
-        self.queue_seconds.observe(ns / 1e9)
+        with self._lock:
+            self.queue.add(ns)
+            self.queue_seconds.observe(ns / 1e9)
 
     def batch_done(self, rows: int, input_ns: int, compute_ns: int, output_ns: int) -> None:
-        self.executions += 1
-        self.inference_rows += rows
-        self.compute_input.add(input_ns)
-        self.compute.add(compute_ns)
-        self.compute_output.add(output_ns)
-        self.compute_seconds.observe(compute_ns / 1e9)
-        self.batch_rows.observe(rows)
-        self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)
+        with self._lock:
+            self.executions += 1
+            self.inference_rows += rows
+            self.compute_input.add(input_ns)
+            self.compute.add(compute_ns)
+            self.compute_output.add(output_ns)
+            self.compute_seconds.observe(compute_ns / 1e9)
+            self.batch_rows.observe(rows)
+            self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)
