@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,9 +80,11 @@ class ServedVersion:
             self._batcher.close()
         self._batcher = None
 
-    def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done) -> None:
+    def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done, *,
+               run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
         """Validate and queue for a batch, from any thread. What validation finds is raised here; `done` later
-        receives the requested outputs (all when `outputs` is None), or the run's error, on the worker thread."""
+        receives the requested outputs (all when `outputs` is None), or the run's error, on the thread that ran
+        the batch (the caller's own, when it offers `run_later` and the batcher takes it up: runtime.batcher)."""
         start = time.perf_counter_ns()
         batcher, signature = self._batcher, self.signature
         if batcher is None or signature is None:
@@ -98,9 +101,9 @@ class ServedVersion:
             def pick(result: Tensors | BaseException) -> None:
                 done(result if isinstance(result, BaseException) else {name: result[name] for name in wanted})
 
-            batcher.submit(inputs, rows, key, pick, start)
+            batcher.submit(inputs, rows, key, pick, start, run_later=run_later)
         else:
-            batcher.submit(inputs, rows, key, done, start)
+            batcher.submit(inputs, rows, key, done, start, run_later=run_later)
 
     async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
         """submit() for a coroutine on the event loop: the outputs, or the error raised."""

@@ -7,13 +7,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import uvicorn
 
-from ortserve.protos.inference import grpc_service_pb2_grpc
-from ortserve.protos.tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+from ortserve.protos.inference import grpc_service_pb2
+from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.dataplane import DataPlane
+from ortserve.server.grpc_engine import GrpcServer
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.http import HttpApp, Router
@@ -44,17 +44,15 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
     return HttpApp(router, settings.max_body_bytes)
 
 
-def build_grpc_server(plane: DataPlane, settings: ServerSettings) -> grpc.aio.Server:
-    limit = settings.grpc_max_message_bytes
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-        ("grpc.so_reuseport", 0),
-    ])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(plane), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(plane), server)
-    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
-    server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> GrpcServer:
+    server = GrpcServer(f"{settings.host}:{settings.grpc_port}", max_message_bytes=settings.grpc_max_message_bytes)
+    services = {
+        prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]: PredictionService(plane),
+        model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]: ModelService(plane),
+        grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]: InferenceService(plane),
+    }
+    for descriptor, servicer in services.items():
+        server.add_service(descriptor, servicer, loop)
     return server
 
 
@@ -75,8 +73,8 @@ async def serve(settings: ServerSettings) -> None:
         proxy_headers=False,
     )
     http_server = uvicorn.Server(config)
-    grpc_server = build_grpc_server(plane, settings)
-    await grpc_server.start()
+    grpc_server = build_grpc_server(plane, settings, asyncio.get_running_loop())
+    grpc_server.start()
     http_task = asyncio.create_task(http_server.serve())
     try:
         await registry.load_all()
@@ -85,5 +83,5 @@ async def serve(settings: ServerSettings) -> None:
         await http_task
     finally:
         http_server.should_exit = True
-        await grpc_server.stop(grace=2)
+        await asyncio.to_thread(grpc_server.stop, 2)
         registry.stop()

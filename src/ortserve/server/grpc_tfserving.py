@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import numpy as np
 
 from ortserve.errors import InvalidInput
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
@@ -11,15 +12,13 @@ from ortserve.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
     unsupported_pb2,
 )
 from ortserve.runtime.model import ServedVersion, State
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.server.dataplane import DataPlane
-from ortserve.server.grpc_status import mapped_errors
+from ortserve.server.grpc_engine import Call
 from ortserve.server.tensor_proto import from_numpy_array, to_numpy
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, PREDICT_METHOD
 
@@ -62,7 +61,9 @@ def _signature_def(signature: Signature) -> SignatureDef:
     )
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionService:
+    """tensorflow.serving.PredictionService's methods, served by grpc_engine."""
+
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 
@@ -72,21 +73,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         version, label = _version_choice(spec)
         return self._plane.version(spec.name, version, label)
 
-    @mapped_errors
-    async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
-                      ) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, call: Call) -> None:
+        """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
         served = self._served(request.model_spec)
         _check_signature(request.model_spec)
         inputs = {name: to_numpy(name, tensor) for name, tensor in request.inputs.items()}
-        outputs = await served.infer(inputs, list(request.output_filter) or None)
-        response = predict_pb2.PredictResponse(model_spec=_answering_spec(served))
-        for name, array in outputs.items():
-            response.outputs[name].CopyFrom(from_numpy_array(array))
-        return response
 
-    @mapped_errors
-    async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
-                               context: grpc.aio.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        def answer(outputs: dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
+            response = predict_pb2.PredictResponse(model_spec=_answering_spec(served))
+            for name, array in outputs.items():
+                response.outputs[name].CopyFrom(from_numpy_array(array))
+            return response
+
+        served.submit(inputs, list(request.output_filter) or None, call.answer_with(answer),
+                      run_later=call.run_later)
+
+    async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+                               ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         served = self._served(request.model_spec)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
@@ -98,29 +101,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].Pack(signatures)
         return response
 
-    async def Classify(self, request: unsupported_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
-                       ) -> unsupported_pb2.ClassificationResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Classify"))
-        raise AssertionError("unreachable")
+    def Classify(self, request: unsupported_pb2.ClassificationRequest, call: Call) -> None:
+        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Classify"))
 
-    async def Regress(self, request: unsupported_pb2.RegressionRequest, context: grpc.aio.ServicerContext
-                      ) -> unsupported_pb2.RegressionResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Regress"))
-        raise AssertionError("unreachable")
+    def Regress(self, request: unsupported_pb2.RegressionRequest, call: Call) -> None:
+        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Regress"))
 
-    async def MultiInference(self, request: unsupported_pb2.MultiInferenceRequest,
-                             context: grpc.aio.ServicerContext) -> unsupported_pb2.MultiInferenceResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("MultiInference"))
-        raise AssertionError("unreachable")
+    def MultiInference(self, request: unsupported_pb2.MultiInferenceRequest, call: Call) -> None:
+        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("MultiInference"))
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelService:
+    """tensorflow.serving.ModelService's methods, served by grpc_engine."""
+
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 
-    @mapped_errors
-    async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,
-                             context: grpc.aio.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
+    async def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest
+                             ) -> get_model_status_pb2.GetModelStatusResponse:
         model = self._plane.model(request.model_spec.name)
         chosen = model.status_versions(*_version_choice(request.model_spec))
         response = get_model_status_pb2.GetModelStatusResponse()
@@ -130,8 +128,6 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             status.status.error_code = 2 if served.state is State.END and served.error else 0  # UNKNOWN or OK
         return response
 
-    async def HandleReloadConfigRequest(self, request: unsupported_pb2.ReloadConfigRequest,
-                                        context: grpc.aio.ServicerContext) -> unsupported_pb2.ReloadConfigResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "HandleReloadConfigRequest is not supported: ortserve "
-                            "reads models from its repository; reload one with POST /v2/repository/models/{m}/load")
-        raise AssertionError("unreachable")
+    def HandleReloadConfigRequest(self, request: unsupported_pb2.ReloadConfigRequest, call: Call) -> None:
+        call.abort(grpc.StatusCode.UNIMPLEMENTED, "HandleReloadConfigRequest is not supported: ortserve reads "
+                   "models from its repository; reload one with POST /v2/repository/models/{m}/load")

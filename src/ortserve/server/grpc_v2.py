@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 
@@ -12,13 +11,12 @@ from ortserve import __version__
 from ortserve.dtypes import from_v2
 from ortserve.errors import InvalidInput
 from ortserve.protos.inference import grpc_service_pb2 as pb
-from ortserve.protos.inference import grpc_service_pb2_grpc
 from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
 from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
 from ortserve.server.dataplane import DataPlane, parse_version
-from ortserve.server.grpc_status import mapped_errors
+from ortserve.server.grpc_engine import Call
 from ortserve.server.rest_v2 import EXTENSIONS
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 travel only as raw bytes).
@@ -69,34 +67,30 @@ def _parse(message: Any, document: dict[str, Any]) -> Any:
     return json_format.ParseDict(document, message, ignore_unknown_fields=True)
 
 
-class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceService:
+    """GRPCInferenceService's methods, served by grpc_engine."""
+
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 
     def _served(self, name: str, version: str) -> ServedVersion:
         return self._plane.version(name, parse_version(version))
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=self._plane.live)
+    # Health answers on the gRPC thread itself: it says whether the gRPC front end is alive.
+    def ServerLive(self, request: pb.ServerLiveRequest, call: Call) -> None:
+        call.reply(pb.ServerLiveResponse(live=self._plane.live))
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
-                          ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._plane.ready)
+    def ServerReady(self, request: pb.ServerReadyRequest, call: Call) -> None:
+        call.reply(pb.ServerReadyResponse(ready=self._plane.ready))
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
-                             ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="ortserve", version=__version__, extensions=EXTENSIONS)
+    def ServerMetadata(self, request: pb.ServerMetadataRequest, call: Call) -> None:
+        call.reply(pb.ServerMetadataResponse(name="ortserve", version=__version__, extensions=EXTENSIONS))
 
-    @mapped_errors
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         model = self._plane.model(request.name)
         return pb.ModelReadyResponse(ready=model.is_ready(parse_version(request.version)))
 
-    @mapped_errors
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
-                            ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         served = self._served(request.name, request.version)
         model = self._plane.model(request.name)
         assert served.signature is not None
@@ -109,53 +103,47 @@ class InferenceService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.outputs],
         )
 
-    @mapped_errors
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ModelInferResponse:
+    def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> None:
+        """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
         served = self._served(request.model_name, request.model_version)
-        assert served.signature is not None
-        inputs = _decode_inputs(request)
-        wanted = [output.name for output in request.outputs] or None
-        results = await served.infer(inputs, wanted)
-        response = pb.ModelInferResponse(model_name=served.model, model_version=str(served.version), id=request.id)
-        for name, array in results.items():
-            spec = served.signature.output(name)
-            assert spec is not None
-            response.outputs.add(name=name, datatype=spec.type.v2, shape=array.shape)
-            response.raw_output_contents.append(bytes(array_to_bytes(array)))
-        return response
+        signature = served.signature
+        assert signature is not None
 
-    @mapped_errors
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
-                          ) -> pb.ModelConfigResponse:
+        def answer(results: dict[str, np.ndarray]) -> pb.ModelInferResponse:
+            response = pb.ModelInferResponse(model_name=served.model, model_version=str(served.version),
+                                             id=request.id)
+            for name, array in results.items():
+                spec = signature.output(name)
+                assert spec is not None
+                response.outputs.add(name=name, datatype=spec.type.v2, shape=array.shape)
+                response.raw_output_contents.append(bytes(array_to_bytes(array)))
+            return response
+
+        wanted = [output.name for output in request.outputs] or None
+        served.submit(_decode_inputs(request), wanted, call.answer_with(answer),
+                      run_later=call.run_later)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)
         return pb.ModelConfigResponse(config=_parse(ModelConfig(), triton.model_config(served)))
 
-    @mapped_errors
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
-                              ) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
         models = [self._plane.model(request.name)] if request.name else list(self._plane.registry.models.values())
         version = parse_version(request.version)
         stats = [triton.version_stats(served) for model in models for v, served in sorted(model.versions.items())
                  if version is None or v == version]
         return _parse(pb.ModelStatisticsResponse(), {"model_stats": stats})
 
-    @mapped_errors
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
-                              ) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
         index = triton.repository_index(self._plane.registry)
         if request.ready:
             index = [entry for entry in index if entry["state"] == "READY"]
         return _parse(pb.RepositoryIndexResponse(), {"models": index})
 
-    @mapped_errors
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
-                                  ) -> pb.RepositoryModelLoadResponse:
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
         await self._plane.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
-    @mapped_errors
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,
-                                    context: grpc.aio.ServicerContext) -> pb.RepositoryModelUnloadResponse:
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
         self._plane.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()

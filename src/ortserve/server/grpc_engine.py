@@ -1,0 +1,249 @@
+"""A unary gRPC server driven straight off grpcio's completion queue by one thread, not by grpc.aio.
+
+Why: grpc.aio spends about 115 us of the event loop's CPU on every unary call (three asyncio tasks per call and a
+poller thread that hands each completion over to the loop), which caps a small model near 3,000 calls/s on two
+cores however lean the handler. One thread that polls the completion queue itself spends about a third of that,
+and inference calls go from it straight to the batcher, whose worker thread sends the answer
+(docs/benchmarks.md, "gRPC front end"). This drives grpcio's Cython layer (`grpc._cython.cygrpc`) with the same
+calls grpcio's own thread-pool server makes; grpcio is pinned exactly for that reason.
+
+A servicer's methods come in two kinds, told apart by their signature:
+- `def Method(self, request, call: Call) -> None` runs on the gRPC thread. It must not block: it answers through
+  `call` now, or later from any thread (inference: from the batch worker).
+- `async def Method(self, request) -> Response` runs on the event loop, for calls that touch the registry's
+  state (load, unload) or are rare enough that a thread hop does not matter.
+A core error raised by either becomes its status code (`grpc_status`); anything else is logged and INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from grpc._cython import cygrpc
+
+from ortserve.server.grpc_status import status_of
+
+log = logging.getLogger(__name__)
+
+Result = TypeVar("Result")
+Handler = Callable[[Message, "Call"], None]
+
+_NEW_CALL = object()  # tag of grpc_server_request_call
+_SHUTDOWN = object()  # tag of grpc_server_shutdown_and_notify
+_NO_WAIT = 0.0  # a poll deadline already past: return at once
+_OUTSTANDING_REQUESTS = 16  # calls the core may hand over per poll without waiting for us to ask again
+_MOST_EVENTS_BEFORE_RUNNING = 64  # bounds how long requests read first wait for those read after them
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    request_type: type[Message]
+    handle: Handler
+
+
+class Call:
+    """One unary call. Answer it once, from any thread; later answers are ignored."""
+
+    __slots__ = ("_answered", "_call", "_lock", "name", "run_later")
+
+    def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None]) -> None:
+        self._call = call
+        self.name = name
+        self.run_later = run_later  # work for the gRPC thread once it has read the calls already waiting
+        self._answered = False
+        self._lock = threading.Lock()
+
+    def reply(self, response: Message) -> None:
+        self._finish(response.SerializeToString(), grpc.StatusCode.OK, "")
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self._finish(None, code, details)
+
+    def fail(self, error: BaseException) -> None:
+        code, details = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s", self.name, exc_info=error)
+        self.abort(code, details)
+
+    def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
+        """A callback that replies with `build(result)`, or fails with the error it is given (or build raises)."""
+
+        def answer(result: Result | BaseException) -> None:
+            if isinstance(result, BaseException):
+                self.fail(result)
+                return
+            try:
+                response = build(result)
+            except Exception as exc:
+                self.fail(exc)
+                return
+            self.reply(response)
+
+        return answer
+
+    def _finish(self, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
+        with self._lock:
+            if self._answered:
+                return
+            self._answered = True
+        operations = [cygrpc.SendInitialMetadataOperation(None, 0)]
+        if message is not None:
+            operations.append(cygrpc.SendMessageOperation(message, 0))
+        operations += [cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0),
+                       cygrpc.ReceiveCloseOnServerOperation(0)]
+        try:
+            # the tag keeps this object, so the core's call, alive until the send completes
+            self._call.start_server_batch(operations, self)
+        except ValueError:  # the call is already over (cancelled, or its deadline passed)
+            log.debug("could not answer %s: the call has ended", self.name)
+
+
+class _Receiving:
+    """Tag of the batch that reads a call's one request message."""
+
+    __slots__ = ("call", "method")
+
+    def __init__(self, call: Call, method: Method) -> None:
+        self.call = call
+        self.method = method
+
+
+class GrpcServer:
+    def __init__(self, address: str, *, max_message_bytes: int) -> None:
+        self._address = address
+        self._queue = cygrpc.CompletionQueue()
+        self._server = cygrpc.Server((
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ), False)
+        self._server.register_completion_queue(self._queue)
+        self._methods: dict[bytes, Method] = {}
+        self._stopping = False
+        self._later: list[Callable[[], None]] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ortserve-grpc", daemon=True)
+
+    def add_service(self, service: ServiceDescriptor, servicer: object, loop: asyncio.AbstractEventLoop) -> None:
+        """Route each method of `service` to the servicer's method of the same name; streaming methods and those
+        the servicer lacks answer UNIMPLEMENTED."""
+        for descriptor in service.methods:
+            implementation = getattr(servicer, descriptor.name, None)
+            if implementation is None or descriptor.client_streaming or descriptor.server_streaming:
+                continue
+            handle = _on_loop(implementation, loop) if inspect.iscoroutinefunction(implementation) else implementation
+            path = f"/{service.full_name}/{descriptor.name}".encode()
+            self._methods[path] = Method(message_factory.GetMessageClass(descriptor.input_type), handle)
+
+    def start(self) -> int:
+        """Listen and start the gRPC thread; the bound port."""
+        port = self._server.add_http2_port(self._address.encode())
+        if port == 0:
+            raise OSError(f"cannot listen for gRPC on {self._address}")
+        self._server.start()
+        for _ in range(_OUTSTANDING_REQUESTS):
+            self._server.request_call(self._queue, self._queue, _NEW_CALL)
+        self._thread.start()
+        return int(port)
+
+    def stop(self, grace_s: float) -> None:
+        """Refuse new calls, give running ones `grace_s` to finish, cancel the rest, and end the gRPC thread."""
+        if not self._thread.is_alive():
+            return
+        self._stopping = True
+        self._server.shutdown(self._queue, _SHUTDOWN)
+        if not self._stopped.wait(grace_s):
+            self._server.cancel_all_calls()
+            self._stopped.wait()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            if not self._dispatch(self._queue.poll()):
+                return
+            # Read every call already waiting before running what handlers left for later: fast models' requests
+            # then batch up on this thread, with no hand-over to a worker thread (runtime.batcher).
+            for _ in range(_MOST_EVENTS_BEFORE_RUNNING):
+                event = self._queue.poll(_NO_WAIT)
+                if event.completion_type == cygrpc.CompletionType.queue_timeout or not self._dispatch(event):
+                    break
+            while self._later:
+                self._later.pop(0)()
+
+    def _dispatch(self, event: Any) -> bool:
+        """Act on one completion; False once the server has shut down."""
+        tag = event.tag
+        if isinstance(tag, _Receiving):
+            _handle(tag, event)
+        elif tag is _NEW_CALL:
+            if event.success:
+                self._accept(event.call, event.call_details.method)
+            if not self._stopping:
+                self._server.request_call(self._queue, self._queue, _NEW_CALL)
+        elif tag is _SHUTDOWN:
+            self._server.destroy()
+            self._stopped.set()
+            return False
+        return True
+
+    def _run_later(self, work: Callable[[], None]) -> None:
+        self._later.append(work)
+
+    def _accept(self, call: cygrpc.Call, path: bytes) -> None:
+        name = path.decode(errors="replace")
+        answer = Call(call, name, self._run_later)
+        method = self._methods.get(path)
+        if method is None:
+            answer.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {name} is not implemented by ortserve")
+            return
+        try:
+            call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), _Receiving(answer, method))
+        except ValueError:
+            log.debug("call %s ended before its request was read", name)
+
+
+def _handle(receiving: _Receiving, event: Any) -> None:
+    call, method = receiving.call, receiving.method
+    data = event.batch_operations[0].message() if event.success else None
+    if data is None:  # cancelled, or the client half-closed without a message
+        call.abort(grpc.StatusCode.CANCELLED if not event.success else grpc.StatusCode.INVALID_ARGUMENT,
+                   f"{call.name}: no request message")
+        return
+    try:
+        request = method.request_type.FromString(data)
+    except DecodeError as exc:
+        call.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{call.name}: the request is not a valid "
+                   f"{method.request_type.DESCRIPTOR.full_name}: {exc}")
+        return
+    try:
+        method.handle(request, call)
+    except Exception as exc:
+        call.fail(exc)
+
+
+def _on_loop(coroutine: Callable[[Message], Awaitable[Message]], loop: asyncio.AbstractEventLoop) -> Handler:
+    def handle(request: Message, call: Call) -> None:
+        future = asyncio.run_coroutine_threadsafe(coroutine(request), loop)  # type: ignore[arg-type]
+        future.add_done_callback(lambda done: _settle(call, done))
+
+    return handle
+
+
+def _settle(call: Call, done: concurrent.futures.Future[Message]) -> None:
+    if done.cancelled():
+        call.abort(grpc.StatusCode.CANCELLED, f"{call.name} was cancelled: the server is stopping")
+    elif (error := done.exception()) is not None:
+        call.fail(error)
+    else:
+        call.reply(done.result())
