@@ -164,3 +164,76 @@ def test_in_flight_counts_requests_until_answered() -> None:
     batcher.close()
     assert batcher.join(timeout_s=30)
     assert (stats.in_flight, stats.success.count) == (0, 3)
+
+
+class ThreadRecorder(Recorder):
+    """A Recorder that also notes which thread ran each batch."""
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.pause_s = pause_s
+
+    def __call__(self, inputs: Tensors) -> Tensors:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.pause_s)
+        return super().__call__(inputs)
+
+
+def _submit_here(batcher: Batcher, x: np.ndarray, later: list) -> Future:
+    future: Future = Future()
+    batcher.submit({"x": x}, x.shape[0], x.shape[1:], future.set_result, time.perf_counter_ns(),
+                   run_later=later.append)
+    return future
+
+
+WARM_RUNS = 5
+
+
+def _warm(batcher: Batcher) -> None:
+    """Requests through the worker, one by one, so the batcher has measured how long a run takes."""
+    for _ in range(WARM_RUNS):
+        _submit(batcher, _rows(1)).result(timeout=30)
+
+
+def test_a_fast_models_requests_batch_and_run_on_the_callers_thread() -> None:
+    recorder = ThreadRecorder()
+    batcher = _batcher(recorder, max_queue_delay_us=0)
+    _warm(batcher)
+    later: list = []
+    requests = [_rows(1, value=1), _rows(2, value=2), _rows(1, value=3)]
+    futures = [_submit_here(batcher, x, later) for x in requests]
+    assert len(later) == 1 and not any(future.done() for future in futures)  # claimed, waiting for the caller
+    later[0]()
+    for request, future in zip(requests, futures, strict=True):
+        np.testing.assert_array_equal(future.result(timeout=0)["y"], request * 2)
+    batcher.close()
+    assert recorder.batches == [1] * WARM_RUNS + [4]
+    assert recorder.threads == ["test"] * WARM_RUNS + [threading.current_thread().name]
+
+
+def test_a_request_without_run_later_hands_claimed_ones_to_the_worker() -> None:
+    recorder = ThreadRecorder()
+    batcher = _batcher(recorder, max_queue_delay_us=0)
+    _warm(batcher)
+    later: list = []
+    claimed = _submit_here(batcher, _rows(1), later)
+    other = _submit(batcher, _rows(2))  # from another front end: wakes the worker, which takes both
+    assert claimed.result(timeout=30)["y"].shape == (1, 3) and other.result(timeout=30)["y"].shape == (2, 3)
+    later[0]()  # nothing left to run here
+    batcher.close()
+    assert recorder.batches == [1] * WARM_RUNS + [3]
+    assert set(recorder.threads) == {"test"}
+
+
+@pytest.mark.parametrize(("pause_s", "delay_us"), [(0.002, 0), (0.0, 1000)])
+def test_slow_models_and_queue_delays_always_use_the_worker(pause_s: float, delay_us: int) -> None:
+    recorder = ThreadRecorder(pause_s)
+    batcher = _batcher(recorder, max_queue_delay_us=delay_us)
+    _warm(batcher)
+    later: list = []
+    for future in [_submit_here(batcher, _rows(1), later) for _ in range(3)]:
+        future.result(timeout=30)
+    batcher.close()
+    assert later == []
+    assert set(recorder.threads) == {"test"}

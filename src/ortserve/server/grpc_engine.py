@@ -176,8 +176,10 @@ class GrpcServer:
             # then batch up on this thread, with no hand-over to a worker thread (runtime.batcher).
             for _ in range(_MOST_EVENTS_BEFORE_RUNNING):
                 event = self._queue.poll(_NO_WAIT)
-                if event.completion_type == cygrpc.CompletionType.queue_timeout or not self._dispatch(event):
+                if event.completion_type == cygrpc.CompletionType.queue_timeout:
                     break
+                if not self._dispatch(event):
+                    return
             while self._later:
                 self._later.pop(0)()
 

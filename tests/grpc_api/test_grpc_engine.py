@@ -1,0 +1,118 @@
+"""The gRPC server itself (server/grpc_engine.py): many calls in flight on one channel, unknown methods, bytes
+that are not the request message, calls that end before their answer, message size limits."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from ortserve.bench.server import RunningServer, start_server
+
+
+def _request(model: str, batch: np.ndarray) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="input", datatype="FP32", shape=list(batch.shape))
+    request.raw_input_contents.append(batch.tobytes())
+    return request
+
+
+def _logits(response: service_pb2.ModelInferResponse) -> np.ndarray:
+    shape = list(response.outputs[0].shape)
+    return np.frombuffer(response.raw_output_contents[0], np.float32).reshape(shape)
+
+
+def _executions(server: RunningServer, model: str) -> int:
+    stats = httpx.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0]
+    return int(stats["execution_count"])
+
+
+@pytest.fixture(scope="module")
+def channel(server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as opened:
+        yield opened
+
+
+def test_many_calls_in_flight_each_get_their_own_answer(server: RunningServer, channel: grpc.Channel,
+                                                       reference) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    rng = np.random.default_rng(9)
+    batches = [rng.standard_normal((1 + i % 3, 784)).astype(np.float32) for i in range(64)]
+    for _ in range(8):  # the version learns that it is fast, so its calls may batch on the gRPC thread
+        stub.ModelInfer(_request("mlp", batches[0]))
+    before = _executions(server, "mlp")
+    calls = [stub.ModelInfer.future(_request("mlp", batch)) for batch in batches]  # all in flight at once
+    responses = [call.result(timeout=60) for call in calls]
+    session = reference("mlp")
+    for batch, response in zip(batches, responses, strict=True):
+        (alone,) = session.run(None, {"input": batch})
+        np.testing.assert_allclose(_logits(response), alone, rtol=1e-5, atol=1e-5)
+    assert _executions(server, "mlp") - before < len(batches), "64 calls in flight never met in a batch"
+
+
+@pytest.mark.parametrize("path", ["/inference.GRPCInferenceService/ModelStreamInfer", "/nope.Service/Method"])
+def test_unknown_methods_are_unimplemented_and_named(channel: grpc.Channel, path: str) -> None:
+    call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as error:
+        call(b"", timeout=10)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert path in error.value.details()
+
+
+def test_bytes_that_are_not_the_request_message_are_invalid(channel: grpc.Channel) -> None:
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer", request_serializer=None,
+                               response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as error:
+        call(b"\xff\xff\xff", timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "inference.ModelInferRequest" in error.value.details()
+
+
+def test_calls_that_end_before_their_answer_do_not_disturb_the_server(server: RunningServer,
+                                                                      channel: grpc.Channel, reference) -> None:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    row = np.ones((1, 784), np.float32)
+    abandoned = [stub.ModelInfer.future(_request("slow_batch", row), timeout=0.01) for _ in range(8)]
+    cancelled = [stub.ModelInfer.future(_request("slow_batch", row)) for _ in range(8)]
+    for call in cancelled:
+        call.cancel()
+    for call in abandoned:
+        with pytest.raises(grpc.RpcError) as error:
+            call.result(timeout=30)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    (expected,) = reference("slow_batch").run(None, {"input": row})
+    np.testing.assert_allclose(_logits(stub.ModelInfer(_request("slow_batch", row), timeout=30)), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert "Traceback" not in server.log()
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    log = tmp_path_factory.mktemp("small_grpc") / "server.log"
+    with start_server(repository, log, "--grpc-max-message-bytes", "20000") as running:
+        yield running
+
+
+def test_messages_over_the_limit_are_refused(small_limit_server: RunningServer) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{small_limit_server.grpc_port}") as opened:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ModelInfer(_request("mlp", np.zeros((8, 784), np.float32)), timeout=10)  # 25 KB
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _logits(stub.ModelInfer(_request("mlp", np.zeros((1, 784), np.float32)), timeout=10)).shape == (1, 10)
+
+
+def test_sigterm_stops_the_server_after_grpc_traffic(repository: Path, tmp_path: Path) -> None:
+    with start_server(repository, tmp_path / "server.log") as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as opened:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
+            calls = [stub.ModelInfer.future(_request("mlp", np.zeros((1, 784), np.float32))) for _ in range(16)]
+            assert all(call.result(timeout=30).model_name == "mlp" for call in calls)
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0, running.log()
