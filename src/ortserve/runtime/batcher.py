@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 Tensors = dict[str, np.ndarray]
 Execute = Callable[[Tensors], Tensors]
 Done = Callable[[Tensors | BaseException], None]  # called once, with outputs or the error
-RUN_HERE_BELOW_NS = 250_000
+RUN_HERE_BELOW_NS = 1_000_000
 _SMOOTHING = 0.2  # weight of the newest batch in the running estimate of a batch's run time
 
 

@@ -1,11 +1,12 @@
 """A unary gRPC server driven straight off grpcio's completion queue by one thread, not by grpc.aio.
 
 Why: grpc.aio spends about 115 us of the event loop's CPU on every unary call (three asyncio tasks per call and a
-poller thread that hands each completion over to the loop), which caps a small model near 3,000 calls/s on two
-cores however lean the handler. One thread that polls the completion queue itself spends about a third of that,
-and inference calls go from it straight to the batcher, whose worker thread sends the answer
-(docs/benchmarks.md, "gRPC front end"). This drives grpcio's Cython layer (`grpc._cython.cygrpc`) with the same
-calls grpcio's own thread-pool server makes; grpcio is pinned exactly for that reason.
+poller thread that hands each completion over to the loop), which capped the MLP benchmark near 3,000 calls/s on
+two cores however lean the handler. Here one thread polls the completion queue itself; inference calls go from
+it straight to the model's batcher, and the thread that ran the batch sends the answers. A fast model's batch
+runs on this thread once it has read every call already waiting (runtime.batcher), so a small model's calls
+need no thread hand-over at all (docs/benchmarks.md, "MLP"). This drives grpcio's Cython layer
+(`grpc._cython.cygrpc`) with the calls grpcio's own thread-pool server makes; grpcio is pinned exactly for that.
 
 A servicer's methods come in two kinds, told apart by their signature:
 - `def Method(self, request, call: Call) -> None` runs on the gRPC thread. It must not block: it answers through
@@ -181,7 +182,11 @@ class GrpcServer:
                 if not self._dispatch(event):
                     return
             while self._later:
-                self._later.pop(0)()
+                work = self._later.pop(0)
+                try:
+                    work()
+                except Exception:  # the gRPC thread must survive whatever a batch does
+                    log.exception("running a batch on the gRPC thread failed")
 
     def _dispatch(self, event: Any) -> bool:
         """Act on one completion; False once the server has shut down."""
