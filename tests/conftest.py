@@ -67,6 +67,18 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield running
 
 
+SMALL_LIMIT_BYTES = 20_000
+
+
+@pytest.fixture(scope="session")
+def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose REST bodies and gRPC messages may hold at most SMALL_LIMIT_BYTES."""
+    log = tmp_path_factory.mktemp("small_limit") / "server.log"
+    limit = str(SMALL_LIMIT_BYTES)
+    with start_server(repository, log, "--max-body-bytes", limit, "--grpc-max-message-bytes", limit) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def reference(repository: Path):
     """In-process onnxruntime sessions on the same files: the answers the server must give."""

@@ -14,6 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ortserve.bench.server import RunningServer, start_server
+from tests.conftest import SMALL_LIMIT_BYTES
 
 
 def _request(model: str, batch: np.ndarray) -> service_pb2.ModelInferRequest:
@@ -92,18 +93,12 @@ def test_calls_that_end_before_their_answer_do_not_disturb_the_server(server: Ru
     assert "Traceback" not in server.log()
 
 
-@pytest.fixture(scope="module")
-def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log = tmp_path_factory.mktemp("small_grpc") / "server.log"
-    with start_server(repository, log, "--grpc-max-message-bytes", "20000") as running:
-        yield running
-
-
 def test_messages_over_the_limit_are_refused(small_limit_server: RunningServer) -> None:
+    rows_over_the_limit = SMALL_LIMIT_BYTES // (784 * 4) + 1
     with grpc.insecure_channel(f"127.0.0.1:{small_limit_server.grpc_port}") as opened:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
         with pytest.raises(grpc.RpcError) as error:
-            stub.ModelInfer(_request("mlp", np.zeros((8, 784), np.float32)), timeout=10)  # 25 KB
+            stub.ModelInfer(_request("mlp", np.zeros((rows_over_the_limit, 784), np.float32)), timeout=10)
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert _logits(stub.ModelInfer(_request("mlp", np.zeros((1, 784), np.float32)), timeout=10)).shape == (1, 10)
 

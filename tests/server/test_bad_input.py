@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from ortserve.bench.server import RunningServer, start_server
+from ortserve.bench.server import RunningServer
+from tests.conftest import SMALL_LIMIT_BYTES
 
 ROW = [0.0] * 784
 
@@ -108,18 +108,11 @@ def test_wrong_method_is_405(server: RunningServer) -> None:
     assert "GET" in response.json()["error"]
 
 
-@pytest.fixture(scope="module")
-def small_limit_server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log = tmp_path_factory.mktemp("small") / "server.log"
-    with start_server(repository, log, "--max-body-bytes", "20000") as running:
-        yield running
-
-
 def test_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:
     big = {"instances": [ROW] * 8}
     response = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", json=big)
     assert response.status_code == 413
-    assert "20000" in response.json()["error"]
+    assert str(SMALL_LIMIT_BYTES) in response.json()["error"]
     ok = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", json={"instances": [ROW]})
     assert ok.status_code == 200
 

@@ -222,10 +222,11 @@ class GrpcServer:
 
 def _handle(receiving: _Receiving, event: Any) -> None:
     call, method = receiving.call, receiving.method
-    data = event.batch_operations[0].message() if event.success else None
-    if data is None:  # cancelled, or the client half-closed without a message
-        call.abort(grpc.StatusCode.CANCELLED if not event.success else grpc.StatusCode.INVALID_ARGUMENT,
-                   f"{call.name}: no request message")
+    if not event.success:  # the call ended (cancelled, deadline passed) before its request arrived
+        return
+    data = event.batch_operations[0].message()
+    if data is None:  # the client half-closed without a message
+        call.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{call.name}: no request message")
         return
     try:
         request = method.request_type.FromString(data)
