@@ -113,6 +113,32 @@ def test_zero_delay_runs_the_first_request_at_once_and_queues_the_rest_together(
     assert gate.batches == [1, 3]
 
 
+def test_a_request_queued_behind_a_batch_gets_the_delay_once_the_model_is_free() -> None:
+    gate = Gate()
+    batcher = _batcher(gate, max_queue_delay_us=300_000)
+    first = _submit(batcher, _rows(8))  # a full batch: runs at once
+    assert gate.entered.wait(30)
+    behind = _submit(batcher, _rows(1))
+    time.sleep(0.4)  # longer than the delay: counted from its arrival, `behind` would now run alone
+    gate.release.set()
+    first.result(timeout=30)
+    again = _submit(batcher, _rows(1))  # the answered caller comes back
+    behind.result(timeout=30)
+    again.result(timeout=30)
+    batcher.close()
+    assert gate.batches == [8, 2]
+
+
+def test_a_lone_caller_is_not_kept_waiting_for_company() -> None:
+    batcher = _batcher(Recorder(), max_queue_delay_us=1_000_000)
+    _submit(batcher, _rows(1)).result(timeout=30)  # the first request waits the delay: nothing is known yet
+    start = time.perf_counter()
+    for _ in range(3):
+        _submit(batcher, _rows(1)).result(timeout=30)
+    batcher.close()
+    assert time.perf_counter() - start < 1.0  # each would wait the full second if it were held for company
+
+
 def test_preferred_batch_size_dispatches_without_waiting() -> None:
     batcher = _batcher(Recorder(), max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[4])
     start = time.perf_counter()

@@ -2,8 +2,16 @@
 
 Rows are counted, not requests. A batch holds only requests whose non-batch dimensions agree. Each batcher owns
 one worker thread, which takes a batch as soon as it is free and one of these holds: the queue holds
-`max_batch_size` rows, it holds a preferred batch size, or its oldest request has waited `max_queue_delay_us`.
-While a batch runs, new requests queue up, so under load batches grow by themselves even with no delay.
+`max_batch_size` rows, it holds a preferred batch size, it holds as many rows as are worth waiting for, or its
+oldest request has waited `max_queue_delay_us` (counted from when the model was free to run it, not from its
+arrival). While a batch runs, new requests queue up, so under load batches grow by themselves even with no delay.
+
+Worth waiting for are the rows queued when the last batch ended plus the rows that batch answered: callers in a
+closed loop send their next request once answered. Counting the delay from its arrival, a request that queued
+behind a long batch would run at once with whatever had come, and a model under N steady callers falls into
+batches of uneven sizes (1, 7, 1, 7 with eight callers: the single one at the worst cost per row). Counting it
+from the model's free time, the answered callers have the delay to come back, and batches stay full. A lone
+caller is not delayed (after its first request): it is all the company there is.
 
 Requests come from any thread (the event loop for REST, the gRPC thread) and their answers are handed to a
 callback on the thread that ran the batch: no event loop sits between a gRPC request and its batch.
@@ -63,6 +71,8 @@ class Batcher:
         self._busy = False  # a batch is running, on the worker or on a caller's thread
         self._claimed = False  # what is queued waits for a caller's run_here(), not for the worker
         self._run_ns = float(RUN_HERE_BELOW_NS)  # running estimate; starts undecided, so the worker runs first
+        self._free_since_ns = 0  # when the last batch ended
+        self._expected_rows = max_batch_size  # rows worth waiting for: see _wait_ns
         self._wakeup = threading.Condition(threading.Lock())
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -107,12 +117,15 @@ class Batcher:
         return not self._thread.is_alive()
 
     def _wait_ns(self) -> int:
-        """How long the oldest request may still wait for company; 0 when a batch should go now."""
+        """How long the queued requests may still wait for company; 0 when a batch should go now."""
         if self._max_rows == 0 or self._delay_ns == 0 or self._closing or self._queued_rows >= self._max_rows:
             return 0
         if self._preferred and self._queued_rows >= self._preferred[0]:
             return 0
-        return self._delay_ns - (time.perf_counter_ns() - self._queue[0].enqueued_ns)
+        if self._queued_rows >= self._expected_rows:
+            return 0
+        waiting_since = max(self._queue[0].enqueued_ns, self._free_since_ns)
+        return self._delay_ns - (time.perf_counter_ns() - waiting_since)
 
     def _row_target(self) -> int:
         """How many rows to take now: a preferred size when one is reached, else as many as fit."""
@@ -192,6 +205,8 @@ class Batcher:
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
         with self._wakeup:
             self._busy = False
+            self._free_since_ns = time.perf_counter_ns()
+            self._expected_rows = self._queued_rows + rows
             self._run_ns += _SMOOTHING * (computed_at - start - self._run_ns)
             if self._queue:  # left over, or queued while this batch ran: the worker takes them
                 self._claimed = False
