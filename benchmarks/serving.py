@@ -38,7 +38,7 @@ WORK = Path(__file__).parent / "work"
 MODELS = {
     # name: (builder, config.yaml, ceiling batch sizes, seconds per load point)
     "mlp": (mlp, {"max_batch_size": 64, "max_queue_delay_us": 0}, [1, 8, 32, 64], 5),
-    "resnet50": (resnet50, {"max_batch_size": 16, "max_queue_delay_us": 5000}, [1, 4, 8, 16], 12),
+    "resnet50": (resnet50, {"max_batch_size": 16, "max_queue_delay_us": 10000}, [1, 4, 8, 16], 12),
 }
 CONCURRENCY = [1, 8, 32]
 
