@@ -9,7 +9,8 @@ arrival). While a batch runs, new requests queue up, so under load batches grow 
 Worth waiting for are the rows queued when the last batch ended plus the rows that batch answered: callers in a
 closed loop send their next request once answered. Counting the delay from its arrival, a request that queued
 behind a long batch would run at once with whatever had come, and a model under N steady callers falls into
-batches of uneven sizes (1, 7, 1, 7 with eight callers: the single one at the worst cost per row). Counting it
+batches of uneven sizes (ResNet50 with eight callers: every size from 1 to 8, the small ones at the worst cost
+per row). Counting it
 from the model's free time, the answered callers have the delay to come back, and batches stay full. A lone
 caller is not delayed (after its first request): it is all the company there is.
 
