@@ -10,9 +10,9 @@ Worth waiting for are the rows queued when the last batch ended plus the rows th
 closed loop send their next request once answered. Counting the delay from its arrival, a request that queued
 behind a long batch would run at once with whatever had come, and a model under N steady callers falls into
 batches of uneven sizes (ResNet50 with eight callers: every size from 1 to 8, the small ones at the worst cost
-per row). Counting it
-from the model's free time, the answered callers have the delay to come back, and batches stay full. A lone
-caller is not delayed (after its first request): it is all the company there is.
+per row; benchmarks/queue_delay.py). Counting it from the model's free time, the answered callers have the delay
+to come back, and batches stay full. A lone caller is not delayed (after its first request): it is all the
+company there is.
 
 Requests come from any thread (the event loop for REST, the gRPC thread) and their answers are handed to a
 callback on the thread that ran the batch: no event loop sits between a gRPC request and its batch.
