@@ -36,6 +36,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A long queue delay so that concurrent requests surely meet in one batch.
     save(mlp(), repo, "slow_batch")
     write_config(repo, "slow_batch", {"max_batch_size": 64, "max_queue_delay_us": 200_000})
+    # Waits as long, for the tests of calls that end while queued alone.
+    save(mlp(), repo, "abandoned")
+    write_config(repo, "abandoned", {"max_batch_size": 64, "max_queue_delay_us": 200_000})
     # Asks for GPUs first: must fall back to the CPU and say so.
     save(mlp(), repo, "gpu_first")
     write_config(repo, "gpu_first", {"execution_providers": ["tensorrt", {"name": "cuda", "options": {"device_id": 0}},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -35,14 +34,11 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         max_body_bytes=args.max_body_bytes,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
+        drain_timeout_s=args.drain_timeout,
     )
-    # SIGTERM (what process managers send) stops as Ctrl-C does: calls in flight finish, then the process ends
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
+    # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))
     return 0
 
 
@@ -111,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="largest request body accepted, in bytes (default 64 MiB)")
     serve_parser.add_argument("--grpc-max-message-bytes", type=int, default=64 * 1024 * 1024,
                               help="largest gRPC message sent or received, in bytes (default 64 MiB)")
+    serve_parser.add_argument("--drain-timeout", type=float, default=30.0,
+                              help="on SIGTERM or SIGINT, seconds to answer what is queued before refusing the rest "
+                                   "(default 30)")
     serve_parser.set_defaults(handler=_serve)
 
     convert_parser = commands.add_parser(

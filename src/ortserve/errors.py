@@ -17,6 +17,29 @@ class Unavailable(OrtServeError):
     """The model exists but cannot serve now: loading, failed to load, or unloaded (HTTP 503, UNAVAILABLE)."""
 
 
+class Overloaded(Unavailable):
+    """Refused at admission: the request could not be served in time, or the queue is full (HTTP 503 with
+    Retry-After, UNAVAILABLE), before it took a queue slot or any compute."""
+
+    def __init__(self, message: str, retry_after_s: float, reason: str) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.reason = reason  # queue_full, deadline or latency_slo: the metrics' label
+
+
+class ShuttingDown(Unavailable):
+    """The server is draining before it stops: it takes no new requests (HTTP 503, UNAVAILABLE)."""
+
+
+class DeadlineExceeded(OrtServeError):
+    """The request's deadline passed while it was queued: it was dropped, never run (HTTP 504,
+    DEADLINE_EXCEEDED)."""
+
+
+class Cancelled(OrtServeError):
+    """The caller went away (cancelled, disconnected) while its request was queued: it was dropped, never run."""
+
+
 class ConfigError(OrtServeError):
     """A model's config.yaml or repository layout is invalid; the model is not loaded."""
 

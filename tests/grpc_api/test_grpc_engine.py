@@ -75,21 +75,36 @@ def test_bytes_that_are_not_the_request_message_are_invalid(channel: grpc.Channe
     assert "inference.ModelInferRequest" in error.value.details()
 
 
-def test_calls_that_end_before_their_answer_do_not_disturb_the_server(server: RunningServer,
-                                                                      channel: grpc.Channel, reference) -> None:
+def _ortserve_stats(server: RunningServer, model: str) -> dict:
+    return httpx.get(f"{server.url}/v2/models/{model}/stats").json()["model_stats"][0]
+
+
+def test_calls_that_end_before_their_answer_are_dropped_and_never_run(server: RunningServer,
+                                                                       channel: grpc.Channel, reference) -> None:
+    """`abandoned` waits 200 ms for company and no other test calls it: these calls end while queued."""
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     row = np.ones((1, 784), np.float32)
-    abandoned = [stub.ModelInfer.future(_request("slow_batch", row), timeout=0.01) for _ in range(8)]
-    cancelled = [stub.ModelInfer.future(_request("slow_batch", row)) for _ in range(8)]
+    before = _ortserve_stats(server, "abandoned")
+    past_deadline = [stub.ModelInfer.future(_request("abandoned", row), timeout=0.05) for _ in range(8)]
+    cancelled = [stub.ModelInfer.future(_request("abandoned", row)) for _ in range(8)]
     for call in cancelled:
         call.cancel()
-    for call in abandoned:
+    for call in past_deadline:
         with pytest.raises(grpc.RpcError) as error:
             call.result(timeout=30)
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    (expected,) = reference("slow_batch").run(None, {"input": row})
-    np.testing.assert_allclose(_logits(stub.ModelInfer(_request("slow_batch", row), timeout=30)), expected,
+    (expected,) = reference("abandoned").run(None, {"input": row})
+    np.testing.assert_allclose(_logits(stub.ModelInfer(_request("abandoned", row), timeout=30)), expected,
                                rtol=1e-5, atol=1e-5)
+    after = _ortserve_stats(server, "abandoned")
+    # every ended call that reached the server left the queue unrun (a call cancelled at once may never have
+    # been sent): the one batch since is the last call's, of one row
+    assert after["execution_count"] - before["execution_count"] == 1
+    assert after["inference_count"] - before["inference_count"] == 1
+    outcomes = after["inference_stats"], before["inference_stats"]
+    assert outcomes[0]["success"]["count"] - outcomes[1]["success"]["count"] == 1
+    dropped = after["ortserve"]["dropped"].get("cancelled", 0) - before["ortserve"]["dropped"].get("cancelled", 0)
+    assert outcomes[0]["fail"]["count"] - outcomes[1]["fail"]["count"] == dropped >= 8
     assert "Traceback" not in server.log()
 
 

@@ -9,8 +9,10 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from ortserve.errors import Unavailable
+from ortserve.errors import ShuttingDown
+from ortserve.runtime.admission import Admission, AdmissionPolicy
 from ortserve.runtime.batcher import Batcher, Tensors
+from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.stats import VersionStats
 
 
@@ -29,9 +31,14 @@ class Recorder:
         return {"y": x * 2}
 
 
-def _batcher(execute, **options) -> Batcher:
-    settings = {"max_batch_size": 8, "max_queue_delay_us": 50_000, "preferred_batch_sizes": []} | options
-    return Batcher(execute, VersionStats(), name="test", **settings)
+def make_batcher(execute, stats: VersionStats | None = None, *, max_batch_size: int = 8,
+                 max_queue_delay_us: int | None = 50_000, preferred_batch_sizes: tuple[int, ...] = (),
+                 admission: AdmissionPolicy | None = None) -> Batcher:
+    policy = BatchingPolicy(max_batch_size, None if max_queue_delay_us is None else max_queue_delay_us * 1000,
+                            preferred_batch_sizes)
+    return Batcher([execute], stats or VersionStats(), name="test", scheduler=Scheduler(policy),
+                   admission=Admission(admission or AdmissionPolicy()))
+
 
 
 def _submit(batcher: Batcher, x: np.ndarray) -> Future:
@@ -42,7 +49,7 @@ def _submit(batcher: Batcher, x: np.ndarray) -> Future:
 
 
 def _run(recorder: Recorder, requests: list[np.ndarray], **options) -> list[Tensors | BaseException]:
-    batcher = _batcher(recorder, **options)
+    batcher = make_batcher(recorder, **options)
     futures = [_submit(batcher, x) for x in requests]
     try:
         return [future.result(timeout=30) for future in futures]
@@ -102,7 +109,7 @@ class Gate(Recorder):
 
 def test_zero_delay_runs_the_first_request_at_once_and_queues_the_rest_together() -> None:
     gate = Gate()
-    batcher = _batcher(gate, max_queue_delay_us=0)
+    batcher = make_batcher(gate, max_queue_delay_us=0)
     first = _submit(batcher, _rows(1))
     assert gate.entered.wait(30)  # running alone, without waiting for company
     rest = [_submit(batcher, _rows(1)) for _ in range(3)]
@@ -115,7 +122,7 @@ def test_zero_delay_runs_the_first_request_at_once_and_queues_the_rest_together(
 
 def test_a_request_queued_behind_a_batch_gets_the_delay_once_the_model_is_free() -> None:
     gate = Gate()
-    batcher = _batcher(gate, max_queue_delay_us=300_000)
+    batcher = make_batcher(gate, max_queue_delay_us=300_000)
     first = _submit(batcher, _rows(8))  # a full batch: runs at once
     assert gate.entered.wait(30)
     behind = _submit(batcher, _rows(1))
@@ -130,7 +137,7 @@ def test_a_request_queued_behind_a_batch_gets_the_delay_once_the_model_is_free()
 
 
 def test_a_lone_caller_is_not_kept_waiting_for_company() -> None:
-    batcher = _batcher(Recorder(), max_queue_delay_us=1_000_000)
+    batcher = make_batcher(Recorder(), max_queue_delay_us=1_000_000)
     _submit(batcher, _rows(1)).result(timeout=30)  # the first request waits the delay: nothing is known yet
     start = time.perf_counter()
     for _ in range(3):
@@ -140,7 +147,7 @@ def test_a_lone_caller_is_not_kept_waiting_for_company() -> None:
 
 
 def test_preferred_batch_size_dispatches_without_waiting() -> None:
-    batcher = _batcher(Recorder(), max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=[4])
+    batcher = make_batcher(Recorder(), max_batch_size=16, max_queue_delay_us=5_000_000, preferred_batch_sizes=(4,))
     start = time.perf_counter()
     for future in [_submit(batcher, _rows(2)) for _ in range(2)]:
         future.result(timeout=30)
@@ -166,11 +173,11 @@ def test_every_request_is_answered_under_load(delay_us: int) -> None:
 
 def test_close_drains_queued_requests_then_stops_the_worker() -> None:
     gate = Gate()
-    batcher = _batcher(gate, max_batch_size=2, max_queue_delay_us=0)
+    batcher = make_batcher(gate, max_batch_size=2, max_queue_delay_us=0)
     futures = [_submit(batcher, _rows(1)) for _ in range(5)]
     assert gate.entered.wait(30)
     batcher.close()
-    with pytest.raises(Unavailable, match="unloaded"):
+    with pytest.raises(ShuttingDown, match="stopping"):
         _submit(batcher, _rows(1))
     gate.release.set()
     assert [len(future.result(timeout=30)["y"]) for future in futures] == [1] * 5
@@ -180,7 +187,7 @@ def test_close_drains_queued_requests_then_stops_the_worker() -> None:
 def test_in_flight_counts_requests_until_answered() -> None:
     gate = Gate()
     stats = VersionStats()
-    batcher = Batcher(gate, stats, name="test", max_batch_size=8, max_queue_delay_us=0, preferred_batch_sizes=[])
+    batcher = make_batcher(gate, stats, max_queue_delay_us=0)
     futures = [_submit(batcher, _rows(1)) for _ in range(3)]
     assert gate.entered.wait(30)
     assert stats.in_flight == 3
@@ -224,7 +231,7 @@ def _warm(batcher: Batcher) -> None:
 
 def test_a_fast_models_requests_batch_and_run_on_the_callers_thread() -> None:
     recorder = ThreadRecorder()
-    batcher = _batcher(recorder, max_queue_delay_us=0)
+    batcher = make_batcher(recorder, max_queue_delay_us=0)
     _warm(batcher)
     later: list = []
     requests = [_rows(1, value=1), _rows(2, value=2), _rows(1, value=3)]
@@ -235,12 +242,12 @@ def test_a_fast_models_requests_batch_and_run_on_the_callers_thread() -> None:
         np.testing.assert_array_equal(future.result(timeout=0)["y"], request * 2)
     batcher.close()
     assert recorder.batches == [1] * WARM_RUNS + [4]
-    assert recorder.threads == ["test"] * WARM_RUNS + [threading.current_thread().name]
+    assert recorder.threads == ["test-0"] * WARM_RUNS + [threading.current_thread().name]
 
 
 def test_a_request_without_run_later_hands_claimed_ones_to_the_worker() -> None:
     recorder = ThreadRecorder()
-    batcher = _batcher(recorder, max_queue_delay_us=0)
+    batcher = make_batcher(recorder, max_queue_delay_us=0)
     _warm(batcher)
     later: list = []
     claimed = _submit_here(batcher, _rows(1), later)
@@ -249,17 +256,17 @@ def test_a_request_without_run_later_hands_claimed_ones_to_the_worker() -> None:
     later[0]()  # nothing left to run here
     batcher.close()
     assert recorder.batches == [1] * WARM_RUNS + [3]
-    assert set(recorder.threads) == {"test"}
+    assert set(recorder.threads) == {"test-0"}
 
 
 @pytest.mark.parametrize(("pause_s", "delay_us"), [(0.002, 0), (0.0, 1000)])
 def test_slow_models_and_queue_delays_always_use_the_worker(pause_s: float, delay_us: int) -> None:
     recorder = ThreadRecorder(pause_s)
-    batcher = _batcher(recorder, max_queue_delay_us=delay_us)
+    batcher = make_batcher(recorder, max_queue_delay_us=delay_us)
     _warm(batcher)
     later: list = []
     for future in [_submit_here(batcher, _rows(1), later) for _ in range(3)]:
         future.result(timeout=30)
     batcher.close()
     assert later == []
-    assert set(recorder.threads) == {"test"}
+    assert set(recorder.threads) == {"test-0"}

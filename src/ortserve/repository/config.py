@@ -14,7 +14,6 @@ from ortserve.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
 DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_MAX_QUEUE_DELAY_US = 100
 LABEL_PATTERN = re.compile(r"^[a-zA-Z0-9_]+$")
 
 
@@ -141,6 +140,42 @@ class ImagePreprocessing(_Strict):
         return std
 
 
+class QueueSettings(_Strict):
+    """The bounded queue and admission control in front of a model's batches (runtime.admission)."""
+
+    # Most rows queued at once. Unset: the rows the model is measured to run in `max_wait_ms`.
+    max_rows: Annotated[int, Field(ge=1)] | None = None
+    max_wait_ms: Annotated[float, Field(gt=0)] = 2000.0
+    # Refuse at once what cannot be served in time (queue bound, deadlines, latency objective). Off: every request
+    # is queued, however long the queue (requests whose deadline passes while queued are still dropped).
+    admission: bool = True
+
+
+class Instances(_Strict):
+    """How many sessions of a version run batches at once (Triton's instance count): a number, or a range the
+    scheduler moves in as the load rises and falls (runtime.instances)."""
+
+    min: Annotated[int, Field(ge=1)] = 1
+    max: Annotated[int, Field(ge=1)] = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"min": value, "max": value}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Instances:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is larger than max ({self.max})")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max > self.min
+
+
 class TensorDeclaration(_Strict):
     """One input or output of the model's contract: every served version must have it, with this type and shape."""
 
@@ -162,8 +197,12 @@ class ModelConfig(_Strict):
     """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
 
     max_batch_size: Annotated[int, Field(ge=0)] | None = None
-    max_queue_delay_us: Annotated[int, Field(ge=0)] = DEFAULT_MAX_QUEUE_DELAY_US
+    # Unset: chosen continuously from measured batch costs and arrivals (runtime.scheduler).
+    max_queue_delay_us: Annotated[int, Field(ge=0)] | None = None
     preferred_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    latency_slo_ms: Annotated[float, Field(gt=0)] | None = None
+    queue: QueueSettings = QueueSettings()
+    instances: Instances = Instances()
     session: SessionOptions = SessionOptions()
     execution_providers: list[ExecutionProvider] = Field(
         default_factory=lambda: [ExecutionProvider(name="cpu")]

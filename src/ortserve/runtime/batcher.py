@@ -1,32 +1,31 @@
 """Dynamic batching: merge queued requests along the batch dimension, run them once, split the results.
 
-Rows are counted, not requests. A batch holds only requests whose non-batch dimensions agree. Each batcher owns
-one worker thread, which takes a batch as soon as it is free and one of these holds: the queue holds
-`max_batch_size` rows, it holds a preferred batch size, it holds as many rows as are worth waiting for, or its
-oldest request has waited `max_queue_delay_us` (counted from when the model was free to run it, not from its
-arrival). While a batch runs, new requests queue up, so under load batches grow by themselves even with no delay.
+Rows are counted, not requests. A batch holds only requests whose non-batch dimensions agree. The version's
+instances (each an ONNX Runtime session, with a worker thread of its own) take batches as they come free; how
+many rows a batch takes and how long it may wait for more are the scheduler's choice (runtime.scheduler),
+from the batch costs and refill times measured here. While a batch runs, new requests queue up, so under
+load batches grow by themselves.
 
-Worth waiting for are the rows queued when the last batch ended plus the rows that batch answered: callers in a
-closed loop send their next request once answered. Counting the delay from its arrival, a request that queued
-behind a long batch would run at once with whatever had come, and a model under N steady callers falls into
-batches of uneven sizes (ResNet50 with eight callers: every size from 1 to 8, the small ones at the worst cost
-per row; benchmarks/queue_delay.py). Counting it from the model's free time, the answered callers have the delay
-to come back, and batches stay full. A lone caller is not delayed (after its first request): it is all the
-company there is.
+Admission (runtime.admission) happens in `submit`, under the same lock as the queue: a request that the
+queue's bound, its deadline or the latency objective cannot take is refused there, before it holds a slot.
+A queued request whose deadline will pass before its batch would be answered is dropped when batches are taken
+(DeadlineExceeded), and one whose caller has gone is removed at once by the callable `submit` returns:
+nothing is computed for a caller who cannot use the answer.
 
 Requests come from any thread (the event loop for REST, the gRPC thread) and their answers are handed to a
 callback on the thread that ran the batch: no event loop sits between a gRPC request and its batch.
 
-Handing a request to the worker thread costs a thread wake-up and a GIL hand-over, about 100 us on a small VM:
+Handing a request to a worker thread costs a thread wake-up and a GIL hand-over, about 100 us on a small VM:
 more than a small model's whole run. So a caller may offer to run the queue itself (`run_later`, the gRPC
-thread does): when the batcher is idle, no queue delay is configured, and recent batches ran in under
-`RUN_HERE_BELOW_NS`, the request is queued without waking the worker, and the caller calls `run_here()` once it
-has read the requests already waiting, which then batch together on its thread. A request from anywhere else
-wakes the worker, which takes whatever is queued, claimed or not.
+thread does): when an instance is free, nothing else is queued, and the scheduler finds the model fast, the
+request is queued without waking a worker, and the caller calls `run_here()` once it has read the requests
+already waiting, which then batch together on its thread. A request from anywhere else wakes the workers,
+which take whatever is queued, claimed or not.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -36,7 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ortserve.errors import Unavailable
+from ortserve.errors import Cancelled, DeadlineExceeded, Overloaded, ShuttingDown
+from ortserve.runtime.admission import Admission
+from ortserve.runtime.scheduler import Choices, Scheduler
 from ortserve.runtime.stats import VersionStats
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ log = logging.getLogger(__name__)
 Tensors = dict[str, np.ndarray]
 Execute = Callable[[Tensors], Tensors]
 Done = Callable[[Tensors | BaseException], None]  # called once, with outputs or the error
-RUN_HERE_BELOW_NS = 1_000_000
-_SMOOTHING = 0.2  # weight of the newest batch in the running estimate of a batch's run time
+RunLater = Callable[[Callable[[], None]], None]
+Cancel = Callable[[], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
     inputs: Tensors
     rows: int
@@ -56,136 +57,281 @@ class _Pending:
     done: Done
     started_ns: int  # when the request reached the core, for its end-to-end latency
     enqueued_ns: int
+    deadline_ns: int  # perf_counter_ns; 0: none
+    predicted_ns: int  # admission's prediction of its time to answer, checked against the real one
+    queued: bool = True  # until a batch takes it, or it is dropped or cancelled
+
+
+@dataclass(slots=True, eq=False)
+class _Instance:
+    execute: Execute
+    busy: bool = False
+    retired: bool = False  # replaced (instance scaling): its worker ends after its batch
+    expected_end_ns: int = 0  # when its running batch should end, for admission's prediction
+    busy_ns: int = 0  # time spent running batches, for the instance scaler
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """A reading of the batcher, for metrics and the instance scaler."""
+
+    queued_requests: int
+    queued_rows: int
+    instances: int
+    busy_instances: int
+    busy_ns: int  # all instances' batch time so far
+    queue_bound: int | None
+    admission_correction: float  # measured time to answer / predicted (runtime.admission)
 
 
 class Batcher:
-    def __init__(self, execute: Execute, stats: VersionStats, *, name: str, max_batch_size: int,
-                 max_queue_delay_us: int, preferred_batch_sizes: list[int]) -> None:
-        self._execute = execute
+    def __init__(self, instances: list[Execute], stats: VersionStats, *, name: str, scheduler: Scheduler,
+                 admission: Admission) -> None:
         self._stats = stats
-        self._max_rows = max_batch_size  # 0: the model has no batch dimension; one request per run
-        self._delay_ns = max_queue_delay_us * 1000
-        self._preferred = sorted(set(preferred_batch_sizes))
+        self._name = name
+        self._scheduler = scheduler
+        self._admission = admission
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
+        self._instances: list[_Instance] = []
+        self._threads: list[threading.Thread] = []
+        self._retired_busy_ns = 0
         self._closing = False
-        self._busy = False  # a batch is running, on the worker or on a caller's thread
-        self._claimed = False  # what is queued waits for a caller's run_here(), not for the worker
-        self._run_ns = float(RUN_HERE_BELOW_NS)  # running estimate; starts undecided, so the worker runs first
+        self._claimed = False  # what is queued waits for a caller's run_here(), not for a worker
         self._free_since_ns = 0  # when the last batch ended
-        self._expected_rows = max_batch_size  # rows worth waiting for: see _wait_ns
-        self._wakeup = threading.Condition(threading.Lock())
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        # Rows worth waiting for: those queued when the last batch ended plus those it answered. A configured
+        # delay makes the first request wait for company too, as Triton does.
+        self._expected_rows = 0 if scheduler.adaptive_delay else scheduler.policy.max_batch_size
+        self._arrived_rows = 0  # rows that arrived since the last batch ended
+        self._refill_rows = 0  # rows that batch answered, until as many have arrived (then 0)
+        self._lock = threading.Condition(threading.Lock())
+        self.set_instances(instances)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
+    def set_instances(self, executes: list[Execute]) -> None:
+        """Serve with these instances from now on; the current ones finish their batches, then stop."""
+        added = [_Instance(execute) for execute in executes]
+        with self._lock:
+            if self._closing:
+                return
+            for instance in self._instances:
+                instance.retired = True
+                self._retired_busy_ns += instance.busy_ns  # and its running batch's time, when it ends
+            self._instances = added
+            self._scheduler.use_instances(len(added))
+            self._threads = [thread for thread in self._threads if thread.is_alive()]
+            for index, instance in enumerate(added):
+                thread = threading.Thread(target=self._serve, args=(instance,), name=f"{self._name}-{index}",
+                                          daemon=True)
+                self._threads.append(thread)
+                thread.start()
+            self._lock.notify_all()
 
     def submit(self, inputs: Tensors, rows: int, key: Hashable, done: Done, started_ns: int, *,
-               run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
-        """Queue a request (from any thread); `done` receives its outputs or its error. A caller that passes
-        `run_later` may be handed `run_here`, which it must then call soon (see the module's docstring)."""
-        item = _Pending(inputs, rows, key, done, started_ns, time.perf_counter_ns())
-        with self._wakeup:
+               deadline_ns: int = 0, run_later: RunLater | None = None) -> Cancel:
+        """Admit and queue a request (from any thread); `done` receives its outputs or its error. Raises
+        Overloaded or ShuttingDown when it is refused. A caller that passes `run_later` may be handed
+        `run_here`, which it must then call soon (see the module's docstring). Returns a callable that
+        withdraws the request if it is still queued (its caller has gone)."""
+        now = time.perf_counter_ns()
+        with self._lock:
             if self._closing:
-                raise Unavailable("the model version is being unloaded")
+                raise ShuttingDown("the model version is stopping and takes no new requests")
+            try:
+                predicted = self._admit(now, rows, deadline_ns)
+            except Overloaded as refused:
+                self._stats.refused(refused.reason, now - started_ns)
+                raise
+            item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted)
             self._stats.started()
-            claim = (run_later is not None and not self._busy and (self._claimed or not self._queue)
-                     and self._delay_ns == 0 and self._run_ns < RUN_HERE_BELOW_NS)
+            self._arrived(now, rows)
+            claim = (run_later is not None and self._scheduler.fast and (self._claimed or not self._queue)
+                     and self._free_instance() is not None)
             self._queue.append(item)
             self._queued_rows += rows
             if not claim:
                 self._claimed = False
-                self._wakeup.notify()
+                self._lock.notify_all()
             elif not self._claimed:
                 self._claimed = True
                 run_later(self.run_here)
+        return functools.partial(self._cancel, item)
+
+    def precheck(self, deadline_ns: int = 0) -> None:
+        """Admission for one row before the request is decoded: a refusal then costs no decoding either."""
+        now = time.perf_counter_ns()
+        with self._lock:
+            if self._closing:
+                raise ShuttingDown("the model version is stopping and takes no new requests")
+            try:
+                self._admit(now, 1, deadline_ns)
+            except Overloaded as refused:
+                self._stats.refused(refused.reason, time.perf_counter_ns() - now)
+                raise
 
     def run_here(self) -> None:
-        """Run the queued requests on this thread, unless the worker has taken them; leave any rest to it."""
-        with self._wakeup:
-            if self._busy or not self._queue:
+        """Run the queued requests on this thread, unless the workers have taken them; leave any rest to them."""
+        with self._lock:
+            instance = self._free_instance()
+            if instance is None or not self._queue:
                 return
-            batch = self._start_batch()
-        self._answer(batch)
+            batch, dropped = self._start_batch(instance, time.perf_counter_ns())
+        self._drop(dropped)
+        if batch:
+            self._run(instance, batch)
+
+    def state(self) -> QueueState:
+        with self._lock:
+            bound = self._queue_bound()
+            busy_ns = self._retired_busy_ns + sum(instance.busy_ns for instance in self._instances)
+            return QueueState(len(self._queue), self._queued_rows, len(self._instances),
+                              sum(instance.busy for instance in self._instances), busy_ns, bound,
+                              self._admission.correction)
+
+    def choices(self) -> Choices:
+        """What the scheduler chose, and the measurements behind it."""
+        with self._lock:
+            return self._scheduler.choices()
 
     def close(self) -> None:
-        """Stop taking work: what is queued or running still completes, then the worker thread ends."""
-        with self._wakeup:
+        """Stop taking work: what is queued or running still completes, then the worker threads end."""
+        with self._lock:
             self._closing = True
-            self._wakeup.notify()
+            self._lock.notify_all()
+
+    def refuse_queued(self, error: Exception) -> int:
+        """Answer everything still queued with `error` (a drain ran out of time); how many were refused."""
+        with self._lock:
+            refused = [item for item in self._queue]
+            for item in refused:
+                item.queued = False
+            self._queue.clear()
+            self._queued_rows = 0
+        for item in refused:
+            self._finish_unrun(item, error, "stopped")
+        return len(refused)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        with self._lock:
+            return not self._queue and not any(instance.busy for instance in self._instances)
 
     def join(self, timeout_s: float | None = None) -> bool:
-        """Wait for the worker thread to end after close(); whether it has."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        """Wait for the worker threads to end after close(); whether they have."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in list(self._threads):
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0))
+        return not any(thread.is_alive() for thread in self._threads)
 
-    def _wait_ns(self) -> int:
+    # -- under the lock --
+
+    def _free_instance(self) -> _Instance | None:
+        return next((instance for instance in self._instances if not instance.busy), None)
+
+    def _queue_bound(self) -> int | None:
+        scheduler = self._scheduler
+        limit = max(scheduler.row_limit, 1)
+        row_cost = scheduler.cost_ns(limit) / limit if scheduler.costs.measured else 0.0
+        return self._admission.queue_bound(row_cost, limit, max(len(self._instances), 1))
+
+    def _admit(self, now: int, rows: int, deadline_ns: int) -> int:
+        scheduler = self._scheduler
+        wait = own = 0.0
+        if scheduler.costs.measured:  # before the first run (no warmup) nothing is known to predict from
+            limit = max(scheduler.row_limit, 1)
+            running_left = sum(max(instance.expected_end_ns - now, 0) for instance in self._instances
+                               if instance.busy)
+            full_batches_ahead, partial = divmod(self._queued_rows, limit)
+            wait = (running_left + full_batches_ahead * scheduler.cost_ns(limit)) / max(len(self._instances), 1)
+            own = scheduler.cost_ns(min(partial + rows, limit))
+        return self._admission.admit(rows=rows, queued_rows=self._queued_rows, bound=self._queue_bound(),
+                                     wait_ns=wait, own_ns=own,
+                                     deadline_left_ns=deadline_ns - now if deadline_ns else None)
+
+    def _arrived(self, now: int, rows: int) -> None:
+        self._arrived_rows += rows
+        if self._refill_rows and self._arrived_rows >= self._refill_rows:
+            self._scheduler.refilled(now - self._free_since_ns)
+            self._refill_rows = 0
+
+    def _wait_ns(self, now: int) -> int:
         """How long the queued requests may still wait for company; 0 when a batch should go now."""
-        if self._max_rows == 0 or self._delay_ns == 0 or self._closing or self._queued_rows >= self._max_rows:
+        if self._closing:
             return 0
-        if self._preferred and self._queued_rows >= self._preferred[0]:
-            return 0
-        if self._queued_rows >= self._expected_rows:
-            return 0
-        waiting_since = max(self._queue[0].enqueued_ns, self._free_since_ns)
-        return self._delay_ns - (time.perf_counter_ns() - waiting_since)
+        head = self._queue[0]
+        waited = now - max(head.enqueued_ns, self._free_since_ns)
+        deadline_left = head.deadline_ns - now if head.deadline_ns else None
+        return self._scheduler.wait_ns(self._queued_rows, self._expected_rows, waited, deadline_left)
 
-    def _row_target(self) -> int:
-        """How many rows to take now: a preferred size when one is reached, else as many as fit."""
-        if self._max_rows == 0:
-            return 0
-        reached = [size for size in self._preferred if size <= self._queued_rows]
-        return reached[-1] if reached else self._max_rows
-
-    def _take_batch(self) -> list[_Pending]:
-        """Oldest request first, then later ones with the same key while the rows fit; keep the order."""
-        first = self._queue.popleft()
-        batch, rows, target = [first], first.rows, self._row_target()
-        if target > rows:
-            kept: deque[_Pending] = deque()
-            while self._queue and rows < target:
-                item = self._queue.popleft()
-                if item.key == first.key and rows + item.rows <= target:
-                    batch.append(item)
-                    rows += item.rows
-                else:
-                    kept.append(item)
-            kept.extend(self._queue)
+    def _start_batch(self, instance: _Instance, now: int) -> tuple[list[_Pending], list[_Pending]]:
+        """Take a batch for `instance` and mark it busy: the oldest live request first, then later ones with the
+        same key while the rows fit, in order. Also returns the requests dropped as past their deadline."""
+        scheduler = self._scheduler
+        target = scheduler.batch_rows(self._queued_rows)
+        batch: list[_Pending] = []
+        dropped: list[_Pending] = []
+        kept: deque[_Pending] = deque()
+        rows = 0
+        queue = self._queue
+        while queue and (not batch or rows < target):
+            item = queue.popleft()
+            if item.deadline_ns and now + scheduler.cost_ns(rows + item.rows) > item.deadline_ns:
+                item.queued = False
+                dropped.append(item)
+                self._queued_rows -= item.rows
+            elif not batch or (item.key == batch[0].key and rows + item.rows <= target):
+                item.queued = False
+                batch.append(item)
+                rows += item.rows
+            else:
+                kept.append(item)
+        if kept:
+            kept.extend(queue)
             self._queue = kept
         self._queued_rows -= rows
-        return batch
-
-    def _next_batch(self) -> list[_Pending] | None:
-        """Block until a batch should run (and mark the batcher busy); None once closed and drained."""
-        with self._wakeup:
-            while True:
-                if not self._queue or self._busy:
-                    if self._closing and not self._queue:
-                        return None
-                    self._wakeup.wait()
-                    continue
-                wait_ns = self._wait_ns()
-                if wait_ns <= 0:
-                    return self._start_batch()
-                self._wakeup.wait(wait_ns / 1e9)
-
-    def _start_batch(self) -> list[_Pending]:
-        """Under the lock: take a batch and mark the batcher busy."""
-        self._busy = True
         self._claimed = False
-        return self._take_batch()
+        if batch:
+            instance.busy = True
+            instance.expected_end_ns = now + int(scheduler.cost_ns(rows))
+        return batch, dropped
 
-    def _serve(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._answer(batch)
+    # -- worker threads --
 
-    def _answer(self, batch: list[_Pending]) -> None:
-        now = time.perf_counter_ns()
-        for item in batch:
-            self._stats.queued(now - item.enqueued_ns)
-        self._run(batch)
+    def _serve(self, instance: _Instance) -> None:
+        while (work := self._next_batch(instance)) is not None:
+            batch, dropped = work
+            self._drop(dropped)
+            if batch:
+                self._run(instance, batch)
 
-    def _run(self, batch: list[_Pending]) -> None:
+    def _next_batch(self, instance: _Instance) -> tuple[list[_Pending], list[_Pending]] | None:
+        """Block until a batch should run on `instance`; None once it is retired, or closed and drained."""
+        with self._lock:
+            while True:
+                if instance.retired or (self._closing and not self._queue):
+                    return None
+                if instance.busy or not self._queue:
+                    self._lock.wait()
+                    continue
+                now = time.perf_counter_ns()
+                wait_ns = self._wait_ns(now)
+                if wait_ns <= 0:
+                    return self._start_batch(instance, now)
+                self._lock.wait(wait_ns / 1e9)
+
+    def _run(self, instance: _Instance, batch: list[_Pending]) -> None:
         """Run the merged batch and answer each request; if the batch fails, run each request alone."""
         start = time.perf_counter_ns()
+        for item in batch:
+            self._stats.queued(start - item.enqueued_ns)
         if len(batch) == 1:
             merged = batch[0].inputs
         else:
@@ -193,7 +339,7 @@ class Batcher:
         merged_at = time.perf_counter_ns()
         failure: Exception | None = None
         try:
-            outputs = self._execute(merged)
+            outputs = instance.execute(merged)
         except Exception as exc:
             failure = exc
         computed_at = time.perf_counter_ns()
@@ -201,30 +347,62 @@ class Batcher:
         if failure is None:
             results = [outputs] if len(batch) == 1 else _split(outputs, batch)
         else:
-            results = [failure] if len(batch) == 1 else [self._run_alone(item) for item in batch]
+            results = [failure] if len(batch) == 1 else [_run_alone(instance, item) for item in batch]
         rows = sum(item.rows for item in batch) or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
-        with self._wakeup:
-            self._busy = False
-            self._free_since_ns = time.perf_counter_ns()
+        with self._lock:
+            ended = time.perf_counter_ns()
+            instance.busy = False
+            instance.busy_ns += ended - start
+            if instance.retired:
+                self._retired_busy_ns += ended - start
+            self._free_since_ns = ended
             self._expected_rows = self._queued_rows + rows
-            self._run_ns += _SMOOTHING * (computed_at - start - self._run_ns)
-            if self._queue:  # left over, or queued while this batch ran: the worker takes them
+            self._arrived_rows, self._refill_rows = 0, rows
+            if failure is None:
+                self._scheduler.batch_done(rows, computed_at - merged_at, ended - start)
+            for item in batch:
+                if item.predicted_ns:
+                    self._admission.answered(item.predicted_ns, ended - item.enqueued_ns)
+            if self._queue:  # left over, or queued while this batch ran: the workers take them
                 self._claimed = False
-                self._wakeup.notify()
+                self._lock.notify_all()
         for item, result in zip(batch, results, strict=True):
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
-            try:
-                item.done(result)
-            except Exception:  # a front end's answer failed; the others still get theirs
-                log.exception("answering a request failed")
+            _answer(item, result)
 
-    def _run_alone(self, item: _Pending) -> Tensors | BaseException:
-        try:
-            return self._execute(item.inputs)
-        except Exception as exc:
-            return exc
+    def _drop(self, dropped: list[_Pending]) -> None:
+        for item in dropped:
+            self._finish_unrun(item, DeadlineExceeded("the request's deadline passed before it could be answered; "
+                                                      "it was dropped from the queue, not run"), "expired")
+
+    def _cancel(self, item: _Pending) -> None:
+        with self._lock:
+            if not item.queued:
+                return
+            item.queued = False
+            self._queue.remove(item)
+            self._queued_rows -= item.rows
+        self._finish_unrun(item, Cancelled("the caller went away; the queued request was dropped"), "cancelled")
+
+    def _finish_unrun(self, item: _Pending, error: Exception, reason: str) -> None:
+        self._stats.dropped(reason, time.perf_counter_ns() - item.started_ns)
+        _answer(item, error)
+
+
+def _answer(item: _Pending, result: Tensors | BaseException) -> None:
+    try:
+        item.done(result)
+    except Exception:  # a front end's answer failed; the others still get theirs
+        log.exception("answering a request failed")
+
+
+def _run_alone(instance: _Instance, item: _Pending) -> Tensors | BaseException:
+    try:
+        return instance.execute(item.inputs)
+    except Exception as exc:
+        return exc
 
 
 def _split(outputs: Tensors, batch: list[_Pending]) -> list[Tensors]:

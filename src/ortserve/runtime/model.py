@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
-from ortserve.errors import InvalidInput, NotFound, Unavailable
+from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig
-from ortserve.runtime.batcher import Batcher, Done, Tensors
+from ortserve.runtime.admission import Admission, AdmissionPolicy
+from ortserve.runtime.batcher import Batcher, Cancel, Done, Execute, RunLater, Tensors
+from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.image import ImageClassifier
+from ortserve.runtime.instances import InstanceScaler, SessionPool
+from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.validate import check_inputs, check_outputs
@@ -40,54 +43,106 @@ class ServedVersion:
     config: ModelConfig
     state: State = State.START
     error: str = ""
-    session: ort.InferenceSession | None = None
+    session: ort.InferenceSession | None = None  # the first instance's: signature and warmup
+    sessions: SessionPool | None = None
+    calibration: BatchCosts | None = None  # measured at warmup
     signature: Signature | None = None
     max_batch_size: int = 0
     providers: list[str] = field(default_factory=list)
+    gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
     _batcher: Batcher | None = None
+    _scaler: InstanceScaler | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is State.AVAILABLE
 
-    def execute(self, inputs: Tensors) -> Tensors:
-        """Blocking session.run with every output; called on the worker thread."""
-        assert self.session is not None and self.signature is not None
-        try:
-            results = self.session.run(None, inputs)
-        except Exception as exc:
-            raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
-        return dict(zip([spec.name for spec in self.signature.outputs], results, strict=True))
+    @property
+    def batcher(self) -> Batcher | None:
+        return self._batcher
+
+    def executor(self, session: ort.InferenceSession) -> Execute:
+        """Blocking session.run with every output, by name; called on the thread that runs the batch."""
+        assert self.signature is not None
+        names = [spec.name for spec in self.signature.outputs]
+
+        def execute(inputs: Tensors) -> Tensors:
+            try:
+                results = session.run(None, inputs)
+            except Exception as exc:
+                raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
+            return dict(zip(names, results, strict=True))
+
+        return execute
+
+    def instance_executors(self, count: int) -> list[Execute]:
+        assert self.sessions is not None
+        return [self.executor(session) for session in self.sessions.sessions(count)]
 
     def start_batcher(self) -> None:
-        """Once the session is ready: the version can take requests from now on."""
-        self._batcher = Batcher(
-            self.execute,
-            self.stats,
-            name=f"ortserve-{self.model}-{self.version}",
-            max_batch_size=self.max_batch_size,
-            max_queue_delay_us=self.config.max_queue_delay_us,
-            preferred_batch_sizes=self.config.preferred_batch_sizes,
-        )
+        """Once the sessions are ready: the version can take requests from now on."""
+        config = self.config
+        delay = config.max_queue_delay_us
+        slo_ns = None if config.latency_slo_ms is None else int(config.latency_slo_ms * 1e6)
+        policy = BatchingPolicy(self.max_batch_size, None if delay is None else delay * 1000,
+                                tuple(sorted(set(config.preferred_batch_sizes))), slo_ns)
+        admission = AdmissionPolicy(config.queue.admission, config.queue.max_rows,
+                                    int(config.queue.max_wait_ms * 1e6), slo_ns)
+        low, high = config.instances.min, config.instances.max
+        name = f"ortserve-{self.model}-{self.version}"
+        self._batcher = Batcher(self.instance_executors(low), self.stats, name=name,
+                                scheduler=Scheduler(policy, self.calibration, low), admission=Admission(admission))
+        if high > low:
+            self._scaler = InstanceScaler(self._batcher, self.stats, self.instance_executors, low=low, high=high,
+                                          name=name)
+            self._scaler.start()
         self.state = State.AVAILABLE
 
     def stop(self) -> None:
         """No new requests from now on; those already queued still get their answers."""
         self.state = State.END
+        if self._scaler is not None:
+            self._scaler.stop()
         if self._batcher is not None:
             self._batcher.close()
-        self._batcher = None
 
-    def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done, *,
-               run_later: Callable[[Callable[[], None]], None] | None = None) -> None:
-        """Validate and queue for a batch, from any thread. What validation finds is raised here; `done` later
-        receives the requested outputs (all when `outputs` is None), or the run's error, on the thread that ran
-        the batch (the caller's own, when it offers `run_later` and the batcher takes it up: runtime.batcher)."""
+    @property
+    def drained(self) -> bool:
+        """Nothing queued or running."""
+        return self._batcher is None or self._batcher.idle
+
+    def refuse_queued(self) -> int:
+        """Answer what is still queued with ShuttingDown; how many were refused."""
+        if self._batcher is None:
+            return 0
+        return self._batcher.refuse_queued(ShuttingDown(f"the server stopped before model {self.model!r} version "
+                                                        f"{self.version} could run this request"))
+
+    def join(self) -> None:
+        """Wait for the version's threads to end (after stop(), once what is running has finished)."""
+        if self._batcher is not None:
+            self._batcher.join()
+
+    def precheck(self, deadline_ns: int = 0) -> None:
+        """Refuse at once (Overloaded) a request the version could not take even at one row, before the front end
+        spends time decoding it."""
+        batcher = self._batcher
+        if batcher is None or self.state is not State.AVAILABLE:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+        batcher.precheck(deadline_ns)
+
+    def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done, *, deadline_ns: int = 0,
+               run_later: RunLater | None = None) -> Cancel:
+        """Validate, admit and queue for a batch, from any thread. What validation and admission find is raised
+        here; `done` later receives the requested outputs (all when `outputs` is None), or the error, on the
+        thread that ran the batch (the caller's own, when it offers `run_later` and the batcher takes it up:
+        runtime.batcher). `deadline_ns` (time.perf_counter_ns; 0: none) is when the caller stops waiting. Returns
+        a callable that withdraws the request while it is queued (the caller has gone)."""
         start = time.perf_counter_ns()
         batcher, signature = self._batcher, self.signature
-        if batcher is None or signature is None:
+        if batcher is None or signature is None or self.state is not State.AVAILABLE:
             raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
         try:
             check_outputs(signature, outputs)
@@ -101,12 +156,13 @@ class ServedVersion:
             def pick(result: Tensors | BaseException) -> None:
                 done(result if isinstance(result, BaseException) else {name: result[name] for name in wanted})
 
-            batcher.submit(inputs, rows, key, pick, start, run_later=run_later)
-        else:
-            batcher.submit(inputs, rows, key, done, start, run_later=run_later)
+            return batcher.submit(inputs, rows, key, pick, start, deadline_ns=deadline_ns, run_later=run_later)
+        return batcher.submit(inputs, rows, key, done, start, deadline_ns=deadline_ns, run_later=run_later)
 
-    async def infer(self, inputs: Tensors, outputs: list[str] | None = None) -> Tensors:
-        """submit() for a coroutine on the event loop: the outputs, or the error raised."""
+    async def infer(self, inputs: Tensors, outputs: list[str] | None = None, *, deadline_ns: int = 0,
+                    gone: Awaitable[object] | None = None) -> Tensors:
+        """submit() for a coroutine on the event loop: the outputs, or the error raised. `gone` completes when
+        the caller has gone (an HTTP client disconnected): its queued request is then withdrawn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
 
@@ -115,8 +171,18 @@ class ServedVersion:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, result)
 
-        self.submit(inputs, outputs, done)
-        return await future
+        cancel = self.submit(inputs, outputs, done, deadline_ns=deadline_ns)
+        watch = None if gone is None else asyncio.ensure_future(gone)
+        if watch is not None:
+            watch.add_done_callback(lambda _: cancel())
+        try:
+            return await future
+        except asyncio.CancelledError:
+            cancel()
+            raise
+        finally:
+            if watch is not None:
+                watch.cancel()
 
 
 def _settle(future: asyncio.Future[Tensors], result: Tensors | BaseException) -> None:
@@ -185,22 +251,3 @@ class ServedModel:
     def stop(self) -> None:
         for served in self.versions.values():
             served.stop()
-
-
-def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[int]],
-                batched: bool) -> Tensors:
-    """Inputs for warmup: zeros (empty strings), dynamic dimensions from `shapes` or 1."""
-    feeds = {}
-    for spec in signature.inputs:
-        dims = list(spec.shape)
-        if batched:
-            dims[0] = batch_size
-        override = shapes.get(spec.name)
-        if override is not None:
-            dims = ([batch_size] if batched else []) + list(override)
-        dims = [1 if dim < 0 else dim for dim in dims]
-        if spec.type.is_bytes:
-            feeds[spec.name] = np.full(dims, "", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(dims, dtype=spec.type.numpy)
-    return feeds

@@ -6,14 +6,19 @@ import asyncio
 import logging
 from pathlib import Path
 
+import onnxruntime as ort
+
 from ortserve.errors import ConfigError, NotFound, OrtServeError
 from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config
 from ortserve.repository.layout import model_names, version_paths
 from ortserve.runtime.contract import check_contract
+from ortserve.runtime.gpu import device_of
 from ortserve.runtime.image import bind_image_classifier
-from ortserve.runtime.model import ServedModel, ServedVersion, State, zero_inputs
+from ortserve.runtime.instances import SessionPool, threads_per_instance
+from ortserve.runtime.model import ServedModel, ServedVersion, State
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
+from ortserve.runtime.warmup import prime, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +38,29 @@ def _effective_max_batch_size(served: ServedVersion) -> int:
 
 
 def _load_session(served: ServedVersion) -> None:
-    """Blocking part of a load: session, signature, batch limit, warmup. Runs off the event loop."""
-    session = create_session(served.model, served.path, served.config)
+    """Blocking part of a load: sessions, signature, batch limit, warmup. Runs off the event loop."""
+    config = served.config
+    configured_threads = config.session.intra_op_threads
+    first_count = config.instances.min
+    session = create_session(served.model, served.path, config, threads_per_instance(configured_threads, first_count))
     served.session = session
-    served.signature = read_signature(session)
-    check_contract(served.model, served.version, served.config, served.signature)
+    served.signature = signature = read_signature(session)
+    check_contract(served.model, served.version, config, signature)
     served.providers = session.get_providers()
+    served.gpu = device_of(served.providers, session.get_provider_options())
     served.max_batch_size = _effective_max_batch_size(served)
-    if served.config.image is not None:
-        served.image = bind_image_classifier(served.model, served.path.parent.parent, served.config.image,
-                                             served.signature)
-    warmup = served.config.warmup
-    if warmup.runs:
-        feeds = zero_inputs(served.signature, warmup.batch_size, warmup.shapes, served.max_batch_size > 0)
-        for _ in range(warmup.runs):
-            try:
-                session.run(None, feeds)
-            except Exception as exc:
-                raise ConfigError(f"model {served.model!r}: warmup failed (set warmup.shapes?): {exc}") from None
+    if config.image is not None:
+        served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
+    served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
+
+    def build(threads: int) -> ort.InferenceSession:
+        extra = create_session(served.model, served.path, config, threads)
+        prime(served.model, extra, signature, config.warmup, served.max_batch_size > 0)
+        return extra
+
+    served.sessions = SessionPool(build, configured_threads)
+    served.sessions.adopt(session, first_count)
+    served.sessions.sessions(first_count)
 
 
 class ModelRegistry:
@@ -126,3 +136,26 @@ class ModelRegistry:
     def stop(self) -> None:
         for model in self.models.values():
             model.stop()
+
+    def refuse_queued(self) -> int:
+        """Answer every queued request with ShuttingDown (a drain that is out of time)."""
+        return sum(served.refuse_queued() for served in self._versions())
+
+    def _versions(self) -> list[ServedVersion]:
+        return [served for model in self.models.values() for served in model.versions.values()]
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop every version, give them `timeout_s` to answer what is queued and running, refuse what is still
+        queued then, and wait for the running batches (a batch cannot be interrupted). Returns how many requests
+        were refused. The event loop keeps running throughout, so that REST answers still go out."""
+        versions = self._versions()
+        for served in versions:
+            served.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not all(served.drained for served in versions) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        refused = self.refuse_queued()
+        for served in versions:
+            await asyncio.to_thread(served.join)
+        return refused

@@ -21,9 +21,11 @@ _GRAPH_LEVELS = {
 _CPU = "CPUExecutionProvider"
 
 
-def session_options(options: SessionOptions) -> ort.SessionOptions:
+def session_options(options: SessionOptions, intra_op_threads: int | None = None) -> ort.SessionOptions:
+    """ONNX Runtime's options from config.yaml's `session:`; `intra_op_threads` overrides its thread count
+    (instances divide the cores: runtime.instances)."""
     result = ort.SessionOptions()
-    result.intra_op_num_threads = options.intra_op_threads
+    result.intra_op_num_threads = options.intra_op_threads if intra_op_threads is None else intra_op_threads
     result.inter_op_num_threads = options.inter_op_threads
     result.execution_mode = (
         ort.ExecutionMode.ORT_PARALLEL
@@ -53,9 +55,10 @@ def _usable_providers(model: str, wanted: list[ExecutionProvider]) -> list[Execu
     return usable
 
 
-def create_session(model: str, path: Path, config: ModelConfig) -> ort.InferenceSession:
+def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads: int | None = None
+                   ) -> ort.InferenceSession:
     """Create the session on the most preferred provider that loads; report fallbacks as warnings."""
-    options = session_options(config.session)
+    options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
     while True:
         try:

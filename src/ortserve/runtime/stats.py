@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass, field
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -48,6 +49,16 @@ class Duration:
         self.ns += ns
 
 
+@dataclass(frozen=True)
+class ScalingEvent:
+    """The instance scaler moved a version's instance count (runtime.instances)."""
+
+    at: float  # time.time()
+    instances_from: int
+    instances_to: int
+    reason: str
+
+
 @dataclass
 class VersionStats:
     success: Duration = field(default_factory=Duration)
@@ -65,6 +76,10 @@ class VersionStats:
     compute_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
     per_batch_size: dict[int, Duration] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)  # refused at admission, by reason
+    drops: dict[str, int] = field(default_factory=dict)  # admitted, never run: expired, cancelled, stopped
+    scalings: deque[ScalingEvent] = field(default_factory=lambda: deque(maxlen=20))  # the latest ones
+    scaling_count: int = 0
 
     # Requests arrive on the event loop or the gRPC thread and finish on batch worker threads.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -81,6 +96,26 @@ class VersionStats:
             (self.success if ok else self.failure).add(ns)
             self.request_seconds.observe(ns / 1e9)
             self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def refused(self, reason: str, ns: int) -> None:
+        """A request refused at admission (it was never counted in flight)."""
+        with self._lock:
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
+            self.failure.add(ns)
+            self.request_seconds.observe(ns / 1e9)
+
+    def dropped(self, reason: str, ns: int) -> None:
+        """A queued request answered without running: past its deadline, its caller gone, or the server stopping."""
+        with self._lock:
+            self.in_flight -= 1
+            self.drops[reason] = self.drops.get(reason, 0) + 1
+            self.failure.add(ns)
+            self.request_seconds.observe(ns / 1e9)
+
+    def scaled(self, event: ScalingEvent) -> None:
+        with self._lock:
+            self.scalings.append(event)
+            self.scaling_count += 1
 
     def queued(self, ns: int) -> None:
         with self._lock:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import uvicorn
 
 from ortserve.protos.inference import grpc_service_pb2
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
+from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import GrpcServer
@@ -33,6 +37,7 @@ class ServerSettings:
     grpc_port: int = 8500
     max_body_bytes: int = 64 * 1024 * 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024  # a batch of 32 FP32 224x224 images is 19 MiB
+    drain_timeout_s: float = 30.0
 
 
 def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
@@ -40,7 +45,7 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
     V2Rest(plane).routes(router)
     TfServingRest(plane).routes(router)
     ImageRest(plane).routes(router)
-    Metrics(plane.registry).routes(router)
+    Metrics(plane).routes(router)
     return HttpApp(router, settings.max_body_bytes)
 
 
@@ -56,10 +61,20 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
     return server
 
 
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` drains the models before the HTTP server stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 async def serve(settings: ServerSettings) -> None:
-    """Start listening at once (live, not ready), load the repository, then serve until cancelled."""
+    """Start listening at once (live, not ready), load the repository, then serve until SIGTERM or SIGINT; then
+    drain: readiness goes false and new requests are refused, what is queued and running is answered within
+    `drain_timeout_s`, what is left is refused, and the servers stop. A second signal stops the wait."""
     registry = ModelRegistry(settings.repository)
-    plane = DataPlane(registry)
+    plane = DataPlane(registry, GpuMonitor.open())
     config = uvicorn.Config(
         build_http_app(plane, settings),
         host=settings.host,
@@ -72,16 +87,45 @@ async def serve(settings: ServerSettings) -> None:
         timeout_keep_alive=60,
         proxy_headers=False,
     )
-    http_server = uvicorn.Server(config)
-    grpc_server = build_grpc_server(plane, settings, asyncio.get_running_loop())
+    http_server = _HttpServer(config)
+    loop = asyncio.get_running_loop()
+    grpc_server = build_grpc_server(plane, settings, loop)
     grpc_server.start()
     http_task = asyncio.create_task(http_server.serve())
+    signals = asyncio.Queue[int]()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, signals.put_nowait, number)
     try:
-        await registry.load_all()
-        log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d", settings.repository, settings.host,
-                 settings.rest_port, settings.host, settings.grpc_port)
-        await http_task
+        loading = asyncio.create_task(registry.load_all())
+        loading.add_done_callback(lambda _: log.info(
+            "repository %s loaded; REST on http://%s:%d, gRPC on %s:%d", settings.repository, settings.host,
+            settings.rest_port, settings.host, settings.grpc_port))
+        signalled = asyncio.create_task(signals.get())
+        await asyncio.wait((signalled, http_task), return_when=asyncio.FIRST_COMPLETED)
+        if not signalled.done():  # the HTTP server ended by itself: it could not start (the port is taken)
+            signalled.cancel()
+            loading.cancel()
+            await http_task
+            raise OSError(f"the REST server on {settings.host}:{settings.rest_port} stopped")
+        received = signalled.result()
+        log.info("%s: draining (up to %.0f s), then stopping", signal.Signals(received).name, settings.drain_timeout_s)
+        drain = asyncio.create_task(plane.drain(settings.drain_timeout_s))
+        second = asyncio.create_task(signals.get())
+        await asyncio.wait((drain, second), return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            log.warning("second signal: refusing what is still queued")
+            registry.refuse_queued()
+        refused = await drain
+        second.cancel()
+        loading.cancel()
+        if refused:
+            log.warning("%d queued requests were refused: the drain ran out of time", refused)
     finally:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
         http_server.should_exit = True
+        await http_task
         await asyncio.to_thread(grpc_server.stop, 2)
         registry.stop()
+        plane.gpus.close()
+    log.info("stopped")

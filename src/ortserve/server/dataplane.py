@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ortserve.errors import InvalidInput, NotFound
+from typing import Any
+
+from ortserve.errors import InvalidInput, NotFound, ShuttingDown
+from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 
@@ -16,9 +19,26 @@ def parse_version(text: str | None) -> int | None:
     return int(text)
 
 
+def timeout_deadline(timeout_us: Any, now_ns: int) -> int:
+    """KServe V2's `timeout` request parameter (Triton's: microseconds; 0 or absent: none) as a deadline on
+    time.perf_counter_ns (0: none)."""
+    if timeout_us is None:
+        return 0
+    if isinstance(timeout_us, bool) or not isinstance(timeout_us, int) or timeout_us < 0:
+        raise InvalidInput(f"parameter 'timeout' must be a non-negative integer of microseconds, got {timeout_us!r}")
+    return now_ns + timeout_us * 1000 if timeout_us else 0
+
+
+def earliest(*deadlines_ns: int) -> int:
+    """The earliest of the deadlines that are set (0: none)."""
+    return min((deadline for deadline in deadlines_ns if deadline), default=0)
+
+
 class DataPlane:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, gpus: GpuMonitor | None = None) -> None:
         self.registry = registry
+        self.gpus = gpus or GpuMonitor(None, [])
+        self.draining = False
 
     @property
     def live(self) -> bool:
@@ -26,14 +46,23 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        """Ready once the repository's first load has finished (models that failed are reported, not waited on)."""
-        return self.registry.loaded
+        """Ready once the repository's first load has finished (models that failed are reported, not waited on),
+        until the server starts to stop."""
+        return self.registry.loaded and not self.draining
 
     def model(self, name: str) -> ServedModel:
         return self.registry.get(name)
 
     def version(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
+        if self.draining:
+            raise ShuttingDown("the server is shutting down and takes no new requests")
         return self.registry.get(name).resolve(version, label)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests from now on (readiness goes false first), answer those queued and running within
+        `timeout_s`, refuse the rest; how many were refused."""
+        self.draining = True
+        return await self.registry.drain(timeout_s)
 
     def default_image_model(self) -> str:
         """The model POST /predict serves: the one marked `image.default`, or the only image model."""

@@ -14,6 +14,11 @@ A servicer's methods come in two kinds, told apart by their signature:
 - `async def Method(self, request) -> Response` runs on the event loop, for calls that touch the registry's
   state (load, unload) or are rare enough that a thread hop does not matter.
 A core error raised by either becomes its status code (`grpc_status`); anything else is logged and INTERNAL.
+
+Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and learns when its client has
+gone: the core reports a cancelled call (the client cancelled, or its deadline passed) through the
+close-on-server operation started when the call is accepted, and the call then runs the callback its handler
+left with `on_cancel` (withdrawing a queued request: runtime.batcher).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import concurrent.futures
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +51,7 @@ _SHUTDOWN = object()  # tag of grpc_server_shutdown_and_notify
 _NO_WAIT = 0.0  # a poll deadline already past: return at once
 _OUTSTANDING_REQUESTS = 16  # calls the core may hand over per poll without waiting for us to ask again
 _MOST_EVENTS_BEFORE_RUNNING = 64  # bounds how long requests read first wait for those read after them
+_NO_DEADLINE_S = 10 * 365 * 86400.0  # grpcio reports "no deadline" as a time far in the future
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +63,32 @@ class Method:
 class Call:
     """One unary call. Answer it once, from any thread; later answers are ignored."""
 
-    __slots__ = ("_answered", "_call", "_lock", "name", "run_later")
+    __slots__ = ("_answered", "_call", "_cancelled", "_lock", "_on_cancel", "deadline_ns", "name", "run_later")
 
-    def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None]) -> None:
+    def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None],
+                 deadline_ns: int) -> None:
         self._call = call
         self.name = name
         self.run_later = run_later  # work for the gRPC thread once it has read the calls already waiting
+        self.deadline_ns = deadline_ns  # when the client stops waiting (time.perf_counter_ns); 0: never
         self._answered = False
+        self._cancelled = False
+        self._on_cancel: Callable[[], None] | None = None
         self._lock = threading.Lock()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (on the gRPC thread) if the client goes away before it is answered; at once if it has."""
+        if self._cancelled:
+            callback()
+        else:
+            self._on_cancel = callback
+
+    def cancelled(self) -> None:
+        """The core reports that the client cancelled, or that the deadline passed."""
+        self._cancelled = True
+        callback, self._on_cancel = self._on_cancel, None
+        if callback is not None:
+            callback()
 
     def reply(self, response: Message) -> None:
         self._finish(response.SerializeToString(), grpc.StatusCode.OK, "")
@@ -101,13 +126,21 @@ class Call:
         operations = [cygrpc.SendInitialMetadataOperation(None, 0)]
         if message is not None:
             operations.append(cygrpc.SendMessageOperation(message, 0))
-        operations += [cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0),
-                       cygrpc.ReceiveCloseOnServerOperation(0)]
+        operations.append(cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0))
         try:
             # the tag keeps this object, so the core's call, alive until the send completes
             self._call.start_server_batch(operations, self)
         except ValueError:  # the call is already over (cancelled, or its deadline passed)
             log.debug("could not answer %s: the call has ended", self.name)
+
+
+class _Closing:
+    """Tag of the close-on-server operation: it completes when the call ends, cancelled or not."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
 
 
 class _Receiving:
@@ -193,9 +226,12 @@ class GrpcServer:
         tag = event.tag
         if isinstance(tag, _Receiving):
             _handle(tag, event)
+        elif isinstance(tag, _Closing):
+            if event.batch_operations[0].cancelled():
+                tag.call.cancelled()
         elif tag is _NEW_CALL:
             if event.success:
-                self._accept(event.call, event.call_details.method)
+                self._accept(event.call, event.call_details.method, event.call_details.deadline)
             if not self._stopping:
                 self._server.request_call(self._queue, self._queue, _NEW_CALL)
         elif tag is _SHUTDOWN:
@@ -207,9 +243,16 @@ class GrpcServer:
     def _run_later(self, work: Callable[[], None]) -> None:
         self._later.append(work)
 
-    def _accept(self, call: cygrpc.Call, path: bytes) -> None:
+    def _accept(self, call: cygrpc.Call, path: bytes, deadline_s: float) -> None:
         name = path.decode(errors="replace")
-        answer = Call(call, name, self._run_later)
+        left_s = deadline_s - time.time()
+        deadline_ns = 0 if left_s > _NO_DEADLINE_S else time.perf_counter_ns() + int(left_s * 1e9)
+        answer = Call(call, name, self._run_later, deadline_ns)
+        try:
+            call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), _Closing(answer))
+        except ValueError:
+            log.debug("call %s ended before it was accepted", name)
+            return
         method = self._methods.get(path)
         if method is None:
             answer.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {name} is not implemented by ortserve")

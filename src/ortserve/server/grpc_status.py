@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import grpc
 
-from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
+from ortserve.errors import (
+    Cancelled,
+    ConfigError,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    OrtServeError,
+    Unavailable,
+)
 
+# Overloaded and ShuttingDown are Unavailable: UNAVAILABLE, as TF Serving answers when its batch queue is full
 _CODES = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 

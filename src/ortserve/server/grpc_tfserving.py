@@ -85,8 +85,9 @@ class PredictionService:
                 response.outputs[name].CopyFrom(from_numpy_array(array))
             return response
 
-        served.submit(inputs, list(request.output_filter) or None, call.answer_with(answer),
-                      run_later=call.run_later)
+        cancel = served.submit(inputs, list(request.output_filter) or None, call.answer_with(answer),
+                               deadline_ns=call.deadline_ns, run_later=call.run_later)
+        call.on_cancel(cancel)
 
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                                ) -> get_model_metadata_pb2.GetModelMetadataResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
 from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
-from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
 from ortserve.server.grpc_engine import Call
 from ortserve.server.rest_v2 import EXTENSIONS
 
@@ -61,6 +62,17 @@ def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
         else:
             inputs[tensor.name] = _typed_contents(tensor, shape)
     return inputs
+
+
+def _timeout_deadline(request: pb.ModelInferRequest) -> int:
+    """The `timeout` request parameter (microseconds, as Triton's) as a deadline; 0 when absent."""
+    if "timeout" not in request.parameters:
+        return 0
+    parameter = request.parameters["timeout"]
+    choice = parameter.WhichOneof("parameter_choice")
+    if choice not in ("int64_param", "uint64_param"):
+        raise InvalidInput(f"parameter 'timeout' must be an int64_param of microseconds, got {choice or 'no value'}")
+    return timeout_deadline(getattr(parameter, choice), time.perf_counter_ns())
 
 
 def _parse(message: Any, document: dict[str, Any]) -> Any:
@@ -120,8 +132,10 @@ class InferenceService:
             return response
 
         wanted = [output.name for output in request.outputs] or None
-        served.submit(_decode_inputs(request), wanted, call.answer_with(answer),
-                      run_later=call.run_later)
+        deadline = earliest(call.deadline_ns, _timeout_deadline(request))
+        cancel = served.submit(_decode_inputs(request), wanted, call.answer_with(answer), deadline_ns=deadline,
+                               run_later=call.run_later)
+        call.on_cancel(cancel)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)

@@ -14,7 +14,16 @@ from typing import Any
 
 import orjson
 
-from ortserve.errors import ConfigError, InvalidInput, NotFound, OrtServeError, Unavailable
+from ortserve.errors import (
+    Cancelled,
+    ConfigError,
+    DeadlineExceeded,
+    InvalidInput,
+    NotFound,
+    OrtServeError,
+    Overloaded,
+    Unavailable,
+)
 from ortserve.runtime.image import ImageTooLarge
 
 log = logging.getLogger(__name__)
@@ -29,6 +38,11 @@ class Request:
     headers: dict[bytes, bytes]  # names lower-cased, as ASGI gives them
     body: bytes
     query: bytes = b""
+    receive: Callable[[], Awaitable[dict[str, Any]]] | None = None  # the ASGI channel, once the body is read
+
+    def gone(self) -> Awaitable[object] | None:
+        """Completes when the client disconnects (ASGI's http.disconnect), or None where that cannot be told."""
+        return None if self.receive is None else self.receive()
 
 
 @dataclass(slots=True)
@@ -40,7 +54,9 @@ class Response:
 
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
-_STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503}
+# 499: the client closed the connection (nginx's code); nobody reads the answer
+_STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503,
+           DeadlineExceeded: 504, Cancelled: 499}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -49,6 +65,14 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 def error_response(message: str, status: int) -> Response:
     return Response(status, orjson.dumps({"error": message}))
+
+
+def core_error_response(error: OrtServeError) -> Response:
+    """The answer to a core error: its status, `{"error": message}`, and Retry-After when overloaded."""
+    response = error_response(str(error), status_for(error))
+    if isinstance(error, Overloaded):
+        response.headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
+    return response
 
 
 def status_for(error: OrtServeError) -> int:
@@ -109,9 +133,10 @@ class HttpApp:
             return found
         handler, params = found
         try:
-            return await handler(Request(scope["method"], scope["path"], headers, body, scope["query_string"]), params)
+            return await handler(Request(scope["method"], scope["path"], headers, body, scope["query_string"],
+                                         receive), params)
         except OrtServeError as exc:
-            return error_response(str(exc), status_for(exc))
+            return core_error_response(exc)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             return error_response("internal server error", 500)

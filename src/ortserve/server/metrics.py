@@ -8,8 +8,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.runtime.stats import Histogram
+from ortserve.server.dataplane import DataPlane
 from ortserve.server.http import Request, Response, Router
 
 _LABELS = ["model", "version"]
@@ -24,6 +26,52 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], histogram: Hist
 class _StatsCollector:
     def __init__(self, registry: ModelRegistry) -> None:
         self._registry = registry
+
+    def _scheduling(self) -> Iterator[Metric]:
+        """Admission, queue, the scheduler's current choices and instances, per version."""
+        refused = CounterMetricFamily("ortserve_refused_requests", "Requests refused at admission, by reason "
+                                      "(queue_full, deadline, latency_slo)", labels=[*_LABELS, "reason"])
+        dropped = CounterMetricFamily("ortserve_dropped_requests", "Admitted requests answered without running, by "
+                                      "reason (expired, cancelled, stopped)", labels=[*_LABELS, "reason"])
+        queue_rows = GaugeMetricFamily("ortserve_queue_rows", "Rows queued for a batch", labels=_LABELS)
+        queue_requests = GaugeMetricFamily("ortserve_queue_requests", "Requests queued for a batch", labels=_LABELS)
+        bound = GaugeMetricFamily("ortserve_queue_bound_rows", "Most rows the queue takes (absent: unbounded)",
+                                  labels=_LABELS)
+        row_limit = GaugeMetricFamily("ortserve_batch_row_limit", "Most rows the scheduler lets a batch take now",
+                                      labels=_LABELS)
+        max_wait = GaugeMetricFamily("ortserve_batch_max_wait_seconds", "Longest a batch may now wait for more rows",
+                                     labels=_LABELS)
+        fixed = GaugeMetricFamily("ortserve_batch_fixed_cost_seconds", "Measured fixed cost of one batch",
+                                  labels=_LABELS)
+        per_row = GaugeMetricFamily("ortserve_batch_row_cost_seconds", "Measured cost of each row in a batch",
+                                    labels=_LABELS)
+        instances = GaugeMetricFamily("ortserve_instances", "Instances (sessions) running batches", labels=_LABELS)
+        scalings = CounterMetricFamily("ortserve_instance_changes", "Changes of the instance count by the scaler",
+                                       labels=_LABELS)
+        for model in self._registry.models.values():
+            for served in model.versions.values():
+                labels = [served.model, str(served.version)]
+                stats = served.stats
+                for reason, count in sorted(stats.refusals.items()):
+                    refused.add_metric([*labels, reason], count)
+                for reason, count in sorted(stats.drops.items()):
+                    dropped.add_metric([*labels, reason], count)
+                scalings.add_metric(labels, stats.scaling_count)
+                batcher = served.batcher
+                if batcher is None:
+                    continue
+                state, choices = batcher.state(), batcher.choices()
+                queue_rows.add_metric(labels, state.queued_rows)
+                queue_requests.add_metric(labels, state.queued_requests)
+                if state.queue_bound is not None:
+                    bound.add_metric(labels, state.queue_bound)
+                instances.add_metric(labels, state.instances)
+                row_limit.add_metric(labels, choices.row_limit)
+                max_wait.add_metric(labels, choices.max_wait_ns / 1e9)
+                fixed.add_metric(labels, choices.batch_fixed_cost_ns / 1e9)
+                per_row.add_metric(labels, choices.batch_row_cost_ns / 1e9)
+        yield from (refused, dropped, queue_rows, queue_requests, bound, row_limit, max_wait, fixed, per_row,
+                    instances, scalings)
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("ortserve_requests", "Inference requests by outcome",
@@ -52,12 +100,35 @@ class _StatsCollector:
                 _histogram(compute, labels, stats.compute_seconds)
                 _histogram(batch, labels, stats.batch_rows)
         yield from (requests, rows, executions, in_flight, latency, queue, compute, batch)
+        yield from self._scheduling()
+
+
+class _GpuCollector:
+    def __init__(self, gpus: GpuMonitor) -> None:
+        self._gpus = gpus
+
+    def collect(self) -> Iterator[Metric]:
+        readings = self._gpus.read()
+        if not readings:
+            return
+        labels = ["gpu", "name"]
+        utilization = GaugeMetricFamily("ortserve_gpu_utilization_ratio", "Share of time a kernel ran (NVML)",
+                                        labels=labels)
+        used = GaugeMetricFamily("ortserve_gpu_memory_used_bytes", "GPU memory in use (NVML)", labels=labels)
+        total = GaugeMetricFamily("ortserve_gpu_memory_total_bytes", "GPU memory in all (NVML)", labels=labels)
+        for reading in readings:
+            device = [str(reading.index), reading.name]
+            utilization.add_metric(device, reading.utilization)
+            used.add_metric(device, reading.memory_used_bytes)
+            total.add_metric(device, reading.memory_total_bytes)
+        yield from (utilization, used, total)
 
 
 class Metrics:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, plane: DataPlane) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(_StatsCollector(registry))
+        self._registry.register(_StatsCollector(plane.registry))
+        self._registry.register(_GpuCollector(plane.gpus))
 
     def routes(self, router: Router) -> None:
         router.add("GET", "/metrics", self.scrape)

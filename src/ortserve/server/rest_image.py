@@ -109,10 +109,11 @@ class ImageRest:
             raise InvalidInput("the form has no field named 'image'")
         classes = classifier.output.shape[-1]
         top_k = _top_k(request, fields, classes if classes > 0 else None)
+        served.precheck()
         start = time.perf_counter()
         tensor = await asyncio.get_running_loop().run_in_executor(self._pool, classifier.preprocess, fields["image"])
         preprocessed = time.perf_counter()
-        outputs = await served.infer({classifier.input.name: tensor}, [classifier.output.name])
+        outputs = await served.infer({classifier.input.name: tensor}, [classifier.output.name], gone=request.gone())
         inferred = time.perf_counter()
         return json_response({
             "model": served.model,

@@ -139,11 +139,12 @@ class TfServingRest:
         has_rows, has_columns = "instances" in document, "inputs" in document
         require(has_rows != has_columns,
                  "give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
+        served.precheck()
         if has_rows:
             inputs = _row_inputs(signature, document["instances"])
         else:
             inputs = _columnar_inputs(signature, document["inputs"])
-        results = await served.infer(inputs)
+        results = await served.infer(inputs, gone=request.gone())
         arrays = list(results.values())
         if has_rows:
             return Response(200, dumps({"predictions": _row_predictions(results)}, arrays))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from ortserve.server.codec import (
     json_tensor,
     loads,
 )
-from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.dataplane import DataPlane, parse_version, timeout_deadline
 from ortserve.server.http import Request, Response, Router, json_response
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -44,6 +45,7 @@ def _shape(name: str, value: Any) -> list[int]:
 class _OutputChoice:
     binary: dict[str, bool]  # requested outputs (none: all of them), each with whether it goes back as binary
     default_binary: bool  # for outputs not named: the request-level binary_data_output
+    parameters: dict[str, Any]  # the request-level parameters
 
 
 class V2Rest:
@@ -102,13 +104,14 @@ class V2Rest:
         model = self._plane.model(params["model"])
         version = parse_version(params.get("version"))
         versions = [s for v, s in sorted(model.versions.items()) if version is None or v == version]
-        return json_response({"model_stats": [triton.version_stats(s) for s in versions]})
+        return json_response({"model_stats": [self._stats(s) for s in versions]})
 
     async def all_stats(self, request: Request, params: dict[str, str]) -> Response:
         models: list[ServedModel] = list(self._plane.registry.models.values())
-        return json_response({"model_stats": [
-            triton.version_stats(s) for model in models for s in model.versions.values()
-        ]})
+        return json_response({"model_stats": [self._stats(s) for model in models for s in model.versions.values()]})
+
+    def _stats(self, served: ServedVersion) -> dict[str, Any]:
+        return {**triton.version_stats(served), "ortserve": triton.scheduling_stats(served, self._plane.gpus)}
 
     async def repository_index(self, request: Request, params: dict[str, str]) -> Response:
         return json_response(triton.repository_index(self._plane.registry))
@@ -122,6 +125,7 @@ class V2Rest:
         return json_response({})
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:
+        arrived = time.perf_counter_ns()
         served = self._served(params)
         assert served.signature is not None
         body = memoryview(request.body)
@@ -135,9 +139,11 @@ class V2Rest:
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
         document = loads(json_part, frozenset({"data"}))
         require(isinstance(document, dict), "the request body must be a JSON object")
-        inputs = self._decode_inputs(document.get("inputs"), binary)
         choice = self._requested_outputs(document)
-        results = await served.infer(inputs, list(choice.binary) or None)
+        deadline = timeout_deadline(choice.parameters.get("timeout"), arrived)
+        served.precheck(deadline)
+        inputs = self._decode_inputs(document.get("inputs"), binary)
+        results = await served.infer(inputs, list(choice.binary) or None, deadline_ns=deadline, gone=request.gone())
         return self._encode(served, document.get("id"), results, choice)
 
     @staticmethod
@@ -182,7 +188,7 @@ class V2Rest:
         items = document.get("outputs")
         wanted: dict[str, bool] = {}
         if items is None:
-            return _OutputChoice(wanted, default_binary)
+            return _OutputChoice(wanted, default_binary, parameters)
         require(isinstance(items, list), "'outputs' must be a list")
         for item in items:
             require(isinstance(item, dict) and isinstance(item.get("name"), str),
@@ -190,7 +196,7 @@ class V2Rest:
             output_parameters = item.get("parameters") or {}
             require(isinstance(output_parameters, dict), f"output {item['name']!r}: 'parameters' must be an object")
             wanted[item["name"]] = bool(output_parameters.get("binary_data", default_binary))
-        return _OutputChoice(wanted, default_binary)
+        return _OutputChoice(wanted, default_binary, parameters)
 
     @staticmethod
     def _encode(served: ServedVersion, request_id: Any, results: dict[str, np.ndarray],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.runtime.signature import TensorSpec
@@ -20,6 +22,8 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
 def model_config(served: ServedVersion) -> dict[str, Any]:
     assert served.signature is not None
     batched = served.max_batch_size > 0
+    batcher = served.batcher
+    instances = batcher.state().instances if batcher is not None else served.config.instances.min
     config: dict[str, Any] = {
         "name": served.model,
         "platform": PLATFORM,
@@ -27,13 +31,17 @@ def model_config(served: ServedVersion) -> dict[str, Any]:
         "max_batch_size": served.max_batch_size,
         "input": [_config_tensor(spec, batched) for spec in served.signature.inputs],
         "output": [_config_tensor(spec, batched) for spec in served.signature.outputs],
-        "instance_group": [{"name": served.model, "count": 1, "kind": "KIND_CPU"}],
+        "instance_group": [{"name": served.model, "count": instances,
+                            "kind": "KIND_CPU" if served.gpu is None else "KIND_GPU"}],
         "parameters": {"execution_providers": {"string_value": ",".join(served.providers)}},
     }
     if batched:
+        delay_us = served.config.max_queue_delay_us
+        if delay_us is None:  # chosen by the scheduler: what it allows now
+            delay_us = 0 if batcher is None else int(batcher.choices().max_wait_ns // 1000)
         config["dynamic_batching"] = {
             "preferred_batch_size": served.config.preferred_batch_sizes,
-            "max_queue_delay_microseconds": served.config.max_queue_delay_us,
+            "max_queue_delay_microseconds": delay_us,
         }
     return config
 
@@ -68,6 +76,37 @@ def version_stats(served: ServedVersion) -> dict[str, Any]:
             for size, duration in sorted(stats.per_batch_size.items())
         ],
     }
+
+
+def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
+    """ortserve's own statistics beside Triton's (REST only; Triton's gRPC message has no field for them): the
+    scheduler's choices and their measurements, the queue and admission, instance changes, and the GPU."""
+    stats = served.stats
+    extra: dict[str, Any] = {
+        "refused": dict(stats.refusals),
+        "dropped": dict(stats.drops),
+        "instance_changes": [asdict(event) for event in stats.scalings],
+    }
+    batcher = served.batcher
+    if batcher is not None:
+        state, choices = batcher.state(), batcher.choices()
+        extra["scheduler"] = {
+            "max_batch_size": served.max_batch_size,
+            "row_limit": choices.row_limit,
+            "delay": "adaptive" if choices.adaptive else "configured",
+            "max_wait_us": round(choices.max_wait_ns / 1e3, 1),
+            "batch_fixed_cost_us": round(choices.batch_fixed_cost_ns / 1e3, 1),
+            "batch_row_cost_us": round(choices.batch_row_cost_ns / 1e3, 2),
+            "refill_us": None if choices.refill_ns is None else round(choices.refill_ns / 1e3, 1),
+            "runs_on_caller_thread": choices.runs_on_caller_thread,
+        }
+        extra["queue"] = {"rows": state.queued_rows, "requests": state.queued_requests,
+                          "bound_rows": state.queue_bound,
+                          "admission_correction": round(state.admission_correction, 3)}
+        extra["instances"] = {"count": state.instances, "busy": state.busy_instances}
+    if served.gpu is not None:
+        extra["gpu"] = [asdict(reading) for reading in gpus.read() if reading.index == served.gpu]
+    return extra
 
 
 def repository_index(registry: ModelRegistry) -> list[dict[str, str]]:

@@ -1,0 +1,88 @@
+"""Admission: refuse at once, before a queue slot or any compute, what cannot be served in time.
+
+A request is refused (`Overloaded`: HTTP 503 with Retry-After, gRPC UNAVAILABLE) when
+- the queue holds its bound in rows: `queue.max_rows`, or by default the rows the model is measured to run in
+  `queue.max_wait_ms` (at least two full batches);
+- its deadline (the gRPC deadline, the V2 `timeout` parameter) would pass before it is answered;
+- it would be answered later than the model's `latency_slo_ms`.
+
+"Answered" is predicted from the work ahead of the request (the batches running and the rows queued, at the
+measured batch cost, shared among the version's instances) plus its own batch, times a correction learnt from
+how long admitted requests really took against what was predicted for them: the prediction ignores the
+front ends' own CPU and the load generator's, which the correction takes in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ortserve.errors import Overloaded
+
+MIN_BOUND_BATCHES = 2
+_CALIBRATE_ABOVE_NS = 2_000_000  # shorter predictions are dominated by thread wake-ups, not by the queue
+_SMOOTHING = 0.05
+_SPREAD = 2.0  # deviations above the mean ratio the correction adds, so that few admitted requests run late
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    enabled: bool = True
+    max_queue_rows: int | None = None  # None: derived from the measured speed and max_queue_wait_ns
+    max_queue_wait_ns: int = 2_000_000_000
+    latency_slo_ns: int | None = None
+
+
+class Admission:
+    """Not thread-safe: the batcher calls it under its lock."""
+
+    def __init__(self, policy: AdmissionPolicy) -> None:
+        self.policy = policy
+        self._ratio = 1.0  # actual / predicted time to answer, running mean ...
+        self._deviation = 0.0  # ... and mean absolute deviation
+
+    @property
+    def correction(self) -> float:
+        return min(max(self._ratio + _SPREAD * self._deviation, 0.5), 4.0)
+
+    def queue_bound(self, row_cost_ns: float, batch_rows: int, instances: int) -> int | None:
+        """Most rows the queue may hold; None: unbounded (admission off, or nothing measured yet and no bound set)."""
+        if not self.policy.enabled:
+            return None
+        if self.policy.max_queue_rows is not None:
+            return self.policy.max_queue_rows
+        if row_cost_ns <= 0:
+            return None
+        in_budget = int(self.policy.max_queue_wait_ns / row_cost_ns) * instances
+        return max(in_budget, MIN_BOUND_BATCHES * max(batch_rows, 1))
+
+    def admit(self, *, rows: int, queued_rows: int, bound: int | None, wait_ns: float, own_ns: float,
+              deadline_left_ns: int | None) -> int:
+        """The predicted time until the request is answered, in ns, before the correction (what `answered`
+        takes back), or Overloaded naming why it is refused."""
+        raw = wait_ns + own_ns
+        predicted = raw * self.correction
+        if not self.policy.enabled:
+            return int(raw)
+        retry_after_s = max(1.0, math.ceil(wait_ns / 1e9))
+        if bound is not None and queued_rows + rows > bound and queued_rows > 0:
+            raise Overloaded(f"the model is overloaded: its queue holds {queued_rows} rows, the most it takes is "
+                             f"{bound}; retry later", retry_after_s, "queue_full")
+        if deadline_left_ns is not None and predicted > deadline_left_ns:
+            raise Overloaded(f"the model is overloaded: the request would be answered in about "
+                             f"{predicted / 1e6:.0f} ms, after its deadline ({max(deadline_left_ns, 0) / 1e6:.0f} "
+                             "ms left)", retry_after_s, "deadline")
+        slo = self.policy.latency_slo_ns
+        if slo is not None and predicted > slo and queued_rows > 0:
+            raise Overloaded(f"the model is overloaded: the request would be answered in about "
+                             f"{predicted / 1e6:.0f} ms, over its latency objective of {slo / 1e6:.0f} ms",
+                             retry_after_s, "latency_slo")
+        return int(raw)
+
+    def answered(self, predicted_ns: int, actual_ns: int) -> None:
+        """Learn from an admitted request: how long it took against its prediction (as `admit` returned it)."""
+        if predicted_ns < _CALIBRATE_ABOVE_NS:
+            return
+        ratio = actual_ns / predicted_ns
+        self._deviation += _SMOOTHING * (abs(ratio - self._ratio) - self._deviation)
+        self._ratio += _SMOOTHING * (ratio - self._ratio)
