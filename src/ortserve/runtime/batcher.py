@@ -135,20 +135,24 @@ class Batcher:
             self._lock.notify_all()
 
     def submit(self, inputs: Tensors, rows: int, key: Hashable, done: Done, started_ns: int, *,
-               deadline_ns: int = 0, run_later: RunLater | None = None) -> Cancel:
+               deadline_ns: int = 0, run_later: RunLater | None = None) -> Cancel | None:
         """Admit and queue a request (from any thread); `done` receives its outputs or its error. Raises
         Overloaded or ShuttingDown when it is refused. A caller that passes `run_later` may be handed
         `run_here`, which it must then call soon (see the module's docstring). Returns a callable that
-        withdraws the request if it is still queued (its caller has gone)."""
+        withdraws the request if it is still queued (its caller has gone), or None when the request runs at once
+        on the caller's thread, with nothing to withdraw it from."""
         now = time.perf_counter_ns()
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the model version is stopping and takes no new requests")
-            try:
-                predicted = self._admit(now, rows, deadline_ns)
-            except Overloaded as refused:
-                self._stats.refused(refused.reason, now - started_ns)
-                raise
+            predicted = 0
+            if self._queue or deadline_ns or any(instance.busy for instance in self._instances):
+                # an idle model with nothing queued takes any request without a deadline at once
+                try:
+                    predicted = self._admit(now, rows, deadline_ns)
+                except Overloaded as refused:
+                    self._stats.refused(refused.reason, now - started_ns)
+                    raise
             item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted)
             self._stats.started()
             self._arrived(now, rows)
@@ -159,10 +163,11 @@ class Batcher:
             if not claim:
                 self._claimed = False
                 self._lock.notify_all()
-            elif not self._claimed:
+                return functools.partial(self._cancel, item)
+            if not self._claimed:
                 self._claimed = True
                 run_later(self.run_here)
-        return functools.partial(self._cancel, item)
+        return None
 
     def precheck(self, deadline_ns: int = 0) -> None:
         """Admission for one row before the request is decoded: a refusal then costs no decoding either."""
@@ -314,6 +319,7 @@ class Batcher:
 
     def _next_batch(self, instance: _Instance) -> tuple[list[_Pending], list[_Pending]] | None:
         """Block until a batch should run on `instance`; None once it is retired, or closed and drained."""
+        waited = False  # chose to wait for company: what follows is no hand-over time
         with self._lock:
             while True:
                 if instance.retired or (self._closing and not self._queue):
@@ -324,7 +330,10 @@ class Batcher:
                 now = time.perf_counter_ns()
                 wait_ns = self._wait_ns(now)
                 if wait_ns <= 0:
+                    if not waited:
+                        self._scheduler.dispatched(now - max(self._queue[0].enqueued_ns, self._free_since_ns))
                     return self._start_batch(instance, now)
+                waited = True
                 self._lock.wait(wait_ns / 1e9)
 
     def _run(self, instance: _Instance, batch: list[_Pending]) -> None:

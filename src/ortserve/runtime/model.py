@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import threading
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class ServedVersion:
     calibration: BatchCosts | None = None  # measured at warmup
     signature: Signature | None = None
     max_batch_size: int = 0
+    threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
     providers: list[str] = field(default_factory=list)
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
@@ -134,12 +136,13 @@ class ServedVersion:
         batcher.precheck(deadline_ns)
 
     def submit(self, inputs: Tensors, outputs: list[str] | None, done: Done, *, deadline_ns: int = 0,
-               run_later: RunLater | None = None) -> Cancel:
+               run_later: RunLater | None = None) -> Cancel | None:
         """Validate, admit and queue for a batch, from any thread. What validation and admission find is raised
         here; `done` later receives the requested outputs (all when `outputs` is None), or the error, on the
         thread that ran the batch (the caller's own, when it offers `run_later` and the batcher takes it up:
         runtime.batcher). `deadline_ns` (time.perf_counter_ns; 0: none) is when the caller stops waiting. Returns
-        a callable that withdraws the request while it is queued (the caller has gone)."""
+        a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
+        once on the caller's thread."""
         start = time.perf_counter_ns()
         batcher, signature = self._batcher, self.signature
         if batcher is None or signature is None or self.state is not State.AVAILABLE:
@@ -162,16 +165,27 @@ class ServedVersion:
     async def infer(self, inputs: Tensors, outputs: list[str] | None = None, *, deadline_ns: int = 0,
                     gone: Awaitable[object] | None = None) -> Tensors:
         """submit() for a coroutine on the event loop: the outputs, or the error raised. `gone` completes when
-        the caller has gone (an HTTP client disconnected): its queued request is then withdrawn."""
+        the caller has gone (an HTTP client disconnected): its queued request is then withdrawn.
+
+        The loop offers to run a fast model's batch itself, once the callbacks already due have run (requests
+        that came together batch together), as the gRPC thread does. A worker thread would run it beside the loop,
+        but a small model's run there costs a GIL hand-over each way: measured on the MLP, session.run took 250 us
+        on a worker while the loop parsed HTTP, 37 us on the loop itself (docs/benchmarks.md)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Tensors] = loop.create_future()
+        loop_thread = threading.get_ident()
 
         def done(result: Tensors | BaseException) -> None:
+            if threading.get_ident() == loop_thread:
+                _settle(future, result)
+                return
             # RuntimeError: the loop closed while the batch ran, so nobody is waiting any more
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, result)
 
-        cancel = self.submit(inputs, outputs, done, deadline_ns=deadline_ns)
+        cancel = self.submit(inputs, outputs, done, deadline_ns=deadline_ns, run_later=loop.call_soon)
+        if cancel is None:  # runs on this loop before anything else it has to do: no caller can leave first
+            return await future
         watch = None if gone is None else asyncio.ensure_future(gone)
         if watch is not None:
             watch.add_done_callback(lambda _: cancel())

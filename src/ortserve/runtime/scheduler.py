@@ -13,8 +13,9 @@ queue for the next batch while this one runs, so the model is never idle waiting
 
 Waiting: when the model is free and fewer rows are queued than are expected (those left queued plus those the
 last batch answered), it waits only if the expected batch, counting the wait still expected for it, runs more
-rows per second than the queued rows would now; and never longer than IDLE_SHARE of that batch's cost, nor
-past the oldest request's deadline. A lone caller is never kept waiting (nothing more is expected), and a fast
+rows per second than the queued rows would now (each batch also costing a hand-over to the worker thread, which
+is measured too); and never longer than IDLE_SHARE of that batch's cost or one hand-over, whichever is longer,
+nor past the oldest request's deadline. A lone caller is never kept waiting (nothing more is expected), and a fast
 model never waits (its run costs less than any refill); a model with a large fixed cost under steady callers
 waits for full batches.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 ROW_COST_TOLERANCE = 0.02
 IDLE_SHARE = 0.1
 RUN_HERE_BELOW_NS = 1_000_000  # batches faster than this may run on the caller's thread (runtime.batcher)
+FAST_SAMPLE = 8
 SLO_BATCH_SHARE = 0.5  # under a latency objective, one batch may take at most this share of it
 _SMOOTHING = 0.2
 
@@ -67,7 +69,9 @@ class Scheduler:
         self.costs = costs or BatchCosts()
         self._costs_by_instances = {instances: self.costs}
         self.refill_ns: float | None = None
+        self.dispatch_ns = 0.0  # running mean of dispatched()
         self._run_ns = float(RUN_HERE_BELOW_NS)  # whole batch time (merge, run, split); starts undecided
+        self._batches = 0
         self.row_limit = policy.max_batch_size
         self._update_limit()
 
@@ -86,9 +90,12 @@ class Scheduler:
         self._update_limit()
 
     def batch_done(self, rows: int, compute_ns: int, whole_ns: int) -> None:
-        self.costs.observe(rows, compute_ns)
         self._run_ns += _SMOOTHING * (whole_ns - self._run_ns)
-        self._update_limit()
+        self._batches += 1
+        # a fast model runs thousands of batches a second: every FAST_SAMPLE-th is plenty to fit its costs
+        if not self.fast or self._batches % FAST_SAMPLE == 0:
+            self.costs.observe(rows, compute_ns)
+            self._update_limit()
 
     def refilled(self, ns: int) -> None:
         self.refill_ns = float(ns) if self.refill_ns is None else self.refill_ns + _SMOOTHING * (ns - self.refill_ns)
@@ -113,20 +120,29 @@ class Scheduler:
         target = min(expected_rows, limit)
         if target <= queued_rows or not self.costs.measured:
             return 0
-        cap = IDLE_SHARE * self.cost_ns(target)
+        cap = self._wait_cap_ns(target)
         refill_left = (cap if self.refill_ns is None else self.refill_ns) - waited_ns
         if waited_ns >= cap or refill_left < -self._late_allowance():
             return 0
         refill_left = max(refill_left, 0.0)
-        if head_deadline_left_ns is not None and refill_left + self.cost_ns(target) > head_deadline_left_ns:
+        later_cost = self.dispatch_ns + self.cost_ns(target)
+        if head_deadline_left_ns is not None and refill_left + later_cost > head_deadline_left_ns:
             return 0
-        now_cost = self.cost_ns(queued_rows)
+        now_cost = self.dispatch_ns + self.cost_ns(queued_rows)
         if now_cost <= 0:
             return 0
-        later_rate = target / (refill_left + self.cost_ns(target))
-        if later_rate <= queued_rows / now_cost:
+        if target / (refill_left + later_cost) <= queued_rows / now_cost:
             return 0
         return int(cap - waited_ns)
+
+    def dispatched(self, ns: int) -> None:
+        """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
+        self.dispatch_ns += _SMOOTHING * (ns - self.dispatch_ns)
+
+    def _wait_cap_ns(self, rows: int) -> float:
+        """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
+        which a batch of its own would cost too."""
+        return max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
 
     def batch_rows(self, queued_rows: int) -> int:
         """How many rows to take now: the largest preferred size reached, else up to the row limit."""
@@ -146,7 +162,7 @@ class Scheduler:
             return float(self.policy.max_queue_delay_ns)
         if not self.costs.measured or self.row_limit == 0:
             return 0.0
-        return IDLE_SHARE * self.cost_ns(self.row_limit)
+        return self._wait_cap_ns(self.row_limit)
 
     def _late_allowance(self) -> float:
         """How far past the usual refill time expected rows are still waited for."""

@@ -15,10 +15,11 @@ A servicer's methods come in two kinds, told apart by their signature:
   state (load, unload) or are rare enough that a thread hop does not matter.
 A core error raised by either becomes its status code (`grpc_status`); anything else is logged and INTERNAL.
 
-Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and learns when its client has
-gone: the core reports a cancelled call (the client cancelled, or its deadline passed) through the
-close-on-server operation started when the call is accepted, and the call then runs the callback its handler
-left with `on_cancel` (withdrawing a queued request: runtime.batcher).
+Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and can learn when its client has
+gone: a handler that leaves a callback with `on_cancel` (withdrawing a queued request: runtime.batcher) starts
+the close-on-server operation, through which the core reports a cancelled call (the client cancelled, or its
+deadline passed), and the callback runs then. Calls answered at once never ask: one operation and one
+completion fewer per call.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Method:
 class Call:
     """One unary call. Answer it once, from any thread; later answers are ignored."""
 
-    __slots__ = ("_answered", "_call", "_cancelled", "_lock", "_on_cancel", "deadline_ns", "name", "run_later")
+    __slots__ = ("_answered", "_call", "_closing", "_lock", "_on_cancel", "deadline_ns", "name", "run_later")
 
     def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None],
                  deadline_ns: int) -> None:
@@ -72,20 +73,23 @@ class Call:
         self.run_later = run_later  # work for the gRPC thread once it has read the calls already waiting
         self.deadline_ns = deadline_ns  # when the client stops waiting (time.perf_counter_ns); 0: never
         self._answered = False
-        self._cancelled = False
+        self._closing = False  # the close-on-server operation is started
         self._on_cancel: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Run `callback` (on the gRPC thread) if the client goes away before it is answered; at once if it has."""
-        if self._cancelled:
-            callback()
-        else:
-            self._on_cancel = callback
+        """Run `callback` (on the gRPC thread) if the client goes away before the call is answered."""
+        with self._lock:
+            if self._answered:
+                return
+            self._on_cancel, self._closing = callback, True
+        try:
+            self._call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), _Closing(self))
+        except ValueError:  # the call is already over
+            self.cancelled()
 
     def cancelled(self) -> None:
         """The core reports that the client cancelled, or that the deadline passed."""
-        self._cancelled = True
         callback, self._on_cancel = self._on_cancel, None
         if callback is not None:
             callback()
@@ -123,10 +127,13 @@ class Call:
             if self._answered:
                 return
             self._answered = True
+            closing = self._closing
         operations = [cygrpc.SendInitialMetadataOperation(None, 0)]
         if message is not None:
             operations.append(cygrpc.SendMessageOperation(message, 0))
         operations.append(cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0))
+        if not closing:
+            operations.append(cygrpc.ReceiveCloseOnServerOperation(0))
         try:
             # the tag keeps this object, so the core's call, alive until the send completes
             self._call.start_server_batch(operations, self)
@@ -248,11 +255,6 @@ class GrpcServer:
         left_s = deadline_s - time.time()
         deadline_ns = 0 if left_s > _NO_DEADLINE_S else time.perf_counter_ns() + int(left_s * 1e9)
         answer = Call(call, name, self._run_later, deadline_ns)
-        try:
-            call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), _Closing(answer))
-        except ValueError:
-            log.debug("call %s ended before it was accepted", name)
-            return
         method = self._methods.get(path)
         if method is None:
             answer.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {name} is not implemented by ortserve")

@@ -87,7 +87,8 @@ class PredictionService:
 
         cancel = served.submit(inputs, list(request.output_filter) or None, call.answer_with(answer),
                                deadline_ns=call.deadline_ns, run_later=call.run_later)
-        call.on_cancel(cancel)
+        if cancel is not None:
+            call.on_cancel(cancel)
 
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                                ) -> get_model_metadata_pb2.GetModelMetadataResponse:

@@ -135,7 +135,8 @@ class InferenceService:
         deadline = earliest(call.deadline_ns, _timeout_deadline(request))
         cancel = served.submit(_decode_inputs(request), wanted, call.answer_with(answer), deadline_ns=deadline,
                                run_later=call.run_later)
-        call.on_cancel(cancel)
+        if cancel is not None:
+            call.on_cancel(cancel)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)
