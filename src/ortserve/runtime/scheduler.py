@@ -1,37 +1,38 @@
 """How long a batch waits and how many rows it takes, chosen from what the batcher measures.
 
-Explicit settings (`max_queue_delay_us`, `preferred_batch_sizes`) are kept as given. Left unset, they are chosen
-continuously from two measurements:
+Explicit settings (`max_queue_delay_us`, `preferred_batch_sizes`) are kept as given. Left unset, the wait is
+chosen continuously from three measurements:
 - the batch cost line (runtime.costs): `fixed + per_row * rows` for one run;
 - the refill time: how long after a batch ends as many rows have arrived again as that batch answered
-  (callers in a closed loop come back once answered; in an open loop it is those rows' arrival time).
+  (callers in a closed loop come back once answered; in an open loop it is those rows' arrival time);
+- the hand-over time: how long a request waits for a worker that was free when it came (a thread wake-up).
 
-Rows per batch: the smallest batch whose cost per row is within ROW_COST_TOLERANCE of the largest allowed
-batch's. Past it, bigger batches buy almost no throughput but make every row in them wait for the whole batch.
-Where per-row cost barely falls with size (a large CNN on a CPU) this is a few rows, and callers beyond it
-queue for the next batch while this one runs, so the model is never idle waiting for them.
+Waiting: when an instance is free and fewer rows are queued than are expected (those left queued plus those the
+last batch answered), the batch waits for them only while they are expected within its wait cap: IDLE_SHARE of
+the expected batch's run, or one hand-over, whichever is longer (a batch of its own would cost a hand-over too).
+It never waits past the oldest request's deadline, nor much past the refill time (the rows are not coming).
+So a lone caller is never kept waiting (nothing more is expected); a fast model, whose callers take longer to
+come back than its batch takes to run, never waits; and a model whose batch runs long against the refill
+(ResNet50 on a CPU: 300 ms per batch of 8, callers back within 3 ms) waits a little for full batches instead of
+running the first returning caller alone and splitting the rest into uneven batches (docs/benchmarks.md).
+This rests on measured times only, not on the fitted fixed cost, which noise can hide (on a CPU where a large
+CNN's cost per image hardly falls with batch size, the fit's fixed part comes out anywhere near zero).
 
-Waiting: when the model is free and fewer rows are queued than are expected (those left queued plus those the
-last batch answered), it waits only if the expected batch, counting the wait still expected for it, runs more
-rows per second than the queued rows would now (each batch also costing a hand-over to the worker thread, which
-is measured too); and never longer than IDLE_SHARE of that batch's cost or one hand-over, whichever is longer,
-nor past the oldest request's deadline. A lone caller is never kept waiting (nothing more is expected), and a fast
-model never waits (its run costs less than any refill); a model with a large fixed cost under steady callers
-waits for full batches.
+Rows per batch: up to `max_batch_size`, and under a latency objective (`latency_slo_ms`) no more than a batch
+that runs in SLO_BATCH_SHARE of it, by the cost line.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 from ortserve.runtime.costs import BatchCosts
 
 log = logging.getLogger(__name__)
 
-ROW_COST_TOLERANCE = 0.02
 IDLE_SHARE = 0.1
+LATE_REFILL = 2.0  # expected rows later than this many refill times are no longer waited for
 RUN_HERE_BELOW_NS = 1_000_000  # batches faster than this may run on the caller's thread (runtime.batcher)
 FAST_SAMPLE = 8
 SLO_BATCH_SHARE = 0.5  # under a latency objective, one batch may take at most this share of it
@@ -48,6 +49,7 @@ class Choices:
     batch_fixed_cost_ns: float
     batch_row_cost_ns: float
     refill_ns: float | None
+    dispatch_ns: float
     runs_on_caller_thread: bool
 
 
@@ -100,6 +102,10 @@ class Scheduler:
     def refilled(self, ns: int) -> None:
         self.refill_ns = float(ns) if self.refill_ns is None else self.refill_ns + _SMOOTHING * (ns - self.refill_ns)
 
+    def dispatched(self, ns: int) -> None:
+        """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
+        self.dispatch_ns += _SMOOTHING * (ns - self.dispatch_ns)
+
     def cost_ns(self, rows: int) -> float:
         return self.costs.cost_ns(rows)
 
@@ -109,8 +115,7 @@ class Scheduler:
         limit = self.row_limit
         if limit == 0 or queued_rows >= limit:
             return 0
-        reached = [size for size in self.policy.preferred_batch_sizes if size <= queued_rows]
-        if reached:
+        if any(size <= queued_rows for size in self.policy.preferred_batch_sizes):
             return 0
         if not self.adaptive_delay:
             assert self.policy.max_queue_delay_ns is not None
@@ -121,28 +126,13 @@ class Scheduler:
         if target <= queued_rows or not self.costs.measured:
             return 0
         cap = self._wait_cap_ns(target)
-        refill_left = (cap if self.refill_ns is None else self.refill_ns) - waited_ns
-        if waited_ns >= cap or refill_left < -self._late_allowance():
+        refill = self.refill_ns
+        if refill is not None and (refill > cap or waited_ns > LATE_REFILL * refill):
+            return 0  # the rows would come too late to be worth the wait, or they are not coming
+        wait = cap - waited_ns
+        if head_deadline_left_ns is not None and wait + self.cost_ns(target) > head_deadline_left_ns:
             return 0
-        refill_left = max(refill_left, 0.0)
-        later_cost = self.dispatch_ns + self.cost_ns(target)
-        if head_deadline_left_ns is not None and refill_left + later_cost > head_deadline_left_ns:
-            return 0
-        now_cost = self.dispatch_ns + self.cost_ns(queued_rows)
-        if now_cost <= 0:
-            return 0
-        if target / (refill_left + later_cost) <= queued_rows / now_cost:
-            return 0
-        return int(cap - waited_ns)
-
-    def dispatched(self, ns: int) -> None:
-        """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
-        self.dispatch_ns += _SMOOTHING * (ns - self.dispatch_ns)
-
-    def _wait_cap_ns(self, rows: int) -> float:
-        """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
-        which a batch of its own would cost too."""
-        return max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
+        return int(wait)
 
     def batch_rows(self, queued_rows: int) -> int:
         """How many rows to take now: the largest preferred size reached, else up to the row limit."""
@@ -153,7 +143,12 @@ class Scheduler:
 
     def choices(self) -> Choices:
         return Choices(self.row_limit, self.adaptive_delay, self._max_wait_ns(), self.costs.fixed_ns,
-                       self.costs.per_row_ns, self.refill_ns, self.fast)
+                       self.costs.per_row_ns, self.refill_ns, self.dispatch_ns, self.fast)
+
+    def _wait_cap_ns(self, rows: int) -> float:
+        """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
+        which a batch of its own would cost too."""
+        return max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
 
     def _max_wait_ns(self) -> float:
         """The longest a batch may now wait for company."""
@@ -162,26 +157,16 @@ class Scheduler:
             return float(self.policy.max_queue_delay_ns)
         if not self.costs.measured or self.row_limit == 0:
             return 0.0
-        return self._wait_cap_ns(self.row_limit)
-
-    def _late_allowance(self) -> float:
-        """How far past the usual refill time expected rows are still waited for."""
-        return self.refill_ns or 0.0
+        cap = self._wait_cap_ns(self.row_limit)
+        return 0.0 if self.refill_ns is not None and self.refill_ns > cap else cap
 
     def _update_limit(self) -> None:
-        largest = self.policy.max_batch_size
-        if largest <= 1 or not self.costs.measured:
-            self.row_limit = largest
-            return
-        fixed, per_row = self.costs.fixed_ns, self.costs.per_row_ns
-        limit = largest
-        spare = (1 + ROW_COST_TOLERANCE) * (fixed / largest + per_row) - per_row
-        if self.adaptive_delay and spare > 0:  # a configured delay means batching as configured
-            limit = min(largest, max(1, math.ceil(fixed / spare - 1e-9)))
-        if self.policy.latency_slo_ns is not None and per_row > 0:
-            budget = SLO_BATCH_SHARE * self.policy.latency_slo_ns
-            limit = min(limit, max(1, int((budget - fixed) // per_row)))
+        limit = self.policy.max_batch_size
+        slo = self.policy.latency_slo_ns
+        if limit > 1 and slo is not None and self.costs.measured and self.costs.per_row_ns > 0:
+            fitting = int((SLO_BATCH_SHARE * slo - self.costs.fixed_ns) // self.costs.per_row_ns)
+            limit = min(limit, max(1, fitting))
         if limit != self.row_limit:
             log.debug("batches of up to %d rows (was %d): a batch costs %.1f us + %.2f us per row", limit,
-                      self.row_limit, fixed / 1e3, per_row / 1e3)
+                      self.row_limit, self.costs.fixed_ns / 1e3, self.costs.per_row_ns / 1e3)
         self.row_limit = limit
