@@ -16,6 +16,10 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert config.max_batch_size is None  # derived from the signature at load time
     assert config.version_policy.latest == 1
     assert [p.name for p in config.execution_providers] == ["CPUExecutionProvider"]
+    # scheduling is the scheduler's choice, and the queue is bounded with admission on
+    assert config.max_queue_delay_us is None and config.latency_slo_ms is None
+    assert config.queue.admission and config.queue.max_rows is None and config.queue.max_wait_ms == 2000
+    assert (config.instances.min, config.instances.max, config.instances.adaptive) == (1, 1, False)
 
 
 def test_every_knob_parses(tmp_path: Path) -> None:
@@ -33,6 +37,9 @@ execution_providers:
 version_policy: {specific: [1, 3]}
 labels: {stable: 1, canary: 3}
 warmup: {runs: 3, batch_size: 2, shapes: {input: [128]}}
+latency_slo_ms: 250
+queue: {max_rows: 64, max_wait_ms: 500, admission: false}
+instances: {min: 1, max: 4}
 """)
     config = load_config(tmp_path)
     assert config.max_batch_size == 16 and config.preferred_batch_sizes == [4, 8]
@@ -43,6 +50,13 @@ warmup: {runs: 3, batch_size: 2, shapes: {input: [128]}}
     assert config.version_policy.select([1, 2, 3, 4]) == [1, 3]
     assert config.labels == {"stable": 1, "canary": 3}
     assert config.warmup.shapes == {"input": [128]}
+    assert config.latency_slo_ms == 250 and config.queue.max_rows == 64 and not config.queue.admission
+    assert config.instances.adaptive and config.instances.max == 4
+
+
+def test_an_instance_count_is_a_fixed_range() -> None:
+    instances = parse_config("m", {"instances": 3}).instances
+    assert (instances.min, instances.max, instances.adaptive) == (3, 3, False)
 
 
 @pytest.mark.parametrize(("policy", "expected"), [
@@ -65,6 +79,11 @@ def test_version_policies(policy, expected: list[int]) -> None:
     ({"execution_providers": ["gpu"]}, ["'execution_providers.0.name'", "'gpu'"]),
     ({"max_batch_size": 4, "preferred_batch_sizes": [8]}, ["preferred_batch_sizes [8] exceed max_batch_size 4"]),
     ({"batch_size": 4}, ["'batch_size'", "Extra inputs"]),
+    ({"instances": {"min": 3, "max": 2}}, ["'instances'", "min (3) is larger than max (2)"]),
+    ({"instances": 0}, ["'instances.min'"]),
+    ({"latency_slo_ms": 0}, ["'latency_slo_ms'", "greater than 0"]),
+    ({"queue": {"max_rows": 0}}, ["'queue.max_rows'"]),
+    ({"queue": {"bound": 5}}, ["'queue.bound'", "Extra inputs"]),
     ([1, 2], ["must be a mapping"]),
 ])
 def test_errors_name_model_and_field(data, words: list[str]) -> None:

@@ -23,3 +23,22 @@ def test_metrics_count_successes_and_failures(server: RunningServer) -> None:
         key = (f"ortserve_{family}_count", frozenset(version))
         assert after[key] >= before[key] + 1
     assert after[("ortserve_in_flight_requests", frozenset(version))] == 0
+
+
+def test_the_schedulers_choices_are_visible(server: RunningServer) -> None:
+    """With no config.yaml the scheduler chooses; what it chose and why shows in /metrics and the statistics."""
+    httpx.post(f"{server.url}/v1/models/mlp:predict", json={"instances": [[0.0] * 784]})
+    version = frozenset({("model", "mlp"), ("version", "1")})
+    metrics = samples(server)
+    assert metrics[("ortserve_instances", version)] == 1
+    assert metrics[("ortserve_batch_row_limit", version)] == 32
+    assert metrics[("ortserve_queue_bound_rows", version)] >= 64
+    assert metrics[("ortserve_queue_rows", version)] == 0
+    assert metrics[("ortserve_batch_row_cost_seconds", version)] + metrics[
+        ("ortserve_batch_fixed_cost_seconds", version)] > 0  # measured at warmup
+    stats = httpx.get(f"{server.url}/v2/models/mlp/stats").json()["model_stats"][0]["ortserve"]
+    assert stats["scheduler"]["delay"] == "adaptive" and stats["scheduler"]["row_limit"] == 32
+    assert stats["queue"]["bound_rows"] == metrics[("ortserve_queue_bound_rows", version)]
+    assert stats["instances"]["count"] == 1 and stats["instances"]["intra_op_threads"] >= 0
+    configured = httpx.get(f"{server.url}/v2/models/slow_batch/stats").json()["model_stats"][0]["ortserve"]
+    assert configured["scheduler"]["delay"] == "configured" and configured["scheduler"]["max_wait_us"] == 200_000

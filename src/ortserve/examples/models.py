@@ -84,6 +84,27 @@ def fixed_shape(scale: float = 1.0) -> onnx.ModelProto:
     return _model(graph)
 
 
+def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0) -> onnx.ModelProto:
+    """`layers` MatMul + Tanh layers on `width` features sharing one weight matrix, with a dynamic batch
+    dimension: a small file whose run time grows with `layers` (about 2 * layers * width^2 FLOPs a row), for
+    tests of queues, deadlines and shutdown."""
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")
+    nodes, x = [], "input"
+    for layer in range(layers):
+        product, activated = f"product{layer}", ("output" if layer == layers - 1 else f"activated{layer}")
+        nodes += [helper.make_node("MatMul", [x, "w"], [product]),
+                  helper.make_node("Tanh", [product], [activated])]
+        x = activated
+    graph = helper.make_graph(
+        nodes, "dense_stack",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+        initializer=[weight],
+    )
+    return _model(graph)
+
+
 class _ResNetBuilder:
     """ResNet-50 v1.5 (bottleneck blocks [3, 4, 6, 3]) with batch norm folded into the convolutions."""
 

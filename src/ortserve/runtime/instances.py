@@ -145,10 +145,15 @@ class InstanceScaler:
                 self._apply(*wanted)
 
     def decide(self, reading: _Reading, now: float) -> tuple[int, str] | None:
-        """The instance count to move to, and why; None to stay."""
+        """The instance count to move to, and why; None to stay. The interval right after a move is not judged."""
         if self._settling:
             self._settling = False
             return None
+        wanted = self._choose(reading, now)
+        self._settling = wanted is not None
+        return wanted
+
+    def _choose(self, reading: _Reading, now: float) -> tuple[int, str] | None:
         if self._trial is not None:
             return self._judge_trial(reading, now)
         if reading.saturated:
@@ -208,4 +213,3 @@ class InstanceScaler:
         log.info("%s: %d -> %d instances: %s", self._name, self.count, count, reason)
         self._stats.scaled(ScalingEvent(time.time(), self.count, count, reason))
         self.count = count
-        self._settling = True

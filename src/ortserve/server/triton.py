@@ -104,7 +104,8 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
         extra["queue"] = {"rows": state.queued_rows, "requests": state.queued_requests,
                           "bound_rows": state.queue_bound,
                           "admission_correction": round(state.admission_correction, 3)}
-        extra["instances"] = {"count": state.instances, "busy": state.busy_instances}
+        extra["instances"] = {"count": state.instances, "busy": state.busy_instances,
+                              "intra_op_threads": served.threads}
     if served.gpu is not None:
         extra["gpu"] = [asdict(reading) for reading in gpus.read() if reading.index == served.gpu]
     return extra

@@ -1,0 +1,138 @@
+"""The batch cost fit and the scheduler's choices, on costs that are known."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from ortserve.runtime.costs import BatchCosts
+from ortserve.runtime.scheduler import IDLE_SHARE, BatchingPolicy, Scheduler
+from ortserve.runtime.stats import VersionStats
+from ortserve.runtime.warmup import one_thread_wins
+from tests.runtime.test_batcher import Recorder, make_batcher
+
+MS = 1_000_000
+
+
+def _costs(fixed_ns: float, per_row_ns: float, sizes: tuple[int, ...] = (1, 2, 4, 8)) -> BatchCosts:
+    costs = BatchCosts()
+    for rows in sizes:
+        costs.observe(rows, int(fixed_ns + per_row_ns * rows))
+    return costs
+
+
+def test_the_fit_recovers_a_known_cost_line() -> None:
+    costs = _costs(10 * MS, 20 * MS)
+    assert costs.fixed_ns == pytest.approx(10 * MS, rel=1e-6)
+    assert costs.per_row_ns == pytest.approx(20 * MS, rel=1e-6)
+    assert costs.cost_ns(16) == pytest.approx(330 * MS, rel=1e-6)
+
+
+def test_the_fit_follows_a_size_whose_cost_changes() -> None:
+    costs = _costs(0, 1_000, sizes=(1, 8))
+    for _ in range(200):  # batches of 8 became twice as costly
+        costs.observe(8, 16_000)
+    assert costs.sizes[8] == pytest.approx(16_000, rel=0.01)
+    assert costs.per_row_ns > 1_000
+
+
+def test_one_size_seen_counts_as_cost_per_row() -> None:
+    costs = BatchCosts()
+    costs.observe(4, 4_000)
+    assert (costs.fixed_ns, costs.per_row_ns) == (0.0, 1_000.0)
+
+
+def _scheduler(fixed_ns: float, per_row_ns: float, *, refill_ns: float | None = None, **policy) -> Scheduler:
+    scheduler = Scheduler(BatchingPolicy(**({"max_batch_size": 32} | policy)), _costs(fixed_ns, per_row_ns))
+    if refill_ns is not None:
+        scheduler.refilled(int(refill_ns))
+    return scheduler
+
+
+def test_a_slow_batch_waits_for_callers_expected_back_soon() -> None:
+    """ResNet50-like: 300 ms for 8 rows, the answered callers back within 3 ms."""
+    scheduler = _scheduler(10 * MS, 37 * MS, refill_ns=3 * MS)
+    cap = IDLE_SHARE * scheduler.cost_ns(8)
+    assert scheduler.wait_ns(queued_rows=1, expected_rows=8, waited_ns=0, head_deadline_left_ns=None) == int(cap)
+    assert scheduler.wait_ns(1, 8, 2 * MS, None) == int(cap - 2 * MS)
+    assert scheduler.wait_ns(8, 8, 0, None) == 0  # all there
+    assert scheduler.wait_ns(1, 8, int(2.5 * 3 * MS), None) == 0  # far past the refill time: not coming
+
+
+def test_a_lone_caller_and_a_fast_model_never_wait() -> None:
+    slow = _scheduler(10 * MS, 37 * MS, refill_ns=3 * MS)
+    assert slow.wait_ns(queued_rows=1, expected_rows=1, waited_ns=0, head_deadline_left_ns=None) == 0
+    fast = _scheduler(20_000, 2_000, refill_ns=300_000)  # MLP-like: 36 us for 8 rows, callers back in 300 us
+    assert fast.wait_ns(1, 8, 0, None) == 0
+
+
+def test_no_wait_past_the_oldest_requests_deadline() -> None:
+    scheduler = _scheduler(10 * MS, 37 * MS, refill_ns=3 * MS)
+    assert scheduler.wait_ns(1, 8, 0, head_deadline_left_ns=100 * MS) == 0  # a batch of 8 alone takes 306 ms
+    assert scheduler.wait_ns(1, 8, 0, head_deadline_left_ns=2000 * MS) > 0
+
+
+def test_a_configured_delay_is_kept() -> None:
+    scheduler = _scheduler(10 * MS, 37 * MS, refill_ns=3 * MS, max_queue_delay_ns=5 * MS)
+    assert scheduler.wait_ns(1, 8, 1 * MS, None) == 4 * MS
+    assert scheduler.wait_ns(8, 8, 1 * MS, None) == 0
+    assert scheduler.choices().max_wait_ns == 5 * MS and not scheduler.choices().adaptive
+
+
+def test_preferred_sizes_and_the_row_limit_decide_the_rows_taken() -> None:
+    scheduler = _scheduler(1 * MS, 1 * MS, max_batch_size=16, preferred_batch_sizes=(4, 8))
+    assert scheduler.wait_ns(5, 16, 0, None) == 0  # a preferred size is reached
+    assert scheduler.batch_rows(5) == 4 and scheduler.batch_rows(12) == 8 and scheduler.batch_rows(3) == 16
+
+
+def test_a_latency_objective_caps_the_rows_of_a_batch() -> None:
+    scheduler = _scheduler(10 * MS, 20 * MS, latency_slo_ns=200 * MS)
+    assert scheduler.row_limit == 4  # (0.5 * 200 - 10) / 20 ms
+    assert _scheduler(10 * MS, 20 * MS).row_limit == 32
+
+
+class KnownCost(Recorder):
+    """A model whose batch takes `fixed_s + per_row_s * rows` (sleeping, so threads run beside it)."""
+
+    def __init__(self, fixed_s: float, per_row_s: float) -> None:
+        super().__init__()
+        self.fixed_s, self.per_row_s = fixed_s, per_row_s
+
+    def __call__(self, inputs):
+        time.sleep(self.fixed_s + self.per_row_s * inputs["x"].shape[0])
+        return super().__call__(inputs)
+
+
+def test_steady_callers_get_full_batches_on_a_slow_model() -> None:
+    """Four closed-loop callers of a 40 ms + 10 ms/row model: after the first batches, every batch holds all
+    four (counting the delay from arrivals, a returning caller would run alone and split the rest)."""
+    model = KnownCost(0.04, 0.01)
+    batcher = make_batcher(model, VersionStats(), max_queue_delay_us=None)
+    rounds = 12
+
+    def caller() -> None:
+        for _ in range(rounds):
+            future: Future = Future()
+            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
+            future.result(timeout=30)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert sum(model.batches) == 4 * rounds
+    settled = model.batches[4:]
+    assert settled.count(4) >= len(settled) - 1, model.batches
+
+
+def test_one_thread_is_kept_only_when_faster_at_every_size_measured() -> None:
+    pool = _costs(0, 1_000, sizes=(1, 8))
+    assert one_thread_wins(pool, _costs(0, 500, sizes=(1, 8)))
+    assert not one_thread_wins(pool, _costs(0, 2_000, sizes=(1, 8)))
+    assert not one_thread_wins(pool, _costs(0, 500, sizes=(1,)))  # a size it did not measure counts against it
