@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ from skimage import data
 
 from ortserve.bench.ceiling import measure_ceiling
 from ortserve.bench.loadgen import LoadResult, perf_analyzer, wrk
+from ortserve.bench.machine import load_average, machine
 from ortserve.bench.server import start_server
 from ortserve.examples import demo
 from ortserve.examples.models import mlp, resnet50, save
@@ -62,17 +61,6 @@ def write_bodies(name: str, shape: list[int]) -> dict[str, Path]:
         paths[protocol] = WORK / f"{name}-{protocol}.json"
         paths[protocol].write_bytes(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
     return paths
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def load_average() -> list[float]:
-    """1, 5 and 15 minute load averages: a busy neighbour shows here."""
-    return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def _multipart(image: bytes, boundary: str = "ortservebenchmarkboundary") -> tuple[bytes, str]:

@@ -32,8 +32,9 @@ def overload_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     repo = tmp_path_factory.mktemp("overload")
     save(dense_stack(layers=256, width=WIDTH), repo, "slow")  # several ms a row
     write_config(repo, "slow", {"max_batch_size": 1, "queue": {"max_rows": 2}})
-    save(dense_stack(layers=256, width=WIDTH), repo, "slow_deadlines")
-    write_config(repo, "slow_deadlines", {"max_batch_size": 1})
+    save(dense_stack(layers=512, width=WIDTH), repo, "slow_deadlines")  # over 10 ms a row
+    # a bound the backlogs below never reach: these tests are about deadlines, not the queue's bound
+    write_config(repo, "slow_deadlines", {"max_batch_size": 1, "queue": {"max_rows": 1000}})
     save(mlp(), repo, "waiting")  # every request waits 300 ms for company
     write_config(repo, "waiting", {"max_batch_size": 64, "max_queue_delay_us": 300_000})
     with start_server(repo, tmp_path_factory.mktemp("logs") / "server.log") as running:
@@ -132,11 +133,11 @@ def test_a_grpc_deadline_that_cannot_be_met_is_refused_at_once_and_never_run(ove
         backlog = _backlog(overload_server, pool, 24)
         started = time.perf_counter()
         with pytest.raises(InferenceServerException) as refused:
-            client.infer("slow_deadlines", [tensor], client_timeout=0.5)
+            client.infer("slow_deadlines", [tensor], client_timeout=0.1)  # 12 rows queued: over 120 ms
         took = time.perf_counter() - started
         assert all(future.result().status_code == 200 for future in backlog)
     assert refused.value.status() == "StatusCode.UNAVAILABLE" and "deadline" in refused.value.message()
-    assert took < 0.5
+    assert took < 0.1
     assert _stats(overload_server, "slow_deadlines")["execution_count"] - before == 24
 
 

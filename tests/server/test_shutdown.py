@@ -26,7 +26,7 @@ WIDTH = 1024
 def slow_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("shutdown")
     save(dense_stack(layers=512, width=WIDTH), repo, "slow")  # tens of ms a row
-    write_config(repo, "slow", {"max_batch_size": 1})
+    write_config(repo, "slow", {"max_batch_size": 1, "queue": {"max_rows": 1000}})  # every request is taken
     return repo
 
 

@@ -6,10 +6,10 @@ A request is refused (`Overloaded`: HTTP 503 with Retry-After, gRPC UNAVAILABLE)
 - its deadline (the gRPC deadline, the V2 `timeout` parameter) would pass before it is answered;
 - it would be answered later than the model's `latency_slo_ms`.
 
-"Answered" is predicted from the work ahead of the request (the batches running and the rows queued, at the
-measured batch cost, shared among the version's instances) plus its own batch, times a correction learnt from
-how long admitted requests really took against what was predicted for them: the prediction ignores the
-front ends' own CPU and the load generator's, which the correction takes in.
+"Answered" is predicted from the work ahead of the request (what is left of the running batches, and the rows
+queued at the time per row the version measured while it had a backlog, or its batch cost line before that)
+plus its own batch, times a correction learnt from how long admitted requests really took against what was
+predicted for them.
 """
 
 from __future__ import annotations
@@ -45,16 +45,16 @@ class Admission:
     def correction(self) -> float:
         return min(max(self._ratio + _SPREAD * self._deviation, 0.5), 4.0)
 
-    def queue_bound(self, row_cost_ns: float, batch_rows: int, instances: int) -> int | None:
-        """Most rows the queue may hold; None: unbounded (admission off, or nothing measured yet and no bound set)."""
+    def queue_bound(self, row_ns: float, batch_rows: int) -> int | None:
+        """Most rows the queue may hold, given the time the version takes per queued row; None: unbounded
+        (admission off, or nothing measured yet and no bound set)."""
         if not self.policy.enabled:
             return None
         if self.policy.max_queue_rows is not None:
             return self.policy.max_queue_rows
-        if row_cost_ns <= 0:
+        if row_ns <= 0:
             return None
-        in_budget = int(self.policy.max_queue_wait_ns / row_cost_ns) * instances
-        return max(in_budget, MIN_BOUND_BATCHES * max(batch_rows, 1))
+        return max(int(self.policy.max_queue_wait_ns / row_ns), MIN_BOUND_BATCHES * max(batch_rows, 1))
 
     def admit(self, *, rows: int, queued_rows: int, bound: int | None, wait_ns: float, own_ns: float,
               deadline_left_ns: int | None) -> int:

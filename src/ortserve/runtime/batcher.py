@@ -104,6 +104,8 @@ class Batcher:
         self._expected_rows = 0 if scheduler.adaptive_delay else scheduler.policy.max_batch_size
         self._arrived_rows = 0  # rows that arrived since the last batch ended
         self._refill_rows = 0  # rows that batch answered, until as many have arrived (then 0)
+        self._last_answered_ns = 0  # when the last batch's answers were all handed over
+        self._backlogged = False  # rows were queued then
         self._lock = threading.Condition(threading.Lock())
         self.set_instances(instances)
 
@@ -241,22 +243,31 @@ class Batcher:
     def _free_instance(self) -> _Instance | None:
         return next((instance for instance in self._instances if not instance.busy), None)
 
-    def _queue_bound(self) -> int | None:
+    def _row_ns(self) -> float:
+        """How long the version takes per queued row: measured while it had a backlog (so it counts all that
+        serving a request costs, not only session.run: a small model's requests cost far more than their run),
+        else the batch cost line shared among the instances; 0 before anything was measured."""
         scheduler = self._scheduler
+        if scheduler.drain_ns_per_row is not None:
+            return scheduler.drain_ns_per_row
+        if not scheduler.costs.measured:
+            return 0.0
         limit = max(scheduler.row_limit, 1)
-        row_cost = scheduler.cost_ns(limit) / limit if scheduler.costs.measured else 0.0
-        return self._admission.queue_bound(row_cost, limit, max(len(self._instances), 1))
+        return scheduler.cost_ns(limit) / limit / max(len(self._instances), 1)
+
+    def _queue_bound(self) -> int | None:
+        return self._admission.queue_bound(self._row_ns(), max(self._scheduler.row_limit, 1))
 
     def _admit(self, now: int, rows: int, deadline_ns: int) -> int:
         scheduler = self._scheduler
+        row_ns = self._row_ns()
         wait = own = 0.0
-        if scheduler.costs.measured:  # before the first run (no warmup) nothing is known to predict from
+        if row_ns > 0:  # before the first run (no warmup) nothing is known to predict from
             limit = max(scheduler.row_limit, 1)
-            running_left = sum(max(instance.expected_end_ns - now, 0) for instance in self._instances
-                               if instance.busy)
-            full_batches_ahead, partial = divmod(self._queued_rows, limit)
-            wait = (running_left + full_batches_ahead * scheduler.cost_ns(limit)) / max(len(self._instances), 1)
-            own = scheduler.cost_ns(min(partial + rows, limit))
+            running_left = max((instance.expected_end_ns - now for instance in self._instances if instance.busy),
+                               default=0)
+            wait = max(running_left, 0) / max(len(self._instances), 1) + self._queued_rows * row_ns
+            own = scheduler.cost_ns(min(self._queued_rows % limit + rows, limit))
         return self._admission.admit(rows=rows, queued_rows=self._queued_rows, bound=self._queue_bound(),
                                      wait_ns=wait, own_ns=own,
                                      deadline_left_ns=deadline_ns - now if deadline_ns else None)
@@ -380,6 +391,11 @@ class Batcher:
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
             _answer(item, result)
+        with self._lock:
+            answered = time.perf_counter_ns()
+            if self._backlogged and self._last_answered_ns:  # a busy stretch: this is the version's service rate
+                self._scheduler.drained(rows, answered - self._last_answered_ns)
+            self._last_answered_ns, self._backlogged = answered, bool(self._queue)
 
     def _drop(self, dropped: list[_Pending]) -> None:
         for item in dropped:

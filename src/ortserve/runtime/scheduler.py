@@ -11,30 +11,37 @@ Waiting: when an instance is free and fewer rows are queued than are expected (t
 last batch answered), the batch waits for them only while they are expected within its wait cap: IDLE_SHARE of
 the expected batch's run, or one hand-over, whichever is longer (a batch of its own would cost a hand-over too).
 It never waits past the oldest request's deadline, nor much past the refill time (the rows are not coming).
-So a lone caller is never kept waiting (nothing more is expected); a fast model, whose callers take longer to
-come back than its batch takes to run, never waits; and a model whose batch runs long against the refill
-(ResNet50 on a CPU: 300 ms per batch of 8, callers back within 3 ms) waits a little for full batches instead of
-running the first returning caller alone and splitting the rest into uneven batches (docs/benchmarks.md).
-This rests on measured times only, not on the fitted fixed cost, which noise can hide (on a CPU where a large
-CNN's cost per image hardly falls with batch size, the fit's fixed part comes out anywhere near zero).
+So a lone caller is never kept waiting (nothing more is expected), and a fast model, whose callers take longer
+to come back than its batch takes to run, never waits.
 
-Rows per batch: up to `max_batch_size`, and under a latency objective (`latency_slo_ms`) no more than a batch
-that runs in SLO_BATCH_SHARE of it, by the cost line.
+Splitting the callers into halves that run while the other half comes back was tried and measured worse on
+2 CPU cores (ResNet50 0.94 of the in-process ceiling against 0.96 waiting for full batches, its INT8 version 0.80
+against 0.90): the callers' coming back is CPU work too (decoding 600 KB requests, and the clients' own), which
+then competes with the batch instead of filling the gap between batches.
+
+Rows per batch: up to `max_batch_size`, but no more than the smallest batch whose cost per row (by the fitted
+line) is within ROW_COST_TOLERANCE of the largest's, nor fewer than MIN_ROW_LIMIT (the size warmup times, below
+which the line is not trusted): past it a bigger batch only adds latency and memory. Under a latency objective
+(`latency_slo_ms`), no more than a batch that runs in SLO_BATCH_SHARE of it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from ortserve.runtime.costs import BatchCosts
 
 log = logging.getLogger(__name__)
 
-IDLE_SHARE = 0.1
+IDLE_SHARE = 0.2
+ROW_COST_TOLERANCE = 0.02
+MIN_ROW_LIMIT = 8  # the batch size warmup times: below it the fitted line is not trusted to limit batches
 LATE_REFILL = 2.0  # expected rows later than this many refill times are no longer waited for
 RUN_HERE_BELOW_NS = 1_000_000  # batches faster than this may run on the caller's thread (runtime.batcher)
 FAST_SAMPLE = 8
+OUTLIER_RUNS = 20
 SLO_BATCH_SHARE = 0.5  # under a latency objective, one batch may take at most this share of it
 _SMOOTHING = 0.2
 
@@ -50,6 +57,7 @@ class Choices:
     batch_row_cost_ns: float
     refill_ns: float | None
     dispatch_ns: float
+    drain_ns_per_row: float | None
     runs_on_caller_thread: bool
 
 
@@ -72,6 +80,7 @@ class Scheduler:
         self._costs_by_instances = {instances: self.costs}
         self.refill_ns: float | None = None
         self.dispatch_ns = 0.0  # running mean of dispatched()
+        self.drain_ns_per_row: float | None = None  # running mean of drained()
         self._run_ns = float(RUN_HERE_BELOW_NS)  # whole batch time (merge, run, split); starts undecided
         self._batches = 0
         self.row_limit = policy.max_batch_size
@@ -105,6 +114,16 @@ class Scheduler:
     def dispatched(self, ns: int) -> None:
         """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
         self.dispatch_ns += _SMOOTHING * (ns - self.dispatch_ns)
+
+    def drained(self, rows: int, ns: int) -> None:
+        """A batch of `rows` was answered `ns` after the one before, with a backlog in between: the version's
+        service rate, everything included. A gap far longer than the batch's run (a pause of the whole process)
+        says nothing about the rate and is left out."""
+        if self.costs.measured and ns > OUTLIER_RUNS * self.cost_ns(rows):
+            return
+        per_row = ns / max(rows, 1)
+        current = self.drain_ns_per_row
+        self.drain_ns_per_row = per_row if current is None else current + _SMOOTHING * (per_row - current)
 
     def cost_ns(self, rows: int) -> float:
         return self.costs.cost_ns(rows)
@@ -143,7 +162,7 @@ class Scheduler:
 
     def choices(self) -> Choices:
         return Choices(self.row_limit, self.adaptive_delay, self._max_wait_ns(), self.costs.fixed_ns,
-                       self.costs.per_row_ns, self.refill_ns, self.dispatch_ns, self.fast)
+                       self.costs.per_row_ns, self.refill_ns, self.dispatch_ns, self.drain_ns_per_row, self.fast)
 
     def _wait_cap_ns(self, rows: int) -> float:
         """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
@@ -161,7 +180,12 @@ class Scheduler:
         return 0.0 if self.refill_ns is not None and self.refill_ns > cap else cap
 
     def _update_limit(self) -> None:
-        limit = self.policy.max_batch_size
+        limit = largest = self.policy.max_batch_size
+        fixed, per_row = self.costs.fixed_ns, self.costs.per_row_ns
+        spare = ROW_COST_TOLERANCE * (fixed / max(largest, 1) + per_row)
+        if self.adaptive_delay and largest > MIN_ROW_LIMIT and self.costs.measured and spare > 0:
+            # past this size a bigger batch saves under ROW_COST_TOLERANCE a row: it only adds latency and memory
+            limit = min(largest, max(MIN_ROW_LIMIT, math.ceil(fixed / spare)))
         slo = self.policy.latency_slo_ns
         if limit > 1 and slo is not None and self.costs.measured and self.costs.per_row_ns > 0:
             fitting = int((SLO_BATCH_SHARE * slo - self.costs.fixed_ns) // self.costs.per_row_ns)

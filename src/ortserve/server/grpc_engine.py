@@ -52,6 +52,7 @@ _SHUTDOWN = object()  # tag of grpc_server_shutdown_and_notify
 _NO_WAIT = 0.0  # a poll deadline already past: return at once
 _OUTSTANDING_REQUESTS = 16  # calls the core may hand over per poll without waiting for us to ask again
 _MOST_EVENTS_BEFORE_RUNNING = 64  # bounds how long requests read first wait for those read after them
+_MOST_PENDING_CALLS = 256
 _NO_DEADLINE_S = 10 * 365 * 86400.0  # grpcio reports "no deadline" as a time far in the future
 
 
@@ -89,7 +90,10 @@ class Call:
             self.cancelled()
 
     def cancelled(self) -> None:
-        """The core reports that the client cancelled, or that the deadline passed."""
+        """The core reports that the client cancelled, or that the deadline passed: nothing more is sent (the
+        client reports its own DEADLINE_EXCEEDED or CANCELLED)."""
+        with self._lock:
+            self._answered = True
         callback, self._on_cancel = self._on_cancel, None
         if callback is not None:
             callback()
@@ -168,6 +172,12 @@ class GrpcServer:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Calls the gRPC thread has not taken yet wait in the core; past these counts the core refuses new ones
+            # at once (CANCELLED), with no Python work. ONNX Runtime models queue in their batcher, where
+            # admission refuses what cannot be served in time; this bounds the queue in front of the thread itself
+            # when it is the bottleneck (a small model under overload: docs/benchmarks.md).
+            ("grpc.server.max_pending_requests", _MOST_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * _MOST_PENDING_CALLS),
         ), False)
         self._server.register_completion_queue(self._queue)
         self._methods: dict[bytes, Method] = {}

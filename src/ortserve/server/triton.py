@@ -99,6 +99,7 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
             "batch_row_cost_us": round(choices.batch_row_cost_ns / 1e3, 2),
             "refill_us": None if choices.refill_ns is None else round(choices.refill_ns / 1e3, 1),
             "hand_over_us": round(choices.dispatch_ns / 1e3, 1),
+            "backlog_row_us": None if choices.drain_ns_per_row is None else round(choices.drain_ns_per_row / 1e3, 2),
             "runs_on_caller_thread": choices.runs_on_caller_thread,
         }
         extra["queue"] = {"rows": state.queued_rows, "requests": state.queued_requests,
