@@ -15,8 +15,8 @@ from ortserve.cli import main
 from ortserve.optimize.commands import samples_for
 from ortserve.optimize.source import resolve
 
-QUICK = ["--threads", "1", "--batch-sizes", "1,4", "--seconds-per-point", "0.1", "--task", "classification",
-         "--calibration-data", "random", "--calibration-samples", "32", "--samples", "64"]
+QUICK = ["--threads", "1", "--instances", "1", "--batch-sizes", "1,4", "--seconds-per-point", "0.1", "--task",
+         "classification", "--calibration-data", "random", "--calibration-samples", "32", "--samples", "64"]
 
 
 def _tune(repository: Path, report: Path, *extra: str) -> int:
@@ -59,7 +59,7 @@ def test_tune_publishes_the_fastest_variant_within_budget(mlp_repository: Path, 
 
     assert (report / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (report / "report.md").read_text()
-    assert f"**Chosen:** {best['variant']}, 1 threads" in markdown
+    assert f"**Chosen:** {best['variant']}, 1 threads x 1 instances" in markdown
     assert f"chose {best['variant']}" in capsys.readouterr().out
 
 
@@ -71,6 +71,20 @@ def test_fp32_staying_fastest_writes_no_version_but_sets_the_serving_config(mlp_
     choice = json.loads((tmp_path / "report" / "report.json").read_text())["choice"]
     config = yaml.safe_load((mlp_repository / "mlp" / "config.yaml").read_text())
     assert config["max_batch_size"] == choice["batch_size"]
+
+
+def test_instances_are_timed_side_by_side_and_the_chosen_count_is_served(mlp_repository: Path, tmp_path: Path) -> None:
+    assert _tune(mlp_repository, tmp_path / "report", "--variants", "fp32", "--accuracy-budget", "0",
+                 "--instances", "1,2") == 0
+    result = json.loads((tmp_path / "report" / "report.json").read_text())
+    points = result["points"]
+    assert sorted({(p["instances"], p["batch_size"]) for p in points}) == [(1, 1), (1, 4), (2, 1), (2, 4)]
+    for point in points:  # two sessions side by side answer twice the batch per run
+        assert point["rows_per_second"] == pytest.approx(point["instances"] * point["batch_size"] / point["p50_ms"]
+                                                         * 1000)
+    config = yaml.safe_load((mlp_repository / "mlp" / "config.yaml").read_text())
+    assert config["instances"] == result["choice"]["instances"]
+    assert config["session"]["intra_op_threads"] == result["choice"]["threads"] == 1
 
 
 def test_unreachable_budget_or_slo_is_an_error_and_writes_nothing(mlp_repository: Path, tmp_path: Path,

@@ -60,7 +60,9 @@ def test_a_slow_batch_waits_for_callers_expected_back_soon() -> None:
     assert scheduler.wait_ns(queued_rows=1, expected_rows=8, waited_ns=0, head_deadline_left_ns=None) == int(cap)
     assert scheduler.wait_ns(1, 8, 2 * MS, None) == int(cap - 2 * MS)
     assert scheduler.wait_ns(8, 8, 0, None) == 0  # all there
-    assert scheduler.wait_ns(1, 8, int(2.5 * 3 * MS), None) == 0  # far past the refill time: not coming
+    assert scheduler.wait_ns(1, 8, int(cap) + 1, None) == 0  # waited as long as they are worth: not coming
+    late = _scheduler(10 * MS, 37 * MS, refill_ns=100 * MS)  # callers back later than the cap: no wait at all
+    assert late.wait_ns(1, 8, 0, None) == 0
 
 
 def test_a_lone_caller_and_a_fast_model_never_wait() -> None:

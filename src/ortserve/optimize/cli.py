@@ -106,13 +106,14 @@ def _run_tune(args: argparse.Namespace) -> int:
 
     source = resolve(args.model, args.repository, args.version)
     space = tune.SearchSpace(args.variants or tune.ALL_VARIANTS, args.threads, args.execution_modes, args.batch_sizes,
-                             args.seconds_per_point)
+                             args.seconds_per_point, args.instances)
     result = tune.tune(source, args.accuracy_budget, _judging(args), space, args.latency_slo,
                        args.calibration_data, args.calibration_samples, args.output, _progress)
     report_dir = args.report or Path(f"tune-{source.name}")
     written = report.write(result, report_dir)
     choice = result.choice
-    print(f"chose {choice.variant} with {choice.threads} threads, {choice.execution_mode}, batch {choice.batch_size}: "
+    print(f"chose {choice.variant} with {choice.threads} threads x {choice.instances} instances, "
+          f"{choice.execution_mode}, batch {choice.batch_size}: "
           f"p50 {choice.p50_ms:.2f} ms, {choice.rows_per_second:.1f} rows/s, loss {choice.loss:.4f}")
     if result.published:
         print(f"wrote {result.published}")
@@ -166,6 +167,9 @@ def register(commands_parser: argparse._SubParsersAction) -> None:  # type: igno
                              help="comma-separated subset of fp32,optimized,simplified,int8-static,int8-dynamic,"
                                   "fused-int8-dynamic,fp16 (default: all that apply)")
     tune_parser.add_argument("--threads", type=_csv(int), default=(), help="intra-op threads to try (default 1,cores)")
+    tune_parser.add_argument("--instances", type=_csv(int), default=(),
+                             help="instance counts to try at each thread count, each instance a session running "
+                                  "beside the others (default 1 and as many as fill the cores)")
     tune_parser.add_argument("--execution-modes", type=_csv(str), default=("sequential",))
     tune_parser.add_argument("--batch-sizes", type=_csv(int), default=(1, 8))
     tune_parser.add_argument("--seconds-per-point", type=float, default=0.7)

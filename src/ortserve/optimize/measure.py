@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,10 +40,11 @@ class Timing:
     runs: int
     p50_ms: float
     p90_ms: float
+    instances: int = 1  # sessions timed side by side, each on its own thread
 
     @property
     def rows_per_second(self) -> float:
-        return self.batch_size / self.p50_ms * 1000.0
+        return self.instances * self.batch_size / self.p50_ms * 1000.0
 
 
 def batch_of(samples: Samples, batch_size: int) -> dict[str, np.ndarray]:
@@ -51,9 +53,8 @@ def batch_of(samples: Samples, batch_size: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(array[index]) for name, array in samples.feeds.items()}
 
 
-def time_runs(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float = 1.0,
-              min_runs: int = 5, max_runs: int = 2000) -> Timing:
-    """Warm up twice, then run until `seconds` passed (at least `min_runs` times); median and p90 latency."""
+def _latencies_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float, min_runs: int,
+                  max_runs: int) -> list[float]:
     for _ in range(2):
         session.run(None, feed)
     latencies = []
@@ -62,7 +63,29 @@ def time_runs(session: ort.InferenceSession, feed: dict[str, np.ndarray], second
         started = time.perf_counter()
         session.run(None, feed)
         latencies.append((time.perf_counter() - started) * 1000.0)
-    latencies.sort()
+    return latencies
+
+
+def time_runs(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float = 1.0,
+              min_runs: int = 5, max_runs: int = 2000) -> Timing:
+    """Warm up twice, then run until `seconds` passed (at least `min_runs` times); median and p90 latency."""
+    return _timing(feed, [_latencies_ms(session, feed, seconds, min_runs, max_runs)])
+
+
+def time_instances(sessions: list[ort.InferenceSession], feed: dict[str, np.ndarray], seconds: float = 1.0,
+                   min_runs: int = 5, max_runs: int = 2000) -> Timing:
+    """time_runs for several sessions running side by side, each on a thread of its own (as the server's instances
+    do: session.run releases the GIL): the latency of one run while the others run too."""
+    if len(sessions) == 1:
+        return time_runs(sessions[0], feed, seconds, min_runs, max_runs)
+    with ThreadPoolExecutor(len(sessions)) as pool:
+        per_session = list(pool.map(lambda session: _latencies_ms(session, feed, seconds, min_runs, max_runs),
+                                    sessions))
+    return _timing(feed, per_session)
+
+
+def _timing(feed: dict[str, np.ndarray], per_session: list[list[float]]) -> Timing:
+    latencies = sorted(value for values in per_session for value in values)
     batch_size = len(next(iter(feed.values())))
     return Timing(batch_size, len(latencies), statistics.median(latencies),
-                  latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))])
+                  latencies[min(len(latencies) - 1, int(0.9 * len(latencies)))], len(per_session))

@@ -22,7 +22,8 @@ def markdown(result: TuneResult, plot_name: str) -> str:
     slo = f", latency SLO {result.latency_slo_ms:g} ms" if result.latency_slo_ms else ""
     lines = [f"# Tuning {result.model}", "",
              f"Accuracy budget {result.budget:g}{slo}; {len(result.points)} points in {result.seconds:.0f} s.", "",
-             f"**Chosen:** {choice.variant}, {choice.threads} threads, {choice.execution_mode}, batch "
+             f"**Chosen:** {choice.variant}, {choice.threads} threads x {choice.instances} instances, "
+             f"{choice.execution_mode}, batch "
              f"{choice.batch_size}: p50 {choice.p50_ms:.2f} ms, {choice.rows_per_second:.1f} rows/s, loss "
              f"{choice.loss:.4f}." + (f" Published as {result.published}." if result.published else ""), "",
              "## Variants", "", "| variant | loss | accuracy figures |", "|---|---:|---|"]
@@ -31,11 +32,12 @@ def markdown(result: TuneResult, plot_name: str) -> str:
     for name, why in result.skipped.items():
         lines.append(f"| {name} | - | not built: {why} |")
     lines += ["", "## Points", "",
-              "| variant | threads | mode | batch | p50 ms | p90 ms | rows/s | loss | eligible |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+              "| variant | threads | instances | mode | batch | p50 ms | p90 ms | rows/s | loss | eligible |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for p in sorted(result.points, key=lambda p: -p.rows_per_second):
         mark = " **(chosen)**" if p == choice else ""
-        lines.append(f"| {p.variant}{mark} | {p.threads} | {p.execution_mode} | {p.batch_size} | {p.p50_ms:.2f} | "
+        lines.append(f"| {p.variant}{mark} | {p.threads} | {p.instances} | {p.execution_mode} | {p.batch_size} | "
+                     f"{p.p50_ms:.2f} | "
                      f"{p.p90_ms:.2f} | {p.rows_per_second:.1f} | {p.loss:.4f} | {'yes' if p.eligible else 'no'} |")
     lines += ["", f"![latency against throughput]({plot_name})", ""]
     return "\n".join(lines)
@@ -54,7 +56,7 @@ def plot(result: TuneResult, path: Path) -> None:
                      label=f"{variant.name} (loss {variant.comparison.loss:.4f})",
                      marker="o" if variant.comparison.loss <= result.budget else "x")
         for p in points:
-            axes.annotate(f"t{p.threads} b{p.batch_size}", (p.rows_per_second, p.p50_ms), fontsize=7,
+            axes.annotate(f"t{p.threads}x{p.instances} b{p.batch_size}", (p.rows_per_second, p.p50_ms), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
     choice = result.choice
     axes.scatter([choice.rows_per_second], [choice.p50_ms], s=220, facecolors="none", edgecolors="black",

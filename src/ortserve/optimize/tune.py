@@ -18,7 +18,7 @@ from ortserve.optimize import graph, machine, quantize
 from ortserve.optimize.commands import Judging, judge, samples_for
 from ortserve.optimize.data import Samples
 from ortserve.optimize.evaluate import Comparison
-from ortserve.optimize.measure import batch_of, open_session, session_config, time_runs
+from ortserve.optimize.measure import batch_of, open_session, session_config, time_instances
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.repository.config import load_config, update_config
 
@@ -31,6 +31,7 @@ ALL_VARIANTS = ("fp32", "optimized", "simplified", "int8-static", "int8-dynamic"
 class Point:
     variant: str
     threads: int
+    instances: int  # sessions side by side (config.yaml `instances`), each with `threads` intra-op threads
     execution_mode: str
     batch_size: int
     p50_ms: float
@@ -74,9 +75,16 @@ class SearchSpace:
     execution_modes: tuple[str, ...] = ("sequential",)
     batch_sizes: tuple[int, ...] = (1, 8)
     seconds_per_point: float = 0.7
+    instances: tuple[int, ...] = ()  # empty: 1, and as many as fill the cores at each thread count
 
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or tuple(sorted({1, machine.cores()}))
+
+    def layouts(self) -> list[tuple[int, int, str]]:
+        """(threads, instances, execution mode) to time."""
+        return [(threads, instances, mode) for threads in self.thread_counts()
+                for instances in (self.instances or sorted({1, max(1, machine.cores() // threads)}))
+                for mode in self.execution_modes]
 
 
 def _build_variants(source: ModelSource, work: Path, space: SearchSpace, calibration: str | None,
@@ -133,16 +141,16 @@ def _time_points(variants: list[Variant], evaluation: Samples, space: SearchSpac
         if not within_budget:
             progress(f"{variant.name}: loss {variant.comparison.loss:.4f} over budget {budget:g}; timed anyway for "
                      f"the report")
-        for threads in space.thread_counts():
-            for mode in space.execution_modes:
-                session = open_session(variant.path, threads, mode)
-                for batch_size in batch_sizes:
-                    timing = time_runs(session, batch_of(evaluation, batch_size), space.seconds_per_point)
-                    fits_slo = latency_slo_ms is None or timing.p50_ms <= latency_slo_ms
-                    points.append(Point(variant.name, threads, mode, batch_size, timing.p50_ms, timing.p90_ms,
-                                        timing.rows_per_second, variant.comparison.loss, within_budget and fits_slo))
-                    progress(f"  {variant.name} threads={threads} {mode} batch={batch_size}: "
-                             f"p50 {timing.p50_ms:.2f} ms, {timing.rows_per_second:.1f} rows/s")
+        for threads, instances, mode in space.layouts():
+            sessions = [open_session(variant.path, threads, mode) for _ in range(instances)]
+            for batch_size in batch_sizes:
+                timing = time_instances(sessions, batch_of(evaluation, batch_size), space.seconds_per_point)
+                fits_slo = latency_slo_ms is None or timing.p50_ms <= latency_slo_ms
+                points.append(Point(variant.name, threads, instances, mode, batch_size, timing.p50_ms,
+                                    timing.p90_ms, timing.rows_per_second, variant.comparison.loss,
+                                    within_budget and fits_slo))
+                progress(f"  {variant.name} threads={threads} instances={instances} {mode} batch={batch_size}: "
+                         f"p50 {timing.p50_ms:.2f} ms, {timing.rows_per_second:.1f} rows/s")
     return points
 
 
@@ -192,10 +200,11 @@ def tune(source: ModelSource, budget: float, judging: Judging, space: SearchSpac
 
 
 def update_serving_config(model_dir: Path, choice: Point) -> None:
-    """Threads, execution mode and largest batch of the chosen point into config.yaml; everything else kept."""
+    """Threads, instances, execution mode and largest batch of the chosen point into config.yaml; everything else
+    kept."""
     current = load_config(model_dir)
     session = {**current.session.model_dump(exclude_defaults=True), "intra_op_threads": choice.threads,
                "execution_mode": choice.execution_mode}
-    update_config(model_dir, {"session": session, "max_batch_size": choice.batch_size,
+    update_config(model_dir, {"session": session, "instances": choice.instances, "max_batch_size": choice.batch_size,
                               "preferred_batch_sizes": [size for size in current.preferred_batch_sizes
                                                         if size <= choice.batch_size]})

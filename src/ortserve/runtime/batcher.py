@@ -109,14 +109,6 @@ class Batcher:
         self._lock = threading.Condition(threading.Lock())
         self.set_instances(instances)
 
-    @property
-    def scheduler(self) -> Scheduler:
-        return self._scheduler
-
-    @property
-    def admission(self) -> Admission:
-        return self._admission
-
     def set_instances(self, executes: list[Execute]) -> None:
         """Serve with these instances from now on; the current ones finish their batches, then stop."""
         added = [_Instance(execute) for execute in executes]

@@ -10,7 +10,7 @@ chosen continuously from three measurements:
 Waiting: when an instance is free and fewer rows are queued than are expected (those left queued plus those the
 last batch answered), the batch waits for them only while they are expected within its wait cap: IDLE_SHARE of
 the expected batch's run, or one hand-over, whichever is longer (a batch of its own would cost a hand-over too).
-It never waits past the oldest request's deadline, nor much past the refill time (the rows are not coming).
+It never waits past the oldest request's deadline; rows that do not come (an open loop) cost at most the cap.
 So a lone caller is never kept waiting (nothing more is expected), and a fast model, whose callers take longer
 to come back than its batch takes to run, never waits.
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 IDLE_SHARE = 0.2
 ROW_COST_TOLERANCE = 0.02
 MIN_ROW_LIMIT = 8  # the batch size warmup times: below it the fitted line is not trusted to limit batches
-LATE_REFILL = 2.0  # expected rows later than this many refill times are no longer waited for
 RUN_HERE_BELOW_NS = 1_000_000  # batches faster than this may run on the caller's thread (runtime.batcher)
 FAST_SAMPLE = 8
 OUTLIER_RUNS = 20
@@ -145,9 +144,8 @@ class Scheduler:
         if target <= queued_rows or not self.costs.measured:
             return 0
         cap = self._wait_cap_ns(target)
-        refill = self.refill_ns
-        if refill is not None and (refill > cap or waited_ns > LATE_REFILL * refill):
-            return 0  # the rows would come too late to be worth the wait, or they are not coming
+        if waited_ns >= cap or (self.refill_ns is not None and self.refill_ns > cap):
+            return 0  # waited as long as the rows are worth, or they would come too late to be worth it
         wait = cap - waited_ns
         if head_deadline_left_ns is not None and wait + self.cost_ns(target) > head_deadline_left_ns:
             return 0
