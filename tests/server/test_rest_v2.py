@@ -151,3 +151,11 @@ def test_repository_index_reports_failures(client: triton.InferenceServerClient)
 def test_unknown_model_is_an_error(client: triton.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException, match="nope"):
         client.infer("nope", [_input("input", np.zeros((1, 784), np.float32), "FP32", True)])
+
+
+def test_fast_rest_requests_leave_no_unawaited_disconnect_watch(server: RunningServer) -> None:
+    """A request run at once on the event loop never starts the watch for its client's disconnection."""
+    body = {"inputs": [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]}
+    for _ in range(20):
+        assert httpx.post(f"{server.url}/v2/models/mlp/infer", json=body).status_code == 200
+    assert "never awaited" not in server.log()

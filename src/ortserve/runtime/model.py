@@ -7,7 +7,7 @@ import contextlib
 import enum
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,9 +163,10 @@ class ServedVersion:
         return batcher.submit(inputs, rows, key, done, start, deadline_ns=deadline_ns, run_later=run_later)
 
     async def infer(self, inputs: Tensors, outputs: list[str] | None = None, *, deadline_ns: int = 0,
-                    gone: Awaitable[object] | None = None) -> Tensors:
-        """submit() for a coroutine on the event loop: the outputs, or the error raised. `gone` completes when
-        the caller has gone (an HTTP client disconnected): its queued request is then withdrawn.
+                    gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:
+        """submit() for a coroutine on the event loop: the outputs, or the error raised. What `gone` returns
+        completes when the caller has gone (an HTTP client disconnected): a queued request is then withdrawn
+        (it is called only for a request that is queued, not for one run at once on the loop).
 
         The loop offers to run a fast model's batch itself, once the callbacks already due have run (requests
         that came together batch together), as the gRPC thread does. A worker thread would run it beside the loop,
@@ -186,7 +187,7 @@ class ServedVersion:
         cancel = self.submit(inputs, outputs, done, deadline_ns=deadline_ns, run_later=loop.call_soon)
         if cancel is None:  # runs on this loop before anything else it has to do: no caller can leave first
             return await future
-        watch = None if gone is None else asyncio.ensure_future(gone)
+        watch = None if gone is None else asyncio.ensure_future(gone())
         if watch is not None:
             watch.add_done_callback(lambda _: cancel())
         try:

@@ -6,6 +6,7 @@ small model's inference; this keeps the HTTP path to what the protocols need.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -40,9 +41,13 @@ class Request:
     query: bytes = b""
     receive: Callable[[], Awaitable[dict[str, Any]]] | None = None  # the ASGI channel, once the body is read
 
-    def gone(self) -> Awaitable[object] | None:
-        """Completes when the client disconnects (ASGI's http.disconnect), or None where that cannot be told."""
-        return None if self.receive is None else self.receive()
+    async def disconnected(self) -> None:
+        """Completes when the client disconnects (ASGI's http.disconnect); never where that cannot be told."""
+        if self.receive is None:
+            await asyncio.Event().wait()
+            return
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
 
 
 @dataclass(slots=True)

@@ -113,7 +113,8 @@ class ImageRest:
         start = time.perf_counter()
         tensor = await asyncio.get_running_loop().run_in_executor(self._pool, classifier.preprocess, fields["image"])
         preprocessed = time.perf_counter()
-        outputs = await served.infer({classifier.input.name: tensor}, [classifier.output.name], gone=request.gone())
+        outputs = await served.infer({classifier.input.name: tensor}, [classifier.output.name],
+                                     gone=request.disconnected)
         inferred = time.perf_counter()
         return json_response({
             "model": served.model,

@@ -144,7 +144,7 @@ class TfServingRest:
             inputs = _row_inputs(signature, document["instances"])
         else:
             inputs = _columnar_inputs(signature, document["inputs"])
-        results = await served.infer(inputs, gone=request.gone())
+        results = await served.infer(inputs, gone=request.disconnected)
         arrays = list(results.values())
         if has_rows:
             return Response(200, dumps({"predictions": _row_predictions(results)}, arrays))

@@ -143,7 +143,8 @@ class V2Rest:
         deadline = timeout_deadline(choice.parameters.get("timeout"), arrived)
         served.precheck(deadline)
         inputs = self._decode_inputs(document.get("inputs"), binary)
-        results = await served.infer(inputs, list(choice.binary) or None, deadline_ns=deadline, gone=request.gone())
+        results = await served.infer(inputs, list(choice.binary) or None, deadline_ns=deadline,
+                                     gone=request.disconnected)
         return self._encode(served, document.get("id"), results, choice)
 
     @staticmethod
