@@ -142,3 +142,15 @@ def test_the_correction_learns_how_late_answers_really_are() -> None:
     for _ in range(20):
         admission.answered(predicted_ns=1_000, actual_ns=1_000_000)  # too short to learn from
     assert admission.correction < 2.5
+
+
+def test_a_request_already_past_its_deadline_is_reported_as_such_not_as_overload() -> None:
+    gate, stats = Gate(), VersionStats()
+    batcher = _batcher(gate, stats)
+    with pytest.raises(DeadlineExceeded, match="had passed when it reached the model"):
+        _submit(batcher, deadline_ns=time.perf_counter_ns() - 1)
+    with pytest.raises(DeadlineExceeded):
+        batcher.precheck(time.perf_counter_ns() - 1)
+    gate.release.set()
+    batcher.close()
+    assert stats.refusals == {"expired": 2} and gate.batches == []

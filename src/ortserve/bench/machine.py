@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 
+from ortserve.optimize.machine import cpu_name
+from ortserve.runtime.instances import usable_cores
+
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    return f"{cpu_name()}, {usable_cores()} cores, Python {platform.python_version()}"
 
 
 def load_average() -> list[float]:

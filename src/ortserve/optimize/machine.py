@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from functools import cache
 from pathlib import Path
+
+from ortserve.runtime.instances import usable_cores
 
 
 @cache
@@ -33,12 +34,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def describe() -> dict[str, object]:
     flags = cpu_flags()
-    return {"cpu": cpu_name(), "cores": cores(), "machine": platform.machine(),
+    return {"cpu": cpu_name(), "cores": usable_cores(), "machine": platform.machine(),
             "isa": sorted(flag for flag in flags if flag.startswith(("avx", "amx", "sse4", "fma", "f16c"))),
             "vnni": has_vnni()}

@@ -14,13 +14,14 @@ from typing import Any
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput
-from ortserve.optimize import graph, machine, quantize
+from ortserve.optimize import graph, quantize
 from ortserve.optimize.commands import Judging, judge, samples_for
 from ortserve.optimize.data import Samples
 from ortserve.optimize.evaluate import Comparison
 from ortserve.optimize.measure import batch_of, open_session, session_config, time_instances
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.repository.config import load_config, update_config
+from ortserve.runtime.instances import usable_cores
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -78,12 +79,12 @@ class SearchSpace:
     instances: tuple[int, ...] = ()  # empty: 1, and as many as fill the cores at each thread count
 
     def thread_counts(self) -> tuple[int, ...]:
-        return self.threads or tuple(sorted({1, machine.cores()}))
+        return self.threads or tuple(sorted({1, usable_cores()}))
 
     def layouts(self) -> list[tuple[int, int, str]]:
         """(threads, instances, execution mode) to time."""
         return [(threads, instances, mode) for threads in self.thread_counts()
-                for instances in (self.instances or sorted({1, max(1, machine.cores() // threads)}))
+                for instances in (self.instances or sorted({1, max(1, usable_cores() // threads)}))
                 for mode in self.execution_modes]
 
 

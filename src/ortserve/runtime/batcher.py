@@ -104,8 +104,7 @@ class Batcher:
         self._expected_rows = 0 if scheduler.adaptive_delay else scheduler.policy.max_batch_size
         self._arrived_rows = 0  # rows that arrived since the last batch ended
         self._refill_rows = 0  # rows that batch answered, until as many have arrived (then 0)
-        self._last_answered_ns = 0  # when the last batch's answers were all handed over
-        self._backlogged = False  # rows were queued then
+        self._backlogged = False  # rows were queued when the last batch ended
         self._lock = threading.Condition(threading.Lock())
         self.set_instances(instances)
 
@@ -139,14 +138,7 @@ class Batcher:
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the model version is stopping and takes no new requests")
-            predicted = 0
-            if self._queue or deadline_ns or any(instance.busy for instance in self._instances):
-                # an idle model with nothing queued takes any request without a deadline at once
-                try:
-                    predicted = self._admit(now, rows, deadline_ns)
-                except Overloaded as refused:
-                    self._stats.refused(refused.reason, now - started_ns)
-                    raise
+            predicted = self._admit(now, rows, deadline_ns, started_ns)
             item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted)
             self._stats.started()
             self._arrived(now, rows)
@@ -169,11 +161,7 @@ class Batcher:
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the model version is stopping and takes no new requests")
-            try:
-                self._admit(now, 1, deadline_ns)
-            except Overloaded as refused:
-                self._stats.refused(refused.reason, time.perf_counter_ns() - now)
-                raise
+            self._admit(now, 1, deadline_ns, now)
 
     def run_here(self) -> None:
         """Run the queued requests on this thread, unless the workers have taken them; leave any rest to them."""
@@ -208,7 +196,7 @@ class Batcher:
     def refuse_queued(self, error: Exception) -> int:
         """Answer everything still queued with `error` (a drain ran out of time); how many were refused."""
         with self._lock:
-            refused = [item for item in self._queue]
+            refused = list(self._queue)
             for item in refused:
                 item.queued = False
             self._queue.clear()
@@ -250,7 +238,23 @@ class Batcher:
     def _queue_bound(self) -> int | None:
         return self._admission.queue_bound(self._row_ns(), max(self._scheduler.row_limit, 1))
 
-    def _admit(self, now: int, rows: int, deadline_ns: int) -> int:
+    def _admit(self, now: int, rows: int, deadline_ns: int, started_ns: int) -> int:
+        """Admission's prediction of the time to answer (0 when the model is idle and no deadline asks), or the
+        refusal raised (and counted)."""
+        if not (self._queue or deadline_ns or any(instance.busy for instance in self._instances)):
+            return 0  # an idle model with nothing queued takes a request without a deadline at once
+        try:
+            if deadline_ns and deadline_ns <= now:
+                raise DeadlineExceeded("the request's deadline had passed when it reached the model")
+            return self._predict(now, rows, deadline_ns)
+        except DeadlineExceeded:
+            self._stats.refused("expired", now - started_ns)
+            raise
+        except Overloaded as refused:
+            self._stats.refused(refused.reason, now - started_ns)
+            raise
+
+    def _predict(self, now: int, rows: int, deadline_ns: int) -> int:
         scheduler = self._scheduler
         row_ns = self._row_ns()
         wait = own = 0.0
@@ -368,6 +372,10 @@ class Batcher:
             instance.busy_ns += ended - start
             if instance.retired:
                 self._retired_busy_ns += ended - start
+            if self._backlogged and self._free_since_ns:
+                # batches back to back (the previous one's answering included): the version's service rate
+                self._scheduler.drained(rows, ended - self._free_since_ns)
+            self._backlogged = bool(self._queue)
             self._free_since_ns = ended
             self._expected_rows = self._queued_rows + rows
             self._arrived_rows, self._refill_rows = 0, rows
@@ -383,11 +391,6 @@ class Batcher:
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
             _answer(item, result)
-        with self._lock:
-            answered = time.perf_counter_ns()
-            if self._backlogged and self._last_answered_ns:  # a busy stretch: this is the version's service rate
-                self._scheduler.drained(rows, answered - self._last_answered_ns)
-            self._last_answered_ns, self._backlogged = answered, bool(self._queue)
 
     def _drop(self, dropped: list[_Pending]) -> None:
         for item in dropped:

@@ -44,7 +44,8 @@ LONGEST_HOLD_OFF_S = 600.0
 
 
 def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_instance(configured: int, count: int) -> int:

@@ -51,7 +51,8 @@ def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession) 
     default_costs = served.calibration
     assert default_costs is not None
     single = create_session(served.model, served.path, served.config, 1)
-    single_costs = calibrate(served.model, single, read_signature(single), served.config.warmup.shapes,
+    assert served.signature is not None
+    single_costs = calibrate(served.model, single, served.signature, served.config.warmup.shapes,
                              served.max_batch_size)
     wins = one_thread_wins(default_costs, single_costs)
     log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "

@@ -144,8 +144,8 @@ class Scheduler:
         if target <= queued_rows or not self.costs.measured:
             return 0
         cap = self._wait_cap_ns(target)
-        if waited_ns >= cap or (self.refill_ns is not None and self.refill_ns > cap):
-            return 0  # waited as long as the rows are worth, or they would come too late to be worth it
+        if waited_ns >= cap:
+            return 0
         wait = cap - waited_ns
         if head_deadline_left_ns is not None and wait + self.cost_ns(target) > head_deadline_left_ns:
             return 0
@@ -164,8 +164,9 @@ class Scheduler:
 
     def _wait_cap_ns(self, rows: int) -> float:
         """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
-        which a batch of its own would cost too."""
-        return max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
+        which a batch of its own would cost too; 0 when callers are measured to come back later than that."""
+        cap = max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
+        return 0.0 if self.refill_ns is not None and self.refill_ns > cap else cap
 
     def _max_wait_ns(self) -> float:
         """The longest a batch may now wait for company."""
@@ -174,8 +175,7 @@ class Scheduler:
             return float(self.policy.max_queue_delay_ns)
         if not self.costs.measured or self.row_limit == 0:
             return 0.0
-        cap = self._wait_cap_ns(self.row_limit)
-        return 0.0 if self.refill_ns is not None and self.refill_ns > cap else cap
+        return self._wait_cap_ns(self.row_limit)
 
     def _update_limit(self) -> None:
         limit = largest = self.policy.max_batch_size
@@ -185,10 +185,10 @@ class Scheduler:
             # past this size a bigger batch saves under ROW_COST_TOLERANCE a row: it only adds latency and memory
             limit = min(largest, max(MIN_ROW_LIMIT, math.ceil(fixed / spare)))
         slo = self.policy.latency_slo_ns
-        if limit > 1 and slo is not None and self.costs.measured and self.costs.per_row_ns > 0:
-            fitting = int((SLO_BATCH_SHARE * slo - self.costs.fixed_ns) // self.costs.per_row_ns)
+        if limit > 1 and slo is not None and self.costs.measured and per_row > 0:
+            fitting = int((SLO_BATCH_SHARE * slo - fixed) // per_row)
             limit = min(limit, max(1, fitting))
         if limit != self.row_limit:
             log.debug("batches of up to %d rows (was %d): a batch costs %.1f us + %.2f us per row", limit,
-                      self.row_limit, self.costs.fixed_ns / 1e3, self.costs.per_row_ns / 1e3)
+                      self.row_limit, fixed / 1e3, per_row / 1e3)
         self.row_limit = limit

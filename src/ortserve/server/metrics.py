@@ -30,7 +30,7 @@ class _StatsCollector:
     def _scheduling(self) -> Iterator[Metric]:
         """Admission, queue, the scheduler's current choices and instances, per version."""
         refused = CounterMetricFamily("ortserve_refused_requests", "Requests refused at admission, by reason "
-                                      "(queue_full, deadline, latency_slo)", labels=[*_LABELS, "reason"])
+                                      "(queue_full, deadline, latency_slo, expired)", labels=[*_LABELS, "reason"])
         dropped = CounterMetricFamily("ortserve_dropped_requests", "Admitted requests answered without running, by "
                                       "reason (expired, cancelled, stopped)", labels=[*_LABELS, "reason"])
         queue_rows = GaugeMetricFamily("ortserve_queue_rows", "Rows queued for a batch", labels=_LABELS)
