@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import onnxruntime as ort
 
+from ortserve.errors import OrtServeError
 from ortserve.runtime.batcher import Batcher, Execute
 from ortserve.runtime.stats import ScalingEvent, VersionStats
 
@@ -206,8 +207,8 @@ class InstanceScaler:
     def _apply(self, count: int, reason: str) -> None:
         try:
             executes = self._build(count)
-        except Exception:  # a session that cannot be built (memory, device) leaves the current ones serving
-            log.exception("%s: could not build %d instances; staying at %d", self._name, count, self.count)
+        except OrtServeError as exc:  # a session that cannot be built or warmed up: the current ones serve on
+            log.error("%s: could not build %d instances (%s); staying at %d", self._name, count, exc, self.count)
             self._trial = None
             return
         self._batcher.set_instances(executes)
