@@ -14,6 +14,7 @@ from ortserve import __version__
 from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.server.app import ServerSettings, serve
+from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 
 DEMO_REPOSITORY = Path("demo-repository")
 
@@ -35,6 +36,9 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         drain_timeout_s=args.drain_timeout,
+        model_control=args.model_control,
+        poll_interval_s=args.poll_interval,
+        admin_token=admin_token(args.admin_token),
     )
     # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -89,6 +93,16 @@ def _export_tf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ortserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ortserve {__version__}")
@@ -110,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--drain-timeout", type=float, default=30.0,
                               help="on SIGTERM or SIGINT, seconds to answer what is queued before refusing the rest "
                                    "(default 30)")
+    serve_parser.add_argument(
+        "--model-control", choices=CONTROL_MODES, default="poll",
+        help="poll: follow the repository's new, changed and removed versions, configs and models; explicit: only "
+             "the repository API loads and unloads; none: load once at start (default poll)")
+    serve_parser.add_argument("--poll-interval", type=_positive_seconds, default=2.0,
+                              help="seconds between two looks at the repository under poll (default 2)")
+    serve_parser.add_argument(
+        "--admin-token",
+        help=f"token the repository API (index, load, unload) requires as 'Authorization: Bearer TOKEN' (default: "
+             f"${TOKEN_VARIABLE}); without one, that API answers only on a loopback address")
     serve_parser.set_defaults(handler=_serve)
 
     convert_parser = commands.add_parser(

@@ -40,6 +40,18 @@ class Cancelled(OrtServeError):
     """The caller went away (cancelled, disconnected) while its request was queued: it was dropped, never run."""
 
 
+class Unauthenticated(OrtServeError):
+    """The call needs the admin token and did not carry the right one (HTTP 401, UNAUTHENTICATED)."""
+
+
+class PermissionDenied(OrtServeError):
+    """The call is not allowed from here at all (HTTP 403, PERMISSION_DENIED)."""
+
+
+class ControlDisabled(OrtServeError):
+    """The model control mode does not take this repository call (HTTP 400, FAILED_PRECONDITION)."""
+
+
 class ConfigError(OrtServeError):
     """A model's config.yaml or repository layout is invalid; the model is not loaded."""
 

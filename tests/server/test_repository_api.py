@@ -18,7 +18,7 @@ ROW = {"instances": [[0.1] * 784]}
 def live_repository(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RunningServer]]:
     repo = tmp_path_factory.mktemp("live_repository")
     save(mlp(seed=1), repo, "first")
-    with start_server(repo, repo.parent / "live.log") as running:
+    with start_server(repo, repo.parent / "live.log", "--model-control", "explicit") as running:
         yield repo, running
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -52,12 +53,14 @@ class RunningServer:
             self.process.kill()
 
 
-def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float = 120) -> RunningServer:
+def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float = 120,
+                 env: dict[str, str] | None = None) -> RunningServer:
     rest_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "ortserve", "serve", str(repository), "--host", "127.0.0.1",
                "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), *extra]
     log_file = log_path.open("wb")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                               env=None if env is None else {**os.environ, **env})
     server = RunningServer(process, rest_port, grpc_port, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -241,6 +241,16 @@ class ModelConfig(_Strict):
         return self
 
 
+# Fields that change only which versions serve and how requests reach them: a change to these alone keeps the
+# loaded versions as they are; any other change loads them anew, beside the serving ones.
+ROUTING_FIELDS = frozenset({"version_policy", "labels"})
+
+
+def same_serving(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether versions loaded under `old` serve exactly as they would under `new`."""
+    return old.model_dump(exclude=set(ROUTING_FIELDS)) == new.model_dump(exclude=set(ROUTING_FIELDS))
+
+
 def _field_path(location: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in location) or "(top level)"
 

@@ -37,3 +37,21 @@ def version_paths(model_dir: Path) -> dict[int, Path]:
         raise ConfigError(f"model {model_dir.name!r}: no version directory with a {MODEL_FILE} "
                           f"(expected {model_dir.name}/1/{MODEL_FILE})")
     return versions
+
+
+# What a poll compares: each file's path, size and modification time. A copy in progress changes them.
+FileStamp = tuple[str, int, int]
+Fingerprint = tuple[FileStamp, ...]
+
+
+def fingerprint(directory: Path) -> Fingerprint:
+    """Every file under `directory` (hidden ones too: a copy in progress may write there first), stamped."""
+    stamps = []
+    for path in directory.rglob("*"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # removed while we looked: the next poll sees the change
+            continue
+        if path.is_file():
+            stamps.append((str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(stamps))

@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig
+from ortserve.repository.layout import Fingerprint
 from ortserve.runtime.admission import Admission, AdmissionPolicy
 from ortserve.runtime.batcher import Batcher, Cancel, Done, Execute, RunLater, Tensors
 from ortserve.runtime.costs import BatchCosts
@@ -36,7 +37,7 @@ class State(enum.Enum):
     END = "END"
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: a version and its replacement may hold equal fields
 class ServedVersion:
     model: str
     version: int
@@ -54,6 +55,7 @@ class ServedVersion:
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
+    files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
     _batcher: Batcher | None = None
     _scaler: InstanceScaler | None = None
 
@@ -215,6 +217,9 @@ class ServedModel:
     config: ModelConfig | None
     error: str = ""  # a config or layout error: then the model has no versions
     versions: dict[int, ServedVersion] = field(default_factory=dict)
+    # Why the last rollout changed less than the repository asked (an invalid config.yaml, a version that failed
+    # to load) while the versions that served before still serve.
+    reload_error: str = ""
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, served in self.versions.items() if served.ready)

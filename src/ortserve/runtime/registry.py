@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import onnxruntime as ort
 
 from ortserve.errors import ConfigError, NotFound, OrtServeError
-from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config
-from ortserve.repository.layout import model_names, version_paths
+from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config, same_serving
+from ortserve.repository.layout import Fingerprint, fingerprint, model_names, version_paths
+from ortserve.repository.watcher import changes
 from ortserve.runtime.contract import check_contract
 from ortserve.runtime.gpu import device_of
 from ortserve.runtime.image import bind_image_classifier
@@ -93,11 +96,36 @@ def _load_session(served: ServedVersion) -> None:
     served.sessions.sessions(first_count)
 
 
+# A request that was routed to a version just before a rollout took it out of service still reaches it within
+# this time (a REST request decodes its body between routing and queueing); only then does the version stop.
+RETIRE_GRACE_S = 1.0
+
+
+def _select_versions(name: str, config: ModelConfig, paths: dict[int, Path]) -> list[int]:
+    chosen = config.version_policy.select(list(paths))
+    if not chosen:
+        raise ConfigError(f"model {name!r}: field 'version_policy' selects none of the versions on disk "
+                          f"{sorted(paths)}")
+    for label, version in config.labels.items():
+        if version not in chosen:
+            raise ConfigError(f"model {name!r}: field 'labels.{label}' points to version {version}, which is not "
+                              f"served (served: {chosen})")
+    return chosen
+
+
 class ModelRegistry:
+    """The served models. Every change (a load, a new or changed version or config, an unload) is a rollout:
+    what comes in is loaded and warmed beside what serves, requests move over in one step once it is ready, and
+    what leaves finishes its queued and running requests before it unloads. A request never meets a model
+    without an available version while one could serve it."""
+
     def __init__(self, repository: Path) -> None:
         self.repository = repository
         self.models: dict[str, ServedModel] = {}
         self.loaded = False  # the first load of the whole repository has finished
+        self.fingerprints: dict[str, Fingerprint] = {}  # each model directory as its last load read it
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: list[ServedVersion] = []
 
     def get(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -111,43 +139,115 @@ class ModelRegistry:
         self.loaded = True
 
     async def load(self, name: str) -> ServedModel:
-        """(Re)load one model from disk; a failure is recorded on the model, never raised."""
+        """Bring a model in line with its directory: a rollout (see the class). A failure is recorded on the
+        model and in the log, never raised; what served before keeps serving."""
         model_dir = self.repository / name
         if not model_dir.is_dir():
             raise NotFound(f"model {name!r} is not in the repository {str(self.repository)!r}")
-        try:
-            config = load_config(model_dir)
-            model = ServedModel(name, config)
-            self._select_versions(model, config, version_paths(model_dir))
-        except ConfigError as exc:
-            log.error("%s", exc)
-            model = ServedModel(name, None, error=str(exc))
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            self.fingerprints[name] = await asyncio.to_thread(fingerprint, model_dir)
+            current = self.models.get(name)
+            try:
+                config = load_config(model_dir)
+                paths = version_paths(model_dir)
+                chosen = _select_versions(name, config, paths)
+            except ConfigError as exc:
+                log.error("%s", exc)
+                if current is not None and current.is_ready():
+                    log.error("model %r keeps serving versions %s with its previous config", name,
+                              current.ready_versions())
+                    self._replace(name, replace(current, reload_error=str(exc)))
+                    return self.models[name]
+                self._replace(name, ServedModel(name, None, error=str(exc)))
+                return self.models[name]
+            versions, failures = await self._roll(name, current, config, chosen, paths)
+            self._replace(name, ServedModel(name, config, versions=versions, reload_error="; ".join(failures)))
+            return self.models[name]
+
+    async def _roll(self, name: str, current: ServedModel | None, config: ModelConfig, chosen: list[int],
+                    paths: dict[int, Path]) -> tuple[dict[int, ServedVersion], list[str]]:
+        """The versions to serve under `config`: unchanged ones kept, new or changed ones loaded beside them (a
+        failed one replaces nothing that serves); and why replacements failed."""
+        serving = current.versions if current is not None else {}
+        versions: dict[int, ServedVersion] = {}
+        failures: list[str] = []
+        for version in chosen:
+            stamp = await asyncio.to_thread(fingerprint, paths[version].parent)
+            old = serving.get(version)
+            if old is not None and old.ready and old.files == stamp and same_serving(old.config, config):
+                versions[version] = old
+                continue
+            fresh = ServedVersion(name, version, paths[version], config, files=stamp)
+            await self._load_version(fresh)
+            if fresh.ready or old is None or not old.ready:
+                versions[version] = fresh
+                continue
+            log.error("model %r version %d keeps serving as it was: its replacement failed to load", name, version)
+            failures.append(f"version {version} was not replaced, its new files or config failed: {fresh.error}")
+            versions[version] = old
+        if not any(served.ready for served in versions.values()):
+            # nothing new came up: what served before keeps serving rather than leave callers with nothing
+            kept = {v: served for v, served in serving.items() if served.ready}
+            if kept:
+                failures.extend(f"version {v}: {served.error}" for v, served in versions.items() if served.error)
+                log.error("model %r: no new version came up; versions %s keep serving", name, sorted(kept))
+                return kept, failures
+        return versions, failures
+
+    def _replace(self, name: str, model: ServedModel | None) -> None:
+        """Switch requests to `model` in one step, then retire the versions it no longer serves."""
         previous = self.models.get(name)
-        self.models[name] = model
-        for served in model.versions.values():
-            await self._load_version(served)
-        if previous is not None:
-            previous.stop()
-        return model
+        if model is None:
+            self.models.pop(name, None)
+            self.fingerprints.pop(name, None)
+        else:
+            self.models[name] = model
+        if previous is None:
+            return
+        kept = {id(served) for served in model.versions.values()} if model is not None else set()
+        for served in previous.versions.values():
+            if id(served) not in kept and served.state is not State.END:
+                self._retire(served)
 
-    def unload(self, name: str) -> None:
-        model = self.get(name)
-        for served in model.versions.values():
-            served.state = State.UNLOADING
-        model.stop()
-        del self.models[name]
+    def _retire(self, served: ServedVersion) -> None:
+        self._retiring.append(served)
+        served.state = State.UNLOADING
+        log.info("model %r version %d leaves service: it finishes its requests, then unloads", served.model,
+                 served.version)
 
-    @staticmethod
-    def _select_versions(model: ServedModel, config: ModelConfig, paths: dict[int, Path]) -> None:
-        chosen = config.version_policy.select(list(paths))
-        if not chosen:
-            raise ConfigError(f"model {model.name!r}: field 'version_policy' selects none of the versions "
-                              f"on disk {sorted(paths)}")
-        for label, version in config.labels.items():
-            if version not in chosen:
-                raise ConfigError(f"model {model.name!r}: field 'labels.{label}' points to version {version}, "
-                                  f"which is not served (served: {chosen})")
-        model.versions = {v: ServedVersion(model.name, v, paths[v], config) for v in chosen}
+        async def finish() -> None:
+            await asyncio.sleep(RETIRE_GRACE_S)
+            served.stop()
+            await asyncio.to_thread(served.join)
+            self._retiring.remove(served)
+            log.info("model %r version %d is unloaded", served.model, served.version)
+
+        asyncio.get_running_loop().create_task(finish())
+
+    async def watch(self, interval_s: float) -> None:
+        """Poll the repository every `interval_s` and roll out what changed there (new, changed and removed
+        versions, configs and models), as TF Serving polls its base path. Runs until cancelled."""
+        settle_s = min(0.5, interval_s / 4)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                found = await changes(self.repository, self.fingerprints, settle_s)
+            except (ConfigError, OSError) as exc:  # the repository itself went away or became unreadable
+                log.error("polling the model repository failed: %s", exc)
+                continue
+            for name in found.removed:
+                if name in self.models:
+                    log.info("model %r was removed from the repository", name)
+                    await self.unload(name)
+            for name in found.changed:
+                with contextlib.suppress(NotFound):  # removed again since the poll saw it
+                    await self.load(name)
+
+    async def unload(self, name: str) -> None:
+        """Take a model out of service; its versions finish what they have queued and running first."""
+        self.get(name)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            self._replace(name, None)
 
     @staticmethod
     async def _load_version(served: ServedVersion) -> None:
@@ -172,7 +272,8 @@ class ModelRegistry:
         return sum(served.refuse_queued() for served in self._versions())
 
     def _versions(self) -> list[ServedVersion]:
-        return [served for model in self.models.values() for served in model.versions.values()]
+        serving = [served for model in self.models.values() for served in model.versions.values()]
+        return serving + self._retiring
 
     async def drain(self, timeout_s: float) -> int:
         """Stop every version, give them `timeout_s` to answer what is queued and running, refuse what is still

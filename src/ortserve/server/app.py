@@ -16,6 +16,7 @@ from ortserve.protos.inference import grpc_service_pb2
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.registry import ModelRegistry
+from ortserve.server.control import ControlMode, ModelControl, is_loopback
 from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import GrpcServer
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
@@ -38,6 +39,9 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     grpc_max_message_bytes: int = 64 * 1024 * 1024  # a batch of 32 FP32 224x224 images is 19 MiB
     drain_timeout_s: float = 30.0
+    model_control: ControlMode = "poll"
+    poll_interval_s: float = 2.0
+    admin_token: str | None = None
 
 
 def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
@@ -61,6 +65,15 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
     return server
 
 
+async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) -> None:
+    """Load the repository; then, under `--model-control poll`, follow its changes until cancelled."""
+    await registry.load_all()
+    log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d; model control %s", settings.repository,
+             settings.host, settings.rest_port, settings.host, settings.grpc_port, settings.model_control)
+    if settings.model_control == "poll":
+        await registry.watch(settings.poll_interval_s)
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: `serve` drains the models before the HTTP server stops."""
 
@@ -74,7 +87,8 @@ async def serve(settings: ServerSettings) -> None:
     drain: readiness goes false and new requests are refused, what is queued and running is answered within
     `drain_timeout_s`, what is left is refused, and the servers stop. A second signal stops the wait."""
     registry = ModelRegistry(settings.repository)
-    plane = DataPlane(registry, GpuMonitor.open())
+    control = ModelControl(settings.model_control, settings.admin_token, loopback_only=is_loopback(settings.host))
+    plane = DataPlane(registry, GpuMonitor.open(), control)
     config = uvicorn.Config(
         build_http_app(plane, settings),
         host=settings.host,
@@ -96,10 +110,7 @@ async def serve(settings: ServerSettings) -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, signals.put_nowait, number)
     try:
-        loading = asyncio.create_task(registry.load_all())
-        loading.add_done_callback(lambda _: log.info(
-            "repository %s loaded; REST on http://%s:%d, gRPC on %s:%d", settings.repository, settings.host,
-            settings.rest_port, settings.host, settings.grpc_port))
+        loading = asyncio.create_task(_load_then_watch(registry, settings))
         signalled = asyncio.create_task(signals.get())
         await asyncio.wait((signalled, http_task), return_when=asyncio.FIRST_COMPLETED)
         if not signalled.done():  # the HTTP server ended by itself: it could not start (the port is taken)

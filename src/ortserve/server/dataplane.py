@@ -8,6 +8,7 @@ from ortserve.errors import InvalidInput, NotFound, ShuttingDown
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
+from ortserve.server.control import ModelControl
 
 
 def parse_version(text: str | None) -> int | None:
@@ -35,9 +36,11 @@ def earliest(*deadlines_ns: int) -> int:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, gpus: GpuMonitor | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, gpus: GpuMonitor | None = None,
+                 control: ModelControl | None = None) -> None:
         self.registry = registry
         self.gpus = gpus or GpuMonitor(None, [])
+        self.control = control or ModelControl("explicit", None, loopback_only=True)
         self.draining = False
 
     @property
@@ -79,13 +82,23 @@ class DataPlane:
         raise NotFound(f"several image models ({', '.join(marked or image_models)}): mark exactly one with "
                        "`image.default: true`, or name it: POST /v1/models/{model}:predict_image")
 
-    async def load(self, name: str) -> ServedModel:
-        """(Re)load a model from the repository; fail with the reasons when no version of it came up."""
+    def authorize(self, authorization: str | None) -> None:
+        """Refuse a repository API call (index, load, unload) that the model control does not allow."""
+        self.control.authorize(authorization)
+
+    async def load(self, name: str, authorization: str | None) -> ServedModel:
+        """Roll a model out from the repository as it is now; fail with the reasons when part of it did not come
+        up (what served before then still serves)."""
+        self.control.authorize(authorization)
+        self.control.allow_load()
         model = await self.registry.load(name)
-        if model.error or not model.is_ready():
-            reasons = model.error or "; ".join(served.error for served in model.versions.values() if served.error)
+        if model.error or model.reload_error or not model.is_ready():
+            reasons = model.error or model.reload_error or "; ".join(
+                served.error for served in model.versions.values() if served.error)
             raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
         return model
 
-    def unload(self, name: str) -> None:
-        self.registry.unload(name)
+    async def unload(self, name: str, authorization: str | None) -> None:
+        self.control.authorize(authorization)
+        self.control.allow_unload()
+        await self.registry.unload(name)

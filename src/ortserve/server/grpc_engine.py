@@ -12,7 +12,8 @@ A servicer's methods come in two kinds, told apart by their signature:
 - `def Method(self, request, call: Call) -> None` runs on the gRPC thread. It must not block: it answers through
   `call` now, or later from any thread (inference: from the batch worker).
 - `async def Method(self, request) -> Response` runs on the event loop, for calls that touch the registry's
-  state (load, unload) or are rare enough that a thread hop does not matter.
+  state (load, unload) or are rare enough that a thread hop does not matter; `async def Method(self, request,
+  call)` also gets the call (its metadata), and must answer only by returning or raising.
 A core error raised by either becomes its status code (`grpc_status`); anything else is logged and INTERNAL.
 
 Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and can learn when its client has
@@ -30,7 +31,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -65,18 +66,27 @@ class Method:
 class Call:
     """One unary call. Answer it once, from any thread; later answers are ignored."""
 
-    __slots__ = ("_answered", "_call", "_closing", "_lock", "_on_cancel", "deadline_ns", "name", "run_later")
+    __slots__ = ("_answered", "_call", "_closing", "_lock", "_on_cancel", "deadline_ns", "metadata", "name",
+                 "run_later")
 
     def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None],
-                 deadline_ns: int) -> None:
+                 deadline_ns: int, metadata: Sequence[tuple[str, str | bytes]] = ()) -> None:
         self._call = call
         self.name = name
+        self.metadata = metadata  # the client's invocation metadata, keys lower-case
         self.run_later = run_later  # work for the gRPC thread once it has read the calls already waiting
         self.deadline_ns = deadline_ns  # when the client stops waiting (time.perf_counter_ns); 0: never
         self._answered = False
         self._closing = False  # the close-on-server operation is started
         self._on_cancel: Callable[[], None] | None = None
         self._lock = threading.Lock()
+
+    def metadata_value(self, key: str) -> str | None:
+        """The first text value of a metadata key (lower-case), or None."""
+        for name, value in self.metadata:
+            if name == key:
+                return value.decode("latin-1") if isinstance(value, bytes) else value
+        return None
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run `callback` (on the gRPC thread) if the client goes away before the call is answered."""
@@ -193,7 +203,8 @@ class GrpcServer:
             implementation = getattr(servicer, descriptor.name, None)
             if implementation is None or descriptor.client_streaming or descriptor.server_streaming:
                 continue
-            handle = _on_loop(implementation, loop) if inspect.iscoroutinefunction(implementation) else implementation
+            handle = (_on_loop(implementation, loop, len(inspect.signature(implementation).parameters) == 2)
+                      if inspect.iscoroutinefunction(implementation) else implementation)
             path = f"/{service.full_name}/{descriptor.name}".encode()
             self._methods[path] = Method(message_factory.GetMessageClass(descriptor.input_type), handle)
 
@@ -248,7 +259,8 @@ class GrpcServer:
                 tag.call.cancelled()
         elif tag is _NEW_CALL:
             if event.success:
-                self._accept(event.call, event.call_details.method, event.call_details.deadline)
+                self._accept(event.call, event.call_details.method, event.call_details.deadline,
+                             event.invocation_metadata)
             if not self._stopping:
                 self._server.request_call(self._queue, self._queue, _NEW_CALL)
         elif tag is _SHUTDOWN:
@@ -260,11 +272,12 @@ class GrpcServer:
     def _run_later(self, work: Callable[[], None]) -> None:
         self._later.append(work)
 
-    def _accept(self, call: cygrpc.Call, path: bytes, deadline_s: float) -> None:
+    def _accept(self, call: cygrpc.Call, path: bytes, deadline_s: float,
+                metadata: Sequence[tuple[str, str | bytes]]) -> None:
         name = path.decode(errors="replace")
         left_s = deadline_s - time.time()
         deadline_ns = 0 if left_s > _NO_DEADLINE_S else time.perf_counter_ns() + int(left_s * 1e9)
-        answer = Call(call, name, self._run_later, deadline_ns)
+        answer = Call(call, name, self._run_later, deadline_ns, metadata)
         method = self._methods.get(path)
         if method is None:
             answer.abort(grpc.StatusCode.UNIMPLEMENTED, f"method {name} is not implemented by ortserve")
@@ -295,9 +308,11 @@ def _handle(receiving: _Receiving, event: Any) -> None:
         call.fail(exc)
 
 
-def _on_loop(coroutine: Callable[[Message], Awaitable[Message]], loop: asyncio.AbstractEventLoop) -> Handler:
+def _on_loop(coroutine: Callable[..., Awaitable[Message]], loop: asyncio.AbstractEventLoop, with_call: bool
+             ) -> Handler:
     def handle(request: Message, call: Call) -> None:
-        future = asyncio.run_coroutine_threadsafe(coroutine(request), loop)  # type: ignore[arg-type]
+        running = coroutine(request, call) if with_call else coroutine(request)
+        future = asyncio.run_coroutine_threadsafe(running, loop)  # type: ignore[arg-type]
         future.add_done_callback(lambda done: _settle(call, done))
 
     return handle

@@ -7,10 +7,13 @@ import grpc
 from ortserve.errors import (
     Cancelled,
     ConfigError,
+    ControlDisabled,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
     OrtServeError,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -18,6 +21,9 @@ from ortserve.errors import (
 _CODES = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    ControlDisabled: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,

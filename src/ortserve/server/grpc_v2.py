@@ -149,16 +149,19 @@ class InferenceService:
                  if version is None or v == version]
         return _parse(pb.ModelStatisticsResponse(), {"model_stats": stats})
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, call: Call) -> pb.RepositoryIndexResponse:
+        self._plane.authorize(call.metadata_value("authorization"))
         index = triton.repository_index(self._plane.registry)
         if request.ready:
             index = [entry for entry in index if entry["state"] == "READY"]
         return _parse(pb.RepositoryIndexResponse(), {"models": index})
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest) -> pb.RepositoryModelLoadResponse:
-        await self._plane.load(request.model_name)
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, call: Call
+                                  ) -> pb.RepositoryModelLoadResponse:
+        await self._plane.load(request.model_name, call.metadata_value("authorization"))
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest) -> pb.RepositoryModelUnloadResponse:
-        self._plane.unload(request.model_name)
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest, call: Call
+                                    ) -> pb.RepositoryModelUnloadResponse:
+        await self._plane.unload(request.model_name, call.metadata_value("authorization"))
         return pb.RepositoryModelUnloadResponse()

@@ -18,11 +18,14 @@ import orjson
 from ortserve.errors import (
     Cancelled,
     ConfigError,
+    ControlDisabled,
     DeadlineExceeded,
     InvalidInput,
     NotFound,
     OrtServeError,
     Overloaded,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 from ortserve.runtime.image import ImageTooLarge
@@ -60,7 +63,8 @@ class Response:
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 # 499: the client closed the connection (nginx's code); nobody reads the answer
-_STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, NotFound: 404, Unavailable: 503,
+_STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, ControlDisabled: 400,
+           Unauthenticated: 401, PermissionDenied: 403, NotFound: 404, Unavailable: 503,
            DeadlineExceeded: 504, Cancelled: 499}
 
 
@@ -77,6 +81,8 @@ def core_error_response(error: OrtServeError) -> Response:
     response = error_response(str(error), status_for(error))
     if isinstance(error, Overloaded):
         response.headers.append((b"retry-after", str(max(1, round(error.retry_after_s))).encode()))
+    elif isinstance(error, Unauthenticated):
+        response.headers.append((b"www-authenticate", b"Bearer"))
     return response
 
 

@@ -48,6 +48,11 @@ class _OutputChoice:
     parameters: dict[str, Any]  # the request-level parameters
 
 
+def _authorization(request: Request) -> str | None:
+    value = request.headers.get(b"authorization")
+    return None if value is None else value.decode("latin-1")
+
+
 class V2Rest:
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
@@ -114,14 +119,15 @@ class V2Rest:
         return {**triton.version_stats(served), "ortserve": triton.scheduling_stats(served, self._plane.gpus)}
 
     async def repository_index(self, request: Request, params: dict[str, str]) -> Response:
+        self._plane.authorize(_authorization(request))
         return json_response(triton.repository_index(self._plane.registry))
 
     async def load(self, request: Request, params: dict[str, str]) -> Response:
-        await self._plane.load(params["model"])
+        await self._plane.load(params["model"], _authorization(request))
         return json_response({})
 
     async def unload(self, request: Request, params: dict[str, str]) -> Response:
-        self._plane.unload(params["model"])
+        await self._plane.unload(params["model"], _authorization(request))
         return json_response({})
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:

@@ -119,5 +119,6 @@ def repository_index(registry: ModelRegistry) -> list[dict[str, str]]:
             index.append({"name": name, "state": "UNAVAILABLE", "reason": model.error})
         for version, served in sorted(model.versions.items()):
             state = "READY" if served.ready else "UNAVAILABLE"
-            index.append({"name": name, "version": str(version), "state": state, "reason": served.error})
+            reason = served.error or model.reload_error  # a failed rollout: these versions still serve
+            index.append({"name": name, "version": str(version), "state": state, "reason": reason})
     return index
