@@ -193,6 +193,31 @@ class TensorDeclaration(_Strict):
         return datatype
 
 
+VersionRef = Annotated[int, Field(ge=1)] | str  # a version number, or a label of the model
+
+
+class Shadow(_Strict):
+    """A version that gets a copy of a fraction of the model's traffic after each caller is answered; its
+    answers are compared with the served ones, never returned (routing.shadow)."""
+
+    target: VersionRef
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
+class Routing(_Strict):
+    """How requests that name neither a version nor a label reach a version."""
+
+    # Weights over labels or versions ({stable: 90, canary: 10}); unset: the newest available version.
+    split: dict[Annotated[int, Field(ge=1)] | str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    shadow: Shadow | None = None
+
+
+class ResponseCache(_Strict):
+    """Answers kept per version, keyed by the exact inputs and requested outputs, least recently used first out."""
+
+    max_bytes: Annotated[int, Field(ge=1)]
+
+
 class ModelConfig(_Strict):
     """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
 
@@ -209,6 +234,8 @@ class ModelConfig(_Strict):
     )
     version_policy: VersionPolicy = VersionPolicy(latest=1)
     labels: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    routing: Routing = Routing()
+    response_cache: ResponseCache | None = None
     warmup: Warmup = Warmup()
     image: ImagePreprocessing | None = None
     # The model's contract (as TF Serving's signature and Triton's config declare it); empty: not checked.
@@ -230,6 +257,15 @@ class ModelConfig(_Strict):
                 raise ValueError(f"label {label!r} must match [a-zA-Z0-9_]+")
         return labels
 
+    def version_of(self, ref: int | str) -> int | None:
+        """The version a split or shadow entry names: a number (also written as text) or a label; None when it
+        is neither."""
+        if isinstance(ref, int):
+            return ref
+        if ref.isdigit():
+            return int(ref)
+        return self.labels.get(ref)
+
     @model_validator(mode="after")
     def _batch_sizes_fit(self) -> ModelConfig:
         if self.max_batch_size is not None:
@@ -243,7 +279,7 @@ class ModelConfig(_Strict):
 
 # Fields that change only which versions serve and how requests reach them: a change to these alone keeps the
 # loaded versions as they are; any other change loads them anew, beside the serving ones.
-ROUTING_FIELDS = frozenset({"version_policy", "labels"})
+ROUTING_FIELDS = frozenset({"version_policy", "labels", "routing"})
 
 
 def same_serving(old: ModelConfig, new: ModelConfig) -> bool:

@@ -16,6 +16,9 @@ import onnxruntime as ort
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig
 from ortserve.repository.layout import Fingerprint
+from ortserve.routing.cache import ResponseCache, request_key
+from ortserve.routing.shadow import ShadowLane
+from ortserve.routing.split import Split
 from ortserve.runtime.admission import Admission, AdmissionPolicy
 from ortserve.runtime.batcher import Batcher, Cancel, Done, Execute, RunLater, Tensors
 from ortserve.runtime.costs import BatchCosts
@@ -56,6 +59,8 @@ class ServedVersion:
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
     files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
+    cache: ResponseCache | None = None  # config.yaml `response_cache`
+    shadow: ShadowLane | None = None  # where copies of this version's answered requests go (routing.shadow)
     _batcher: Batcher | None = None
     _scaler: InstanceScaler | None = None
 
@@ -96,6 +101,8 @@ class ServedVersion:
                                     int(config.queue.max_wait_ms * 1e6), slo_ns)
         low, high = config.instances.min, config.instances.max
         name = f"ortserve-{self.model}-{self.version}"
+        if config.response_cache is not None:
+            self.cache = ResponseCache(config.response_cache.max_bytes)
         self._batcher = Batcher(self.instance_executors(low), self.stats, name=name,
                                 scheduler=Scheduler(policy, self.calibration, low), admission=Admission(admission))
         if high > low:
@@ -155,6 +162,18 @@ class ServedVersion:
         except Exception:
             self.stats.request_done(time.perf_counter_ns() - start, False)
             raise
+        cache, shadow = self.cache, self.shadow
+        if cache is not None:
+            cache_key = request_key(inputs, outputs)
+            answer = cache.get(cache_key)
+            self.stats.cache_looked_up(answer is not None, time.perf_counter_ns() - start)
+            if answer is not None:
+                done(answer)
+                self.stats.request_done(time.perf_counter_ns() - start, True)
+                return None
+            done = _then_keep(done, inputs, cache, cache_key, shadow)
+        elif shadow is not None:
+            done = _then_keep(done, inputs, None, b"", shadow)
         if outputs:
             wanted = outputs
 
@@ -202,6 +221,22 @@ class ServedVersion:
                 watch.cancel()
 
 
+def _then_keep(done: Done, inputs: Tensors, cache: ResponseCache | None, key: bytes, shadow: ShadowLane | None
+               ) -> Done:
+    """`done`, then, once the caller has its answer, the answer into the cache and a copy to the shadow."""
+
+    def answered(result: Tensors | BaseException) -> None:
+        done(result)
+        if isinstance(result, BaseException):
+            return
+        if cache is not None:
+            cache.put(key, result)
+        if shadow is not None:
+            shadow.offer(inputs, result)
+
+    return answered
+
+
 def _settle(future: asyncio.Future[Tensors], result: Tensors | BaseException) -> None:
     if future.done():  # the caller went away (cancelled)
         return
@@ -217,9 +252,20 @@ class ServedModel:
     config: ModelConfig | None
     error: str = ""  # a config or layout error: then the model has no versions
     versions: dict[int, ServedVersion] = field(default_factory=dict)
+    shadow: ShadowLane | None = None  # copies of answered requests go there (routing.shadow)
     # Why the last rollout changed less than the repository asked (an invalid config.yaml, a version that failed
     # to load) while the versions that served before still serve.
     reload_error: str = ""
+
+    def __post_init__(self) -> None:
+        self._split: Split | None = None
+        if self.config is not None and self.config.routing.split:
+            weights: dict[int, float] = {}
+            for ref, weight in self.config.routing.split.items():
+                version = self.config.version_of(ref)
+                if version is not None:  # the registry checked every entry before it built the model
+                    weights[version] = weights.get(version, 0.0) + weight
+            self._split = Split(weights)
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, served in self.versions.items() if served.ready)
@@ -237,12 +283,19 @@ class ServedModel:
             raise NotFound(f"model {self.name!r} has no version label {label!r}")
         return labels[label]
 
-    def resolve(self, version: int | None = None, label: str | None = None) -> ServedVersion:
-        """Route to a version: an explicit one, a label's, or the newest available (TF Serving's default)."""
+    def resolve(self, version: int | None = None, label: str | None = None, key: str | None = None
+                ) -> ServedVersion:
+        """Route to a version: an explicit one, a label's, the traffic split's (by `key` when given), or the
+        newest available (TF Serving's default)."""
         if self.error:
             raise Unavailable(f"model {self.name!r} failed to load: {self.error}")
         if label is not None:
             version = self._labelled(label)
+        elif version is None and self._split is not None:
+            for candidate in self._split.choose(key):
+                served = self.versions.get(candidate)
+                if served is not None and served.ready:
+                    return served
         if version is None:
             available = [v for v, served in self.versions.items() if served.ready]
             if not available:
@@ -269,5 +322,7 @@ class ServedModel:
         return [self.versions[version]]
 
     def stop(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         for served in self.versions.values():
             served.stop()

@@ -14,6 +14,7 @@ from ortserve.errors import ConfigError, NotFound, OrtServeError
 from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config, same_serving
 from ortserve.repository.layout import Fingerprint, fingerprint, model_names, version_paths
 from ortserve.repository.watcher import changes
+from ortserve.routing.shadow import ShadowLane
 from ortserve.runtime.contract import check_contract
 from ortserve.runtime.gpu import device_of
 from ortserve.runtime.image import bind_image_classifier
@@ -110,6 +111,16 @@ def _select_versions(name: str, config: ModelConfig, paths: dict[int, Path]) -> 
         if version not in chosen:
             raise ConfigError(f"model {name!r}: field 'labels.{label}' points to version {version}, which is not "
                               f"served (served: {chosen})")
+    routing = config.routing
+    named = [(f"routing.split.{ref}", ref) for ref in routing.split]
+    if routing.shadow is not None:
+        named.append(("routing.shadow.target", routing.shadow.target))
+    for field_name, ref in named:
+        version = config.version_of(ref)
+        if version not in chosen:
+            what = "no label of the model" if version is None else f"version {version}, which is not served"
+            raise ConfigError(f"model {name!r}: field {field_name!r} names {ref!r}: {what} (served: {chosen}, "
+                              f"labels: {config.labels})")
     return chosen
 
 
@@ -161,8 +172,37 @@ class ModelRegistry:
                 self._replace(name, ServedModel(name, None, error=str(exc)))
                 return self.models[name]
             versions, failures = await self._roll(name, current, config, chosen, paths)
-            self._replace(name, ServedModel(name, config, versions=versions, reload_error="; ".join(failures)))
+            shadow = await self._shadow_lane(name, config, versions, failures)
+            self._replace(name, ServedModel(name, config, versions=versions, shadow=shadow,
+                                            reload_error="; ".join(failures)))
             return self.models[name]
+
+    @staticmethod
+    async def _shadow_lane(name: str, config: ModelConfig, versions: dict[int, ServedVersion], failures: list[str]
+                           ) -> ShadowLane | None:
+        """The shadow's own one-thread session (routing.shadow), warmed up; None without a shadow, or when the
+        target is not available (then why is in `failures`)."""
+        shadow = config.routing.shadow
+        if shadow is None:
+            return None
+        version = config.version_of(shadow.target)
+        target = versions.get(version) if version is not None else None
+        if target is None or not target.ready or target.signature is None:
+            failures.append(f"routing.shadow: version {version} is not available, so it gets no copies")
+            return None
+
+        def build() -> ort.InferenceSession:
+            assert target.signature is not None
+            session = create_session(name, target.path, target.config, 1)
+            prime(name, session, target.signature, target.config.warmup, target.max_batch_size > 0)
+            return session
+
+        try:
+            session = await asyncio.to_thread(build)
+        except OrtServeError as exc:
+            failures.append(f"routing.shadow: {exc}")
+            return None
+        return ShadowLane(name, target.version, session, shadow.fraction)
 
     async def _roll(self, name: str, current: ServedModel | None, config: ModelConfig, chosen: list[int],
                     paths: dict[int, Path]) -> tuple[dict[int, ServedVersion], list[str]]:
@@ -201,9 +241,14 @@ class ModelRegistry:
             self.models.pop(name, None)
             self.fingerprints.pop(name, None)
         else:
+            for served in model.versions.values():
+                shadowed = model.shadow is not None and served.version != model.shadow.target_version
+                served.shadow = model.shadow if shadowed else None
             self.models[name] = model
         if previous is None:
             return
+        if previous.shadow is not None and (model is None or model.shadow is not previous.shadow):
+            previous.shadow.close()
         kept = {id(served) for served in model.versions.values()} if model is not None else set()
         for served in previous.versions.values():
             if id(served) not in kept and served.state is not State.END:

@@ -80,6 +80,8 @@ class VersionStats:
     drops: dict[str, int] = field(default_factory=dict)  # admitted, never run: expired, cancelled, stopped
     scalings: deque[ScalingEvent] = field(default_factory=lambda: deque(maxlen=20))  # the latest ones
     scaling_count: int = 0
+    cache_hit: Duration = field(default_factory=Duration)  # lookups that found the answer, and their time
+    cache_miss: Duration = field(default_factory=Duration)
 
     # Requests arrive on the event loop or the gRPC thread and finish on batch worker threads.
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -111,6 +113,10 @@ class VersionStats:
             self.drops[reason] = self.drops.get(reason, 0) + 1
             self.failure.add(ns)
             self.request_seconds.observe(ns / 1e9)
+
+    def cache_looked_up(self, hit: bool, ns: int) -> None:
+        with self._lock:
+            (self.cache_hit if hit else self.cache_miss).add(ns)
 
     def scaled(self, event: ScalingEvent) -> None:
         with self._lock:

@@ -56,10 +56,13 @@ class DataPlane:
     def model(self, name: str) -> ServedModel:
         return self.registry.get(name)
 
-    def version(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
+    def version(self, name: str, version: int | None = None, label: str | None = None,
+                routing_key: str | None = None) -> ServedVersion:
+        """The version that answers: named, labelled, or chosen by the model's routing (`routing_key`: the
+        caller's X-Routing-Key, which keeps it on one version of a traffic split)."""
         if self.draining:
             raise ShuttingDown("the server is shutting down and takes no new requests")
-        return self.registry.get(name).resolve(version, label)
+        return self.registry.get(name).resolve(version, label, routing_key)
 
     async def drain(self, timeout_s: float) -> int:
         """Refuse new requests from now on (readiness goes false first), answer those queued and running within

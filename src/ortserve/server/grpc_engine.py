@@ -55,6 +55,7 @@ _OUTSTANDING_REQUESTS = 16  # calls the core may hand over per poll without wait
 _MOST_EVENTS_BEFORE_RUNNING = 64  # bounds how long requests read first wait for those read after them
 _MOST_PENDING_CALLS = 256
 _NO_DEADLINE_S = 10 * 365 * 86400.0  # grpcio reports "no deadline" as a time far in the future
+ROUTING_KEY = "x-routing-key"  # metadata that keeps a caller on one version of a traffic split
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from ortserve.protos.tensorflow_serving.apis import (
 from ortserve.runtime.model import ServedVersion, State
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.server.dataplane import DataPlane
-from ortserve.server.grpc_engine import Call
+from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.tensor_proto import from_numpy_array, to_numpy
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, PREDICT_METHOD
 
@@ -67,15 +67,15 @@ class PredictionService:
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
 
-    def _served(self, spec: model_pb2.ModelSpec) -> ServedVersion:
+    def _served(self, spec: model_pb2.ModelSpec, routing_key: str | None = None) -> ServedVersion:
         if not spec.name:
             raise InvalidInput("model_spec.name is empty")
         version, label = _version_choice(spec)
-        return self._plane.version(spec.name, version, label)
+        return self._plane.version(spec.name, version, label, routing_key)
 
     def Predict(self, request: predict_pb2.PredictRequest, call: Call) -> None:
         """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
-        served = self._served(request.model_spec)
+        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
         _check_signature(request.model_spec)
         inputs = {name: to_numpy(name, tensor) for name, tensor in request.inputs.items()}
 

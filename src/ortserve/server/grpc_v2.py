@@ -17,7 +17,7 @@ from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
 from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
 from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
-from ortserve.server.grpc_engine import Call
+from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.rest_v2 import EXTENSIONS
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 travel only as raw bytes).
@@ -117,7 +117,8 @@ class InferenceService:
 
     def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> None:
         """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
-        served = self._served(request.model_name, request.model_version)
+        served = self._plane.version(request.model_name, parse_version(request.model_version),
+                                     routing_key=call.metadata_value(ROUTING_KEY))
         signature = served.signature
         assert signature is not None
 

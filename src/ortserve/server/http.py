@@ -44,6 +44,12 @@ class Request:
     query: bytes = b""
     receive: Callable[[], Awaitable[dict[str, Any]]] | None = None  # the ASGI channel, once the body is read
 
+    @property
+    def routing_key(self) -> str | None:
+        """X-Routing-Key: requests that carry the same key reach the same version of a traffic split."""
+        value = self.headers.get(b"x-routing-key")
+        return None if value is None else value.decode("latin-1")
+
     async def disconnected(self) -> None:
         """Completes when the client disconnects (ASGI's http.disconnect); never where that cannot be told."""
         if self.receive is None:

@@ -73,6 +73,55 @@ class _StatsCollector:
         yield from (refused, dropped, queue_rows, queue_requests, bound, row_limit, max_wait, fixed, per_row,
                     instances, scalings)
 
+    def _cache(self) -> Iterator[Metric]:
+        hits = CounterMetricFamily("ortserve_cache_hits", "Requests answered from the response cache", labels=_LABELS)
+        misses = CounterMetricFamily("ortserve_cache_misses", "Cache lookups that found no answer", labels=_LABELS)
+        size = GaugeMetricFamily("ortserve_cache_bytes", "Bytes of answers held in the response cache",
+                                 labels=_LABELS)
+        evictions = CounterMetricFamily("ortserve_cache_evictions", "Answers dropped to stay within max_bytes",
+                                        labels=_LABELS)
+        for model in self._registry.models.values():
+            for served in model.versions.values():
+                if served.cache is None:
+                    continue
+                labels, counts = [served.model, str(served.version)], served.cache.counts
+                hits.add_metric(labels, counts.hits)
+                misses.add_metric(labels, counts.misses)
+                size.add_metric(labels, counts.bytes)
+                evictions.add_metric(labels, counts.evictions)
+        yield from (hits, misses, size, evictions)
+
+    def _shadow(self) -> Iterator[Metric]:
+        """Per model with a shadow: what happened to the copies, and how its answers agree, per output."""
+        copies = CounterMetricFamily("ortserve_shadow_copies", "Requests copied to the shadow version, by outcome "
+                                     "(compared, dropped: no idle core, failed)", labels=[*_LABELS, "outcome"])
+        by_output = [*_LABELS, "output"]
+        rows = CounterMetricFamily("ortserve_shadow_rows", "Rows compared with the shadow's", labels=by_output)
+        top1_rows = CounterMetricFamily("ortserve_shadow_top1_rows", "Rows of class scores compared",
+                                        labels=by_output)
+        top1 = CounterMetricFamily("ortserve_shadow_top1_agreed_rows", "Rows whose top class the shadow shares",
+                                   labels=by_output)
+        cosine = CounterMetricFamily("ortserve_shadow_cosine_sum", "Sum over compared rows of the cosine between "
+                                     "the served and the shadow row", labels=by_output)
+        error = GaugeMetricFamily("ortserve_shadow_max_abs_error", "Largest absolute difference seen in any "
+                                  "element", labels=by_output)
+        for model in self._registry.models.values():
+            lane = model.shadow
+            if lane is None:
+                continue
+            labels, stats = [model.name, str(lane.target_version)], lane.stats
+            copies.add_metric([*labels, "compared"], stats.compared)
+            copies.add_metric([*labels, "dropped"], stats.dropped)
+            copies.add_metric([*labels, "failed"], stats.failed)
+            for output, agreement in sorted(stats.outputs.items()):
+                named = [*labels, output]
+                rows.add_metric(named, agreement.rows)
+                top1_rows.add_metric(named, agreement.top1_rows)
+                top1.add_metric(named, agreement.top1_agreed)
+                cosine.add_metric(named, agreement.cosine_sum)
+                error.add_metric(named, agreement.max_abs_error)
+        yield from (copies, rows, top1_rows, top1, cosine, error)
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("ortserve_requests", "Inference requests by outcome",
                                        labels=[*_LABELS, "outcome"])
@@ -101,6 +150,8 @@ class _StatsCollector:
                 _histogram(batch, labels, stats.batch_rows)
         yield from (requests, rows, executions, in_flight, latency, queue, compute, batch)
         yield from self._scheduling()
+        yield from self._cache()
+        yield from self._shadow()
 
 
 class _GpuCollector:

@@ -94,10 +94,12 @@ class ImageRest:
         router.add("POST", MODEL_PATH + ":predict_image", self.predict_named)
 
     async def predict_default(self, request: Request, params: dict[str, str]) -> Response:
-        return await self._classify(request, self._plane.version(self._plane.default_image_model()))
+        served = self._plane.version(self._plane.default_image_model(), routing_key=request.routing_key)
+        return await self._classify(request, served)
 
     async def predict_named(self, request: Request, params: dict[str, str]) -> Response:
-        served = self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"))
+        served = self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"),
+                                     request.routing_key)
         return await self._classify(request, served)
 
     async def _classify(self, request: Request, served: ServedVersion) -> Response:

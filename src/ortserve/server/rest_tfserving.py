@@ -102,8 +102,9 @@ class TfServingRest:
         router.add("GET", MODEL_PATH + "/metadata", self.metadata)
         router.add("POST", MODEL_PATH + r":(?P<method>classify|regress)", self.unsupported)
 
-    def _served(self, params: dict[str, str]) -> ServedVersion:
-        return self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"))
+    def _served(self, params: dict[str, str], routing_key: str | None = None) -> ServedVersion:
+        return self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"),
+                                   routing_key)
 
     async def status(self, request: Request, params: dict[str, str]) -> Response:
         model = self._plane.model(params["model"])
@@ -128,7 +129,7 @@ class TfServingRest:
                            "use :predict")
 
     async def predict(self, request: Request, params: dict[str, str]) -> Response:
-        served = self._served(params)
+        served = self._served(params, request.routing_key)
         signature = served.signature
         assert signature is not None
         document = loads(request.body, frozenset({"instances", "inputs"}))

@@ -132,7 +132,8 @@ class V2Rest:
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:
         arrived = time.perf_counter_ns()
-        served = self._served(params)
+        served = self._plane.version(params["model"], parse_version(params.get("version")),
+                                     routing_key=request.routing_key)
         assert served.signature is not None
         body = memoryview(request.body)
         header_length = request.headers.get(HEADER_LENGTH)

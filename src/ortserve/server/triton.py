@@ -52,7 +52,6 @@ def _duration(value: Duration) -> dict[str, int]:
 
 def version_stats(served: ServedVersion) -> dict[str, Any]:
     stats = served.stats
-    empty = {"count": 0, "ns": 0}
     return {
         "name": served.model,
         "version": str(served.version),
@@ -66,8 +65,8 @@ def version_stats(served: ServedVersion) -> dict[str, Any]:
             "compute_input": _duration(stats.compute_input),
             "compute_infer": _duration(stats.compute),
             "compute_output": _duration(stats.compute_output),
-            "cache_hit": empty,
-            "cache_miss": empty,
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
         },
         "batch_stats": [
             # per batch size only session.run is timed; input and output carry the count perf_analyzer checks
@@ -87,6 +86,16 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
         "dropped": dict(stats.drops),
         "instance_changes": [asdict(event) for event in stats.scalings],
     }
+    if served.cache is not None:
+        extra["response_cache"] = {"max_bytes": served.cache.max_bytes, **asdict(served.cache.counts)}
+    lane = served.shadow
+    if lane is not None:  # the model's shadow, seen from each version whose answers it copies (all of them)
+        copies = lane.stats
+        extra["shadow"] = {
+            "target_version": lane.target_version, "fraction": lane.fraction, "offered": copies.offered,
+            "compared": copies.compared, "dropped": copies.dropped, "failed": copies.failed,
+            "outputs": {name: agreement.summary() for name, agreement in sorted(copies.outputs.items())},
+        }
     batcher = served.batcher
     if batcher is not None:
         state, choices = batcher.state(), batcher.choices()
