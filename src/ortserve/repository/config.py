@@ -218,6 +218,27 @@ class ResponseCache(_Strict):
     max_bytes: Annotated[int, Field(ge=1)]
 
 
+class Group(_Strict):
+    """A model served by other models of the repository (its members, of one input/output contract): each
+    request goes to one member, chosen by the policy (routing.group)."""
+
+    members: Annotated[list[str], Field(min_length=1)]
+    policy: Literal["least_latency", "round_robin", "weighted"] = "least_latency"
+    weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)  # for `weighted`
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Group:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError(f"members {self.members} name a model twice")
+        if self.policy == "weighted":
+            if set(self.weights) != set(self.members):
+                raise ValueError(f"policy 'weighted' needs a weight for every member, and only for them: members "
+                                 f"{self.members}, weights for {sorted(self.weights)}")
+        elif self.weights:
+            raise ValueError(f"weights are for policy 'weighted', not {self.policy!r}")
+        return self
+
+
 class ModelConfig(_Strict):
     """config.yaml of one model. Unset batching fields are derived from the ONNX signature."""
 
@@ -236,6 +257,7 @@ class ModelConfig(_Strict):
     labels: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     routing: Routing = Routing()
     response_cache: ResponseCache | None = None
+    group: Group | None = None
     warmup: Warmup = Warmup()
     image: ImagePreprocessing | None = None
     # The model's contract (as TF Serving's signature and Triton's config declare it); empty: not checked.
@@ -265,6 +287,14 @@ class ModelConfig(_Strict):
         if ref.isdigit():
             return int(ref)
         return self.labels.get(ref)
+
+    @model_validator(mode="after")
+    def _group_alone(self) -> ModelConfig:
+        if self.group is not None:
+            others = sorted(name for name in self.model_fields_set if name != "group")
+            if others:
+                raise ValueError(f"a group's config holds only `group:`; {', '.join(others)} belong to its members")
+        return self
 
     @model_validator(mode="after")
     def _batch_sizes_fit(self) -> ModelConfig:

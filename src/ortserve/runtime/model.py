@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import enum
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import onnxruntime as ort
 
@@ -17,6 +19,7 @@ from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig
 from ortserve.repository.layout import Fingerprint
 from ortserve.routing.cache import ResponseCache, request_key
+from ortserve.routing.group import VariantGroup
 from ortserve.routing.shadow import ShadowLane
 from ortserve.routing.split import Split
 from ortserve.runtime.admission import Admission, AdmissionPolicy
@@ -61,12 +64,20 @@ class ServedVersion:
     files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
     cache: ResponseCache | None = None  # config.yaml `response_cache`
     shadow: ShadowLane | None = None  # where copies of this version's answered requests go (routing.shadow)
+    observer: Observer | None = None  # told of each request's start and end (a variant group's view of it)
     _batcher: Batcher | None = None
     _scaler: InstanceScaler | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is State.AVAILABLE
+
+    def seen_as(self, model: str, observer: Observer) -> ServedVersion:
+        """This version answering under another model's name as its version 1 (a variant group's member): same
+        sessions, batcher, cache and statistics; `observer` learns of every request it takes."""
+        view = copy.copy(self)
+        view.model, view.version, view.observer = model, 1, observer
+        return view
 
     @property
     def batcher(self) -> Batcher | None:
@@ -162,6 +173,20 @@ class ServedVersion:
         except Exception:
             self.stats.request_done(time.perf_counter_ns() - start, False)
             raise
+        observer = self.observer
+        if observer is None:
+            return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later)
+        observer.begin()
+        try:
+            return self._answer_or_queue(batcher, inputs, rows, key, outputs, _observed(done, observer, start), start,
+                                         deadline_ns, run_later)
+        except BaseException as exc:  # refused: the observer hears of it as of any other end
+            observer.end(time.perf_counter_ns() - start, exc)
+            raise
+
+    def _answer_or_queue(self, batcher: Batcher, inputs: Tensors, rows: int, key: Hashable, outputs: list[str] | None,
+                         done: Done, start: int, deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
+        """A checked request: from the cache, or into the batcher (the answer to the cache and the shadow)."""
         cache, shadow = self.cache, self.shadow
         if cache is not None:
             cache_key = request_key(inputs, outputs)
@@ -221,6 +246,20 @@ class ServedVersion:
                 watch.cancel()
 
 
+class Observer(Protocol):
+    def begin(self) -> None: ...
+
+    def end(self, ns: int, error: BaseException | None) -> None: ...
+
+
+def _observed(done: Done, observer: Observer, start: int) -> Done:
+    def answered(result: Tensors | BaseException) -> None:
+        observer.end(time.perf_counter_ns() - start, result if isinstance(result, BaseException) else None)
+        done(result)
+
+    return answered
+
+
 def _then_keep(done: Done, inputs: Tensors, cache: ResponseCache | None, key: bytes, shadow: ShadowLane | None
                ) -> Done:
     """`done`, then, once the caller has its answer, the answer into the cache and a copy to the shadow."""
@@ -253,6 +292,7 @@ class ServedModel:
     error: str = ""  # a config or layout error: then the model has no versions
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     shadow: ShadowLane | None = None  # copies of answered requests go there (routing.shadow)
+    group: VariantGroup | None = None  # set for a variant group: its members answer, as its version 1
     # Why the last rollout changed less than the repository asked (an invalid config.yaml, a version that failed
     # to load) while the versions that served before still serve.
     reload_error: str = ""
@@ -268,14 +308,29 @@ class ServedModel:
             self._split = Split(weights)
 
     def ready_versions(self) -> list[int]:
+        if self.group is not None:
+            try:
+                self.group.resolve(count=False)
+            except Unavailable:
+                return []
+            return [1]
         return sorted(v for v, served in self.versions.items() if served.ready)
 
     def is_ready(self, version: int | None = None) -> bool:
         """Whether the version (any version, when None) can serve now."""
-        if version is None:
-            return bool(self.ready_versions())
+        if version is None or self.group is not None:
+            return version in (None, 1) and bool(self.ready_versions())
         served = self.versions.get(version)
         return served is not None and served.ready
+
+    def _group_version(self, version: int | None, label: str | None) -> VariantGroup:
+        """The group, once the request names no more than its one version."""
+        assert self.group is not None
+        if label is not None:
+            raise NotFound(f"model {self.name!r} is a variant group: it has no version labels")
+        if version not in (None, 1):
+            raise NotFound(f"model {self.name!r} is a variant group: it serves version 1 only")
+        return self.group
 
     def _labelled(self, label: str) -> int:
         labels = self.config.labels if self.config is not None else {}
@@ -289,6 +344,8 @@ class ServedModel:
         newest available (TF Serving's default)."""
         if self.error:
             raise Unavailable(f"model {self.name!r} failed to load: {self.error}")
+        if self.group is not None:
+            return self._group_version(version, label).resolve()
         if label is not None:
             version = self._labelled(label)
         elif version is None and self._split is not None:
@@ -313,6 +370,8 @@ class ServedModel:
         """The versions a status request names (all served ones when it names none), whatever their state."""
         if self.error:
             raise NotFound(f"model {self.name!r} failed to load: {self.error}")
+        if self.group is not None:
+            return [self._group_version(version, label).resolve(count=False)]
         if label is not None:
             version = self._labelled(label)
         if version is None:

@@ -11,9 +11,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from ortserve.errors import ConfigError, NotFound, OrtServeError
-from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, ModelConfig, load_config, same_serving
+from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, Group, ModelConfig, load_config, same_serving
 from ortserve.repository.layout import Fingerprint, fingerprint, model_names, version_paths
 from ortserve.repository.watcher import changes
+from ortserve.routing.group import VariantGroup
 from ortserve.routing.shadow import ShadowLane
 from ortserve.runtime.contract import check_contract
 from ortserve.runtime.gpu import device_of
@@ -21,7 +22,7 @@ from ortserve.runtime.image import bind_image_classifier
 from ortserve.runtime.instances import SessionPool, threads_per_instance, usable_cores
 from ortserve.runtime.model import ServedModel, ServedVersion, State
 from ortserve.runtime.session import create_session
-from ortserve.runtime.signature import read_signature
+from ortserve.runtime.signature import Signature, read_signature
 from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,18 @@ def _load_session(served: ServedVersion) -> None:
 RETIRE_GRACE_S = 1.0
 
 
+def _is_group(model_dir: Path) -> bool:
+    try:
+        return load_config(model_dir).group is not None
+    except ConfigError:  # reported when the model itself loads
+        return False
+
+
+def _describe(signature: Signature) -> str:
+    tensors = [f"{spec.name}:{spec.type.v2}{list(spec.shape)}" for spec in signature.inputs + signature.outputs]
+    return "[" + ", ".join(tensors) + "]"
+
+
 def _select_versions(name: str, config: ModelConfig, paths: dict[int, Path]) -> list[int]:
     chosen = config.version_policy.select(list(paths))
     if not chosen:
@@ -145,7 +158,9 @@ class ModelRegistry:
         return model
 
     async def load_all(self) -> None:
-        for name in model_names(self.repository):
+        names = model_names(self.repository)
+        groups = [name for name in names if _is_group(self.repository / name)]
+        for name in [name for name in names if name not in groups] + groups:  # a group after its members
             await self.load(name)
         self.loaded = True
 
@@ -160,6 +175,11 @@ class ModelRegistry:
             current = self.models.get(name)
             try:
                 config = load_config(model_dir)
+                if config.group is not None:
+                    group = VariantGroup(name, config.group, self.models.get, self._group_contract(name, config.group))
+                    self._replace(name, ServedModel(name, config, group=group))
+                    log.info("model %r is a variant group of %s (%s)", name, config.group.members, config.group.policy)
+                    return self.models[name]
                 paths = version_paths(model_dir)
                 chosen = _select_versions(name, config, paths)
             except ConfigError as exc:
@@ -176,6 +196,28 @@ class ModelRegistry:
             self._replace(name, ServedModel(name, config, versions=versions, shadow=shadow,
                                             reload_error="; ".join(failures)))
             return self.models[name]
+
+    def _group_contract(self, name: str, group: Group) -> Signature:
+        """The inputs and outputs every member serves now, the same for all; ConfigError naming the member that
+        is missing or differs."""
+        contract: tuple[str, Signature] | None = None
+        for member in group.members:
+            model = self.models.get(member)
+            if member == name or model is None or model.group is not None:
+                raise ConfigError(f"model {name!r}: field 'group.members' names {member!r}, which is not a model "
+                                  "of the repository (nor a group)")
+            try:
+                signature = model.resolve().signature
+            except OrtServeError as exc:
+                raise ConfigError(f"model {name!r}: group member {member!r} cannot serve: {exc}") from None
+            assert signature is not None
+            if contract is None:
+                contract = (member, signature)
+            elif signature != contract[1]:
+                raise ConfigError(f"model {name!r}: group members {contract[0]!r} and {member!r} differ in their "
+                                  f"inputs or outputs: {_describe(contract[1])} against {_describe(signature)}")
+        assert contract is not None
+        return contract[1]
 
     @staticmethod
     async def _shadow_lane(name: str, config: ModelConfig, versions: dict[int, ServedVersion], failures: list[str]

@@ -122,6 +122,22 @@ class _StatsCollector:
                 error.add_metric(named, agreement.max_abs_error)
         yield from (copies, rows, top1_rows, top1, cosine, error)
 
+    def _groups(self) -> Iterator[Metric]:
+        chosen = CounterMetricFamily("ortserve_group_requests", "Requests a variant group sent to each member",
+                                     labels=["model", "member"])
+        failed = CounterMetricFamily("ortserve_group_member_failures", "Requests a member failed (unavailable or "
+                                     "broken; not refusals for load)", labels=["model", "member"])
+        latency = GaugeMetricFamily("ortserve_group_member_latency_seconds", "The group's running average of a "
+                                    "member's request time", labels=["model", "member"])
+        for model in self._registry.models.values():
+            if model.group is None:
+                continue
+            for member, load in model.group.loads.items():
+                chosen.add_metric([model.name, member], load.chosen)
+                failed.add_metric([model.name, member], load.failed)
+                latency.add_metric([model.name, member], load.latency_ns / 1e9)
+        yield from (chosen, failed, latency)
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("ortserve_requests", "Inference requests by outcome",
                                        labels=[*_LABELS, "outcome"])
@@ -152,6 +168,7 @@ class _StatsCollector:
         yield from self._scheduling()
         yield from self._cache()
         yield from self._shadow()
+        yield from self._groups()
 
 
 class _GpuCollector:

@@ -109,7 +109,10 @@ class V2Rest:
         model = self._plane.model(params["model"])
         version = parse_version(params.get("version"))
         versions = [s for v, s in sorted(model.versions.items()) if version is None or v == version]
-        return json_response({"model_stats": [self._stats(s) for s in versions]})
+        payload: dict[str, Any] = {"model_stats": [self._stats(s) for s in versions]}
+        if model.group is not None:  # its members' statistics are their own; here: where requests went
+            payload["ortserve"] = {"group": {"policy": model.group.config.policy, "members": model.group.summary()}}
+        return json_response(payload)
 
     async def all_stats(self, request: Request, params: dict[str, str]) -> Response:
         models: list[ServedModel] = list(self._plane.registry.models.values())

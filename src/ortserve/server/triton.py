@@ -126,6 +126,10 @@ def repository_index(registry: ModelRegistry) -> list[dict[str, str]]:
     for name, model in sorted(registry.models.items()):
         if model.error:
             index.append({"name": name, "state": "UNAVAILABLE", "reason": model.error})
+        if model.group is not None:
+            ready = model.is_ready()
+            index.append({"name": name, "version": "1", "state": "READY" if ready else "UNAVAILABLE",
+                          "reason": "" if ready else "no member of the group can serve"})
         for version, served in sorted(model.versions.items()):
             state = "READY" if served.ready else "UNAVAILABLE"
             reason = served.error or model.reload_error  # a failed rollout: these versions still serve
