@@ -99,3 +99,34 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text("max_batch_size: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path)
+
+
+def test_routing_cache_and_group_fields_parse() -> None:
+    config = parse_config("m", {"version_policy": "all", "labels": {"stable": 1},
+                                "routing": {"split": {"stable": 90, 2: 10}, "shadow": {"target": "3"}},
+                                "response_cache": {"max_bytes": 1024}})
+    assert config.routing.split == {"stable": 90.0, 2: 10.0}
+    assert [config.version_of(ref) for ref in (*config.routing.split, "3", "nope")] == [1, 2, 3, None]
+    assert config.routing.shadow is not None and config.routing.shadow.fraction == 1.0
+    assert config.response_cache is not None and config.response_cache.max_bytes == 1024
+    group = parse_config("g", {"group": {"members": ["a", "b"], "policy": "weighted", "weights": {"a": 1, "b": 3}}})
+    assert group.group is not None and group.group.weights == {"a": 1.0, "b": 3.0}
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    ({"routing": {"split": {"stable": 0}}}, ["routing.split.stable", "greater than 0"]),
+    ({"routing": {"shadow": {"target": 2, "fraction": 1.5}}}, ["routing.shadow.fraction"]),
+    ({"routing": {"shadow": {"fraction": 0.5}}}, ["routing.shadow.target", "required"]),
+    ({"response_cache": {"max_bytes": 0}}, ["response_cache.max_bytes"]),
+    ({"group": {"members": []}}, ["group.members"]),
+    ({"group": {"members": ["a", "a"]}}, ["name a model twice"]),
+    ({"group": {"members": ["a", "b"], "policy": "weighted", "weights": {"a": 1}}}, ["a weight for every member"]),
+    ({"group": {"members": ["a"], "weights": {"a": 1}}}, ["weights are for policy 'weighted'"]),
+    ({"group": {"members": ["a"], "policy": "fastest"}}, ["group.policy"]),
+    ({"group": {"members": ["a"]}, "labels": {"x": 1}}, ["holds only `group:`", "labels"]),
+])
+def test_routing_errors_name_the_field(data, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config("m", data)
+    for word in words:
+        assert word in str(raised.value)

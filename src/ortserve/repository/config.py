@@ -202,6 +202,8 @@ class Shadow(_Strict):
 
     target: VersionRef
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # Most of the time the copies may take while the served versions are answering requests (routing.shadow).
+    max_share: Annotated[float, Field(gt=0, le=1)] = 0.02
 
 
 class Routing(_Strict):

@@ -4,8 +4,13 @@ answered, and the answers are compared (routing.agreement), never returned.
 The copies run on one thread of the lowest scheduling priority, on a session of the shadow version of their
 own with one intra-op thread, so that all their compute is on that thread: when the served versions need the
 cores, the operating system gives them the cores, the copies wait, and those that do not fit in a short queue
-are dropped. A shadow therefore takes the cores the served traffic leaves idle, and under load it is the first
-thing to give way (docs/operations.md; measured in docs/benchmarks.md).
+are dropped. Priority does not cover all they share, though: the shadow's Python work holds the GIL that a
+small model's whole request path needs, and a large shadow model's weights pass through the caches the served
+one uses. Measured on the MLP at c=8 (docs/benchmarks.md), priority alone let a shadow of the same model cost
+55 % of the throughput. So while requests are being answered, the shadow also keeps to a duty cycle: after each
+copy that ran while the served versions answered others, it pauses for long enough that its copies take at most
+`routing.shadow.max_share` of the time. On an idle server it compares every copy; under load it is the first
+thing to give way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -31,6 +37,7 @@ _LOWEST_PRIORITY = 19
 
 @dataclass
 class ShadowStats:
+    answered: int = 0  # requests the served versions answered (copied or not)
     offered: int = 0  # requests chosen for a copy
     compared: int = 0
     dropped: int = 0  # the queue of copies was full: the shadow thread had no idle core
@@ -39,8 +46,11 @@ class ShadowStats:
 
 
 class ShadowLane:
-    def __init__(self, model: str, target_version: int, session: ort.InferenceSession, fraction: float) -> None:
+    def __init__(self, model: str, target_version: int, session: ort.InferenceSession, fraction: float,
+                 batched: bool, max_share: float) -> None:
         self.model = model
+        self.max_share = max_share  # of the time, while the served versions are answering
+        self.batched = batched  # the shadow takes batches: copies of one shape run together
         self.target_version = target_version
         self.fraction = fraction
         self.stats = ShadowStats()
@@ -49,14 +59,17 @@ class ShadowLane:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._closing = False
+        self._woken = threading.Event()  # ends a pause early: the lane is closing
         self._thread = threading.Thread(target=self._serve, name=f"ortserve-shadow-{model}", daemon=True)
         self._thread.start()
 
     def offer(self, inputs: Tensors, answer: Tensors) -> None:
         """A request has been answered with `answer`: queue a copy for the shadow, or drop it."""
-        if self.fraction < 1.0 and random.random() >= self.fraction:
-            return
+        chosen = self.fraction >= 1.0 or random.random() < self.fraction
         with self._lock:
+            self.stats.answered += 1
+            if not chosen:
+                return
             self.stats.offered += 1
             if len(self._pending) >= PENDING_COPIES or self._closing:
                 self.stats.dropped += 1
@@ -68,6 +81,7 @@ class ShadowLane:
         with self._lock:
             self._closing = True
             self._ready.notify()
+        self._woken.set()
 
     def join(self) -> None:
         self._thread.join()
@@ -80,18 +94,50 @@ class ShadowLane:
                     self._ready.wait()
                 if self._closing:
                     return
-                inputs, answer = self._pending.popleft()
-            # from here on only this thread writes: no lock that a caller's offer() could wait on
-            names = list(answer)
-            try:
-                results = self._session.run(names, inputs)
-            except Exception as exc:  # the shadow's failure never reaches a caller; it is counted and logged
-                self.stats.failed += 1
-                log.debug("shadow copy on model %r version %d failed: %s", self.model, self.target_version, exc)
-                continue
-            for name, result in zip(names, results, strict=True):
-                self.stats.outputs.setdefault(name, OutputAgreement()).add(answer[name], result)
-            self.stats.compared += 1
+                copies = list(self._pending)
+                self._pending.clear()
+                answered_before = self.stats.answered
+            started = time.perf_counter()
+            for group in _mergeable(copies, self.batched):
+                self._compare(group)
+            took = time.perf_counter() - started
+            if self.stats.answered > answered_before:  # the served versions were busy meanwhile
+                self._woken.wait(took * (1 / self.max_share - 1))
+
+    def _compare(self, copies: list[tuple[Tensors, Tensors]]) -> None:
+        """Run copies of one shape as one batch and add their comparison. Only this thread writes these figures,
+        so that no caller's offer() ever waits on a lock held by a thread of the lowest priority."""
+        names = list(copies[0][1])
+        if len(copies) == 1:
+            inputs, answer = copies[0]
+        else:  # one run and one comparison for all: fewer GIL hand-overs with the served threads
+            inputs = {name: np.concatenate([copy[0][name] for copy in copies]) for name in copies[0][0]}
+            answer = {name: np.concatenate([copy[1][name] for copy in copies]) for name in names}
+        try:
+            results = self._session.run(names, inputs)
+        except Exception as exc:  # the shadow's failure never reaches a caller; it is counted and logged
+            self.stats.failed += len(copies)
+            log.debug("shadow copy on model %r version %d failed: %s", self.model, self.target_version, exc)
+            return
+        for name, result in zip(names, results, strict=True):
+            self.stats.outputs.setdefault(name, OutputAgreement()).add(answer[name], result)
+        self.stats.compared += len(copies)
+
+
+def _mergeable(copies: list[tuple[Tensors, Tensors]], batched: bool) -> list[list[tuple[Tensors, Tensors]]]:
+    """The copies in groups that can run as one batch: same inputs and outputs, same shapes but the first
+    dimension (for a model that batches)."""
+    if not batched:
+        return [[copy] for copy in copies]
+    groups: dict[tuple[object, ...], list[tuple[Tensors, Tensors]]] = {}
+    for inputs, answer in copies:
+        if any(array.ndim == 0 for array in (*inputs.values(), *answer.values())):
+            groups[(id(inputs),)] = [(inputs, answer)]
+            continue
+        shape = (tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(inputs.items())),
+                 tuple(answer))
+        groups.setdefault(shape, []).append((inputs, answer))
+    return list(groups.values())
 
 
 def _lower_priority() -> None:

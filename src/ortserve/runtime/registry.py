@@ -1,4 +1,4 @@
-"""Loads the models of a repository into served versions, and reloads or unloads them on request."""
+"""The served models of a repository, and the rollouts that change them (loads, reloads, unloads, polls)."""
 
 from __future__ import annotations
 
@@ -11,91 +11,18 @@ from pathlib import Path
 import onnxruntime as ort
 
 from ortserve.errors import ConfigError, NotFound, OrtServeError
-from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE, Group, ModelConfig, load_config, same_serving
+from ortserve.repository.config import Group, ModelConfig, load_config, same_serving
 from ortserve.repository.layout import Fingerprint, fingerprint, model_names, version_paths
 from ortserve.repository.watcher import changes
 from ortserve.routing.group import VariantGroup
 from ortserve.routing.shadow import ShadowLane
-from ortserve.runtime.contract import check_contract
-from ortserve.runtime.gpu import device_of
-from ortserve.runtime.image import bind_image_classifier
-from ortserve.runtime.instances import SessionPool, threads_per_instance, usable_cores
+from ortserve.runtime.loading import load_sessions
 from ortserve.runtime.model import ServedModel, ServedVersion, State
 from ortserve.runtime.session import create_session
-from ortserve.runtime.signature import Signature, read_signature
-from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
+from ortserve.runtime.signature import Signature
+from ortserve.runtime.warmup import prime
 
 log = logging.getLogger(__name__)
-
-
-def _effective_max_batch_size(served: ServedVersion) -> int:
-    assert served.signature is not None
-    batchable = served.signature.batch_dimension_is_dynamic
-    wanted = served.config.max_batch_size
-    if wanted is None:
-        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
-    if wanted > 0 and not batchable:
-        raise ConfigError(
-            f"model {served.model!r}: field 'max_batch_size' is {wanted}, but the model has no dynamic first "
-            "dimension on every input and output; set max_batch_size: 0 to serve it unbatched"
-        )
-    return wanted
-
-
-def _may_prefer_one_thread(served: ServedVersion, configured_threads: int) -> bool:
-    """A small CPU model with threads left to ONNX Runtime, one instance first, on a machine of several cores."""
-    calibration = served.calibration
-    return (configured_threads == 0 and served.config.instances.min == 1 and usable_cores() > 1
-            and served.providers[0] == "CPUExecutionProvider" and calibration is not None and calibration.measured
-            and calibration.cost_ns(1) < FEW_THREADS_BELOW_NS)
-
-
-def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession) -> tuple[ort.InferenceSession, int]:
-    """Time a one-thread session beside the default one; keep the faster (and its batch costs). Returns the
-    session to serve with and the intra-op threads for every instance (0: ONNX Runtime's default)."""
-    default_costs = served.calibration
-    assert default_costs is not None
-    single = create_session(served.model, served.path, served.config, 1)
-    assert served.signature is not None
-    single_costs = calibrate(served.model, single, served.signature, served.config.warmup.shapes,
-                             served.max_batch_size)
-    wins = one_thread_wins(default_costs, single_costs)
-    log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "
-             "thread pool)", served.model, served.version, "one thread" if wins else "the default thread pool",
-             single_costs.cost_ns(1) / 1e3, default_costs.cost_ns(1) / 1e3)
-    if not wins:
-        return session, 0
-    served.session, served.calibration = single, single_costs
-    return single, 1
-
-
-def _load_session(served: ServedVersion) -> None:
-    """Blocking part of a load: sessions, signature, batch limit, warmup. Runs off the event loop."""
-    config = served.config
-    configured_threads = config.session.intra_op_threads
-    first_count = config.instances.min
-    session = create_session(served.model, served.path, config, threads_per_instance(configured_threads, first_count))
-    served.session = session
-    served.signature = signature = read_signature(session)
-    check_contract(served.model, served.version, config, signature)
-    served.providers = session.get_providers()
-    served.gpu = device_of(served.providers, session.get_provider_options())
-    served.max_batch_size = _effective_max_batch_size(served)
-    if config.image is not None:
-        served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
-    served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
-    if _may_prefer_one_thread(served, configured_threads):
-        session, configured_threads = _one_thread_if_faster(served, session)
-    served.threads = threads_per_instance(configured_threads, first_count)
-
-    def build(threads: int) -> ort.InferenceSession:
-        extra = create_session(served.model, served.path, config, threads)
-        prime(served.model, extra, signature, config.warmup, served.max_batch_size > 0)
-        return extra
-
-    served.sessions = SessionPool(build, configured_threads)
-    served.sessions.adopt(session, first_count)
-    served.sessions.sessions(first_count)
 
 
 # A request that was routed to a version just before a rollout took it out of service still reaches it within
@@ -150,6 +77,7 @@ class ModelRegistry:
         self.fingerprints: dict[str, Fingerprint] = {}  # each model directory as its last load read it
         self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: list[ServedVersion] = []
+        self._finishing: set[asyncio.Task[None]] = set()
 
     def get(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -244,7 +172,8 @@ class ModelRegistry:
         except OrtServeError as exc:
             failures.append(f"routing.shadow: {exc}")
             return None
-        return ShadowLane(name, target.version, session, shadow.fraction)
+        return ShadowLane(name, target.version, session, shadow.fraction, target.max_batch_size > 0,
+                          shadow.max_share)
 
     async def _roll(self, name: str, current: ServedModel | None, config: ModelConfig, chosen: list[int],
                     paths: dict[int, Path]) -> tuple[dict[int, ServedVersion], list[str]]:
@@ -297,8 +226,7 @@ class ModelRegistry:
                 self._retire(served)
 
     def _retire(self, served: ServedVersion) -> None:
-        self._retiring.append(served)
-        served.state = State.UNLOADING
+        self._retiring.append(served)  # still AVAILABLE: a request routed to it just before the switch gets in
         log.info("model %r version %d leaves service: it finishes its requests, then unloads", served.model,
                  served.version)
 
@@ -309,7 +237,9 @@ class ModelRegistry:
             self._retiring.remove(served)
             log.info("model %r version %d is unloaded", served.model, served.version)
 
-        asyncio.get_running_loop().create_task(finish())
+        task = asyncio.get_running_loop().create_task(finish())
+        self._finishing.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._finishing.discard)
 
     async def watch(self, interval_s: float) -> None:
         """Poll the repository every `interval_s` and roll out what changed there (new, changed and removed
@@ -326,7 +256,10 @@ class ModelRegistry:
                 if name in self.models:
                     log.info("model %r was removed from the repository", name)
                     await self.unload(name)
-            for name in found.changed:
+            # groups after their members; a group that failed (a member was missing) is tried again each poll
+            waiting = [name for name, model in self.models.items() if model.error and _is_group(self.repository / name)]
+            changed = sorted(set(found.changed) | set(waiting), key=lambda name: _is_group(self.repository / name))
+            for name in changed:
                 with contextlib.suppress(NotFound):  # removed again since the poll saw it
                     await self.load(name)
 
@@ -340,7 +273,7 @@ class ModelRegistry:
     async def _load_version(served: ServedVersion) -> None:
         served.state = State.LOADING
         try:
-            await asyncio.to_thread(_load_session, served)
+            await asyncio.to_thread(load_sessions, served)
         except Exception as exc:  # whatever went wrong, this version is out and the others still serve
             message = str(exc) if isinstance(exc, OrtServeError) else f"{type(exc).__name__}: {exc}"
             served.state, served.error = State.END, message

@@ -1,0 +1,91 @@
+"""Building a version's sessions: create, read the signature, bind preprocessing, warm up and calibrate, and the
+instance pool. Blocking: the registry runs it off the event loop."""
+
+from __future__ import annotations
+
+import logging
+
+import onnxruntime as ort
+
+from ortserve.errors import ConfigError
+from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE
+from ortserve.runtime.contract import check_contract
+from ortserve.runtime.gpu import device_of
+from ortserve.runtime.image import bind_image_classifier
+from ortserve.runtime.instances import SessionPool, threads_per_instance, usable_cores
+from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.session import create_session
+from ortserve.runtime.signature import read_signature
+from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
+
+log = logging.getLogger(__name__)
+
+
+def _effective_max_batch_size(served: ServedVersion) -> int:
+    assert served.signature is not None
+    batchable = served.signature.batch_dimension_is_dynamic
+    wanted = served.config.max_batch_size
+    if wanted is None:
+        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
+    if wanted > 0 and not batchable:
+        raise ConfigError(
+            f"model {served.model!r}: field 'max_batch_size' is {wanted}, but the model has no dynamic first "
+            "dimension on every input and output; set max_batch_size: 0 to serve it unbatched"
+        )
+    return wanted
+
+
+def _may_prefer_one_thread(served: ServedVersion, configured_threads: int) -> bool:
+    """A small CPU model with threads left to ONNX Runtime, one instance first, on a machine of several cores."""
+    calibration = served.calibration
+    return (configured_threads == 0 and served.config.instances.min == 1 and usable_cores() > 1
+            and served.providers[0] == "CPUExecutionProvider" and calibration is not None and calibration.measured
+            and calibration.cost_ns(1) < FEW_THREADS_BELOW_NS)
+
+
+def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession) -> tuple[ort.InferenceSession, int]:
+    """Time a one-thread session beside the default one; keep the faster (and its batch costs). Returns the
+    session to serve with and the intra-op threads for every instance (0: ONNX Runtime's default)."""
+    default_costs = served.calibration
+    assert default_costs is not None
+    single = create_session(served.model, served.path, served.config, 1)
+    assert served.signature is not None
+    single_costs = calibrate(served.model, single, served.signature, served.config.warmup.shapes,
+                             served.max_batch_size)
+    wins = one_thread_wins(default_costs, single_costs)
+    log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "
+             "thread pool)", served.model, served.version, "one thread" if wins else "the default thread pool",
+             single_costs.cost_ns(1) / 1e3, default_costs.cost_ns(1) / 1e3)
+    if not wins:
+        return session, 0
+    served.session, served.calibration = single, single_costs
+    return single, 1
+
+
+def load_sessions(served: ServedVersion) -> None:
+    """Blocking part of a load: sessions, signature, batch limit, warmup. Runs off the event loop."""
+    config = served.config
+    configured_threads = config.session.intra_op_threads
+    first_count = config.instances.min
+    session = create_session(served.model, served.path, config, threads_per_instance(configured_threads, first_count))
+    served.session = session
+    served.signature = signature = read_signature(session)
+    check_contract(served.model, served.version, config, signature)
+    served.providers = session.get_providers()
+    served.gpu = device_of(served.providers, session.get_provider_options())
+    served.max_batch_size = _effective_max_batch_size(served)
+    if config.image is not None:
+        served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
+    served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
+    if _may_prefer_one_thread(served, configured_threads):
+        session, configured_threads = _one_thread_if_faster(served, session)
+    served.threads = threads_per_instance(configured_threads, first_count)
+
+    def build(threads: int) -> ort.InferenceSession:
+        extra = create_session(served.model, served.path, config, threads)
+        prime(served.model, extra, signature, config.warmup, served.max_batch_size > 0)
+        return extra
+
+    served.sessions = SessionPool(build, configured_threads)
+    served.sessions.adopt(session, first_count)
+    served.sessions.sessions(first_count)
