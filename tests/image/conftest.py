@@ -29,6 +29,9 @@ def image_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFac
         config["image"].update(changes.get("image", {}), default=False)
         (repository / name / "config.yaml").write_text(yaml.safe_dump(config))
     save(mlp(), repository, "mlp")
+    (repository / "any_image").mkdir()  # a variant group of two image models
+    (repository / "any_image" / "config.yaml").write_text(yaml.safe_dump(
+        {"group": {"members": [demo.MODEL, "slow_batch"], "policy": "round_robin"}}))
     return repository
 
 

@@ -62,6 +62,18 @@ def test_named_model_version_and_top_k(image_server: RunningServer, cat: Image.I
     assert len(response.json()["predictions"]) == 7
 
 
+def test_a_variant_group_classifies_under_its_own_name(image_server: RunningServer, cat: Image.Image) -> None:
+    jpeg = encode(cat, "JPEG")
+    direct = _predict(image_server, jpeg, f"/v1/models/{demo.MODEL}:predict_image").json()
+    for _ in range(2):  # round robin: once through each member
+        answer = _predict(image_server, jpeg, "/v1/models/any_image:predict_image").json()
+        assert answer["model"] == "any_image" and answer["version"] == "1"
+        assert [p["class_id"] for p in answer["predictions"]] == [p["class_id"] for p in direct["predictions"]]
+    stats = httpx.get(f"{image_server.url}/v2/models/any_image/stats").json()["model_stats"][0]
+    members = stats["ortserve"]["group"]["members"]
+    assert members[demo.MODEL]["chosen"] == 1 and members["slow_batch"]["chosen"] == 1
+
+
 def test_concurrent_uploads_are_batched(image_server: RunningServer, cat: Image.Image) -> None:
     jpeg = encode(cat, "JPEG")
     with ThreadPoolExecutor(6) as pool:

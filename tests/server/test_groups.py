@@ -104,11 +104,16 @@ def test_policies_send_requests_where_they_say(server: RunningServer, answers) -
         weighted = members("weighted", 1000)
         assert abs(weighted["fast"] / 1000 - 0.75) <= 0.06, weighted
         quickest = members("quickest", 200)
-        assert quickest["fast"] >= 180, quickest  # the slow member only when its latency is stale
-        stats = client.get("/v2/models/quickest/stats").json()["ortserve"]["group"]
+        assert quickest == Counter({"fast": 200})  # both on the CPU: the cheaper one, always
+        entry = client.get("/v2/models/quickest/stats").json()["model_stats"][0]
+    stats = entry["ortserve"]["group"]
     assert stats["policy"] == "least_latency"
-    assert stats["members"]["fast"]["chosen"] == quickest["fast"]
-    assert stats["members"]["fast"]["latency_ms"] < stats["members"]["slow"]["latency_ms"]
+    assert stats["members"]["fast"]["chosen"] == 200 and stats["members"]["slow"]["chosen"] == 0
+    assert 0 < stats["members"]["fast"]["request_cost_ms"] < stats["members"]["slow"]["request_cost_ms"]
+    assert stats["members"]["fast"]["latency_ms"] > 0
+    # Triton's entry for the group: its members' figures summed, so perf_analyzer can read it
+    assert entry["name"] == "quickest" and entry["version"] == "1"
+    assert entry["inference_stats"]["success"]["count"] >= 200
     samples = metric_samples(server)
     assert samples[("ortserve_group_requests_total", frozenset({("model", "weighted"), ("member", "slow")}))] == \
         weighted["slow"]

@@ -8,9 +8,9 @@ are dropped. Priority does not cover all they share, though: the shadow's Python
 small model's whole request path needs, and a large shadow model's weights pass through the caches the served
 one uses. Measured on the MLP at c=8 (docs/benchmarks.md), priority alone let a shadow of the same model cost
 55 % of the throughput. So while requests are being answered, the shadow also keeps to a duty cycle: after each
-copy that ran while the served versions answered others, it pauses for long enough that its copies take at most
-`routing.shadow.max_share` of the time. On an idle server it compares every copy; under load it is the first
-thing to give way.
+copy that ran while the served versions answered others, it pauses for long enough that its copies' processor
+time stays within `routing.shadow.max_share` of the time. On an idle server it compares every copy; under load
+it is the first thing to give way.
 """
 
 from __future__ import annotations
@@ -97,10 +97,12 @@ class ShadowLane:
                 copies = list(self._pending)
                 self._pending.clear()
                 answered_before = self.stats.answered
-            started = time.perf_counter()
+            # the processor time this thread spent (its compute, and the Python work during which it held the
+            # GIL) is what the copies took from the served threads; time it waited for them costs them nothing
+            started = time.thread_time()
             for group in _mergeable(copies, self.batched):
                 self._compare(group)
-            took = time.perf_counter() - started
+            took = time.thread_time() - started
             if self.stats.answered > answered_before:  # the served versions were busy meanwhile
                 self._woken.wait(took * (1 / self.max_share - 1))
 

@@ -146,8 +146,7 @@ class InferenceService:
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
         models = [self._plane.model(request.name)] if request.name else list(self._plane.registry.models.values())
         version = parse_version(request.version)
-        stats = [triton.version_stats(served) for model in models for v, served in sorted(model.versions.items())
-                 if version is None or v == version]
+        stats = [entry for model in models for entry in triton.model_stats(model, version)]
         return _parse(pb.ModelStatisticsResponse(), {"model_stats": stats})
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, call: Call) -> pb.RepositoryIndexResponse:

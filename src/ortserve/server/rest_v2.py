@@ -107,19 +107,21 @@ class V2Rest:
 
     async def model_stats(self, request: Request, params: dict[str, str]) -> Response:
         model = self._plane.model(params["model"])
-        version = parse_version(params.get("version"))
-        versions = [s for v, s in sorted(model.versions.items()) if version is None or v == version]
-        payload: dict[str, Any] = {"model_stats": [self._stats(s) for s in versions]}
-        if model.group is not None:  # its members' statistics are their own; here: where requests went
-            payload["ortserve"] = {"group": {"policy": model.group.config.policy, "members": model.group.summary()}}
-        return json_response(payload)
+        return json_response({"model_stats": self._stats(model, parse_version(params.get("version")))})
 
     async def all_stats(self, request: Request, params: dict[str, str]) -> Response:
         models: list[ServedModel] = list(self._plane.registry.models.values())
-        return json_response({"model_stats": [self._stats(s) for model in models for s in model.versions.values()]})
+        return json_response({"model_stats": [entry for model in models for entry in self._stats(model, None)]})
 
-    def _stats(self, served: ServedVersion) -> dict[str, Any]:
-        return {**triton.version_stats(served), "ortserve": triton.scheduling_stats(served, self._plane.gpus)}
+    def _stats(self, model: ServedModel, version: int | None) -> list[dict[str, Any]]:
+        """Triton's entries, each with ortserve's own figures beside them."""
+        entries = triton.model_stats(model, version)
+        if model.group is not None:  # its members' figures are their own; here: where requests went
+            group = {"policy": model.group.config.policy, "members": model.group.summary()}
+            return [{**entry, "ortserve": {"group": group}} for entry in entries]
+        versions = [model.versions[int(entry["version"])] for entry in entries]
+        return [{**entry, "ortserve": triton.scheduling_stats(served, self._plane.gpus)}
+                for entry, served in zip(entries, versions, strict=True)]
 
     async def repository_index(self, request: Request, params: dict[str, str]) -> Response:
         self._plane.authorize(_authorization(request))

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ortserve.runtime.gpu import GpuMonitor
-from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.runtime.signature import TensorSpec
 from ortserve.runtime.stats import Duration
@@ -75,6 +75,50 @@ def version_stats(served: ServedVersion) -> dict[str, Any]:
             for size, duration in sorted(stats.per_batch_size.items())
         ],
     }
+
+
+def model_stats(model: ServedModel, version: int | None) -> list[dict[str, Any]]:
+    """Triton's statistics entries of a model's versions (`version` only, when given); a variant group has one,
+    for its version 1."""
+    if model.group is not None:
+        return [group_stats(model)] if version in (None, 1) else []
+    return [version_stats(served) for v, served in sorted(model.versions.items()) if version is None or v == version]
+
+
+def group_stats(model: ServedModel) -> dict[str, Any]:
+    """A variant group's entry: its members' current versions summed. They count the requests the group sent
+    them (and any sent to them by name)."""
+    assert model.group is not None
+    members = [version_stats(served) for served in model.group.member_versions()]
+    inference: dict[str, dict[str, int]] = {}
+    batches: dict[int, dict[str, dict[str, int]]] = {}
+    for entry in members:
+        for key, value in entry["inference_stats"].items():
+            _add(inference.setdefault(key, {"count": 0, "ns": 0}), value)
+        for batch in entry["batch_stats"]:
+            into = batches.setdefault(batch["batch_size"], {key: {"count": 0, "ns": 0} for key in batch
+                                                            if key != "batch_size"})
+            for key, value in batch.items():
+                if key != "batch_size":
+                    _add(into[key], value)
+    return {
+        "name": model.name,
+        "version": "1",
+        "last_inference": max((entry["last_inference"] for entry in members), default=0),
+        "inference_count": sum(entry["inference_count"] for entry in members),
+        "execution_count": sum(entry["execution_count"] for entry in members),
+        "inference_stats": inference or {key: {"count": 0, "ns": 0} for key in _INFERENCE_KEYS},
+        "batch_stats": [{"batch_size": size, **value} for size, value in sorted(batches.items())],
+    }
+
+
+_INFERENCE_KEYS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit",
+                   "cache_miss")
+
+
+def _add(into: dict[str, int], value: dict[str, int]) -> None:
+    into["count"] += value["count"]
+    into["ns"] += value["ns"]
 
 
 def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
