@@ -139,7 +139,8 @@ def group(settings: Settings) -> list[dict]:
 
 def _group_members(server: RunningServer) -> dict[str, int]:
     stats = httpx.get(f"{server.url}/v2/models/resnet50_group/stats", timeout=30).json()
-    return {member: entry["chosen"] for member, entry in stats["ortserve"]["group"]["members"].items()}
+    members = stats["model_stats"][0]["ortserve"]["group"]["members"]
+    return {member: entry["chosen"] for member, entry in members.items()}
 
 
 def main() -> None:
@@ -153,14 +154,13 @@ def main() -> None:
     settings = parser.parse_args(namespace=Settings())
     started = time.time()
     report: dict = {"machine": machine(), "load_average_before": load_average()}
-    if "shadow" in settings.only:
-        report["shadow"] = shadow(settings)
-    if "group" in settings.only:
-        report["group"] = group(settings)
-    report["load_average_after"] = load_average()
-    report["wall_s"] = time.time() - started
     out = RESULTS / f"{time.strftime('%Y-%m-%d')}-traffic.json"
-    out.write_text(json.dumps(report, indent=2))
+    for part, measure in (("shadow", shadow), ("group", group)):
+        if part in settings.only:
+            report[part] = measure(settings)
+            report["load_average_after"] = load_average()
+            report["wall_s"] = time.time() - started
+            out.write_text(json.dumps(report, indent=2))  # each part as soon as it is measured
     print(f"wrote {out}")
 
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from ortserve.errors import NotFound, OrtServeError, Overloaded, Unavailable
 from ortserve.repository.config import Group
-from ortserve.runtime.signature import Signature
 
 if TYPE_CHECKING:
     from ortserve.runtime.model import ServedModel, ServedVersion
+    from ortserve.runtime.signature import Signature
 
 SMOOTHING = 0.2  # weight of the newest latency in a member's running average (statistics)
 FAILURES_TO_REST = 3  # consecutive failures that take a member out ...

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import onnxruntime as ort
 
@@ -19,7 +19,6 @@ from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig
 from ortserve.repository.layout import Fingerprint
 from ortserve.routing.cache import ResponseCache, request_key
-from ortserve.routing.group import VariantGroup
 from ortserve.routing.shadow import ShadowLane
 from ortserve.routing.split import Split
 from ortserve.runtime.admission import Admission, AdmissionPolicy
@@ -31,6 +30,9 @@ from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.validate import check_inputs, check_outputs
+
+if TYPE_CHECKING:  # the registry builds groups; a model only calls the one it is given
+    from ortserve.routing.group import VariantGroup
 
 
 class State(enum.Enum):

@@ -1,0 +1,135 @@
+"""ortserve.Engine: the server's core in process, its answers checked against bare ONNX Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from skimage import data
+
+import ortserve
+from ortserve.examples import demo
+from ortserve.examples.models import mlp, multi_io, save
+from tests.conftest import write_config
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("engine")
+    for version in (1, 2):
+        save(mlp(seed=version), repo, "mlp", version)
+    write_config(repo, "mlp", {"version_policy": "all", "labels": {"stable": 1}})
+    save(multi_io(), repo, "multi")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def engine(repo: Path):
+    with ortserve.Engine(repo) as running:
+        yield running
+
+
+def _reference(repo: Path, model: str, version: int, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(repo / model / str(version) / "model.onnx")).run(None, inputs)
+
+
+def test_predict_matches_onnxruntime(engine: ortserve.Engine, repo: Path) -> None:
+    rows = np.random.default_rng(1).standard_normal((3, 784)).astype(np.float32)
+    (expected,) = _reference(repo, "mlp", 2, {"input": rows})
+    answer = engine.predict("mlp", rows)  # one array for a one-input model; the newest version
+    np.testing.assert_allclose(answer["logits"], expected, rtol=1e-5, atol=1e-5)
+    (first,) = _reference(repo, "mlp", 1, {"input": rows})
+    for pinned in (engine.predict("mlp", {"input": rows}, version=1), engine.predict("mlp", rows, label="stable")):
+        np.testing.assert_allclose(pinned["logits"], first, rtol=1e-5, atol=1e-5)
+    inputs = {"a": np.ones((2, 4), np.float32), "b": np.full((2, 4), 2, np.int64),
+              "half": np.full((2, 3), 1.5, np.float16), "text": np.array([b"x", "\u00e9".encode()], dtype=object)}
+    total, scaled, text = _reference(repo, "multi", 1, inputs)
+    every = engine.predict("multi", inputs)
+    np.testing.assert_array_equal(every["total"], total)
+    np.testing.assert_array_equal(every["scaled"], scaled)
+    assert list(every["label_bytes"]) == list(text)
+    assert list(engine.predict("multi", inputs, outputs=["scaled"])) == ["scaled"]
+
+
+def test_errors_are_typed_and_name_the_problem(engine: ortserve.Engine) -> None:
+    with pytest.raises(ortserve.NotFound, match="'nope'"):
+        engine.predict("nope", np.zeros((1, 784), np.float32))
+    with pytest.raises(ortserve.InvalidInput, match="input"):
+        engine.predict("mlp", np.zeros((1, 5), np.float32))
+    with pytest.raises(ortserve.InvalidInput, match="4 inputs"):
+        engine.predict("multi", np.zeros((1, 4), np.float32))
+    with pytest.raises(ortserve.NotFound, match="label"):
+        engine.predict("mlp", np.zeros((1, 784), np.float32), label="canary")
+
+
+def test_batch_and_concurrent_keep_the_order(engine: ortserve.Engine, repo: Path) -> None:
+    rng = np.random.default_rng(2)
+    requests = [rng.standard_normal((int(rng.integers(1, 5)), 784)).astype(np.float32) for _ in range(300)]
+    (expected,) = _reference(repo, "mlp", 2, {"input": np.concatenate(requests)})
+    bounds = np.cumsum([len(r) for r in requests])[:-1]
+    for answers in (engine.predict_batch("mlp", requests), engine.predict_concurrent("mlp", requests,
+                                                                                       max_workers=8)):
+        assert len(answers) == len(requests)
+        for answer, want in zip(answers, np.split(expected, bounds), strict=True):
+            np.testing.assert_allclose(answer["logits"], want, rtol=1e-5, atol=1e-5)
+    stats = engine.model("mlp").versions[2].stats
+    assert max(stats.per_batch_size) > 4  # requests were merged into batches
+
+
+def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:
+    rows = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(*(engine.predict_async("mlp", rows[i:i + 1]) for i in range(8)))
+
+    answers = asyncio.run(main())
+    (expected,) = _reference(repo, "mlp", 2, {"input": rows})
+    np.testing.assert_allclose(np.concatenate([a["logits"] for a in answers]), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_from_file_with_config_fields(tmp_path: Path) -> None:
+    path = save(mlp(seed=4), tmp_path, "m")
+    with ortserve.Engine.from_file(path, name="tiny", max_batch_size=4) as engine:
+        assert engine.models == ["tiny"]
+        assert engine.model("tiny").resolve().max_batch_size == 4
+        with pytest.raises(ortserve.InvalidInput, match="max_batch_size"):
+            engine.predict("tiny", np.zeros((5, 784), np.float32))
+        scratch = engine._scratch
+    assert scratch is not None and not scratch.exists()
+    with pytest.raises(ortserve.ConfigError, match="instances"):
+        ortserve.Engine.from_file(path, instances=0)
+    with pytest.raises(ortserve.NotFound):
+        ortserve.Engine.from_file(tmp_path / "missing.onnx")
+
+
+def test_classify_takes_paths_bytes_images_and_arrays(demo_repository: Path, tmp_path: Path) -> None:
+    cat = Image.fromarray(data.chelsea())
+    path = tmp_path / "cat.jpg"
+    cat.save(path)
+    with ortserve.Engine(demo_repository) as engine:
+        answers = [engine.classify(demo.MODEL, source, top_k=3)
+                   for source in (path, str(path), path.read_bytes(), cat, np.asarray(cat))]
+        with pytest.raises(ortserve.InvalidInput, match="not an image"):
+            engine.classify(demo.MODEL, b"hello")
+        with pytest.raises(ortserve.InvalidInput, match="cannot read"):
+            engine.classify(demo.MODEL, tmp_path / "missing.jpg")
+    tops = [[entry["class_id"] for entry in answer] for answer in answers]
+    assert all(len(top) == 3 for top in tops)
+    assert len({top[0] for top in tops}) == 1  # the same cat however it is given
+    assert "cat" in str(answers[0][0]["label"]).lower()
+
+
+def test_the_engine_imports_no_server_stack(repo: Path) -> None:
+    code = ("import sys, numpy as np, ortserve\n"
+            f"with ortserve.Engine({str(repo)!r}) as engine:\n"
+            "    engine.predict('mlp', np.zeros((1, 784), np.float32))\n"
+            "loaded = [m for m in ('grpc', 'uvicorn', 'httptools', 'ortserve.server', 'torch', 'tensorflow') "
+            "if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
