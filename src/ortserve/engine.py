@@ -135,33 +135,59 @@ class Engine:
 
     def predict_batch(self, model: str, inputs: Sequence[Inputs], *, version: int | None = None,
                       label: str | None = None, outputs: list[str] | None = None) -> list[Tensors]:
-        """Many requests, merged into batches of up to the version's max_batch_size rows; results in order."""
+        """Many requests as batches of up to the version's max_batch_size rows; results in order. Consecutive
+        requests of one shape are stacked once and run in slices (views), so a request's rows may share a
+        batch with its neighbours' (rows are independent along the batch dimension)."""
         served = self._version(model, version, label, None)
         requests = [_named(served, item) for item in inputs]
-        if not requests:
-            return []
-        limit = served.max_batch_size
-        if limit <= 0:  # unbatched: one by one
+        if served.max_batch_size <= 0:  # unbatched: one by one
             return [self.predict(model, item, version=served.version, outputs=outputs) for item in requests]
         results: list[Tensors] = []
-        for chunk in _chunks(requests, limit):
-            merged = {name: np.concatenate([request[name] for request in chunk]) for name in chunk[0]}
-            answer, later = _Answer(), _RunHere()
-            served.submit(merged, outputs, answer, run_later=later.append)
-            later.run()
-            results.extend(_split(answer.wait(), [_rows(request) for request in chunk]))
+        for run in _same_shape_runs(requests):
+            stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
+            answer = self._slices(served, stacked, outputs)
+            results.extend(_split(answer, [_rows(request) for request in run]))
         return results
+
+    def _slices(self, served: ServedVersion, stacked: Tensors, outputs: list[str] | None) -> Tensors:
+        """Run `stacked` in slices of max_batch_size rows, keeping as many slices in flight as the version has
+        instances (the rest wait here, not in its queue, where admission would count them)."""
+        limit, total = served.max_batch_size, _rows(stacked)
+        if total <= limit:
+            answer, later = _Answer(), _RunHere()
+            served.submit(stacked, outputs, answer, run_later=later.append)
+            later.run()
+            return answer.wait()
+        in_flight = max(1, served.config.instances.max)
+        pending: list[_Answer] = []
+        parts: list[Tensors] = []
+        for start in range(0, total, limit):
+            if len(pending) >= in_flight:
+                parts.append(pending.pop(0).wait())
+            answer, later = _Answer(), _RunHere()
+            served.submit({name: array[start:start + limit] for name, array in stacked.items()}, outputs, answer,
+                          run_later=later.append)
+            later.run()
+            pending.append(answer)
+        parts.extend(answer.wait() for answer in pending)
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def predict_concurrent(self, model: str, inputs: Sequence[Inputs], *, max_workers: int = 8,
                            version: int | None = None, label: str | None = None,
                            outputs: list[str] | None = None) -> list[Tensors]:
-        """Many requests from `max_workers` threads at once: they share the version's batcher, so concurrent
-        requests merge into batches as the server's do; results in order."""
-        def one(item: Inputs) -> Tensors:
-            return self.predict(model, item, version=version, label=label, outputs=outputs)
+        """Many requests from `max_workers` threads at once, sharing the version's batcher as concurrent callers
+        do: each thread takes its share of consecutive requests as predict_batch does; results in order."""
+        if not inputs:
+            return []
+        workers = max(1, min(max_workers, len(inputs)))
+        share = -(-len(inputs) // workers)
+        shares = [inputs[start:start + share] for start in range(0, len(inputs), share)]
 
-        with ThreadPoolExecutor(max_workers, thread_name_prefix="ortserve-predict") as pool:
-            return list(pool.map(one, inputs))
+        def one(part: Sequence[Inputs]) -> list[Tensors]:
+            return self.predict_batch(model, part, version=version, label=label, outputs=outputs)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="ortserve-predict") as pool:
+            return [answer for part in pool.map(one, shares) for answer in part]
 
     async def predict_async(self, model: str, inputs: Inputs, *, version: int | None = None,
                             label: str | None = None, outputs: list[str] | None = None,
@@ -238,20 +264,18 @@ def _rows(request: Tensors) -> int:
     return next(iter(request.values())).shape[0]
 
 
-def _chunks(requests: list[Tensors], limit: int) -> list[list[Tensors]]:
-    """Consecutive requests of one shape (but rows), up to `limit` rows together."""
-    chunks: list[list[Tensors]] = []
-    rows, shape = 0, None
+def _same_shape_runs(requests: list[Tensors]) -> list[list[Tensors]]:
+    """Consecutive requests with the same inputs, dtypes and shapes but the first dimension."""
+    runs: list[list[Tensors]] = []
+    shape = None
     for request in requests:
         key = tuple((name, array.dtype.str, array.shape[1:]) for name, array in sorted(request.items()))
-        count = _rows(request)
-        if chunks and key == shape and rows + count <= limit:
-            chunks[-1].append(request)
-            rows += count
+        if runs and key == shape:
+            runs[-1].append(request)
         else:
-            chunks.append([request])
-            rows, shape = count, key
-    return chunks
+            runs.append([request])
+            shape = key
+    return runs
 
 
 def _split(merged: Tensors, rows: list[int]) -> list[Tensors]:
