@@ -11,6 +11,7 @@ from pathlib import Path
 import uvloop
 
 from ortserve import __version__
+from ortserve.bench import cli as bench_cli
 from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.server.app import ServerSettings, serve
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="only install onnx2tf into $ORTSERVE_HOME (done on first use otherwise)")
     export_parser.set_defaults(handler=optimize_cli.guarded(_export_tf, "export-tf"))
     optimize_cli.register(commands)
+    bench_cli.register(commands)
     return parser
 
 

@@ -135,3 +135,21 @@ def test_not_multipart_and_bad_top_k(image_server: RunningServer, cat: Image.Ima
         response = _predict(image_server, encode(cat, "JPEG"), top_k=top_k)
         assert response.status_code == 400 and "top_k" in response.json()["error"]
     assert httpx.get(f"{image_server.url}/v2/health/ready").status_code == 200
+
+
+def test_bench_uploads_images(image_server: RunningServer, cat: Image.Image, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    photo = tmp_path / "cat.jpg"
+    cat.save(photo)
+    completed = subprocess.run([sys.executable, "-m", "ortserve", "bench", image_server.url, "--model", demo.MODEL,
+                                "--protocol", "image", "--image", str(photo), "--concurrency", "2", "--duration", "2",
+                                "--warmup", "0.5", "--out", str(tmp_path / "report")],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    (entry,) = json.loads((tmp_path / "report" / "report.json").read_text())["points"]
+    assert entry["errors"] == 0 and entry["throughput_per_s"] > 5 and entry["p50_ms"] > 1
+    stats = httpx.get(f"{image_server.url}/v2/models/{demo.MODEL}/stats").json()["model_stats"][0]
+    assert stats["inference_stats"]["success"]["count"] >= entry["sent"]
