@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import numpy as np
 from ortserve.bench.targets import Request, Sender
 
 LATE_NS = 10_000_000  # an open-loop send that leaves this much after its time counts as late
-_START_DELAY_S = 0.5  # lets every process start before the first send
+_START_DELAY_S = 0.2  # lets every started process reach its first send
 
 
 @dataclass
@@ -54,30 +55,39 @@ def closed_loop(request: Request, concurrency: int, load: Load) -> Measured:
     """`concurrency` callers, spread over the worker processes, each sending its next request when answered."""
     processes = max(1, min(load.processes, concurrency))
     shares = [concurrency // processes + (1 if index < concurrency % processes else 0) for index in range(processes)]
-    start_at = time.time() + _START_DELAY_S
-    return _gather(load, [(_closed_part, (request, share, start_at, load)) for share in shares if share])
+    return _gather(load, [share for share in shares if share],
+                   lambda share, start_at: (_closed_part, (request, share, start_at, load)))
 
 
 def open_loop(request: Request, rate: float, load: Load, outstanding: int = 64) -> Measured:
     """Sends at `rate` per second in all (a Poisson process per worker), each process with up to `outstanding`
     requests in flight; a send whose sender threads are all busy waits, and counts as late past LATE_NS."""
     processes = max(1, load.processes)
-    start_at = time.time() + _START_DELAY_S
-    return _gather(load, [(_open_part, (request, rate / processes, start_at, load, outstanding, index))
-                          for index in range(processes)])
+    return _gather(load, list(range(processes)),
+                   lambda index, start_at: (_open_part, (request, rate / processes, start_at, load, outstanding,
+                                                         index)))
 
 
-def _gather(load: Load, parts: list[tuple[object, tuple[object, ...]]]) -> Measured:
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
-        futures = [pool.submit(function, *arguments) for function, arguments in parts]  # type: ignore[arg-type]
+def _gather(load: Load, shares: list[int], part: Callable[[int, float], tuple[Callable[..., _Part], tuple]]
+            ) -> Measured:
+    # spawn, not fork: the parent has used gRPC (metadata) and runs a progress thread, neither safe across a fork
+    with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for ready in [pool.submit(_ready) for _ in shares]:  # every process started and imported before the clock
+            ready.result()
+        start_at = time.time() + _START_DELAY_S
+        futures = [pool.submit(function, *arguments) for function, arguments in (part(share, start_at)
+                                                                                 for share in shares)]
         results: list[_Part] = [future.result() for future in futures]
     codes: Counter[str] = Counter()
-    for part in results:
-        codes.update(part.codes)
-    latencies = np.fromiter((ns for part in results for ns in part.latencies_ns), np.int64)
-    return Measured(load.duration_s, latencies, codes, sum(part.cpu_s for part in results),
-                    max(part.cpu_s for part in results) / load.duration_s, sum(part.late for part in results))
+    for result in results:
+        codes.update(result.codes)
+    latencies = np.fromiter((ns for result in results for ns in result.latencies_ns), np.int64)
+    return Measured(load.duration_s, latencies, codes, sum(result.cpu_s for result in results),
+                    max(result.cpu_s for result in results) / load.duration_s, sum(result.late for result in results))
+
+
+def _ready() -> None:
+    """Nothing: the first task a worker process runs, once its imports are done."""
 
 
 def _wait_until(moment: float) -> None:
