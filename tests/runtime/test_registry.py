@@ -52,6 +52,10 @@ def test_what_changes_decides_what_reloads(tmp_path: Path) -> None:
         save(mlp(seed=9), tmp_path, "m", 2)  # version 2's file rewritten: only it reloads
         await registry.load("m")
         assert registry.get("m").versions[1] is second[1] and registry.get("m").versions[2] is not second[2]
+        third = dict(registry.get("m").versions)
+        (tmp_path / "m" / "labels.txt").write_text("a\nb\n")  # a file of the model's own: every version reads it
+        await registry.load("m")
+        assert all(registry.get("m").versions[v] is not third[v] for v in (1, 2))
         registry.stop()
 
     asyncio.run(scenario())

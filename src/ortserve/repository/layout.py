@@ -55,3 +55,10 @@ def fingerprint(directory: Path) -> Fingerprint:
         if path.is_file():
             stamps.append((str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(stamps))
+
+
+def shared_fingerprint(model_dir: Path) -> Fingerprint:
+    """The model's own files that its versions read when they load (an image model's labels file, say): all but
+    the version directories and config.yaml (compared as a config)."""
+    return tuple(stamp for stamp in fingerprint(model_dir)
+                 if not Path(stamp[0]).parts[0].isdigit() and stamp[0] != "config.yaml")

@@ -64,6 +64,7 @@ class ServedVersion:
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
     files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
+    shared: Fingerprint = ()  # the model's other files it read (repository.layout.shared_fingerprint), likewise
     cache: ResponseCache | None = None  # config.yaml `response_cache`
     shadow: ShadowLane | None = None  # where copies of this version's answered requests go (routing.shadow)
     observer: Observer | None = None  # told of each request's start and end (a variant group's view of it)

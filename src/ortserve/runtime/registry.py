@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from ortserve.errors import ConfigError, NotFound, OrtServeError
 from ortserve.repository.config import Group, ModelConfig, load_config, same_serving
-from ortserve.repository.layout import Fingerprint, fingerprint, model_names, version_paths
+from ortserve.repository.layout import Fingerprint, fingerprint, model_names, shared_fingerprint, version_paths
 from ortserve.repository.watcher import changes
 from ortserve.routing.group import VariantGroup
 from ortserve.routing.shadow import ShadowLane
@@ -182,13 +182,15 @@ class ModelRegistry:
         serving = current.versions if current is not None else {}
         versions: dict[int, ServedVersion] = {}
         failures: list[str] = []
+        shared = await asyncio.to_thread(shared_fingerprint, self.repository / name)
         for version in chosen:
             stamp = await asyncio.to_thread(fingerprint, paths[version].parent)
             old = serving.get(version)
-            if old is not None and old.ready and old.files == stamp and same_serving(old.config, config):
+            if (old is not None and old.ready and old.files == stamp and old.shared == shared
+                    and same_serving(old.config, config)):
                 versions[version] = old
                 continue
-            fresh = ServedVersion(name, version, paths[version], config, files=stamp)
+            fresh = ServedVersion(name, version, paths[version], config, files=stamp, shared=shared)
             await self._load_version(fresh)
             if fresh.ready or old is None or not old.ready:
                 versions[version] = fresh
