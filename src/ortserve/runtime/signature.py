@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import onnxruntime as ort
@@ -20,6 +21,11 @@ class TensorSpec:
     @property
     def rank(self) -> int:
         return len(self.shape)
+
+    @functools.cached_property
+    def fixed_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """(index, size) of each dimension that is not dynamic: what every request must match."""
+        return tuple((index, size) for index, size in enumerate(self.shape) if size != DYNAMIC)
 
 
 @dataclass(frozen=True)
