@@ -46,6 +46,7 @@ _TYPES = (
 BY_ONNX = {t.onnx: t for t in _TYPES}
 BY_V2 = {t.v2: t for t in _TYPES}
 BY_TF_ENUM = {t.tf_enum: t for t in _TYPES}
+BY_TF_NAME = {t.tf: t for t in _TYPES}
 BY_NUMPY = {t.numpy: t for t in _TYPES}
 
 

@@ -85,3 +85,13 @@ def test_bad_arguments_get_one_clear_line(server: RunningServer, args: list[str]
 def test_compare_without_reports_says_so(tmp_path: Path) -> None:
     completed = _bench("compare", str(tmp_path / "none.json"), "--out", str(tmp_path))
     assert completed.returncode == 2 and "no such report" in completed.stderr
+
+
+@pytest.mark.parametrize("protocol", ["v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc"])
+def test_inputs_of_every_type(server: RunningServer, tmp_path: Path, protocol: str) -> None:
+    """FP32, INT64, FP16 and BYTES inputs, built from the server's metadata, answered without an error."""
+    completed = _bench(_url(server, protocol), "--model", "multi", "--protocol", protocol, "--concurrency", "2",
+                       "--batch-size", "3", "--duration", "0.5", "--warmup", "0.1", "--out", str(tmp_path))
+    assert completed.returncode == 0, completed.stderr
+    (entry,) = json.loads((tmp_path / "report.json").read_text())["points"]
+    assert entry["errors"] == 0 and entry["sent"] > 10, entry["codes"]

@@ -15,20 +15,18 @@ from urllib.parse import urlsplit
 import grpc
 import numpy as np
 
-from ortserve.dtypes import BY_V2, from_numpy
+from ortserve.dtypes import BY_TF_ENUM, BY_TF_NAME, BY_V2, TensorType, from_numpy
 from ortserve.errors import InvalidInput
 from ortserve.protos.inference import grpc_service_pb2 as v2
-from ortserve.protos.tensorflow.core.framework import tensor_pb2
 from ortserve.protos.tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+from ortserve.server.codec import array_to_bytes
+from ortserve.server.tensor_proto import from_numpy_array
 
 Protocol = Literal["v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc", "image"]
 PROTOCOLS: tuple[Protocol, ...] = ("v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc", "image")  # as cli
 V2_INFER = "/inference.GRPCInferenceService/ModelInfer"
 TFS_PREDICT = "/tensorflow.serving.PredictionService/Predict"
-# TF Serving's DataType enum, for the types a model input usually has
-_TF_TYPES = {1: "FP32", 2: "FP64", 3: "INT32", 4: "UINT8", 5: "INT16", 6: "INT8", 7: "BYTES", 9: "INT64", 10: "BOOL",
-             17: "UINT16", 19: "FP16", 22: "UINT32", 23: "UINT64"}
-_TF_ENUM = {name: number for number, name in _TF_TYPES.items()}
+
 
 
 @dataclass(frozen=True)
@@ -81,15 +79,23 @@ def metadata(url: str, protocol: Protocol, model: str, timeout_s: float = 30.0) 
         signatures = get_model_metadata_pb2.SignatureDefMap()
         answer.metadata["signature_def"].Unpack(signatures)
         signature = signatures.signature_def["serving_default"]
-        return [TensorInfo(name, _TF_TYPES.get(info.dtype, f"DT_{info.dtype}"),
+        return [TensorInfo(name, _tf_type(BY_TF_ENUM.get(info.dtype), str(info.dtype)),
                            [d.size for d in info.tensor_shape.dim]) for name, info in signature.inputs.items()]
     if protocol == "tfs-rest":
-        document = _get_json(host, port, f"/v1/models/{model}/metadata", timeout_s)
-        inputs = document["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
-        return [TensorInfo(name, _TF_TYPES.get(_tf_dtype(info["dtype"]), info["dtype"]),
-                           [int(d["size"]) for d in info["tensor_shape"]["dim"]]) for name, info in inputs.items()]
-    document = _get_json(host, port, f"/v2/models/{model}", timeout_s)
-    return [TensorInfo(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in document["inputs"]]
+        path = f"/v1/models/{model}/metadata"
+        document = _get_json(host, port, path, timeout_s)
+        try:
+            inputs = document["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+            return [TensorInfo(name, _tf_type(BY_TF_NAME.get(info["dtype"]), info["dtype"]),
+                               [int(d["size"]) for d in info["tensor_shape"]["dim"]]) for name, info in inputs.items()]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"GET {path} is not TF Serving's model metadata ({type(exc).__name__}: {exc})") from None
+    path = f"/v2/models/{model}"
+    document = _get_json(host, port, path, timeout_s)
+    try:
+        return [TensorInfo(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in document["inputs"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(f"GET {path} is not KServe V2 model metadata ({type(exc).__name__}: {exc})") from None
 
 
 def sample_inputs(inputs: list[TensorInfo], data: str, batch_size: int, shapes: dict[str, list[int]],
@@ -145,7 +151,7 @@ def build(url: str, protocol: Protocol, model: str, arrays: dict[str, np.ndarray
         message = v2.ModelInferRequest(model_name=model)
         for name, array in arrays.items():
             message.inputs.add(name=name, datatype=_v2_type(array), shape=array.shape)
-            message.raw_input_contents.append(_raw(array))
+            message.raw_input_contents.append(bytes(array_to_bytes(array)))
         if deadline_s:
             message.parameters["timeout"].int64_param = int(deadline_s * 1e6)
         return Request(protocol, host, port, V2_INFER, message.SerializeToString())
@@ -153,7 +159,7 @@ def build(url: str, protocol: Protocol, model: str, arrays: dict[str, np.ndarray
         predict = predict_pb2.PredictRequest()
         predict.model_spec.name = model
         for name, array in arrays.items():
-            predict.inputs[name].CopyFrom(_tensor_proto(array))
+            predict.inputs[name].CopyFrom(from_numpy_array(array))
         return Request(protocol, host, port, TFS_PREDICT, predict.SerializeToString())
     if protocol == "tfs-rest":
         body = json.dumps({"inputs": {name: _json_values(array) for name, array in arrays.items()}}).encode()
@@ -161,7 +167,7 @@ def build(url: str, protocol: Protocol, model: str, arrays: dict[str, np.ndarray
                        (("Content-Type", "application/json"),))
     path = f"/v2/models/{model}/infer"
     if protocol == "v2-binary":
-        raw = [_raw(array) for array in arrays.values()]
+        raw = [bytes(array_to_bytes(array)) for array in arrays.values()]
         header = json.dumps({"inputs": [
             {"name": name, "datatype": _v2_type(array), "shape": list(array.shape),
              "parameters": {"binary_data_size": len(data)}}
@@ -245,38 +251,22 @@ def _get_json(host: str, port: int, path: str, timeout_s: float) -> Any:
         connection.close()
     if response.status != 200:
         raise InvalidInput(f"GET {path} answered {response.status}: {body[:300].decode(errors='replace')}")
-    return json.loads(body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidInput(f"GET {path} did not answer JSON: {body[:300].decode(errors='replace')}") from None
 
 
-def _tf_dtype(name: str) -> int:
-    return _TF_ENUM.get({"DT_FLOAT": "FP32", "DT_DOUBLE": "FP64", "DT_INT32": "INT32", "DT_INT64": "INT64",
-                         "DT_UINT8": "UINT8", "DT_STRING": "BYTES", "DT_BOOL": "BOOL", "DT_HALF": "FP16",
-                         "DT_INT8": "INT8", "DT_INT16": "INT16"}.get(name, ""), -1)
+def _tf_type(tensor_type: TensorType | None, given: str) -> str:
+    """A TF Serving dtype as its KServe V2 name; an unknown one as given (sample_inputs then names it)."""
+    return tensor_type.v2 if tensor_type is not None else given
 
 
 def _v2_type(array: np.ndarray) -> str:
     return from_numpy(array.dtype).v2
 
 
-def _raw(array: np.ndarray) -> bytes:
-    if array.dtype == object:
-        return b"".join(len(item).to_bytes(4, "little") + item for item in array.ravel())
-    return np.ascontiguousarray(array).tobytes()
-
-
 def _json_values(array: np.ndarray) -> Any:
-    if array.dtype == object:
-        return [item.decode() for item in array.ravel()] if array.ndim == 1 else \
-            np.vectorize(lambda item: item.decode())(array).tolist()
+    if array.dtype == object:  # BYTES: text in JSON
+        return np.vectorize(lambda item: item.decode(), otypes=[object])(array).tolist()
     return array.tolist()
-
-
-def _tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    proto = tensor_pb2.TensorProto(dtype=_TF_ENUM[_v2_type(array)])
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    if array.dtype == object:
-        proto.string_val.extend(array.ravel().tolist())
-    else:
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    return proto
