@@ -25,6 +25,7 @@ from PIL import Image
 from ortserve.errors import InvalidInput, NotFound
 from ortserve.repository.config import CONFIG_FILE, parse_config
 from ortserve.repository.layout import MODEL_FILE
+from ortserve.runtime.batcher import split_rows
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 
@@ -149,7 +150,7 @@ class Engine:
         for run in _same_shape_runs(requests):
             stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
             answer = self._slices(served, stacked, outputs)
-            results.extend(_split(answer, [_rows(request) for request in run]))
+            results.extend(split_rows(answer, [_rows(request) for request in run]))
         return results
 
     def _slices(self, served: ServedVersion, stacked: Tensors, outputs: list[str] | None) -> Tensors:
@@ -281,25 +282,16 @@ def _same_shape_runs(requests: list[Tensors]) -> list[list[Tensors]]:
     return runs
 
 
-def _split(merged: Tensors, rows: list[int]) -> list[Tensors]:
-    """Each request's rows of the merged outputs, as views."""
-    parts, start = [], 0
-    for count in rows:
-        stop = start + count
-        parts.append({name: array[start:stop] for name, array in merged.items()})
-        start = stop
-    return parts
-
-
 def _image_tensor(decode: Callable[[bytes], np.ndarray], prepare: Callable[[Image.Image], np.ndarray],
                   image: ImageSource) -> np.ndarray:
     if isinstance(image, bytes):
         return decode(image)
     if isinstance(image, str | Path):
         try:
-            return decode(Path(image).read_bytes())
+            data = Path(image).read_bytes()
         except OSError as exc:
             raise InvalidInput(f"cannot read the image {str(image)!r}: {exc.strerror or exc}") from None
+        return decode(data)
     if isinstance(image, Image.Image):
         return prepare(image.convert("RGB"))
     if isinstance(image, np.ndarray):

@@ -13,16 +13,15 @@ class Split:
         self.versions = sorted(weights)
         total = sum(weights.values())
         self._bounds = list(accumulate(weights[v] / total for v in self.versions))
-        self._weights = weights
+        by_weight = sorted(self.versions, key=lambda v: -weights[v])
+        # per first choice, the order to try: it, then the others by weight (built once, not per request)
+        self._orders = [[first, *(v for v in by_weight if v != first)] for first in self.versions]
 
     def choose(self, key: str | None) -> list[int]:
         """The versions in the order to try: the one the weights (or the key) pick, then the others by weight.
         A key maps to a fixed point in [0, 1), so it lands on the same version while the weights hold."""
         point = _point(key) if key is not None else random.random()
-        index = min(bisect_right(self._bounds, point), len(self.versions) - 1)
-        first = self.versions[index]
-        rest = sorted((v for v in self.versions if v != first), key=lambda v: -self._weights[v])
-        return [first, *rest]
+        return self._orders[min(bisect_right(self._bounds, point), len(self.versions) - 1)]
 
 
 def _point(key: str) -> float:

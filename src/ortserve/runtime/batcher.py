@@ -361,7 +361,7 @@ class Batcher:
         computed_at = time.perf_counter_ns()
         results: list[Tensors | BaseException]
         if failure is None:
-            results = [outputs] if len(batch) == 1 else _split(outputs, batch)
+            results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
         else:
             results = [failure] if len(batch) == 1 else [_run_alone(instance, item) for item in batch]
         rows = sum(item.rows for item in batch) or 1
@@ -425,11 +425,11 @@ def _run_alone(instance: _Instance, item: _Pending) -> Tensors | BaseException:
         return exc
 
 
-def _split(outputs: Tensors, batch: list[_Pending]) -> list[Tensors]:
-    """Each request's rows of the merged outputs, as views."""
+def split_rows(outputs: Tensors, rows: list[int]) -> list[Tensors]:
+    """Each request's rows of merged outputs (`rows` of each, in order), as views."""
     parts, start = [], 0
-    for item in batch:
-        stop = start + item.rows
+    for count in rows:
+        stop = start + count
         parts.append({name: out[start:stop] for name, out in outputs.items()})
         start = stop
     return parts
