@@ -81,3 +81,32 @@ def test_failures_replace_nothing(tmp_path: Path) -> None:
         registry.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_routing_change_keeps_the_shadow_and_its_agreement(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        for version in (1, 2):
+            save(mlp(seed=version), tmp_path, "m", version)
+        base = {"version_policy": "all", "labels": {"stable": 1, "candidate": 2}}
+        write_config(tmp_path, "m", {**base, "routing": {"split": {"stable": 100}, "shadow": {"target": 2}}})
+        registry = ModelRegistry(tmp_path)
+        await registry.load_all()
+        lane = registry.get("m").shadow
+        assert lane is not None and registry.get("m").versions[1].shadow is lane
+        assert registry.get("m").versions[2].shadow is None  # the shadow's own requests are not copied
+        lane.stats.compared = 7  # as if copies had been compared
+        write_config(tmp_path, "m", {**base, "routing": {"split": {"stable": 50, "candidate": 50},
+                                                         "shadow": {"target": 2}}})
+        await registry.load("m")
+        assert registry.get("m").shadow is lane and lane.stats.compared == 7
+        write_config(tmp_path, "m", {**base, "routing": {"split": {"stable": 50, "candidate": 50},
+                                                         "shadow": {"target": 2, "fraction": 0.5}}})
+        await registry.load("m")
+        fresh = registry.get("m").shadow
+        assert fresh is not None and fresh is not lane and fresh.fraction == 0.5 and fresh.stats.compared == 0
+        write_config(tmp_path, "m", base)
+        await registry.load("m")
+        assert registry.get("m").shadow is None and registry.get("m").versions[1].shadow is None
+        registry.stop()
+
+    asyncio.run(scenario())

@@ -120,7 +120,7 @@ class ModelRegistry:
                 self._replace(name, ServedModel(name, None, error=str(exc)))
                 return self.models[name]
             versions, failures = await self._roll(name, current, config, chosen, paths)
-            shadow = await self._shadow_lane(name, config, versions, failures)
+            shadow = await self._shadow_lane(name, config, versions, current, failures)
             self._replace(name, ServedModel(name, config, versions=versions, shadow=shadow,
                                             reload_error="; ".join(failures)))
             return self.models[name]
@@ -148,10 +148,11 @@ class ModelRegistry:
         return contract[1]
 
     @staticmethod
-    async def _shadow_lane(name: str, config: ModelConfig, versions: dict[int, ServedVersion], failures: list[str]
-                           ) -> ShadowLane | None:
+    async def _shadow_lane(name: str, config: ModelConfig, versions: dict[int, ServedVersion],
+                           current: ServedModel | None, failures: list[str]) -> ShadowLane | None:
         """The shadow's own one-thread session (routing.shadow), warmed up; None without a shadow, or when the
-        target is not available (then why is in `failures`)."""
+        target is not available (then why is in `failures`). The current lane is kept, with its agreement so far,
+        when the rollout left its target version and settings as they were (moving the split, say)."""
         shadow = config.routing.shadow
         if shadow is None:
             return None
@@ -160,6 +161,10 @@ class ModelRegistry:
         if target is None or not target.ready or target.signature is None:
             failures.append(f"routing.shadow: version {version} is not available, so it gets no copies")
             return None
+        lane = current.shadow if current is not None else None
+        if (lane is not None and current is not None and current.versions.get(target.version) is target
+                and (lane.fraction, lane.max_share) == (shadow.fraction, shadow.max_share)):
+            return lane
 
         def build() -> ort.InferenceSession:
             assert target.signature is not None
