@@ -4,7 +4,8 @@
   own session options: it may run the MLP on one thread, so both bare sessions are timed);
 - predict_concurrent of 10,000 single-row requests from 8 threads, against the in-process best-batch ceiling and
   against the seeds' pattern (a thread pool of 8 calling session.run per request);
-- predict_batch of 1,000 single-row requests, against the ceiling.
+- predict_batch of 1,000 single-row requests, against the ceiling; and of one 1,000-row request, against bare
+  session.run on the same max_batch_size slices.
 
 Rounds alternate (the machine is shared); medians are reported.
     python benchmarks/engine.py [--rounds 5]
@@ -26,6 +27,7 @@ import ortserve
 from ortserve.bench.ceiling import measure_ceiling
 from ortserve.bench.machine import load_average, machine
 from ortserve.examples.models import mlp, save
+from ortserve.runtime.validate import check_inputs
 
 WORK = Path(__file__).parent / "work" / "engine"
 RESULTS = Path(__file__).parent / "results"
@@ -47,10 +49,24 @@ def _percentiles(call, count: int) -> tuple[float, float]:
     return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
 
 
+def _mean_us(call, count: int = 20000) -> float:
+    for _ in range(count // 10):
+        call()
+    start = time.perf_counter_ns()
+    for _ in range(count):
+        call()
+    return (time.perf_counter_ns() - start) / count / 1e3
+
+
 def one_round(engine: ortserve.Engine, path: Path, rows: list[np.ndarray]) -> dict:
     row = rows[0]
+    served = engine.model("mlp").resolve()
+    assert served.signature is not None
+    result: dict = {  # parts of the core's per-request path, timed alone (mean of 20,000 calls)
+        "check_inputs_us": _mean_us(lambda: check_inputs(served.signature, {"input": row}, served.max_batch_size)),
+        "resolve_us": _mean_us(lambda: engine.model("mlp").resolve()),
+    }
     bare = {threads: _session(path, threads) for threads in (0, 1)}
-    result: dict = {}
     for threads, session in bare.items():
         _percentiles(lambda s=session: s.run(None, {"input": row}), 2000)
         result[f"bare_threads_{threads}_p50_us"], result[f"bare_threads_{threads}_p99_us"] = _percentiles(
@@ -79,6 +95,18 @@ def one_round(engine: ortserve.Engine, path: Path, rows: list[np.ndarray]) -> di
     start = time.perf_counter()
     engine.predict_batch("mlp", batch)
     result["batch_rows_per_s"] = len(batch) / (time.perf_counter() - start)
+
+    stacked = np.concatenate(batch)  # the same 1,000 rows as one request, against bare runs of the same slices
+    limit = engine.model("mlp").resolve().max_batch_size
+    start = time.perf_counter()
+    engine.predict_batch("mlp", [stacked])
+    result["batch_one_request_rows_per_s"] = len(stacked) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for begin in range(0, len(stacked), limit):
+        fastest.run(None, {"input": stacked[begin:begin + limit]})
+    result["bare_slices_rows_per_s"] = len(stacked) / (time.perf_counter() - start)
+    result["batch_one_request_vs_bare_slices"] = (result["batch_one_request_rows_per_s"]
+                                                  / result["bare_slices_rows_per_s"])
 
     result["concurrent_vs_ceiling"] = result["concurrent_rows_per_s"] / result["ceiling_rows_per_s"]
     result["concurrent_vs_thread_pool"] = result["concurrent_rows_per_s"] / result["thread_pool_rows_per_s"]

@@ -136,7 +136,8 @@ class VariantGroup:
 
     def _view(self, served: ServedVersion, load: MemberLoad) -> ServedVersion:
         view = self._views.get(id(served))
-        if view is None or view.batcher is not served.batcher:  # new, or an id reused after a rollout
+        # new, an id reused after a rollout, or a member whose shadow a routing change moved
+        if view is None or view.batcher is not served.batcher or view.shadow is not served.shadow:
             view = served.seen_as(self.name, load)
             if len(self._views) >= 2 * len(self.loads):  # views of versions rolled out since
                 self._views.clear()
