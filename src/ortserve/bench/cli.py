@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ortserve.bench import PROTOCOLS
 from ortserve.errors import OrtServeError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-PROTOCOLS = ("v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc", "image")  # bench.targets.PROTOCOLS
 
 
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -94,10 +94,10 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
 def _measure(args: argparse.Namespace, console: Console) -> int:
     from rich.progress import Progress
 
-    from ortserve.bench import report
+    from ortserve.bench import Protocol, report
     from ortserve.bench.drive import Load, closed_loop, open_loop
     from ortserve.bench.machine import machine
-    from ortserve.bench.targets import Protocol, build, metadata, sample_inputs
+    from ortserve.bench.targets import build, metadata, sample_inputs
     from ortserve.runtime.instances import usable_cores
 
     if args.model is None:

@@ -9,12 +9,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
 
+from ortserve.bench import Protocol
 from ortserve.dtypes import BY_TF_ENUM, BY_TF_NAME, BY_V2, TensorType, from_numpy
 from ortserve.errors import InvalidInput
 from ortserve.protos.inference import grpc_service_pb2 as v2
@@ -22,8 +23,6 @@ from ortserve.protos.tensorflow_serving.apis import get_model_metadata_pb2, pred
 from ortserve.server.codec import array_to_bytes
 from ortserve.server.tensor_proto import from_numpy_array
 
-Protocol = Literal["v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc", "image"]
-PROTOCOLS: tuple[Protocol, ...] = ("v2-rest", "v2-binary", "v2-grpc", "tfs-rest", "tfs-grpc", "image")  # as cli
 V2_INFER = "/inference.GRPCInferenceService/ModelInfer"
 TFS_PREDICT = "/tensorflow.serving.PredictionService/Predict"
 

@@ -59,10 +59,9 @@ class ModelControl:
                                   "with --model-control explicit (or poll) to load models at run time")
 
     def allow_unload(self) -> None:
-        if self.mode != "explicit":
-            raise ControlDisabled(
-                f"model control is {self.mode!r}: " + ("the repository decides what is served; remove the model's "
-                                                      "directory to unload it, or start the server with "
-                                                      "--model-control explicit" if self.mode == "poll" else
-                                                      "models are loaded once at start; restart the server with "
-                                                      "--model-control explicit to unload models at run time"))
+        if self.mode == "poll":
+            raise ControlDisabled("model control is 'poll': the repository decides what is served; remove the "
+                                  "model's directory to unload it, or start the server with --model-control explicit")
+        if self.mode == "none":
+            raise ControlDisabled("model control is 'none': models are loaded once at start; restart the server "
+                                  "with --model-control explicit to unload models at run time")
