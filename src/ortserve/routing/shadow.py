@@ -75,8 +75,11 @@ class ShadowLane:
             if not chosen:
                 return
             self.stats.offered += 1
+            if len(self._pending) >= PENDING_COPIES or self._closing:  # the usual case under load: no sizing
+                self.stats.dropped += 1
+                return
             size = sum(array.nbytes for array in inputs.values())
-            if len(self._pending) >= PENDING_COPIES or self._pending_bytes + size > PENDING_BYTES or self._closing:
+            if self._pending_bytes + size > PENDING_BYTES:
                 self.stats.dropped += 1
                 return
             self._pending.append((inputs, answer))
