@@ -1,13 +1,16 @@
 """ortserve.Engine in process, on the MLP 784-256-10 with no config.yaml, against bare ONNX Runtime:
 
-- predict of one row: p50 and p99 over many calls, against a bare session.run of the same row (the engine's
-  own session options: it may run the MLP on one thread, so both bare sessions are timed);
+- predict of one row: p50 and p99, against a bare session.run of the same row (both thread settings timed:
+  the engine may run the MLP on one thread);
 - predict_concurrent of 10,000 single-row requests from 8 threads, against the in-process best-batch ceiling and
   against the seeds' pattern (a thread pool of 8 calling session.run per request);
-- predict_batch of 1,000 single-row requests, against the ceiling; and of one 1,000-row request, against bare
-  session.run on the same max_batch_size slices.
+- predict_batch of 1,000 single-row requests, and of one 1,000-row request, against the ceiling.
 
-Rounds alternate (the machine is shared); medians are reported.
+The ceiling is the best rows per second of a bare session over both thread settings (ONNX Runtime's default
+pool, one thread) and batch sizes 1 to 512, found once; it is then re-measured beside every engine figure
+(its best setting, back to back over the same rows) because this shared machine's speed moves by up to 2x
+within a minute. Each round alternates the engine and its reference; ratios are taken per round, medians
+reported.
     python benchmarks/engine.py [--rounds 5]
 """
 
@@ -17,6 +20,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from ortserve.runtime.validate import check_inputs
 
 WORK = Path(__file__).parent / "work" / "engine"
 RESULTS = Path(__file__).parent / "results"
+CEILING_BATCHES = [1, 8, 16, 32, 64, 128, 256, 512]
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
@@ -40,16 +45,16 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _percentiles(call, count: int) -> tuple[float, float]:
+def _latencies_us(call: Callable[[], object], count: int) -> list[float]:
     times = []
     for _ in range(count):
         start = time.perf_counter_ns()
         call()
-        times.append(time.perf_counter_ns() - start)
-    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
+        times.append((time.perf_counter_ns() - start) / 1e3)
+    return times
 
 
-def _mean_us(call, count: int = 20000) -> float:
+def _mean_us(call: Callable[[], object], count: int = 20000) -> float:
     for _ in range(count // 10):
         call()
     start = time.perf_counter_ns()
@@ -58,7 +63,18 @@ def _mean_us(call, count: int = 20000) -> float:
     return (time.perf_counter_ns() - start) / count / 1e3
 
 
-def one_round(engine: ortserve.Engine, path: Path, rows: list[np.ndarray]) -> dict:
+def _rate(call: Callable[[], object], rows: int, repeats: int = 3) -> float:
+    """Rows per second of the fastest of `repeats` calls that each answer `rows` rows."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return rows / best
+
+
+def one_round(engine: ortserve.Engine, bare: dict[int, ort.InferenceSession], best: tuple[int, int],
+              rows: list[np.ndarray]) -> dict:
     row = rows[0]
     served = engine.model("mlp").resolve()
     assert served.signature is not None
@@ -66,53 +82,52 @@ def one_round(engine: ortserve.Engine, path: Path, rows: list[np.ndarray]) -> di
         "check_inputs_us": _mean_us(lambda: check_inputs(served.signature, {"input": row}, served.max_batch_size)),
         "resolve_us": _mean_us(lambda: engine.model("mlp").resolve()),
     }
-    bare = {threads: _session(path, threads) for threads in (0, 1)}
-    for threads, session in bare.items():
-        _percentiles(lambda s=session: s.run(None, {"input": row}), 2000)
-        result[f"bare_threads_{threads}_p50_us"], result[f"bare_threads_{threads}_p99_us"] = _percentiles(
-            lambda s=session: s.run(None, {"input": row}), 20000)
-    _percentiles(lambda: engine.predict("mlp", row), 2000)
-    result["predict_p50_us"], result["predict_p99_us"] = _percentiles(lambda: engine.predict("mlp", row), 20000)
-    best_bare = min(result["bare_threads_0_p50_us"], result["bare_threads_1_p50_us"])
-    result["predict_added_p50_us"] = result["predict_p50_us"] - best_bare
+    # one row: blocks of 2,000 calls, alternating, pooled
+    times: dict[str, list[float]] = {"bare_threads_0": [], "bare_threads_1": [], "predict": []}
+    calls = {"bare_threads_0": lambda: bare[0].run(None, {"input": row}),
+             "bare_threads_1": lambda: bare[1].run(None, {"input": row}),
+             "predict": lambda: engine.predict("mlp", row)}
+    for call in calls.values():
+        _latencies_us(call, 1000)
+    for _ in range(5):
+        for name, call in calls.items():
+            times[name].extend(_latencies_us(call, 2000))
+    for name, values in times.items():
+        result[f"{name}_p50_us"], result[f"{name}_p99_us"] = (float(np.percentile(values, 50)),
+                                                              float(np.percentile(values, 99)))
+    result["predict_added_p50_us"] = result["predict_p50_us"] - min(result["bare_threads_0_p50_us"],
+                                                                      result["bare_threads_1_p50_us"])
 
-    ceiling = max((measure_ceiling(session, [1, 8, 16, 32, 64], 1.0) for session in bare.values()),
-                  key=lambda found: found.rows_per_s)
-    result["ceiling_rows_per_s"], result["ceiling_batch"] = ceiling.rows_per_s, ceiling.batch_size
-    # the default max_batch_size (32) bounds what the engine's batches can reach
-    result["ceiling_at_32_rows_per_s"] = ceiling.by_batch_size[32]
+    threads, batch = best
+    stacked = np.concatenate(rows)
+    ceiling_session = bare[threads]
 
-    start = time.perf_counter()
-    engine.predict_concurrent("mlp", rows, max_workers=8)
-    result["concurrent_rows_per_s"] = len(rows) / (time.perf_counter() - start)
-    fastest = min(bare.values(), key=lambda session: _percentiles(lambda: session.run(None, {"input": row}), 500)[0])
-    with ThreadPoolExecutor(8) as pool:
-        start = time.perf_counter()
-        list(pool.map(lambda item: fastest.run(None, {"input": item}), rows))
-        result["thread_pool_rows_per_s"] = len(rows) / (time.perf_counter() - start)
+    def ceiling_run(count: int) -> None:
+        for begin in range(0, count, batch):
+            ceiling_session.run(None, {"input": stacked[begin:begin + batch]})
 
-    batch = rows[:1000]
-    start = time.perf_counter()
-    engine.predict_batch("mlp", batch)
-    result["batch_rows_per_s"] = len(batch) / (time.perf_counter() - start)
+    fastest_single = min(bare.values(), key=lambda session: statistics.median(
+        _latencies_us(lambda: session.run(None, {"input": row}), 500)))
 
-    stacked = np.concatenate(batch)  # the same 1,000 rows as one request, against bare runs of the same slices
-    limit = engine.model("mlp").resolve().max_batch_size
-    start = time.perf_counter()
-    engine.predict_batch("mlp", [stacked])
-    result["batch_one_request_rows_per_s"] = len(stacked) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for begin in range(0, len(stacked), limit):
-        fastest.run(None, {"input": stacked[begin:begin + limit]})
-    result["bare_slices_rows_per_s"] = len(stacked) / (time.perf_counter() - start)
-    result["batch_one_request_vs_bare_slices"] = (result["batch_one_request_rows_per_s"]
-                                                  / result["bare_slices_rows_per_s"])
+    def thread_pool() -> None:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda item: fastest_single.run(None, {"input": item}), rows))
 
-    result["concurrent_vs_ceiling"] = result["concurrent_rows_per_s"] / result["ceiling_rows_per_s"]
-    result["concurrent_vs_thread_pool"] = result["concurrent_rows_per_s"] / result["thread_pool_rows_per_s"]
-    result["batch_vs_ceiling"] = result["batch_rows_per_s"] / result["ceiling_rows_per_s"]
-    result["batch_vs_ceiling_at_32"] = result["batch_rows_per_s"] / result["ceiling_at_32_rows_per_s"]
-    result["concurrent_vs_ceiling_at_32"] = result["concurrent_rows_per_s"] / result["ceiling_at_32_rows_per_s"]
+    measured = {
+        "ceiling_10000": _rate(lambda: ceiling_run(len(rows)), len(rows)),
+        "concurrent": _rate(lambda: engine.predict_concurrent("mlp", rows, max_workers=8), len(rows)),
+        "thread_pool": _rate(thread_pool, len(rows), repeats=1),
+        "ceiling_1000": _rate(lambda: ceiling_run(1000), 1000, repeats=10),
+        "batch": _rate(lambda: engine.predict_batch("mlp", rows[:1000]), 1000, repeats=10),
+        "batch_one_request": _rate(lambda: engine.predict_batch("mlp", [stacked[:1000]]), 1000, repeats=10),
+        "ceiling_1000_after": _rate(lambda: ceiling_run(1000), 1000, repeats=10),
+    }
+    result.update({f"{name}_rows_per_s": value for name, value in measured.items()})
+    ceiling_1000 = (measured["ceiling_1000"] + measured["ceiling_1000_after"]) / 2
+    result["concurrent_vs_ceiling"] = measured["concurrent"] / measured["ceiling_10000"]
+    result["concurrent_vs_thread_pool"] = measured["concurrent"] / measured["thread_pool"]
+    result["batch_vs_ceiling"] = measured["batch"] / ceiling_1000
+    result["batch_one_request_vs_ceiling"] = measured["batch_one_request"] / ceiling_1000
     return result
 
 
@@ -126,9 +141,20 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = [rng.standard_normal((1, 784)).astype(np.float32) for _ in range(10_000)]
     report: dict = {"machine": machine(), "load_average_before": load_average(), "rounds": []}
+    bare = {threads: _session(path, threads) for threads in (0, 1)}
+    found = {threads: measure_ceiling(session, CEILING_BATCHES, 0.5) for threads, session in bare.items()}
+    threads = max(found, key=lambda key: found[key].rows_per_s)
+    best = (threads, found[threads].batch_size)
+    report["ceiling_search"] = {f"threads_{key}": value.by_batch_size for key, value in found.items()}
+    report["ceiling_setting"] = {"intra_op_threads": threads, "batch": best[1]}
+    print("ceiling", report["ceiling_setting"], round(found[threads].rows_per_s), flush=True)
     with ortserve.Engine(WORK) as engine:
+        served = engine.model("mlp").resolve()
+        report["engine_setting"] = {"max_batch_size": served.max_batch_size, "intra_op_threads": served.threads,
+                                    "default_thread_pool_from_rows": served.wide_from_rows}
+        print("engine", report["engine_setting"], flush=True)
         for index in range(args.rounds):
-            measured = one_round(engine, path, rows)
+            measured = one_round(engine, bare, best, rows)
             report["rounds"].append(measured)
             print(index, {key: round(value, 3) for key, value in measured.items()}, flush=True)
     report["median"] = {key: statistics.median(r[key] for r in report["rounds"]) for key in report["rounds"][0]}

@@ -10,10 +10,11 @@ which merge the requests of every caller. Loads, rollouts and drains run on a pr
 from __future__ import annotations
 
 import asyncio
+import operator
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -33,6 +34,8 @@ Tensors = dict[str, np.ndarray]
 Inputs = dict[str, np.ndarray] | np.ndarray
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 Result = TypeVar("Result")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
 
 
 class _Answer:
@@ -40,16 +43,19 @@ class _Answer:
     and released by the answer: cheaper to make than an Event, and a batch run on the caller's own thread (the
     usual case for a fast model) has released it before wait() is called."""
 
-    __slots__ = ("_arrived", "_result")
+    __slots__ = ("_arrived", "_result", "_then")
 
-    def __init__(self) -> None:
+    def __init__(self, then: Callable[[], object] | None = None) -> None:
         self._arrived = threading.Lock()
         self._arrived.acquire()
         self._result: Tensors | BaseException | None = None
+        self._then = then  # called once the answer is in
 
     def __call__(self, result: Tensors | BaseException) -> None:
         self._result = result
         self._arrived.release()
+        if self._then is not None:
+            self._then()
 
     def wait(self) -> Tensors:
         self._arrived.acquire()
@@ -132,66 +138,100 @@ class Engine:
         """One request: `inputs` by name (or one array for a model with one input), rows along the first
         dimension; the outputs by name (those asked for, or all)."""
         served = self._version(model, version, label, routing_key)
-        answer, later = _Answer(), _RunHere()
-        served.submit(_named(served, inputs), outputs, answer, run_later=later.append)
-        later.run()
-        return answer.wait()
+        return self._one(served, _named(served, inputs), outputs)
 
     def predict_batch(self, model: str, inputs: Sequence[Inputs], *, version: int | None = None,
                       label: str | None = None, outputs: list[str] | None = None) -> list[Tensors]:
-        """Many requests as batches of up to the version's max_batch_size rows; results in order. Consecutive
-        requests of one shape are stacked once and run in slices (views), so a request's rows may share a
-        batch with its neighbours' (rows are independent along the batch dimension)."""
+        """Many requests as batches of up to the version's max_batch_size rows; results in order. Requests of
+        one shape are stacked once and run in slices (views), so a request's rows may share a batch with its
+        neighbours' (rows are independent along the batch dimension)."""
         served = self._version(model, version, label, None)
-        requests = [_named(served, item) for item in inputs]
-        if served.max_batch_size <= 0:  # unbatched: one by one
-            return [self.predict(model, item, version=served.version, outputs=outputs) for item in requests]
-        results: list[Tensors] = []
-        for run in _same_shape_runs(requests):
-            stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
-            answer = self._slices(served, stacked, outputs)
-            results.extend(split_rows(answer, [_rows(request) for request in run]))
-        return results
-
-    def _slices(self, served: ServedVersion, stacked: Tensors, outputs: list[str] | None) -> Tensors:
-        """Run `stacked` in slices of max_batch_size rows, keeping as many slices in flight as the version has
-        instances (the rest wait here, not in its queue, where admission would count them)."""
-        limit, total = served.max_batch_size, _rows(stacked)
-        if total <= limit:
-            answer, later = _Answer(), _RunHere()
-            served.submit(stacked, outputs, answer, run_later=later.append)
-            later.run()
-            return answer.wait()
-        in_flight = max(1, served.config.instances.max)
-        pending: list[_Answer] = []
-        parts: list[Tensors] = []
-        for start in range(0, total, limit):
-            if len(pending) >= in_flight:
-                parts.append(pending.pop(0).wait())
-            answer, later = _Answer(), _RunHere()
-            served.submit({name: array[start:start + limit] for name, array in stacked.items()}, outputs, answer,
-                          run_later=later.append)
-            later.run()
-            pending.append(answer)
-        parts.extend(answer.wait() for answer in pending)
-        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+        return self._batch(served, inputs, outputs, _slots(served))
 
     def predict_concurrent(self, model: str, inputs: Sequence[Inputs], *, max_workers: int = 8,
                            version: int | None = None, label: str | None = None,
                            outputs: list[str] | None = None) -> list[Tensors]:
         """Many requests from `max_workers` threads at once, sharing the version's batcher as concurrent callers
-        do: each thread takes its share of consecutive requests as predict_batch does; results in order."""
+        do: each thread takes its share of consecutive requests as predict_batch does, and the threads together
+        keep no more slices in flight than predict_batch alone would; results in order."""
         if not inputs:
             return []
+        served = self._version(model, version, label, None)
+        slots = _slots(served)
         workers = max(1, min(max_workers, len(inputs)))
         share = -(-len(inputs) // workers)
         shares = [inputs[start:start + share] for start in range(0, len(inputs), share)]
-
-        def one(part: Sequence[Inputs]) -> list[Tensors]:
-            return self.predict_batch(model, part, version=version, label=label, outputs=outputs)
-
         with ThreadPoolExecutor(workers, thread_name_prefix="ortserve-predict") as pool:
-            return [answer for part in pool.map(one, shares) for answer in part]
+            answered = pool.map(lambda part: self._batch(served, part, outputs, slots), shares)
+            return [answer for part in answered for answer in part]
+
+    def _batch(self, served: ServedVersion, inputs: Sequence[Inputs], outputs: list[str] | None,
+               slots: threading.Semaphore) -> list[Tensors]:
+        if served.max_batch_size <= 0:  # unbatched: one by one
+            return [self._one(served, _named(served, item), outputs) for item in inputs]
+        uniform = _uniform_columns(served, inputs, served.max_batch_size)
+        if uniform is not None:  # the usual case, done in numpy: every request of one shape and dtype
+            columns, rows = uniform
+            return self._uniform(served, columns, rows, len(inputs), outputs, slots)
+        results: list[Tensors] = []
+        for run in _same_shape_runs([_named(served, item) for item in inputs]):
+            stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
+            answer = self._slices(served, stacked, outputs, slots)
+            results.extend(split_rows(answer, [_rows(request) for request in run]))
+        return results
+
+    def _uniform(self, served: ServedVersion, columns: dict[str, list[np.ndarray]], rows: int, count: int,
+                 outputs: list[str] | None, slots: threading.Semaphore) -> list[Tensors]:
+        """Requests of one shape and dtype (checked): stacked a slice of max_batch_size rows at a time, each
+        stacked while the one before runs, and each slice's outputs split back into its requests' views."""
+        per_slice = max(served.max_batch_size // max(rows, 1), 1)
+        starts = range(0, count, per_slice)
+        slices = ({name: _stack(column[start:start + per_slice]) for name, column in columns.items()}
+                  for start in starts)
+        if len(starts) == 1:
+            return _split_uniform(self._one(served, next(slices), outputs), count, rows)
+        results: list[Tensors] = []
+        for start, answer in zip(starts, self._pipelined(served, slices, outputs, slots), strict=True):
+            results.extend(_split_uniform(answer.wait(), min(per_slice, count - start), rows))
+        return results
+
+    @staticmethod
+    def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None) -> Tensors:
+        """One request, run on this thread when the version is free (the batcher's run-here path)."""
+        answer, later = _Answer(), _RunHere()
+        served.submit(inputs, outputs, answer, run_later=later.append)
+        later.run()
+        return answer.wait()
+
+    def _slices(self, served: ServedVersion, stacked: Tensors, outputs: list[str] | None,
+                slots: threading.Semaphore) -> Tensors:
+        """Run `stacked` in slices (views) of max_batch_size rows; the outputs stacked back."""
+        limit, total = served.max_batch_size, _rows(stacked)
+        if total <= limit:
+            return self._one(served, stacked, outputs)
+        slices = ({name: array[start:start + limit] for name, array in stacked.items()}
+                  for start in range(0, total, limit))
+        parts = [answer.wait() for answer in self._pipelined(served, slices, outputs, slots)]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    @staticmethod
+    def _pipelined(served: ServedVersion, slices: Iterator[Tensors], outputs: list[str] | None,
+                   slots: threading.Semaphore) -> list[_Answer]:
+        """Queue the slices, one slot each (the rest wait here, not in the version's queue, where admission
+        would count them). With a slot more than the version has instances, the next slice is queued while one
+        runs, so the version's worker runs them back to back while this thread prepares the next; the answers
+        are waited for in order."""
+        pending: list[_Answer] = []
+        for piece in slices:
+            slots.acquire()
+            answer = _Answer(then=slots.release)
+            try:
+                served.submit(piece, outputs, answer)
+            except BaseException:
+                slots.release()
+                raise
+            pending.append(answer)
+        return pending
 
     async def predict_async(self, model: str, inputs: Inputs, *, version: int | None = None,
                             label: str | None = None, outputs: list[str] | None = None,
@@ -264,8 +304,56 @@ def _named(served: ServedVersion, inputs: Inputs) -> Tensors:
     return {names[0]: inputs}
 
 
+def _slots(served: ServedVersion) -> threading.Semaphore:
+    """Slices a bulk call keeps in flight: one per instance, and one queued behind them."""
+    return threading.Semaphore(served.config.instances.max + 1)
+
+
 def _rows(request: Tensors) -> int:
     return next(iter(request.values())).shape[0]
+
+
+def _uniform_columns(served: ServedVersion, inputs: Sequence[Inputs], limit: int
+                     ) -> tuple[dict[str, list[np.ndarray]], int] | None:
+    """Each input's arrays over the requests, and the rows of each request, when every request has the same
+    shape and dtype per input and no more than `limit` rows (checked over the whole list at C speed); None
+    otherwise."""
+    if not inputs:
+        return None
+    first = inputs[0]
+    if isinstance(first, np.ndarray):
+        if set(map(type, inputs)) != {np.ndarray}:
+            return None
+        columns = {_named(served, first).popitem()[0]: list(inputs)}  # type: ignore[arg-type]
+    elif isinstance(first, dict):
+        if set(map(type, inputs)) != {dict} or len(set(map(len, inputs))) != 1:  # type: ignore[arg-type]
+            return None
+        try:
+            columns = {name: [item[name] for item in inputs] for name in first}  # type: ignore[index]
+        except KeyError:
+            return None
+    else:
+        return None
+    for column in columns.values():
+        if (set(map(type, column)) != {np.ndarray} or column[0].ndim == 0
+                or len(set(map(_SHAPE, column))) != 1 or len(set(map(_DTYPE, column))) != 1):
+            return None
+    rows = len(next(iter(columns.values()))[0])
+    return (columns, rows) if rows <= limit else None
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _split_uniform(outputs: Tensors, requests: int, rows: int) -> list[Tensors]:
+    """Each request's `rows` rows of every output, as views (numpy iterates; no Python loop per element)."""
+    names = list(outputs)
+    parts = [list(outputs[name].reshape(requests, rows, *outputs[name].shape[1:])) for name in names]
+    if len(names) == 1:
+        name = names[0]
+        return [{name: part} for part in parts[0]]
+    return [dict(zip(names, row, strict=True)) for row in zip(*parts, strict=True)]
 
 
 def _same_shape_runs(requests: list[Tensors]) -> list[list[Tensors]]:

@@ -107,8 +107,8 @@ def test_repository_index(client: triton.InferenceServerClient) -> None:
     ("mlp", [("pixels", np.zeros((1, 784), np.float32), "FP32")], grpc.StatusCode.INVALID_ARGUMENT,
      ["unknown input 'pixels'"]),
     ("multi", [("a", np.zeros((1, 4), np.float32), "FP32")], grpc.StatusCode.INVALID_ARGUMENT, ["missing input"]),
-    ("mlp", [("input", np.zeros((33, 784), np.float32), "FP32")], grpc.StatusCode.INVALID_ARGUMENT,
-     ["max_batch_size 32"]),
+    ("slow_batch", [("input", np.zeros((65, 784), np.float32), "FP32")], grpc.StatusCode.INVALID_ARGUMENT,
+     ["max_batch_size 64"]),
     ("bad_config", [("input", np.zeros((1, 784), np.float32), "FP32")], grpc.StatusCode.UNAVAILABLE,
      ["intra_op_threads"]),
 ])

@@ -16,6 +16,7 @@ from ortserve.runtime.instances import SessionPool, threads_per_instance, usable
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
+from ortserve.runtime.sizing import describe, size_batches
 from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
 
 log = logging.getLogger(__name__)
@@ -43,23 +44,24 @@ def _may_prefer_one_thread(served: ServedVersion, configured_threads: int) -> bo
             and calibration.cost_ns(1) < FEW_THREADS_BELOW_NS)
 
 
-def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession) -> tuple[ort.InferenceSession, int]:
+def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession
+                          ) -> tuple[ort.InferenceSession, int, ort.InferenceSession | None]:
     """Time a one-thread session beside the default one; keep the faster (and its batch costs). Returns the
-    session to serve with and the intra-op threads for every instance (0: ONNX Runtime's default)."""
-    default_costs = served.calibration
-    assert default_costs is not None
+    session to serve with, the intra-op threads for every instance (0: ONNX Runtime's default), and the default
+    session when the one-thread one won (large batches may still run faster on it: runtime.sizing)."""
     single = create_session(served.model, served.path, served.config, 1)
     assert served.signature is not None
-    single_costs = calibrate(served.model, single, served.signature, served.config.warmup.shapes,
-                             served.max_batch_size)
+    default_costs, single_costs = calibrate(served.model, [session, single], served.signature,
+                                            served.config.warmup.shapes, served.max_batch_size)
     wins = one_thread_wins(default_costs, single_costs)
     log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "
              "thread pool)", served.model, served.version, "one thread" if wins else "the default thread pool",
              single_costs.cost_ns(1) / 1e3, default_costs.cost_ns(1) / 1e3)
     if not wins:
-        return session, 0
+        served.calibration = default_costs
+        return session, 0, None
     served.session, served.calibration = single, single_costs
-    return single, 1
+    return single, 1, session
 
 
 def load_sessions(served: ServedVersion) -> None:
@@ -77,8 +79,16 @@ def load_sessions(served: ServedVersion) -> None:
     if config.image is not None:
         served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
     served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
+    wide = None
     if _may_prefer_one_thread(served, configured_threads):
-        session, configured_threads = _one_thread_if_faster(served, session)
+        session, configured_threads, wide = _one_thread_if_faster(served, session)
+    if served.max_batch_size > 0 and served.calibration is not None:
+        sizing = size_batches(served.model, session, wide, signature, config.warmup.shapes, served.max_batch_size,
+                              grow=config.max_batch_size is None, costs=served.calibration)
+        served.max_batch_size = sizing.max_batch_size
+        if sizing.wide_from_rows:
+            served.wide_session, served.wide_from_rows = wide, sizing.wide_from_rows
+        log.info("model %r version %d: %s", served.model, served.version, describe(sizing, served.calibration))
     served.threads = threads_per_instance(configured_threads, first_count)
 
     def build(threads: int) -> ort.InferenceSession:

@@ -59,6 +59,10 @@ class ServedVersion:
     signature: Signature | None = None
     max_batch_size: int = 0
     threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
+    # A one-thread version's session on ONNX Runtime's default thread pool, for batches of wide_from_rows rows or
+    # more when the version runs one instance (runtime.sizing)
+    wide_session: ort.InferenceSession | None = None
+    wide_from_rows: int = 0
     providers: list[str] = field(default_factory=list)
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
@@ -86,14 +90,19 @@ class ServedVersion:
     def batcher(self) -> Batcher | None:
         return self._batcher
 
-    def executor(self, session: ort.InferenceSession) -> Execute:
-        """Blocking session.run with every output, by name; called on the thread that runs the batch."""
+    def executor(self, session: ort.InferenceSession, wide: ort.InferenceSession | None = None) -> Execute:
+        """Blocking session.run with every output, by name; called on the thread that runs the batch. Batches of
+        wide_from_rows or more run on `wide` when it is given."""
         assert self.signature is not None
         names = [spec.name for spec in self.signature.outputs]
+        wide_from = self.wide_from_rows
 
         def execute(inputs: Tensors) -> Tensors:
+            chosen = session
+            if wide is not None and next(iter(inputs.values())).shape[0] >= wide_from:
+                chosen = wide
             try:
-                results = session.run(None, inputs)
+                results = chosen.run(None, inputs)
             except Exception as exc:
                 raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
             return dict(zip(names, results, strict=True))
@@ -101,8 +110,10 @@ class ServedVersion:
         return execute
 
     def instance_executors(self, count: int) -> list[Execute]:
+        """One executor per instance; a lone instance runs large batches on the wide session (runtime.sizing)."""
         assert self.sessions is not None
-        return [self.executor(session) for session in self.sessions.sessions(count)]
+        wide = self.wide_session if count == 1 else None
+        return [self.executor(session, wide) for session in self.sessions.sessions(count)]
 
     def start_batcher(self) -> None:
         """Once the sessions are ready: the version can take requests from now on."""

@@ -70,26 +70,35 @@ def warm_up(model: str, session: ort.InferenceSession, signature: Signature, war
         return costs
     batched = max_batch_size > 0
     prime(model, session, signature, warmup, batched)
-    return calibrate(model, session, signature, warmup.shapes, max_batch_size)
+    return calibrate(model, [session], signature, warmup.shapes, max_batch_size)[0]
 
 
-def _timed(model: str, session: ort.InferenceSession, feeds: Tensors) -> int:
-    """The median run time in ns, after one untimed run (the first at a size grows ONNX Runtime's buffers)."""
-    first = _run(model, session, feeds)
+def timed(model: str, sessions: list[ort.InferenceSession], feeds: Tensors) -> list[int]:
+    """The median run time in ns of each session, after one untimed run (the first at a size grows ONNX Runtime's
+    buffers). Several sessions take turns run by run, so that a change in the machine's speed (a shared machine's
+    moves by 2x within seconds) falls on all of them alike."""
+    first = max(_run(model, session, feeds) for session in sessions)
     runs = 5 if first < TIMED_RUNS_BELOW_NS else 1
-    return sorted(_run(model, session, feeds) for _ in range(runs))[runs // 2]
+    times: list[list[int]] = [[] for _ in sessions]
+    for _ in range(runs):
+        for index, session in enumerate(sessions):
+            times[index].append(_run(model, session, feeds))
+    return [sorted(each)[runs // 2] for each in times]
 
 
-def calibrate(model: str, session: ort.InferenceSession, signature: Signature, shapes: dict[str, list[int]],
-              max_batch_size: int) -> BatchCosts:
-    """Batch costs at one row and, when it fits the time budget, at PROBE_ROWS."""
+def calibrate(model: str, sessions: list[ort.InferenceSession], signature: Signature, shapes: dict[str, list[int]],
+              max_batch_size: int) -> list[BatchCosts]:
+    """Batch costs of each session at one row and, when it fits the time budget, at PROBE_ROWS."""
     batched = max_batch_size > 0
-    costs = BatchCosts()
-    single_ns = _timed(model, session, zero_inputs(signature, 1, shapes, batched))
-    costs.observe(1, single_ns)
+    costs = [BatchCosts() for _ in sessions]
+    singles = timed(model, sessions, zero_inputs(signature, 1, shapes, batched))
+    for each, single_ns in zip(costs, singles, strict=True):
+        each.observe(1, single_ns)
     probe = min(PROBE_ROWS, max_batch_size)
-    if probe > 1 and single_ns * probe <= PROBE_BUDGET_NS:
-        costs.observe(probe, _timed(model, session, zero_inputs(signature, probe, shapes, batched)))
+    if probe > 1 and max(singles) * probe <= PROBE_BUDGET_NS:
+        probes = timed(model, sessions, zero_inputs(signature, probe, shapes, batched))
+        for each, probe_ns in zip(costs, probes, strict=True):
+            each.observe(probe, probe_ns)
     return costs
 
 

@@ -159,7 +159,8 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
                           "bound_rows": state.queue_bound,
                           "admission_correction": round(state.admission_correction, 3)}
         extra["instances"] = {"count": state.instances, "busy": state.busy_instances,
-                              "intra_op_threads": served.threads}
+                              "intra_op_threads": served.threads,
+                              "default_thread_pool_from_rows": served.wide_from_rows or None}
     if served.gpu is not None:
         extra["gpu"] = [asdict(reading) for reading in gpus.read() if reading.index == served.gpu]
     return extra
