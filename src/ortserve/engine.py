@@ -138,7 +138,9 @@ class Engine:
         """One request: `inputs` by name (or one array for a model with one input), rows along the first
         dimension; the outputs by name (those asked for, or all)."""
         served = self._version(model, version, label, routing_key)
-        return self._one(served, _named(served, inputs), outputs)
+        named = _named(served, inputs)
+        answer = served.run_now(named, outputs)
+        return answer if answer is not None else self._one(served, named, outputs)
 
     def predict_batch(self, model: str, inputs: Sequence[Inputs], *, version: int | None = None,
                       label: str | None = None, outputs: list[str] | None = None) -> list[Tensors]:

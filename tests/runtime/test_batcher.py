@@ -270,3 +270,51 @@ def test_slow_models_and_queue_delays_always_use_the_worker(pause_s: float, dela
     batcher.close()
     assert later == []
     assert set(recorder.threads) == {"test-0"}
+
+
+def test_run_now_takes_an_idle_fast_version_on_the_callers_thread() -> None:
+    """The lean path: an idle version runs the request at once, here; a busy one declines (submit instead)."""
+    ran_on: list[int] = []
+    release = threading.Event()
+
+    def execute(inputs: Tensors) -> Tensors:
+        ran_on.append(threading.get_ident())
+        if inputs["x"][0, 0] == 9:  # the request that holds the instance
+            release.wait(10)
+        return {"y": inputs["x"] * 2}
+
+    stats = VersionStats()
+    batcher = make_batcher(execute, stats, max_queue_delay_us=None)
+    try:
+        for _ in range(3):  # the scheduler learns that the model is fast from the batches it runs
+            _submit(batcher, _rows(1)).result(timeout=10)
+        answer = batcher.run_now({"x": _rows(2, value=4)}, 2, time.perf_counter_ns())
+        assert answer is not None
+        np.testing.assert_array_equal(answer["y"], _rows(2, value=8))
+        assert ran_on[-1] == threading.get_ident()
+        assert stats.per_batch_size[2].count == 1 and stats.success.count == 4 and stats.in_flight == 0
+
+        held = _submit(batcher, _rows(1, value=9))  # a worker runs it and waits
+        deadline = time.monotonic() + 10
+        while batcher.idle and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert batcher.run_now({"x": _rows(1)}, 1, time.perf_counter_ns()) is None  # busy: not taken
+        release.set()
+        held.result(timeout=10)
+    finally:
+        release.set()
+        batcher.close()
+
+
+def test_run_now_raises_the_models_error_and_counts_it() -> None:
+    stats = VersionStats()
+    batcher = make_batcher(Recorder(fail_on=7.0), stats, max_queue_delay_us=None)
+    try:
+        for _ in range(3):
+            _submit(batcher, _rows(1)).result(timeout=10)
+        with pytest.raises(ValueError, match="poisoned"):
+            batcher.run_now({"x": _rows(1, value=7)}, 1, time.perf_counter_ns())
+        assert stats.failure.count == 1
+        assert batcher.run_now({"x": _rows(1)}, 1, time.perf_counter_ns()) is not None  # the instance is free
+    finally:
+        batcher.close()

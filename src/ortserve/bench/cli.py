@@ -18,18 +18,25 @@ if TYPE_CHECKING:
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
         "bench", help="measure a server (ortserve, TF Serving, Triton) under load: throughput, latency, errors",
-        description="ortserve bench URL --model M --protocol P [--concurrency 1,8,32 | --rate 50,100]; or "
-                    "ortserve bench compare A/report.json B/report.json --out DIR")
-    parser.add_argument("target", help="http://host:port for REST protocols, host:port for gRPC; or 'compare'")
-    parser.add_argument("reports", nargs="*", type=Path, help="with 'compare': report.json files to draw together")
-    parser.add_argument("--model", help="the model to call")
+        description="ortserve bench URL --model M --protocol P [--concurrency 1,8,32 | --rate 50,100]; "
+                    "ortserve bench compare A/report.json B/report.json --out DIR; or "
+                    "ortserve bench runtimes SOURCE [--input name:dtype:dims] [--out DIR] (the source framework "
+                    "against ONNX Runtime FP32 and static INT8, in process)")
+    parser.add_argument("target", help="http://host:port for REST protocols, host:port for gRPC; 'compare'; or "
+                                       "'runtimes'")
+    parser.add_argument("rest", nargs="*", metavar="REPORT|SOURCE",
+                        help="with 'compare': report.json files to draw together; with 'runtimes': the model, as "
+                             "`ortserve convert` takes it")
+    parser.add_argument("--model", help="the model to call; with 'runtimes': its name in --repository")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="v2-binary",
                         help="v2-rest (JSON), v2-binary, v2-grpc, tfs-rest, tfs-grpc, image (default v2-binary)")
     parser.add_argument("--concurrency", type=_numbers(int), help="closed loop: callers, e.g. 1,8,32 (default 1,8)")
     parser.add_argument("--rate", type=_numbers(float), help="open loop: requests per second, e.g. 50,100,200")
     parser.add_argument("--deadline", type=float, help="seconds each request may take (gRPC deadline, V2 timeout "
                                                        "parameter, HTTP timeout); later ones count as errors")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point (default 10)")
+    parser.add_argument("--duration", type=float,
+                        help="measured seconds per point (default 10; with 'runtimes', per runtime and batch size, "
+                             "default 3)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each (default 2)")
     parser.add_argument("--data", default="random", help="random (default), zeros, or an .npz with an array per input")
     parser.add_argument("--image", type=Path, help="the photo to upload, for --protocol image")
@@ -40,6 +47,16 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     parser.add_argument("--label", help="this run's name in reports and comparisons")
     parser.add_argument("--labels", help="with 'compare': names for the runs, comma separated")
     parser.add_argument("--out", type=Path, help="write report.json, report.md and plots here")
+    runtimes = parser.add_argument_group("runtimes")
+    runtimes.add_argument("--input", action="append", default=[], metavar="NAME:DTYPE:DIMS",
+                          help="a PyTorch model's input, as `ortserve convert --input` takes it (repeatable)")
+    runtimes.add_argument("--weights", type=Path, help="a PyTorch state_dict for the entry point")
+    runtimes.add_argument("--batch-sizes", type=_numbers(int), default=[1, 8], help="default 1,8")
+    runtimes.add_argument("--calibration-data", default="random",
+                          help="static INT8 calibration samples, as `ortserve quantize` takes them (default random)")
+    runtimes.add_argument("--calibration-samples", type=int, default=128)
+    runtimes.add_argument("--repository", type=Path,
+                          help="keep the FP32 and INT8 versions in this repository (default: nothing is kept)")
     parser.set_defaults(handler=_run)
 
 
@@ -63,6 +80,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.target == "compare":
             return _compare(args, console)
+        if args.target == "runtimes":
+            return _runtimes(args, console)
         return _measure(args, console)
     except OrtServeError as exc:
         print(f"ortserve bench: {exc}", file=sys.stderr)
@@ -72,23 +91,72 @@ def _run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace, console: Console) -> int:
     from ortserve.bench import report
 
-    if not args.reports or args.out is None:
+    reports = [Path(text) for text in args.rest]
+    if not reports or args.out is None:
         print("ortserve bench compare: give report.json files and --out DIR", file=sys.stderr)
         return 2
-    missing = [str(path) for path in args.reports if not path.is_file()]
+    missing = [str(path) for path in reports if not path.is_file()]
     if missing:
         print(f"ortserve bench compare: no such report: {', '.join(missing)}", file=sys.stderr)
         return 2
     labels = args.labels.split(",") if args.labels else None
-    if labels is not None and len(labels) != len(args.reports):
-        print(f"ortserve bench compare: {len(labels)} labels for {len(args.reports)} reports", file=sys.stderr)
+    if labels is not None and len(labels) != len(reports):
+        print(f"ortserve bench compare: {len(labels)} labels for {len(reports)} reports", file=sys.stderr)
         return 2
-    written = report.compare(args.reports, labels, args.out)
+    written = report.compare(reports, labels, args.out)
     if written is None:
         print("ortserve bench compare: plots need matplotlib: pip install 'ortserve[bench]'", file=sys.stderr)
         return 2
     console.print("wrote " + ", ".join(str(path) for path in written))
     return 0
+
+
+def _runtimes(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from ortserve.bench import runtimes
+    from ortserve.bench.machine import machine
+    from ortserve.convert.spec import InputSpec
+
+    if len(args.rest) != 1:
+        print("ortserve bench runtimes: give one SOURCE (package.module:factory, or a model file or directory)",
+              file=sys.stderr)
+        return 2
+    source = args.rest[0]
+    request = runtimes.RuntimesRequest(
+        source=source, inputs=[InputSpec.parse(text) for text in args.input],
+        model=args.model or _model_name(source), weights=args.weights, calibration=args.calibration_data,
+        calibration_samples=args.calibration_samples, evaluation=None if args.data == "random" else args.data,
+        batch_sizes=tuple(args.batch_sizes), seconds=args.duration or 3.0, repository=args.repository)
+    result = runtimes.measure(request, progress=lambda text: console.print(f"[dim]{text}[/dim]"))
+    table = Table(title=f"{source} ({result.framework}), in process")
+    for column in ("runtime", "batch", "p50 ms", "p90 ms", "items/s", "vs source"):
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    for row in result.rows:
+        table.add_row(row.runtime, str(row.batch_size), f"{row.p50_ms:.3f}", f"{row.p90_ms:.3f}",
+                      f"{row.items_per_s:,.1f}", f"{row.speedup:.2f}x")
+    console.print(table)
+    console.print(result.int8_text())
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        written = [args.out / "runtimes.json", args.out / "runtimes.md"]
+        written[0].write_text(json.dumps({**result.as_dict(), "machine": machine(),
+                                          "seconds_per_point": request.seconds}, indent=2) + "\n")
+        written[1].write_text(runtimes.markdown(result))
+        if runtimes.plot(result, args.out / "runtimes.png"):
+            written.append(args.out / "runtimes.png")
+        else:
+            console.print("[yellow]no plot: it needs matplotlib (pip install 'ortserve[bench]')[/yellow]")
+        console.print("wrote " + ", ".join(str(path) for path in written))
+    return 0
+
+
+def _model_name(source: str) -> str:
+    """A repository name for the source: the entry point's factory, or the file's stem."""
+    stem = source.rpartition(":")[2] if ":" in source and not Path(source).exists() else Path(source).stem
+    return "".join(char if char.isalnum() or char in "-_" else "_" for char in stem) or "model"
 
 
 def _measure(args: argparse.Namespace, console: Console) -> int:
@@ -117,7 +185,7 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
         inputs = metadata(args.target, protocol, args.model)
         arrays = sample_inputs(inputs, args.data, args.batch_size, shapes)
         request = build(args.target, protocol, args.model, arrays, deadline_s=args.deadline)
-    load = Load(args.duration, args.warmup, args.deadline or 60.0, args.processes or usable_cores())
+    load = Load(args.duration or 10.0, args.warmup, args.deadline or 60.0, args.processes or usable_cores())
     levels = [("concurrency", level) for level in args.concurrency or ([] if args.rate else [1, 8])] + \
         [("rate", level) for level in args.rate or []]
     points = []
@@ -136,7 +204,7 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
                       "more than measured (add --processes, or run the generator on another machine)[/yellow]")
     if args.out is not None:
         target = {"url": args.target, "model": args.model, "protocol": protocol, "label": args.label,
-                  "machine": machine(), "duration_s": args.duration, "warmup_s": args.warmup,
+                  "machine": machine(), "duration_s": args.duration or 10.0, "warmup_s": args.warmup,
                   "batch_size": args.batch_size, "deadline_s": args.deadline}
         written = report.write(args.out, target, points, console)
         console.print("wrote " + ", ".join(str(path) for path in written))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,54 +88,79 @@ def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec]) -> list[np.n
     return feeds
 
 
-def convert(request: ConvertRequest) -> ConvertResult:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class LoadedSource:
+    """A source model in its own framework: what it takes, how it runs, how it exports."""
+
+    framework: str  # pytorch, tensorflow or sklearn
+    inputs: list[InputSpec]
+    run: Callable[[list[np.ndarray]], list[np.ndarray]]  # the framework's outputs, in the exported order
+    export: Callable[[Path], str]  # writes the ONNX file; the exporter used
+    versions: dict[str, str]  # of the framework and exporter
+    record: dict[str, Any]  # what provenance says of the source
+
+
+def load_source(request: ConvertRequest) -> LoadedSource:
+    """Load the source named by the request with its framework (imported only then)."""
     framework = _framework(request.source)
+    record: dict[str, Any] = {"source": request.source}
+    if framework == "pytorch":
+        import torch
+
+        if not request.inputs:
+            raise InvalidInput("declare the model inputs with --input name:dtype:dims")
+        source_path = Path(request.source)
+        if source_path.suffix in TORCH_FILE_SUFFIXES:
+            module = pytorch.load_file(source_path)
+            record["source_sha256"] = file_sha256(source_path)
+        else:
+            module = pytorch.load_module(request.source, request.weights)
+        if request.weights is not None:
+            record["weights"] = str(request.weights)
+            record["weights_sha256"] = file_sha256(request.weights)
+        return LoadedSource(
+            framework, request.inputs, lambda feeds: pytorch.run(module, feeds),
+            lambda path: pytorch.export(module, request.inputs, request.outputs, path, request.opset,
+                                        request.exporter),
+            {"torch": torch.__version__, "onnxscript": _version("onnxscript")}, record)
+    if framework == "tensorflow":
+        import tensorflow as tf
+        import tf2onnx
+
+        tf_model = tensorflow.load(Path(request.source), request.inputs)
+        if Path(request.source).is_file():
+            record["source_sha256"] = file_sha256(Path(request.source))
+
+        def export_tf(path: Path) -> str:
+            tensorflow.convert(tf_model, request.opset, path)
+            return "tf2onnx"
+
+        return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
+                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record)
+    estimator = sklearn.load_estimator(Path(request.source))
+    name = request.inputs[0].name if request.inputs else "input"
+    features = sklearn.features(estimator)
+    record["source_sha256"] = file_sha256(Path(request.source))
+
+    def export_sklearn(path: Path) -> str:
+        sklearn.convert(estimator, name, features, request.opset, path)
+        return "skl2onnx"
+
+    return LoadedSource(framework, [InputSpec(name, np.dtype(np.float32), ("batch", features))],
+                        lambda feeds: sklearn.run(estimator, feeds[0]), export_sklearn,
+                        {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}, record)
+
+
+def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> ConvertResult:
+    """Convert the source (`loaded`, when the caller has loaded it already), prove parity, publish."""
+    started = time.perf_counter()
+    loaded = loaded or load_source(request)
+    framework, inputs, source, versions = loaded.framework, loaded.inputs, loaded.record, loaded.versions
     with scratch_dir(request.repository) as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        source: dict[str, Any] = {"source": request.source}
-        if framework == "pytorch":
-            import torch
-
-            if not request.inputs:
-                raise InvalidInput("declare the model inputs with --input name:dtype:dims")
-            source_path = Path(request.source)
-            if source_path.suffix in TORCH_FILE_SUFFIXES:
-                module = pytorch.load_file(source_path)
-                source["source_sha256"] = file_sha256(source_path)
-            else:
-                module = pytorch.load_module(request.source, request.weights)
-            exporter = pytorch.export(module, request.inputs, request.outputs, onnx_path, request.opset,
-                                      request.exporter)
-            inputs = request.inputs
-            feeds = _sample_feeds(request, inputs)
-            expected = pytorch.run(module, feeds)
-            versions = {"torch": torch.__version__, "onnxscript": _version("onnxscript")}
-            if request.weights is not None:
-                source["weights"] = str(request.weights)
-                source["weights_sha256"] = file_sha256(request.weights)
-        elif framework == "tensorflow":
-            import tensorflow as tf
-            import tf2onnx
-
-            tf_model = tensorflow.load(Path(request.source), request.inputs)
-            tensorflow.convert(tf_model, request.opset, onnx_path)
-            exporter, inputs = "tf2onnx", tf_model.inputs
-            feeds = _sample_feeds(request, inputs)
-            expected = tensorflow.run(tf_model, feeds)
-            versions = {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
-            if Path(request.source).is_file():
-                source["source_sha256"] = file_sha256(Path(request.source))
-        else:
-            estimator = sklearn.load_estimator(Path(request.source))
-            name = request.inputs[0].name if request.inputs else "input"
-            inputs = [InputSpec(name, np.dtype(np.float32), ("batch", sklearn.features(estimator)))]
-            sklearn.convert(estimator, name, sklearn.features(estimator), request.opset, onnx_path)
-            exporter = "skl2onnx"
-            feeds = _sample_feeds(request, inputs)
-            expected = sklearn.run(estimator, feeds[0])
-            versions = {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}
-            source["source_sha256"] = file_sha256(Path(request.source))
+        exporter = loaded.export(onnx_path)
+        feeds = _sample_feeds(request, inputs)
+        expected = loaded.run(feeds)
         check(onnx_path)
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         actual = session.run(None, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +54,14 @@ def batch_of(samples: Samples, batch_size: int) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(array[index]) for name, array in samples.feeds.items()}
 
 
-def _latencies_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float, min_runs: int,
-                  max_runs: int) -> list[float]:
+def latencies_ms(call: Callable[[], object], seconds: float, min_runs: int, max_runs: int) -> list[float]:
     for _ in range(2):
-        session.run(None, feed)
+        call()
     latencies = []
     deadline = time.perf_counter() + seconds
     while len(latencies) < max_runs and (len(latencies) < min_runs or time.perf_counter() < deadline):
         started = time.perf_counter()
-        session.run(None, feed)
+        call()
         latencies.append((time.perf_counter() - started) * 1000.0)
     return latencies
 
@@ -69,7 +69,13 @@ def _latencies_ms(session: ort.InferenceSession, feed: dict[str, np.ndarray], se
 def time_runs(session: ort.InferenceSession, feed: dict[str, np.ndarray], seconds: float = 1.0,
               min_runs: int = 5, max_runs: int = 2000) -> Timing:
     """Warm up twice, then run until `seconds` passed (at least `min_runs` times); median and p90 latency."""
-    return _timing(feed, [_latencies_ms(session, feed, seconds, min_runs, max_runs)])
+    return _timing(feed, [latencies_ms(lambda: session.run(None, feed), seconds, min_runs, max_runs)])
+
+
+def timing_of(batch_size: int, latencies: list[float]) -> Timing:
+    ordered = sorted(latencies)
+    return Timing(batch_size, len(ordered), statistics.median(ordered),
+                  ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))])
 
 
 def time_instances(sessions: list[ort.InferenceSession], feed: dict[str, np.ndarray], seconds: float = 1.0,
@@ -79,8 +85,8 @@ def time_instances(sessions: list[ort.InferenceSession], feed: dict[str, np.ndar
     if len(sessions) == 1:
         return time_runs(sessions[0], feed, seconds, min_runs, max_runs)
     with ThreadPoolExecutor(len(sessions)) as pool:
-        per_session = list(pool.map(lambda session: _latencies_ms(session, feed, seconds, min_runs, max_runs),
-                                    sessions))
+        per_session = list(pool.map(
+            lambda session: latencies_ms(lambda: session.run(None, feed), seconds, min_runs, max_runs), sessions))
     return _timing(feed, per_session)
 
 

@@ -62,6 +62,15 @@ def check_node_names(path: Path, names: tuple[str, ...]) -> None:
         raise InvalidInput(f"--exclude names nodes the model does not have: {unknown}")
 
 
+def _require_onnx_operators(path: Path) -> None:
+    """ONNX Runtime's quantizer works on ONNX's own operators; a graph of other domains only (scikit-learn's
+    ai.onnx.ml, say) has nothing it can quantize, and it fails on it with an error about opsets."""
+    domains = {node.domain or "ai.onnx" for node in onnx.load(str(path), load_external_data=False).graph.node}
+    if "ai.onnx" not in domains:
+        raise InvalidInput(f"nothing to quantize: the model's operators are all of {', '.join(sorted(domains))}, "
+                           "which INT8 quantization does not cover (it quantizes ONNX's own operators)")
+
+
 def calibration_batch_size(path: Path) -> int:
     """The model's fixed batch size, or CALIBRATION_BATCH samples per calibration run when the batch is dynamic."""
     first = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[:1]
@@ -77,6 +86,7 @@ def static(source: Path, target: Path, samples: Samples, options: StaticOptions,
         if name not in TYPES:
             raise InvalidInput(f"unknown quantized type {name!r}; expected one of {', '.join(TYPES)}")
     check_node_names(source, options.exclude)
+    _require_onnx_operators(source)
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -155,6 +155,33 @@ class Batcher:
                 run_later(self.run_here)
         return None
 
+    def run_now(self, inputs: Tensors, rows: int, started_ns: int) -> Tensors | None:
+        """The lean path, for a caller that waits on its own thread anyway (the engine's predict): when the
+        version is idle (nothing queued, no batch running) and fast, run the request here and now as a batch of
+        its own, with none of the queue's bookkeeping. None: not taken; submit it instead. An idle version admits
+        any request without a deadline, so admission has nothing to say here."""
+        with self._lock:
+            if self._closing or self._queue or not self._scheduler.fast or any(
+                    instance.busy for instance in self._instances):
+                return None
+            instance = self._instances[0]
+            start = time.perf_counter_ns()
+            self._arrived(start, rows)
+            instance.busy = True
+            instance.expected_end_ns = start + int(self._scheduler.cost_ns(rows))
+        failure: Exception | None = None
+        try:
+            outputs = instance.execute(inputs)
+        except Exception as exc:
+            failure = exc
+        computed_at = time.perf_counter_ns()
+        self._batch_ended(instance, rows, start, computed_at - start, failure is None, [])
+        self._stats.ran_now(rows, start - started_ns, computed_at - start, time.perf_counter_ns() - started_ns,
+                            failure is None)
+        if failure is not None:
+            raise failure
+        return outputs
+
     def precheck(self, deadline_ns: int = 0) -> None:
         """Admission for one row before the request is decoded: a refusal then costs no decoding either."""
         now = time.perf_counter_ns()
@@ -366,6 +393,15 @@ class Batcher:
             results = [failure] if len(batch) == 1 else [_run_alone(instance, item) for item in batch]
         rows = sum(item.rows for item in batch) or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
+        self._batch_ended(instance, rows, start, computed_at - merged_at, failure is None, batch)
+        for item, result in zip(batch, results, strict=True):
+            self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
+                                     was_queued=True)
+            _answer(item, result)
+
+    def _batch_ended(self, instance: _Instance, rows: int, start: int, compute_ns: int, ok: bool,
+                     batch: list[_Pending]) -> None:
+        """Free the instance, and learn from the batch: costs, the service rate, admission's predictions."""
         with self._lock:
             ended = time.perf_counter_ns()
             instance.busy = False
@@ -379,18 +415,14 @@ class Batcher:
             self._free_since_ns = ended
             self._expected_rows = self._queued_rows + rows
             self._arrived_rows, self._refill_rows = 0, rows
-            if failure is None:
-                self._scheduler.batch_done(rows, computed_at - merged_at, ended - start)
+            if ok:
+                self._scheduler.batch_done(rows, compute_ns, ended - start)
             for item in batch:
                 if item.predicted_ns:
                     self._admission.answered(item.predicted_ns, ended - item.enqueued_ns)
             if self._queue:  # left over, or queued while this batch ran: the workers take them
                 self._claimed = False
                 self._lock.notify_all()
-        for item, result in zip(batch, results, strict=True):
-            self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
-                                     was_queued=True)
-            _answer(item, result)
 
     def _drop(self, dropped: list[_Pending]) -> None:
         for item in dropped:

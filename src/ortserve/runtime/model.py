@@ -198,6 +198,28 @@ class ServedVersion:
             observer.end(time.perf_counter_ns() - start, exc)
             raise
 
+    def run_now(self, inputs: Tensors, outputs: list[str] | None) -> Tensors | None:
+        """submit()'s lean path for a caller that waits on its own thread: validated, then run here at once when
+        the version is idle and fast (runtime.batcher's run_now), returning the outputs or raising the error.
+        None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
+        shadows): then submit it."""
+        batcher, signature = self._batcher, self.signature
+        if self.observer is not None or self.cache is not None or self.shadow is not None or batcher is None:
+            return None
+        start = time.perf_counter_ns()
+        if signature is None or self.state is not State.AVAILABLE:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+        try:
+            check_outputs(signature, outputs)
+            rows, _ = check_inputs(signature, inputs, self.max_batch_size)
+        except Exception:
+            self.stats.request_done(time.perf_counter_ns() - start, False)
+            raise
+        result = batcher.run_now(inputs, rows, start)
+        if result is None or not outputs:
+            return result
+        return {name: result[name] for name in outputs}
+
     def _answer_or_queue(self, batcher: Batcher, inputs: Tensors, rows: int, key: Hashable, outputs: list[str] | None,
                          done: Done, start: int, deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
         """A checked request: from the cache, or into the batcher (the answer to the cache and the shadow)."""

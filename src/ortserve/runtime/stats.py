@@ -128,13 +128,27 @@ class VersionStats:
             self.queue.add(ns)
             self.queue_seconds.observe(ns / 1e9)
 
+    def ran_now(self, rows: int, queue_ns: int, compute_ns: int, request_ns: int, ok: bool) -> None:
+        """A request run at once on its caller's thread, as a batch of its own (runtime.batcher's run_now): what
+        queued(), batch_done() and request_done() count, under one lock. It is never counted in flight."""
+        with self._lock:
+            self.queue.add(queue_ns)
+            self.queue_seconds.observe(queue_ns / 1e9)
+            self._batch_done(rows, 0, compute_ns, 0)
+            (self.success if ok else self.failure).add(request_ns)
+            self.request_seconds.observe(request_ns / 1e9)
+            self.last_inference_ms = time.time_ns() // 1_000_000
+
     def batch_done(self, rows: int, input_ns: int, compute_ns: int, output_ns: int) -> None:
         with self._lock:
-            self.executions += 1
-            self.inference_rows += rows
-            self.compute_input.add(input_ns)
-            self.compute.add(compute_ns)
-            self.compute_output.add(output_ns)
-            self.compute_seconds.observe(compute_ns / 1e9)
-            self.batch_rows.observe(rows)
-            self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)
+            self._batch_done(rows, input_ns, compute_ns, output_ns)
+
+    def _batch_done(self, rows: int, input_ns: int, compute_ns: int, output_ns: int) -> None:
+        self.executions += 1
+        self.inference_rows += rows
+        self.compute_input.add(input_ns)
+        self.compute.add(compute_ns)
+        self.compute_output.add(output_ns)
+        self.compute_seconds.observe(compute_ns / 1e9)
+        self.batch_rows.observe(rows)
+        self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)
