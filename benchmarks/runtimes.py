@@ -49,7 +49,8 @@ def main() -> int:
     np.savez(WORK / "evaluation.npz", input=crops(64, seed=1))
     command = [sys.executable, "-m", "ortserve", "bench", "runtimes", "tests.convert.factories:efficientnet_lite0",
                "--input", "input:float32:batch,3,224,224", "--calibration-data", str(WORK / "calibration.npz"),
-               "--data", str(WORK / "evaluation.npz"), "--duration", str(args.duration), "--out", str(OUT)]
+               "--data", str(WORK / "evaluation.npz"), "--task", "classification", "--duration", str(args.duration),
+               "--out", str(OUT)]
     print(" ".join(command[1:]), flush=True)
     return subprocess.run(command, cwd=HERE.parent).returncode
 

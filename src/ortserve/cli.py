@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ortserve").setLevel(args.log_level.upper())  # its own, whatever libraries do to the root
     return int(args.handler(args))
 
 

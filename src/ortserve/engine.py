@@ -28,6 +28,7 @@ from ortserve.repository.config import CONFIG_FILE, parse_config
 from ortserve.repository.layout import MODEL_FILE
 from ortserve.runtime.batcher import split_rows
 from ortserve.runtime.model import ServedModel, ServedVersion
+from ortserve.runtime.pixels import to_rgb
 from ortserve.runtime.registry import ModelRegistry
 
 Tensors = dict[str, np.ndarray]
@@ -383,7 +384,7 @@ def _image_tensor(decode: Callable[[bytes], np.ndarray], prepare: Callable[[Imag
             raise InvalidInput(f"cannot read the image {str(image)!r}: {exc.strerror or exc}") from None
         return decode(data)
     if isinstance(image, Image.Image):
-        return prepare(image.convert("RGB"))
+        return prepare(to_rgb(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise InvalidInput(f"an image array must be height x width x 3 of uint8 (RGB), got {image.shape} "

@@ -174,3 +174,23 @@ def test_a_file_that_is_not_torchscript(tmp_path: Path) -> None:
         convert(ConvertRequest(source=str(tmp_path / "broken.pt"), repository=tmp_path / "repo", model="m",
                                inputs=[InputSpec.parse("x:float32:batch,6")]))
     assert not _leftovers(tmp_path / "repo")
+
+
+def test_the_exporters_chatter_shows_only_at_debug_level(tmp_path: Path) -> None:
+    """At the default log level a conversion prints one line per step of ours; the exporter's own progress
+    lines, INFO logs and warnings come back with --log-level debug."""
+    command = ["convert", "tests.convert.factories:small_net", "--repository", str(tmp_path), "--model", "m",
+               "--input", "features:float32:batch,6"]
+
+    def run(*level: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "ortserve", *level, *command], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout + result.stderr
+
+    quiet = run()
+    assert "[torch.onnx]" not in quiet and "onnx_ir" not in quiet and "torchvision" not in quiet
+    assert len(quiet.strip().splitlines()) <= 6, quiet
+    assert "exporting the pytorch model to ONNX" in quiet and "wrote " in quiet
+    loud = run("--log-level", "debug")
+    assert "[torch.onnx]" in loud

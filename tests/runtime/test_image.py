@@ -94,3 +94,30 @@ def test_large_jpegs_decode_at_reduced_size_with_the_same_result(tmp_path: Path)
     reference = np.asarray(full.crop((left, top, left + 224, top + 224)), np.float32).transpose(2, 0, 1)
     assert fast.shape == (1, 3, 224, 224)
     assert np.abs(fast[0] - reference).mean() < 2.0  # pixel levels out of 255: the same picture
+
+
+def test_uint8_models_get_sixteen_bit_pictures_scaled_to_8_bits(tmp_path: Path) -> None:
+    classifier = bind_image_classifier("m", tmp_path, ImagePreprocessing(), _signature((-1, 3, 6, 8), "UINT8"))
+    buffer = io.BytesIO()
+    Image.fromarray(GRADIENT.astype(np.uint16) * 257).save(buffer, "PNG")  # the gradient in 16 bits
+    tensor = classifier.preprocess(buffer.getvalue())
+    assert tensor.dtype == np.uint8
+    for channel in tensor[0]:
+        np.testing.assert_array_equal(channel, GRADIENT)
+
+
+def test_a_sideways_jpeg_decoded_at_reduced_size_comes_out_upright(tmp_path: Path) -> None:
+    """A large JPEG stored turned by a quarter, with its orientation tag, decoded at reduced size for an exact
+    resize: it comes out as the upright photo does, within JPEG's rounding."""
+    rng = np.random.default_rng(0)
+    upright = Image.fromarray(np.kron(rng.integers(0, 256, (30, 40, 3)), np.ones((40, 40, 1))).astype(np.uint8))
+    config = ImagePreprocessing.model_validate({"resize": {"exact": [60, 80]}})
+    classifier = bind_image_classifier("m", tmp_path, config, _signature((-1, 3, 60, 80), "UINT8"))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned a quarter to the right: shown turned left
+    stored, straight = io.BytesIO(), io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_270).save(stored, "JPEG", quality=95, exif=exif.tobytes())
+    upright.save(straight, "JPEG", quality=95)
+    turned, reference = classifier.preprocess(stored.getvalue()), classifier.preprocess(straight.getvalue())
+    assert turned.shape == reference.shape == (1, 3, 60, 80)
+    assert np.abs(turned.astype(int) - reference.astype(int)).mean() < 3

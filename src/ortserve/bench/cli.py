@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ortserve.bench import PROTOCOLS
 from ortserve.errors import OrtServeError
+from ortserve.optimize.evaluate import TASKS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,6 +56,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     runtimes.add_argument("--calibration-data", default="random",
                           help="static INT8 calibration samples, as `ortserve quantize` takes them (default random)")
     runtimes.add_argument("--calibration-samples", type=int, default=128)
+    runtimes.add_argument("--task", choices=TASKS, default="auto",
+                          help="how INT8 is compared with FP32: classification (top-1 agreement), embedding "
+                               "(cosine), regression (relative error); auto: embedding for float scores")
     runtimes.add_argument("--repository", type=Path,
                           help="keep the FP32 and INT8 versions in this repository (default: nothing is kept)")
     parser.set_defaults(handler=_run)
@@ -129,7 +133,8 @@ def _runtimes(args: argparse.Namespace, console: Console) -> int:
         source=source, inputs=[InputSpec.parse(text) for text in args.input],
         model=args.model or _model_name(source), weights=args.weights, calibration=args.calibration_data,
         calibration_samples=args.calibration_samples, evaluation=None if args.data == "random" else args.data,
-        batch_sizes=tuple(args.batch_sizes), seconds=args.duration or 3.0, repository=args.repository)
+        task=args.task, batch_sizes=tuple(args.batch_sizes), seconds=args.duration or 3.0,
+        repository=args.repository)
     result = runtimes.measure(request, progress=lambda text: console.print(f"[dim]{text}[/dim]"))
     table = Table(title=f"{source} ({result.framework}), in process")
     for column in ("runtime", "batch", "p50 ms", "p90 ms", "items/s", "vs source"):

@@ -43,6 +43,7 @@ class RuntimesRequest:
     calibration_samples: int = 128
     evaluation: str | None = None  # as `quantize --data` takes it (None: random values)
     samples: int = 64
+    task: str = "auto"  # how INT8 is compared with FP32 (optimize.evaluate's tasks)
     batch_sizes: tuple[int, ...] = (1, 8)
     seconds: float = 3.0  # per runtime and batch size
     repository: Path | None = None  # keep the FP32 and INT8 versions here; None: a temporary one
@@ -131,7 +132,7 @@ def measure(request: RuntimesRequest, progress: Progress = print) -> RuntimesRes
             outcome, _ = quantize_model(
                 fp32_source, QuantizeRequest(mode="static", calibration=request.calibration,
                                              calibration_samples=request.calibration_samples),
-                None, Judging(data=request.evaluation, samples=request.samples), progress=progress)
+                None, Judging(data=request.evaluation, samples=request.samples, task=request.task), progress=progress)
         except InvalidInput as refused:  # the table still compares the source with FP32, and says why
             outcome, refusal = None, str(refused)
             progress(f"no INT8: {refusal}")

@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from ortserve.convert import pytorch, sklearn, tensorflow
+from ortserve.convert.chatter import hushed
 from ortserve.convert.parity import ParityReport, compare
 from ortserve.convert.spec import InputSpec
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
@@ -103,6 +104,11 @@ class LoadedSource:
 def load_source(request: ConvertRequest) -> LoadedSource:
     """Load the source named by the request with its framework (imported only then)."""
     framework = _framework(request.source)
+    with hushed():
+        return _load(framework, request)
+
+
+def _load(framework: str, request: ConvertRequest) -> LoadedSource:
     record: dict[str, Any] = {"source": request.source}
     if framework == "pytorch":
         import torch
@@ -158,7 +164,10 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
     framework, inputs, source, versions = loaded.framework, loaded.inputs, loaded.record, loaded.versions
     with scratch_dir(request.repository) as scratch:
         onnx_path = Path(scratch) / "model.onnx"
-        exporter = loaded.export(onnx_path)
+        log.info("exporting the %s model to ONNX ...", framework)
+        with hushed():
+            exporter = loaded.export(onnx_path)
+        log.info("checking it and its parity with %s ...", framework)
         feeds = _sample_feeds(request, inputs)
         expected = loaded.run(feeds)
         check(onnx_path)
@@ -166,7 +175,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         actual = session.run(None, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
         names = [output.name for output in session.get_outputs()]
         parity = compare(names, expected, actual, request.atol, request.rtol, len(feeds[0]))
-        log.info("%s", parity.text())
+        log.debug("%s", parity.text())
         if not parity.passed:
             raise InvalidInput(f"the ONNX model does not match the {framework} model; nothing was written\n"
                                + parity.text())

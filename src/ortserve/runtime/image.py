@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ImagePreprocessing
+from ortserve.runtime.pixels import SIDEWAYS_ORIENTATIONS, orientation, to_rgb
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
 Image.MAX_IMAGE_PIXELS = None  # the per-model max_image_pixels check below replaces Pillow's global warning
@@ -46,7 +47,7 @@ class ImageClassifier:
                 raise ImageTooLarge(f"the image has {width}x{height} pixels; the limit is "
                                     f"{self.config.max_image_pixels}")
             self._draft(image)
-            image = image.convert("RGB")  # decodes; grayscale, palette, RGBA and CMYK all become RGB
+            image = to_rgb(image)  # decodes: upright, 8-bit RGB, whatever the file stored (runtime.pixels)
         except ImageTooLarge:
             raise
         except UnidentifiedImageError:
@@ -86,6 +87,8 @@ class ImageClassifier:
             needed = (round(width * factor), round(height * factor))
         elif resize is not None and resize.exact is not None:
             needed = (resize.exact[1], resize.exact[0])
+            if orientation(image) in SIDEWAYS_ORIENTATIONS:  # the stored picture is turned by a quarter
+                needed = (needed[1], needed[0])
         else:
             return  # without a resize the crop needs the full-size pixels
         # draft keeps at least the requested size; asking twice that keeps the bilinear resize's quality
