@@ -151,7 +151,9 @@ def main() -> None:
     with ortserve.Engine(WORK) as engine:
         served = engine.model("mlp").resolve()
         report["engine_setting"] = {"max_batch_size": served.max_batch_size, "intra_op_threads": served.threads,
-                                    "default_thread_pool_from_rows": served.wide_from_rows}
+                                    "warmup_us_per_row_one_thread_and_pool": {
+                                        rows: [round(ns / 1e3, 3) for ns in pair]
+                                        for rows, pair in served.pool_timings.items()}}
         print("engine", report["engine_setting"], flush=True)
         for index in range(args.rounds):
             measured = one_round(engine, bare, best, rows)

@@ -52,7 +52,8 @@ def _gray(cat: Image.Image) -> dict[str, bytes]:
     thirty_two = (levels.astype(np.int64) * 0x01010101 - 2**31).astype(np.int32)  # onto the whole int32 range
     gray = Image.fromarray(levels)
     return {
-        "L PNG": encode(gray, "PNG"), "L JPEG": encode(gray, "JPEG", quality=95), "L WebP": encode(gray, "WEBP", lossless=True), "L TIFF": encode(gray, "TIFF"),
+        "L PNG": encode(gray, "PNG"), "L JPEG": encode(gray, "JPEG", quality=95),
+        "L WebP": encode(gray, "WEBP", lossless=True), "L TIFF": encode(gray, "TIFF"),
         "L GIF": encode(gray, "GIF"), "L BMP": encode(gray, "BMP"), "LA PNG": encode(gray.convert("LA"), "PNG"),
         "I;16 PNG": encode(Image.fromarray(sixteen), "PNG"), "I;16 TIFF": encode(Image.fromarray(sixteen), "TIFF"),
         "I;16B TIFF": encode(Image.fromarray(sixteen.astype(">u2")), "TIFF"),

@@ -1,5 +1,6 @@
-"""Batch sizing at warmup (runtime.sizing), on sessions whose run times are known: the timing is replaced by a
-cost line per session, so the choices are the function's alone."""
+"""Batch sizing at warmup (runtime.sizing) and the choice of session as batches run (runtime.threads), on
+sessions whose run times are known: the timing is replaced by a cost line per session, so the choices are the
+functions' alone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ortserve.runtime import sizing
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.runtime.sizing import LARGEST_DEFAULT_ROWS, size_batches
+from ortserve.runtime.threads import EXPLORE_EVERY, ThreadChoice
 
 US = 1_000
 
@@ -58,44 +60,93 @@ def _size(narrow: Line, wide: Line | None, max_batch_size: int = 32, *, grow: bo
                         costs=_calibrated(narrow))
 
 
-def test_large_batches_move_to_the_thread_pool_where_it_wins(timed_by_line: list[tuple[Line, int]]) -> None:
+def test_both_sessions_are_timed_at_every_size_and_the_faster_sets_the_limit(
+        timed_by_line: list[tuple[Line, int]]) -> None:
     narrow, wide = Line(10 * US, 4 * US), Line(60 * US, 2 * US)  # the pool wins from 26 rows
     chosen = _size(narrow, wide)
-    assert chosen.wide_from_rows == 32
-    # rows keep getting cheaper on the pool by more than the doubling gain all the way up
+    # rows keep getting cheaper on the pool by more than the tolerance all the way up
     assert chosen.max_batch_size == LARGEST_DEFAULT_ROWS
-    # once the pool won, only the pool is timed
-    assert [(session is wide, rows) for session, rows in timed_by_line if rows > 32] == [
-        (True, 64), (True, 128), (True, 256), (True, 512)]
+    assert [(session is wide, rows) for session, rows in timed_by_line] == [
+        (is_wide, rows) for rows in (16, 32, 64, 128, 256, 512) for is_wide in (False, True)]
+    assert chosen.both[16] == (narrow.ns(16) / 16, wide.ns(16) / 16)
+    assert set(chosen.both) == {16, 32, 64, 128, 256, 512}
 
 
 def test_a_model_whose_rows_cost_the_same_keeps_the_default(timed_by_line: list[tuple[Line, int]]) -> None:
     chosen = _size(Line(5 * US, 100 * US), None)
-    assert chosen == sizing.Sizing(32, 0)
+    assert chosen == sizing.Sizing(32)
     assert [rows for _, rows in timed_by_line] == [32, 64]  # 64 was timed and did not pay
 
 
-def test_the_pool_that_never_wins_is_dropped(timed_by_line: list[tuple[Line, int]]) -> None:
-    chosen = _size(Line(10 * US, 2 * US), Line(60 * US, 2 * US))
-    assert chosen.wide_from_rows == 0
+def test_growth_follows_the_faster_session(timed_by_line: list[tuple[Line, int]]) -> None:
+    """One thread flattens at 32 rows; the pool keeps getting cheaper: the pool's figures raise the limit."""
+    flat, pool = Line(0, 4 * US), Line(100 * US, 2 * US)
+    assert _size(flat, None).max_batch_size == 32
+    assert _size(flat, pool).max_batch_size == LARGEST_DEFAULT_ROWS
 
 
 def test_a_configured_limit_is_kept(timed_by_line: list[tuple[Line, int]]) -> None:
     narrow, wide = Line(10 * US, 4 * US), Line(60 * US, 2 * US)
     chosen = _size(narrow, wide, 64, grow=False)
-    assert chosen == sizing.Sizing(64, 32)
+    assert chosen.max_batch_size == 64 and set(chosen.both) == {16, 32, 64}
     assert max(rows for _, rows in timed_by_line) == 64
-    assert _size(narrow, None, 64, grow=False) == sizing.Sizing(64, 0)  # nothing to choose: nothing timed
+    assert _size(narrow, None, 64, grow=False) == sizing.Sizing(64)  # nothing to choose: nothing timed
 
 
 def test_the_timing_budget_stops_a_slow_model(timed_by_line: list[tuple[Line, int]]) -> None:
     chosen = _size(Line(1_000 * US, 40_000 * US), None)  # ResNet50-like: 32 rows would take 1.3 s per run
-    assert chosen == sizing.Sizing(32, 0)
+    assert chosen == sizing.Sizing(32)
     assert timed_by_line == []
 
 
 def test_nothing_is_timed_without_a_calibration(timed_by_line: list[tuple[Line, int]]) -> None:
     line = Line(10 * US, 4 * US)
     assert size_batches("m", line, line, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                        costs=BatchCosts()) == sizing.Sizing(32, 0)
+                        costs=BatchCosts()) == sizing.Sizing(32)
     assert timed_by_line == []
+
+
+class Recording:
+    """A session stand-in for ThreadChoice: records the batches it ran."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+
+def test_the_faster_session_runs_large_batches_and_the_other_is_tried_now_and_then() -> None:
+    one, pool = Recording(), Recording()
+    clock = iter(range(0, 10**9, 1000))  # every run "takes" 1000 ns: equal, so warmup's figures decide
+    choice = ThreadChoice(one, pool, {8: (5.0, 1.0), 32: (40.0, 20.0)})  # type: ignore[arg-type]
+
+    def run(rows: int) -> None:
+        choice.run(rows, lambda session: session.rows.append(rows), lambda: next(clock))
+
+    run(8)  # under POOL_FROM_ROWS: always one thread, whatever was measured
+    assert one.rows == [8] and pool.rows == []
+    for _ in range(EXPLORE_EVERY):
+        run(40)  # the 32-63 class: the pool was faster at warmup
+    assert pool.rows.count(40) == EXPLORE_EVERY - 1 and one.rows.count(40) == 1  # one try on the other
+    summary = choice.summary()["32-63"]
+    assert summary["runs_on"] in ("pool", "one thread") and summary["pool_us_per_row"] is not None
+
+
+def test_a_session_that_slows_down_loses_its_batches() -> None:
+    one, pool = Recording(), Recording()
+    now = [0]
+    cost = {id(one): 3000, id(pool): 1000}  # ns per batch: the pool wins ...
+    choice = ThreadChoice(one, pool, {})  # type: ignore[arg-type]
+
+    def run() -> None:
+        def call(session: Recording) -> None:
+            session.rows.append(64)
+            now[0] += cost[id(session)]
+        choice.run(64, call, lambda: now[0])
+
+    for _ in range(64):
+        run()
+    assert len(pool.rows) > len(one.rows)
+    cost[id(pool)] = 9000  # ... until the other cores get busy
+    before = len(one.rows)
+    for _ in range(64):
+        run()
+    assert len(one.rows) - before > 40

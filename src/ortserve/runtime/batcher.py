@@ -161,10 +161,11 @@ class Batcher:
         its own, with none of the queue's bookkeeping. None: not taken; submit it instead. An idle version admits
         any request without a deadline, so admission has nothing to say here."""
         with self._lock:
-            if self._closing or self._queue or not self._scheduler.fast or any(
-                    instance.busy for instance in self._instances):
+            instances = self._instances
+            instance = instances[0]
+            if (self._closing or self._queue or instance.busy or not self._scheduler.fast
+                    or (len(instances) > 1 and any(other.busy for other in instances))):
                 return None
-            instance = self._instances[0]
             start = time.perf_counter_ns()
             self._arrived(start, rows)
             instance.busy = True

@@ -86,8 +86,8 @@ def load_sessions(served: ServedVersion) -> None:
         sizing = size_batches(served.model, session, wide, signature, config.warmup.shapes, served.max_batch_size,
                               grow=config.max_batch_size is None, costs=served.calibration)
         served.max_batch_size = sizing.max_batch_size
-        if sizing.wide_from_rows:
-            served.wide_session, served.wide_from_rows = wide, sizing.wide_from_rows
+        if wide is not None and sizing.both:
+            served.pool_session, served.pool_timings = wide, sizing.both
         log.info("model %r version %d: %s", served.model, served.version, describe(sizing, served.calibration))
     served.threads = threads_per_instance(configured_threads, first_count)
 

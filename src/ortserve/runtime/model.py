@@ -29,6 +29,7 @@ from ortserve.runtime.instances import InstanceScaler, SessionPool
 from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.stats import VersionStats
+from ortserve.runtime.threads import ThreadChoice
 from ortserve.runtime.validate import check_inputs, check_outputs
 
 if TYPE_CHECKING:  # the registry builds groups; a model only calls the one it is given
@@ -59,10 +60,11 @@ class ServedVersion:
     signature: Signature | None = None
     max_batch_size: int = 0
     threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
-    # A one-thread version's session on ONNX Runtime's default thread pool, for batches of wide_from_rows rows or
-    # more when the version runs one instance (runtime.sizing)
-    wide_session: ort.InferenceSession | None = None
-    wide_from_rows: int = 0
+    # A one-thread version's session on ONNX Runtime's default thread pool, and warmup's timings of both by batch
+    # rows: a lone instance runs large batches on whichever is faster as it runs (runtime.threads)
+    pool_session: ort.InferenceSession | None = None
+    pool_timings: dict[int, tuple[float, float]] = field(default_factory=dict)
+    thread_choice: ThreadChoice | None = None  # the lone instance's, for the statistics
     providers: list[str] = field(default_factory=list)
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
@@ -90,19 +92,19 @@ class ServedVersion:
     def batcher(self) -> Batcher | None:
         return self._batcher
 
-    def executor(self, session: ort.InferenceSession, wide: ort.InferenceSession | None = None) -> Execute:
-        """Blocking session.run with every output, by name; called on the thread that runs the batch. Batches of
-        wide_from_rows or more run on `wide` when it is given."""
+    def executor(self, session: ort.InferenceSession, choice: ThreadChoice | None = None) -> Execute:
+        """Blocking session.run with every output, by name; called on the thread that runs the batch. With a
+        `choice`, large batches run on the one-thread session or the pool's, whichever is faster."""
         assert self.signature is not None
         names = [spec.name for spec in self.signature.outputs]
-        wide_from = self.wide_from_rows
 
         def execute(inputs: Tensors) -> Tensors:
-            chosen = session
-            if wide is not None and next(iter(inputs.values())).shape[0] >= wide_from:
-                chosen = wide
             try:
-                results = chosen.run(None, inputs)
+                if choice is None:
+                    results = session.run(None, inputs)
+                else:
+                    rows = next(iter(inputs.values())).shape[0]
+                    results = choice.run(rows, lambda chosen: chosen.run(None, inputs), time.perf_counter_ns)
             except Exception as exc:
                 raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
             return dict(zip(names, results, strict=True))
@@ -110,10 +112,15 @@ class ServedVersion:
         return execute
 
     def instance_executors(self, count: int) -> list[Execute]:
-        """One executor per instance; a lone instance runs large batches on the wide session (runtime.sizing)."""
+        """One executor per instance; a lone instance of a one-thread small model chooses between its session and
+        the pool's for large batches (runtime.threads)."""
         assert self.sessions is not None
-        wide = self.wide_session if count == 1 else None
-        return [self.executor(session, wide) for session in self.sessions.sessions(count)]
+        sessions = self.sessions.sessions(count)
+        if count == 1 and self.pool_session is not None:
+            self.thread_choice = ThreadChoice(sessions[0], self.pool_session, self.pool_timings)
+            return [self.executor(sessions[0], self.thread_choice)]
+        self.thread_choice = None
+        return [self.executor(session) for session in sessions]
 
     def start_batcher(self) -> None:
         """Once the sessions are ready: the version can take requests from now on."""

@@ -16,17 +16,19 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class Histogram:
     """Cumulative-on-read histogram: `counts[i]` holds observations in (bounds[i-1], bounds[i]]."""
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
-        self.count = 0
         self.total = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
         self.total += value
 
     def cumulative(self) -> list[tuple[float, int]]:
@@ -151,4 +153,7 @@ class VersionStats:
         self.compute_output.add(output_ns)
         self.compute_seconds.observe(compute_ns / 1e9)
         self.batch_rows.observe(rows)
-        self.per_batch_size.setdefault(rows, Duration()).add(compute_ns)
+        by_size = self.per_batch_size.get(rows)
+        if by_size is None:
+            by_size = self.per_batch_size[rows] = Duration()
+        by_size.add(compute_ns)

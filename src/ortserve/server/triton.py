@@ -160,7 +160,7 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
                           "admission_correction": round(state.admission_correction, 3)}
         extra["instances"] = {"count": state.instances, "busy": state.busy_instances,
                               "intra_op_threads": served.threads,
-                              "default_thread_pool_from_rows": served.wide_from_rows or None}
+                              "by_batch_rows": served.thread_choice.summary() if served.thread_choice else None}
     if served.gpu is not None:
         extra["gpu"] = [asdict(reading) for reading in gpus.read() if reading.index == served.gpu]
     return extra
