@@ -9,7 +9,7 @@ REST_PORT ?= 8501
 GRPC_PORT ?= 8500
 LOG_LEVEL ?= info
 
-.PHONY: run test lint bench install install-test
+.PHONY: run test lint bench fuzz install install-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ test: lint
 
 bench: install-test
 	bash benchmarks/run.sh
+
+# the fuzz tests with many more examples than the suite runs (tests/fuzz; FUZZ_EXAMPLES per test)
+FUZZ_EXAMPLES ?= 5000
+fuzz: install-test
+	ORTSERVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/fuzz

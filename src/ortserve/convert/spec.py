@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import InvalidInput
 
 DEFAULT_DYNAMIC_SIZE = {"batch": 2}
@@ -29,7 +30,7 @@ class InputSpec:
             dtype = np.dtype(dtype_name)
         except TypeError:
             raise InvalidInput(f"input {name!r}: unknown dtype {dtype_name!r}") from None
-        dims = tuple(int(d) if d.isdigit() else d for d in dims_text.split(","))
+        dims = tuple(int(d) if is_decimal(d) else d for d in dims_text.split(","))
         return cls(name, dtype, dims)
 
     def sample_shape(self) -> tuple[int, ...]:

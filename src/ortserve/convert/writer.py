@@ -12,6 +12,7 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ModelConfig, load_config, parse_config, update_config
 from ortserve.repository.layout import MODEL_FILE, version_paths
@@ -38,7 +39,7 @@ def check(model_path: Path) -> None:
 
 
 def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() \
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and is_decimal(p.name)] if model_dir.is_dir() \
         else []
     return max(versions, default=0) + 1
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.signature import DYNAMIC, Signature
@@ -114,7 +115,7 @@ def _folder(folder: Path, classifier: ImageClassifier) -> Samples:
         raise InvalidInput(f"sample folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     rows = [classifier.preprocess(path.read_bytes()) for path in files]
     parents = [path.parent.name for path in files]
-    labels = np.array([int(name) for name in parents]) if all(name.isdigit() for name in parents) else None
+    labels = np.array([int(name) for name in parents]) if all(is_decimal(name) for name in parents) else None
     return Samples({classifier.input.name: np.concatenate(rows)}, labels, str(folder))
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -286,7 +287,7 @@ class ModelConfig(_Strict):
         is neither."""
         if isinstance(ref, int):
             return ref
-        if ref.isdigit():
+        if is_decimal(ref):
             return int(ref)
         return self.labels.get(ref)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import ConfigError
 
 MODEL_FILE = "model.onnx"
@@ -24,7 +25,7 @@ def version_paths(model_dir: Path) -> dict[int, Path]:
     for entry in model_dir.iterdir():
         if not entry.is_dir() or entry.name.startswith("."):
             continue
-        if not entry.name.isdigit() or int(entry.name) < 1:
+        if not is_decimal(entry.name) or int(entry.name) < 1:
             log.warning("model %r: skipping %s: version directories are positive integers", model_dir.name,
                         entry.name)
             continue
@@ -61,4 +62,4 @@ def shared_fingerprint(model_dir: Path) -> Fingerprint:
     """The model's own files that its versions read when they load (an image model's labels file, say): all but
     the version directories and config.yaml (compared as a config)."""
     return tuple(stamp for stamp in fingerprint(model_dir)
-                 if not Path(stamp[0]).parts[0].isdigit() and stamp[0] != "config.yaml")
+                 if not is_decimal(Path(stamp[0]).parts[0]) and stamp[0] != "config.yaml")

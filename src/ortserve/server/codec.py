@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,10 @@ from ortserve.errors import InvalidInput
 _ENCODE = orjson.OPT_SERIALIZE_NUMPY
 
 
+MAX_DIMENSIONS = 32  # numpy's limit is 64; ONNX Runtime's tensors stay far below either
+_SIMDJSON_CODE = re.compile(r"[A-Z0-9_]+_ERROR: (.*)")
+
+
 def loads(body: bytes | memoryview, lazy_keys: frozenset[str] = frozenset()) -> Any:
     """Parse a JSON body into Python values.
 
@@ -25,12 +30,32 @@ def loads(body: bytes | memoryview, lazy_keys: frozenset[str] = frozenset()) -> 
     """
     try:
         document = simdjson.Parser().parse(bytes(body))
-    except ValueError as exc:
+    except RuntimeError as exc:  # simdjson's BIGINT_ERROR, DEPTH_ERROR, ...: JSON no tensor can hold
+        raise InvalidInput(f"malformed JSON body: {_reason(exc)}") from None
+    except ValueError as exc:  # not JSON to simdjson; NaN and Infinity are to the standard library
         try:
             return json.loads(bytes(body))
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidInput(f"malformed JSON body: {exc}") from None
-    return _materialize(document, lazy_keys)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise InvalidInput(f"malformed JSON body: {_reason(exc)}") from None
+    try:
+        return _materialize(document, lazy_keys)
+    except RecursionError:
+        raise InvalidInput("malformed JSON body: nested too deeply") from None
+    except (KeyError, ValueError):  # a key simdjson cannot look up or decode (a NUL in it, a lone surrogate)
+        return _standard(body)
+
+
+def _standard(body: bytes | memoryview) -> Any:
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"malformed JSON body: {exc}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The parser's message, without simdjson's error code ('DEPTH_ERROR: The JSON document was too deep')."""
+    coded = _SIMDJSON_CODE.search(str(exc))
+    return coded.group(1) if coded else str(exc)
 
 
 def _holds_objects(array: simdjson.Array) -> bool:
@@ -122,6 +147,9 @@ def _numbers_from_lazy(name: str, value: simdjson.Array, tensor_type: TensorType
     except (TypeError, ValueError):
         return None
     shape = _nested_shape(value)
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInput(f"input {name!r} is nested {len(shape)} lists deep; a tensor has at most "
+                           f"{MAX_DIMENSIONS} dimensions")
     if flat.size != math.prod(shape) or (len(shape) > 1 and not _is_regular(value, shape)):
         raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: nested lists of unequal lengths")
     return flat.astype(tensor_type.numpy, copy=False).reshape(shape)

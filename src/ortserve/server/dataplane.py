@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
@@ -15,7 +16,7 @@ def parse_version(text: str | None) -> int | None:
     """A version as it comes in a path or a message: a positive integer, or absent."""
     if text is None or text == "":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not is_decimal(text) or int(text) < 1:
         raise InvalidInput(f"version {text!r} is not a positive integer")
     return int(text)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import (
     Cancelled,
     ConfigError,
@@ -139,7 +140,7 @@ class HttpApp:
     async def _respond(self, scope: dict[str, Any], receive: Any) -> Response:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+        if declared is not None and is_decimal(declared) and int(declared) > self._max_body:
             return error_response(f"request body of {int(declared)} bytes exceeds the limit of {self._max_body}",
                                   413)
         body = await self._read_body(receive)

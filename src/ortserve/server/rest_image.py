@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from ortserve.decimal import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.runtime.model import ServedVersion
 from ortserve.server.dataplane import DataPlane, parse_version
@@ -77,7 +78,7 @@ def _top_k(request: Request, fields: dict[str, bytes], classes: int | None) -> i
     if raw is None:
         return min(DEFAULT_TOP_K, classes or DEFAULT_TOP_K)
     text = raw.decode(errors="replace").strip()
-    if not text.isdigit() or int(text) < 1 or (classes is not None and int(text) > classes):
+    if not is_decimal(text) or int(text) < 1 or (classes is not None and int(text) > classes):
         bound = f"from 1 to {classes}" if classes is not None else "of at least 1"
         raise InvalidInput(f"top_k must be an integer {bound}, got {text!r}")
     return int(text)

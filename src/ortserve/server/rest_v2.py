@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ortserve import __version__
+from ortserve.decimal import is_decimal
 from ortserve.dtypes import from_v2
 from ortserve.errors import require
 from ortserve.runtime.model import ServedModel, ServedVersion
@@ -145,7 +146,7 @@ class V2Rest:
         if header_length is None:
             json_part, binary = request.body, body[:0]
         else:
-            require(header_length.isdigit() and int(header_length) <= len(body),
+            require(is_decimal(header_length) and int(header_length) <= len(body),
                      f"Inference-Header-Content-Length {header_length.decode(errors='replace')!r} is not a length "
                      f"within the {len(body)}-byte body")
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
