@@ -16,6 +16,7 @@ from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
+from ortserve.server.guard import ClientLimits
 
 DEMO_REPOSITORY = Path("demo-repository")
 
@@ -40,6 +41,10 @@ def _serve(args: argparse.Namespace) -> int:
         model_control=args.model_control,
         poll_interval_s=args.poll_interval,
         admin_token=admin_token(args.admin_token),
+        client_limits=ClientLimits(args.max_header_bytes, args.header_timeout, args.body_timeout,
+                                   args.max_connections),
+        keep_alive_timeout_s=args.keep_alive_timeout,
+        grpc_max_streams=args.grpc_max_streams,
     )
     # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -122,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
                               help="largest request body accepted, in bytes (default 64 MiB)")
     serve_parser.add_argument("--grpc-max-message-bytes", type=int, default=64 * 1024 * 1024,
                               help="largest gRPC message sent or received, in bytes (default 64 MiB)")
+    serve_parser.add_argument("--max-header-bytes", type=int, default=64 * 1024,
+                              help="largest request line and headers together; more is answered 431 "
+                                   "(default 64 KiB)")
+    serve_parser.add_argument("--header-timeout", type=_positive_seconds, default=10.0,
+                              help="seconds a request's headers may take to arrive; then 408 and the connection is "
+                                   "closed (default 10)")
+    serve_parser.add_argument("--body-timeout", type=_positive_seconds, default=30.0,
+                              help="seconds allowed between two chunks of a request body (default 30)")
+    serve_parser.add_argument("--keep-alive-timeout", type=_positive_seconds, default=60.0,
+                              help="seconds an idle keep-alive connection stays open (default 60)")
+    serve_parser.add_argument("--max-connections", type=int, default=0,
+                              help="open HTTP connections; a new one past it is answered 503 and closed (default: "
+                                   "the open-file limit less 256)")
+    serve_parser.add_argument("--grpc-max-streams", type=int, default=100,
+                              help="concurrent calls on one gRPC connection (default 100)")
     serve_parser.add_argument("--drain-timeout", type=float, default=30.0,
                               help="on SIGTERM or SIGINT, seconds to answer what is queued before refusing the rest "
                                    "(default 30)")

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -21,6 +21,7 @@ from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import GrpcServer
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
+from ortserve.server.guard import ClientLimits, guarded
 from ortserve.server.http import HttpApp, Router
 from ortserve.server.metrics import Metrics
 from ortserve.server.rest_image import ImageRest
@@ -42,6 +43,9 @@ class ServerSettings:
     model_control: ControlMode = "poll"
     poll_interval_s: float = 2.0
     admin_token: str | None = None
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    keep_alive_timeout_s: float = 60.0  # an idle keep-alive HTTP connection is closed after this
+    grpc_max_streams: int = 100  # concurrent calls on one gRPC connection
 
 
 def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
@@ -54,7 +58,8 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
 
 
 def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> GrpcServer:
-    server = GrpcServer(f"{settings.host}:{settings.grpc_port}", max_message_bytes=settings.grpc_max_message_bytes)
+    server = GrpcServer(f"{settings.host}:{settings.grpc_port}", max_message_bytes=settings.grpc_max_message_bytes,
+                        max_streams=settings.grpc_max_streams)
     services = {
         prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]: PredictionService(plane),
         model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]: ModelService(plane),
@@ -94,11 +99,11 @@ async def serve(settings: ServerSettings) -> None:
         host=settings.host,
         port=settings.rest_port,
         loop="none",
-        http="httptools",
+        http=guarded(settings.client_limits),
         lifespan="off",
         access_log=False,
         log_level="warning",
-        timeout_keep_alive=60,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
         proxy_headers=False,
     )
     http_server = _HttpServer(config)

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 Result = TypeVar("Result")
 Handler = Callable[[Message, "Call"], None]
 
+_LEAST_PING_INTERVAL_MS = 10_000
+_IDLE_CONNECTION_MS = 300_000
 _NEW_CALL = object()  # tag of grpc_server_request_call
 _SHUTDOWN = object()  # tag of grpc_server_shutdown_and_notify
 _NO_WAIT = 0.0  # a poll deadline already past: return at once
@@ -176,13 +178,19 @@ class _Receiving:
 
 
 class GrpcServer:
-    def __init__(self, address: str, *, max_message_bytes: int) -> None:
+    def __init__(self, address: str, *, max_message_bytes: int, max_streams: int = 100) -> None:
         self._address = address
         self._queue = cygrpc.CompletionQueue()
         self._server = cygrpc.Server((
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # hostile or broken clients: calls per connection, pings (a client pinging more often than every
+            # 10 s without calls gets GOAWAY after two strikes), connections idle for 5 minutes closed
+            ("grpc.max_concurrent_streams", max_streams),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", _LEAST_PING_INTERVAL_MS),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.max_connection_idle_ms", _IDLE_CONNECTION_MS),
             # Calls the gRPC thread has not taken yet wait in the core; past these counts the core refuses new ones
             # at once (CANCELLED), with no Python work. ONNX Runtime models queue in their batcher, where
             # admission refuses what cannot be served in time; this bounds the queue in front of the thread itself

@@ -131,7 +131,10 @@ class HttpApp:
             return
         if scope["type"] != "http":
             return
-        response = await self._respond(scope, receive)
+        try:
+            response = await self._respond(scope, receive)
+        except _ClientGone:  # it left before its request arrived whole: nobody to answer
+            return
         headers = [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
         headers.extend(response.headers)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -161,18 +164,26 @@ class HttpApp:
 
     async def _read_body(self, receive: Any) -> bytes | None:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
         body = message.get("body", b"")
         if not message.get("more_body", False):
             return body
         chunks, size = [body], len(body)
         while message.get("more_body", False):
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _ClientGone(Exception):
+    """The client disconnected (or was disconnected by a limit) before its body arrived."""
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
