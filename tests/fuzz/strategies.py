@@ -3,6 +3,7 @@ types, shapes, nesting, lengths and headers, with raw bytes that are nothing at 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -43,7 +44,12 @@ v2_body = st.fixed_dictionaries(
                                   max_size=2),
               "parameters": st.dictionaries(st.sampled_from(["timeout", "binary_data_output", "priority", "x"]),
                                             json_value, max_size=2)})
+b64_value = st.fixed_dictionaries({"b64": st.one_of(st.text(max_size=16), st.binary(max_size=12).map(
+    lambda raw: base64.b64encode(raw).decode()), json_value)})
 tfs_body = st.one_of(
+    st.fixed_dictionaries({"instances": st.lists(st.fixed_dictionaries(
+        {"text": st.one_of(b64_value, st.lists(b64_value, max_size=3)), "a": tensor_data}), max_size=3)}),
+    st.fixed_dictionaries({"inputs": st.fixed_dictionaries({"text": st.lists(b64_value, max_size=3)})}),
     st.fixed_dictionaries({"instances": st.one_of(st.lists(st.lists(numbers, max_size=30), max_size=3), json_value)},
                           optional={"signature_name": st.one_of(st.just("serving_default"), st.text(max_size=8))}),
     st.fixed_dictionaries({"inputs": st.one_of(st.dictionaries(names, tensor_data, max_size=3), json_value)}),

@@ -185,15 +185,7 @@ class ServedVersion:
         a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
         once on the caller's thread."""
         start = time.perf_counter_ns()
-        batcher, signature = self._batcher, self.signature
-        if batcher is None or signature is None or self.state is not State.AVAILABLE:
-            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
-        try:
-            check_outputs(signature, outputs)
-            rows, key = check_inputs(signature, inputs, self.max_batch_size)
-        except Exception:
-            self.stats.request_done(time.perf_counter_ns() - start, False)
-            raise
+        batcher, rows, key = self._checked(inputs, outputs, start)
         observer = self.observer
         if observer is None:
             return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later)
@@ -210,22 +202,28 @@ class ServedVersion:
         the version is idle and fast (runtime.batcher's run_now), returning the outputs or raising the error.
         None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
         shadows): then submit it."""
-        batcher, signature = self._batcher, self.signature
-        if self.observer is not None or self.cache is not None or self.shadow is not None or batcher is None:
+        if self.observer is not None or self.cache is not None or self.shadow is not None:
             return None
         start = time.perf_counter_ns()
-        if signature is None or self.state is not State.AVAILABLE:
-            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
-        try:
-            check_outputs(signature, outputs)
-            rows, _ = check_inputs(signature, inputs, self.max_batch_size)
-        except Exception:
-            self.stats.request_done(time.perf_counter_ns() - start, False)
-            raise
+        batcher, rows, _ = self._checked(inputs, outputs, start)
         result = batcher.run_now(inputs, rows, start)
         if result is None or not outputs:
             return result
         return {name: result[name] for name in outputs}
+
+    def _checked(self, inputs: Tensors, outputs: list[str] | None, start: int) -> tuple[Batcher, int, Hashable]:
+        """The batcher, and the request's rows and batch key, once the version can serve and the request fits its
+        signature; what is wrong is raised (and counted as a failed request)."""
+        batcher, signature = self._batcher, self.signature
+        if batcher is None or signature is None or self.state is not State.AVAILABLE:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+        try:
+            check_outputs(signature, outputs)
+            rows, key = check_inputs(signature, inputs, self.max_batch_size)
+        except Exception:
+            self.stats.request_done(time.perf_counter_ns() - start, False)
+            raise
+        return batcher, rows, key
 
     def _answer_or_queue(self, batcher: Batcher, inputs: Tensors, rows: int, key: Hashable, outputs: list[str] | None,
                          done: Done, start: int, deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
