@@ -83,6 +83,8 @@ CASES = [
     ("tf-missing-input", "/v1/models/multi:predict", {"instances": [{"a": [1, 2, 3, 4]}]}, {}, 400,
      ["missing input"]),
     ("tf-bad-b64", "/v1/models/multi:predict", {"inputs": {"text": [{"b64": "%%%"}]}}, {}, 400, ["base64"]),
+    ("tf-non-ascii-b64", "/v1/models/multi:predict", {"inputs": {"text": [{"b64": "\u00e9t\u00e9"}]}}, {}, 400,
+     ["base64"]),  # fuzzing found a 500: b64decode raises ValueError, not binascii.Error, outside ASCII
     ("tf-unknown-model", "/v1/models/nope:predict", {"instances": [ROW]}, {}, 404, ["'nope'"]),
     ("tf-unknown-label", "/v1/models/versioned/labels/beta:predict", {"instances": [ROW]}, {}, 404, ["'beta'"]),
     ("tf-unknown-version", "/v1/models/versioned/versions/8:predict", {"instances": [ROW]}, {}, 404,

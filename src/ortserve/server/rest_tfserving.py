@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ def _unwrap_b64(value: Any) -> Any:
                  f"an object inside a tensor must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
         try:
             return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, and characters outside ASCII
             raise InvalidInput(f"invalid base64 value: {exc}") from None
     return value
 
