@@ -58,6 +58,10 @@ def _convert(args: argparse.Namespace) -> int:
 
     try:
         low, high = (float(v) for v in args.range.split(","))
+    except ValueError:  # only the parsing of --range: an error of the conversion is its own
+        print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
+        return 2
+    try:
         request = ConvertRequest(
             source=args.source, repository=Path(args.repository), model=args.model,
             inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
@@ -65,9 +69,6 @@ def _convert(args: argparse.Namespace) -> int:
             value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
             atol=args.atol, rtol=args.rtol, exporter=args.exporter)
         result = convert(request)
-    except ValueError:
-        print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
-        return 2
     except OrtServeError as exc:
         print(f"ortserve convert: {exc}", file=sys.stderr)
         return 1

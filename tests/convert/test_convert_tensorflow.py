@@ -74,3 +74,46 @@ def test_broken_keras_file_and_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="unsupported kind"):
         convert(ConvertRequest(source=str(tmp_path / "empty"), repository=tmp_path / "repo", model="m", inputs=[]))
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def _gelu() -> tf.keras.Model:
+    tf.keras.utils.set_random_seed(2)
+    return tf.keras.Sequential([tf.keras.Input((5,)), tf.keras.layers.Dense(8, activation="gelu"),
+                                tf.keras.layers.Dense(3)])
+
+
+def _normalized() -> tf.keras.Model:
+    """A Normalization layer with fixed statistics, as EfficientNet and ConvNeXt begin: Keras 3 captures its mean
+    and variance as constant tensors, which tf2onnx left as graph inputs a client would have had to send."""
+    tf.keras.utils.set_random_seed(3)
+    features = tf.keras.Input((5,), name="features")
+    scaled = tf.keras.layers.Normalization(mean=[1.0, 2, 3, 4, 5], variance=[4.0, 4, 9, 9, 1])(features)
+    return tf.keras.Model(features, tf.keras.layers.Dense(3, name="scores")(scaled))
+
+
+@pytest.mark.parametrize("builder", [_gelu, _normalized])
+def test_patterns_tf2onnx_mishandles(tmp_path: Path, builder) -> None:
+    """Keras' exact GELU (an Erfc, which ONNX lacks: rewritten as 1 - Erf) and captured constants (folded into
+    initializers) convert with parity, and the ONNX model takes only the declared input."""
+    model = builder()
+    model.save(tmp_path / "model.keras")
+    result = convert(ConvertRequest(source=str(tmp_path / "model.keras"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    _check(result.version_dir, model)
+
+
+def test_a_conversion_error_is_not_reported_as_a_bad_range(tmp_path: Path) -> None:
+    """`cli._convert` used to report any ValueError raised in a conversion as `--range must be LOW,HIGH`."""
+    import subprocess
+    import sys
+
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    result = subprocess.run([sys.executable, "-m", "ortserve", "convert", str(tmp_path / "broken.keras"),
+                             "--repository", str(tmp_path / "repo"), "--model", "m"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "--range" not in result.stderr
+    assert "cannot be loaded by TensorFlow" in result.stderr
+    bad_range = subprocess.run([sys.executable, "-m", "ortserve", "convert", str(tmp_path / "broken.keras"),
+                                "--repository", str(tmp_path / "repo"), "--model", "m", "--range", "0"],
+                               capture_output=True, text=True, timeout=300)
+    assert bad_range.returncode == 2 and "--range '0' must be LOW,HIGH" in bad_range.stderr

@@ -24,6 +24,7 @@ from ortserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 SKLEARN_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+_ORT_ERRORS = "onnxruntime.capi.onnxruntime_pybind11_state"  # the module of ONNX Runtime's exception types
 TORCH_FILE_SUFFIXES = {".pt", ".pth", ".torchscript", ".pt2"}
 
 
@@ -171,9 +172,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         feeds = _sample_feeds(request, inputs)
         expected = loaded.run(feeds)
         check(onnx_path)
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        actual = session.run(None, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
-        names = [output.name for output in session.get_outputs()]
+        actual, names = _run_onnx(onnx_path, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
         parity = compare(names, expected, actual, request.atol, request.rtol, len(feeds[0]))
         log.debug("%s", parity.text())
         if not parity.passed:
@@ -195,6 +194,19 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         }
         version_dir = publish(request.repository, request.model, onnx_path, provenance)
     return ConvertResult(version_dir, parity, exporter)
+
+
+def _run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """The exported model's outputs on the parity samples, and their names. ONNX Runtime's own errors (its
+    exceptions derive from Exception alone) are the parity step's: the model passed the checker but cannot run."""
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, feeds), [output.name for output in session.get_outputs()]
+    except Exception as exc:
+        if type(exc).__module__ != _ORT_ERRORS:
+            raise
+        raise InvalidInput(f"parity check: ONNX Runtime cannot run the exported model: "
+                           f"{str(exc).splitlines()[0][:400]}") from None
 
 
 def _version(distribution: str) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from ortserve.convert.naming import rename
 from ortserve.convert.spec import InputSpec
@@ -77,13 +79,44 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
                                name=spec.name) for spec in tf_model.inputs]
     function = tf.function(tf_model.function, input_signature=signature)
     try:
-        model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+        model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
+                                                 custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
+    _fold_captured_constants(model, function.get_concrete_function())
     rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
     rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
     path.write_bytes(model.SerializeToString())
+
+
+def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """Erfc(x) = 1 - Erf(x): TensorFlow's exact GELU (Keras' `gelu` activation) uses Erfc, which ONNX lacks."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{node.name}_complement"),
+                                  inputs=[one.output[0], node.output[0]])
+
+
+# TensorFlow ops tf2onnx does not convert, rewritten into ONNX ones as tf2onnx meets them
+CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, [])}
+
+
+def _fold_captured_constants(model: onnx.ModelProto, concrete: Any) -> None:
+    """tf2onnx freezes captured variables but leaves captured constant tensors (Keras 3's Normalization layer
+    holds its mean and variance as such, in EfficientNet and ConvNeXt) as graph inputs a client would have to
+    send: they become initializers holding the captured values."""
+    captured = {inner.name: outer for outer, inner in zip(concrete.captured_inputs, concrete.graph.internal_captures,
+                                                           strict=True) if outer.dtype.name != "resource"}
+    folded = [value for value in model.graph.input if value.name in captured]
+    used = {name for node in model.graph.node for name in node.input}
+    for value in folded:
+        if value.name in used:  # tf2onnx may have folded what used it already
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
+        model.graph.input.remove(value)
 
 
 def run(tf_model: TfModel, feeds: list[np.ndarray]) -> list[np.ndarray]:
