@@ -8,6 +8,7 @@ import numpy as np
 
 from ortserve.decimal import is_decimal
 from ortserve.errors import InvalidInput
+from ortserve.shapes import IMAGE_SIDE, image_axes
 
 DEFAULT_DYNAMIC_SIZE = {"batch": 2}
 OTHER_DYNAMIC_SIZE = 8
@@ -34,7 +35,9 @@ class InputSpec:
         return cls(name, dtype, dims)
 
     def sample_shape(self) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else DEFAULT_DYNAMIC_SIZE.get(d, OTHER_DYNAMIC_SIZE) for d in self.dims)
+        spatial = image_axes(self.dims) if self.dtype.kind in "fu" else ()
+        return tuple(d if isinstance(d, int) else IMAGE_SIDE if axis in spatial
+                     else DEFAULT_DYNAMIC_SIZE.get(d, OTHER_DYNAMIC_SIZE) for axis, d in enumerate(self.dims))
 
     def sample(self, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
         shape = self.sample_shape()

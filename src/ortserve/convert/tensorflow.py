@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from ortserve.convert.naming import rename
 from ortserve.convert.spec import InputSpec
@@ -78,12 +76,12 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
                                name=spec.name) for spec in tf_model.inputs]
     function = tf.function(tf_model.function, input_signature=signature)
+    graph_def, input_names, output_names = _frozen(function.get_concrete_function())
     try:
-        model, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset,
-                                                 custom_op_handlers=CUSTOM_OP_HANDLERS)
+        model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
+                                                  opset=opset, custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
-    _fold_captured_constants(model, function.get_concrete_function())
     rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
     rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
@@ -105,18 +103,27 @@ def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
 CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, [])}
 
 
-def _fold_captured_constants(model: onnx.ModelProto, concrete: Any) -> None:
-    """tf2onnx freezes captured variables but leaves captured constant tensors (Keras 3's Normalization layer
-    holds its mean and variance as such, in EfficientNet and ConvNeXt) as graph inputs a client would have to
-    send: they become initializers holding the captured values."""
-    captured = {inner.name: outer for outer, inner in zip(concrete.captured_inputs, concrete.graph.internal_captures,
-                                                           strict=True) if outer.dtype.name != "resource"}
-    folded = [value for value in model.graph.input if value.name in captured]
-    used = {name for node in model.graph.node for name in node.input}
-    for value in folded:
-        if value.name in used:  # tf2onnx may have folded what used it already
-            model.graph.initializer.append(numpy_helper.from_array(np.asarray(captured[value.name]), value.name))
-        model.graph.input.remove(value)
+def _frozen(concrete: Any) -> tuple[Any, list[str], list[str]]:
+    """The traced function as one GraphDef for tf2onnx: variables and captured tensors frozen into constants
+    (Keras 3's Normalization layer captures its mean and variance as tensors, which tf2onnx's own freezing left
+    as graph inputs a client would have had to send), and nested functions made inlinable. Keras 3 runs grouped
+    and depthwise-as-grouped convolutions (ConvNeXt) in a nested XLA-compiled function, which grappler does not
+    inline and tf2onnx then cannot convert (a StatefulPartitionedCall node): the XLA marks are dropped, since
+    the ONNX graph is not compiled by XLA anyway."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(concrete, aggressive_inlining=True)
+    graph_def = frozen.graph.as_graph_def()
+    for function in graph_def.library.function:
+        for key in [key for key in function.attr if key in _NOT_INLINED]:
+            del function.attr[key]
+    for node in graph_def.node:
+        for key in [key for key in node.attr if key in _NOT_INLINED]:
+            del node.attr[key]
+    return graph_def, [tensor.name for tensor in frozen.inputs], [tensor.name for tensor in frozen.outputs]
+
+
+_NOT_INLINED = frozenset({"_XlaMustCompile", "_noinline", "_XlaCompile", "_XlaScope", "_XlaInternalScope"})
 
 
 def run(tf_model: TfModel, feeds: list[np.ndarray]) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from ortserve.errors import ConfigError
 from ortserve.repository.config import Warmup
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.signature import Signature
+from ortserve.shapes import IMAGE_SIDE, image_axes
 
 Tensors = dict[str, np.ndarray]
 PROBE_ROWS = 8
@@ -29,7 +30,8 @@ FEW_THREADS_BELOW_NS = 2_000_000  # models whose one-row run is faster may be be
 
 
 def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[int]], batched: bool) -> Tensors:
-    """Inputs for warmup: zeros (empty strings), dynamic dimensions from `shapes` or 1."""
+    """Inputs for warmup: zeros (empty strings), dynamic dimensions from `shapes`, else an image's height and width
+    IMAGE_SIDE and others 1."""
     feeds = {}
     for spec in signature.inputs:
         dims = list(spec.shape)
@@ -38,7 +40,8 @@ def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[in
         override = shapes.get(spec.name)
         if override is not None:
             dims = ([batch_size] if batched else []) + list(override)
-        dims = [1 if dim < 0 else dim for dim in dims]
+        spatial = image_axes(dims) if spec.type.numpy.kind in "fu" else ()
+        dims = [(IMAGE_SIDE if axis in spatial else 1) if dim < 0 else dim for axis, dim in enumerate(dims)]
         if spec.type.is_bytes:
             feeds[spec.name] = np.full(dims, "", dtype=object)
         else:

@@ -1,0 +1,94 @@
+"""Conversion coverage: every architecture in keras.applications (random weights: none ship here), saved as
+.keras, through `ortserve convert` (tf2onnx, checker, parity with Keras), then served in process by ortserve's
+engine on one image. One process per model, each with a time limit; writes a JSON and a Markdown table.
+
+    python benchmarks/conversion_coverage.py [--only MobileNetV3Small,ConvNeXtTiny] [--timeout 900]
+results: benchmarks/results/conversion-coverage.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+ONE_MODEL = """
+import json, os, sys, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+from pathlib import Path
+import numpy as np
+import keras
+import ortserve
+from ortserve.convert.pipeline import ConvertRequest, convert
+name, work = sys.argv[1], Path(sys.argv[2])
+started = time.perf_counter()
+model = getattr(keras.applications, name)(weights=None)
+model.save(work / "model.keras")
+built = time.perf_counter()
+result = convert(ConvertRequest(source=str(work / "model.keras"), repository=work / "repo", model="m", inputs=[]))
+converted = time.perf_counter()
+provenance = json.loads((result.version_dir / "provenance.json").read_text())
+(spec,) = provenance["inputs"]
+shape = [1 if isinstance(d, str) and i == 0 else 224 if isinstance(d, str) else d for i, d in enumerate(spec["dims"])]
+with ortserve.Engine(work / "repo") as engine:
+    served = engine.predict("m", {spec["name"]: np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)})
+print(json.dumps({"exporter": result.exporter, "parity": provenance["parity"], "input": spec,
+                  "outputs": {k: list(v.shape) for k, v in served.items()},
+                  "seconds": {"build": round(built - started, 1), "convert": round(converted - built, 1),
+                              "serve": round(time.perf_counter() - converted, 1)}}))
+"""
+
+
+def architectures() -> list[str]:
+    listing = subprocess.run([sys.executable, "-c", "import keras, inspect; print(' '.join(n for n, f in "
+                              "inspect.getmembers(keras.applications, inspect.isfunction) if n[0].isupper()))"],
+                             capture_output=True, text=True, check=True)
+    return listing.stdout.split()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="comma-separated architecture names")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else architectures()
+    rows = []
+    for name in names:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="ortserve-coverage-") as work:
+            try:
+                done = subprocess.run([sys.executable, "-c", ONE_MODEL, name, work], capture_output=True,
+                                      text=True, timeout=args.timeout)
+                if done.returncode == 0:
+                    row = {"architecture": name, "ok": True, **json.loads(done.stdout.strip().splitlines()[-1])}
+                else:
+                    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+                    row = {"architecture": name, "ok": False, "error": lines[-1][:300] if lines else "?"}
+            except subprocess.TimeoutExpired:
+                row = {"architecture": name, "ok": False, "error": f"over {args.timeout:.0f} s"}
+        row["wall_s"] = round(time.perf_counter() - started, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "" if not args.only else "-subset"
+    (RESULTS / f"conversion-coverage{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["| architecture | converts, parity, serves | exporter | max abs error | convert s | error |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        worst = max((o["max_abs_error"] for o in row["parity"]["outputs"]), default=0) if row["ok"] else None
+        lines.append(f"| {row['architecture']} | {'yes' if row['ok'] else '**no**'} | {row.get('exporter', '')} | "
+                     f"{'' if worst is None else f'{worst:.2g}'} | {row.get('seconds', {}).get('convert', '')} | "
+                     f"{row.get('error', '')} |")
+    (RESULTS / f"conversion-coverage{suffix}.md").write_text("\n".join(lines) + "\n")
+    print(f"{sum(row['ok'] for row in rows)} of {len(rows)} converted, matched and served")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
