@@ -194,3 +194,16 @@ def test_the_exporters_chatter_shows_only_at_debug_level(tmp_path: Path) -> None
     assert "exporting the pytorch model to ONNX" in quiet and "wrote " in quiet
     loud = run("--log-level", "debug")
     assert "[torch.onnx]" in loud
+
+
+def test_an_export_that_fails_names_its_step(tmp_path: Path) -> None:
+    """Inputs that do not fit the module (5 features for a 6-feature layer): both exporters fail, and the one line
+    says so, instead of a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ortserve", "convert", "tests.convert.factories:small_net", "--repository",
+         str(tmp_path), "--model", "m", "--input", "x:float32:batch,5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("ortserve convert:")]
+    assert "could not export the model" in line and "RuntimeError" in line
+    assert not _versions(tmp_path, "m") and not _leftovers(tmp_path)

@@ -11,14 +11,16 @@ from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 # Libraries that talk at INFO or WARNING level while they work normally
-CHATTY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript", "onnx_ir", "tf2onnx",
-                  "onnxruntime", "root")
+CHATTY_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript", "onnx_ir",
+                  "tf2onnx", "onnxruntime", "root")
 
 
 @contextlib.contextmanager
 def hushed() -> Iterator[None]:
-    """Within: the libraries' prints captured and their log records below ERROR dropped, unless ortserve logs at
-    debug level."""
+    """Within: the libraries' prints captured and their log records below CRITICAL dropped (an exporter logs the
+    errors it then raises, and the raised one is what the step reports), unless ortserve logs at debug level.
+    Import the framework first: torch sets its loggers' levels when it is imported, and they are restored to
+    what they were on entry."""
     if log.isEnabledFor(logging.DEBUG):
         yield
         return
@@ -29,7 +31,7 @@ def hushed() -> Iterator[None]:
     levels = [logger.level for logger in loggers]
     printed = io.StringIO()
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)  # their errors reach us as exceptions, which the step reports
     try:
         with contextlib.redirect_stdout(printed):
             yield

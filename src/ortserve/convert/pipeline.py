@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import platform
 import time
@@ -24,6 +25,7 @@ from ortserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 SKLEARN_SUFFIXES = {".pkl", ".pickle", ".joblib"}
+_MODULES = {"pytorch": "torch", "tensorflow": "tensorflow", "sklearn": "sklearn"}
 _ORT_ERRORS = "onnxruntime.capi.onnxruntime_pybind11_state"  # the module of ONNX Runtime's exception types
 TORCH_FILE_SUFFIXES = {".pt", ".pth", ".torchscript", ".pt2"}
 
@@ -105,6 +107,7 @@ class LoadedSource:
 def load_source(request: ConvertRequest) -> LoadedSource:
     """Load the source named by the request with its framework (imported only then)."""
     framework = _framework(request.source)
+    importlib.import_module(_MODULES[framework])  # before hushed(): its import sets its loggers' levels
     with hushed():
         return _load(framework, request)
 
@@ -170,7 +173,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
             exporter = loaded.export(onnx_path)
         log.info("checking it and its parity with %s ...", framework)
         feeds = _sample_feeds(request, inputs)
-        expected = loaded.run(feeds)
+        expected = _run_source(loaded, feeds)
         check(onnx_path)
         actual, names = _run_onnx(onnx_path, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
         parity = compare(names, expected, actual, request.atol, request.rtol, len(feeds[0]))
@@ -194,6 +197,17 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         }
         version_dir = publish(request.repository, request.model, onnx_path, provenance)
     return ConvertResult(version_dir, parity, exporter)
+
+
+def _run_source(loaded: LoadedSource, feeds: list[np.ndarray]) -> list[np.ndarray]:
+    """The source model's outputs on the parity samples; its framework's errors (of any type) are this step's."""
+    try:
+        with hushed():
+            return loaded.run(feeds)
+    except Exception as exc:
+        shapes = ", ".join(f"{spec.name} {list(feed.shape)}" for spec, feed in zip(loaded.inputs, feeds, strict=True))
+        raise InvalidInput(f"parity check: the {loaded.framework} model failed on the samples ({shapes}): "
+                           f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 def _run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[str]]:

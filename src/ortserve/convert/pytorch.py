@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -83,15 +84,27 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
                 onnx.save(model, str(path))
                 return "torch.export"
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                reason = _first_line(exc)
                 if exporter == "torch.export":
                     raise InvalidInput(f"torch.export could not export the model ({reason})") from None
                 log.warning("torch.export could not export the model (%s); falling back to the TorchScript "
                             "exporter", reason)
         axes = {spec.name: {axis: d for axis, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs}
-        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
-                          output_names=outputs, dynamic_axes=axes)
+        try:
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
+                              output_names=outputs, dynamic_axes=axes)
+        except Exception as exc:  # the exporter's own errors, of any type: the export step's, named
+            raise InvalidInput(f"the TorchScript exporter could not export the model ({_first_line(exc)})") from None
         return "torchscript"
+
+
+def _first_line(exc: Exception) -> str:
+    """The error's type and first line, without the terminal colours torch.onnx puts in its messages."""
+    text = _COLOURS.sub("", str(exc))
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run(module: Any, feeds: list[np.ndarray]) -> list[np.ndarray]:
