@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,17 @@ print(json.dumps({"exporter": result.exporter, "parity": provenance["parity"], "
 """
 
 
+def _error(done: subprocess.CompletedProcess[str]) -> str:
+    """The failure in one line: the exception the model's process ended with, or the signal that ended it."""
+    if done.returncode < 0:
+        return f"killed by signal {-done.returncode} (out of memory?)"
+    raised = [line for line in done.stderr.splitlines() if _RAISED.match(line)]
+    return raised[-1][:300] if raised else f"exit {done.returncode}"
+
+
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Unavailable|Refused)\b.*:")
+
+
 def architectures() -> list[str]:
     listing = subprocess.run([sys.executable, "-c", "import keras, inspect; print(' '.join(n for n, f in "
                               "inspect.getmembers(keras.applications, inspect.isfunction) if n[0].isupper()))"],
@@ -68,8 +80,7 @@ def main() -> int:
                 if done.returncode == 0:
                     row = {"architecture": name, "ok": True, **json.loads(done.stdout.strip().splitlines()[-1])}
                 else:
-                    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-                    row = {"architecture": name, "ok": False, "error": lines[-1][:300] if lines else "?"}
+                    row = {"architecture": name, "ok": False, "error": _error(done)}
             except subprocess.TimeoutExpired:
                 row = {"architecture": name, "ok": False, "error": f"over {args.timeout:.0f} s"}
         row["wall_s"] = round(time.perf_counter() - started, 1)

@@ -159,8 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.set_defaults(handler=_serve)
 
     convert_parser = commands.add_parser(
-        "convert", help="convert a PyTorch or scikit-learn model to ONNX, prove parity, add it as a new version")
-    convert_parser.add_argument("source", help="package.module:factory (PyTorch) or a .pkl/.joblib file (sklearn)")
+        "convert", help="convert a PyTorch, TensorFlow/Keras, Hugging Face or scikit-learn model to ONNX, prove "
+                        "parity, add it as a new version")
+    convert_parser.add_argument("source", help="package.module:factory or a .pt/.pt2 file (PyTorch), a SavedModel "
+                                               "directory or .keras/.h5 file (TensorFlow), a Hugging Face directory "
+                                               "(save_pretrained), or a .pkl/.joblib file (scikit-learn)")
     convert_parser.add_argument("--repository", required=True, help="model repository to write into")
     convert_parser.add_argument("--model", required=True, help="model name in the repository")
     convert_parser.add_argument("--input", action="append", default=[],
@@ -201,8 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("ortserve").setLevel(args.log_level.upper())  # its own, whatever libraries do to the root
+    level = args.log_level.upper()
+    # libraries (torch, tf2onnx, onnxruntime's quantizer) speak below WARNING only at debug level
+    logging.basicConfig(level=level if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level)),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ortserve").setLevel(level)
     return int(args.handler(args))
 
 

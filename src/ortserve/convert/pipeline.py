@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import platform
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortserve.convert import pytorch, sklearn, tensorflow
+from ortserve.convert import huggingface, pytorch, sklearn, tensorflow
 from ortserve.convert.chatter import hushed
 from ortserve.convert.parity import ParityReport, compare
 from ortserve.convert.spec import InputSpec
@@ -25,7 +26,7 @@ from ortserve.errors import InvalidInput
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 SKLEARN_SUFFIXES = {".pkl", ".pickle", ".joblib"}
-_MODULES = {"pytorch": "torch", "tensorflow": "tensorflow", "sklearn": "sklearn"}
+_MODULES = {"pytorch": "torch", "tensorflow": "tensorflow", "sklearn": "sklearn", "huggingface": "transformers"}
 _ORT_ERRORS = "onnxruntime.capi.onnxruntime_pybind11_state"  # the module of ONNX Runtime's exception types
 TORCH_FILE_SUFFIXES = {".pt", ".pth", ".torchscript", ".pt2"}
 
@@ -58,6 +59,8 @@ def _framework(source: str) -> str:
     path = Path(source)
     if path.exists() and tensorflow.is_source(path):
         return "tensorflow"
+    if huggingface.is_source(path):
+        return "huggingface"
     if path.suffix in SKLEARN_SUFFIXES | TORCH_FILE_SUFFIXES | tensorflow.KERAS_SUFFIXES:
         if not path.is_file():
             raise InvalidInput(f"source {source!r} does not exist")
@@ -72,7 +75,8 @@ def _framework(source: str) -> str:
     raise InvalidInput(f"source {source!r} does not exist")
 
 
-def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec]) -> list[np.ndarray]:
+def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec],
+                  sample: Callable[[int, np.random.Generator], list[np.ndarray]] | None = None) -> list[np.ndarray]:
     if request.samples_file is not None:
         if not request.samples_file.is_file():
             raise InvalidInput(f"samples file {str(request.samples_file)!r} does not exist")
@@ -82,6 +86,8 @@ def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec]) -> list[np.n
             raise InvalidInput(f"samples file has no array for inputs {missing}")
         return [stored[spec.name].astype(spec.dtype) for spec in inputs]
     rng = np.random.default_rng(0)
+    if sample is not None:
+        return sample(request.samples, rng)
     low, high = request.value_range
     feeds = []
     for spec in inputs:
@@ -102,6 +108,8 @@ class LoadedSource:
     export: Callable[[Path], str]  # writes the ONNX file; the exporter used
     versions: dict[str, str]  # of the framework and exporter
     record: dict[str, Any]  # what provenance says of the source
+    sample: Callable[[int, np.random.Generator], list[np.ndarray]] | None = None  # valid parity samples, if special
+    files: dict[str, Path] = field(default_factory=dict)  # carried into the version directory, by name
 
 
 def load_source(request: ConvertRequest) -> LoadedSource:
@@ -133,6 +141,8 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
             lambda path: pytorch.export(module, request.inputs, request.outputs, path, request.opset,
                                         request.exporter),
             {"torch": torch.__version__, "onnxscript": _version("onnxscript")}, record)
+    if framework == "huggingface":
+        return _load_huggingface(request, record)
     if framework == "tensorflow":
         import tensorflow as tf
         import tf2onnx
@@ -161,6 +171,26 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
                         {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}, record)
 
 
+def _load_huggingface(request: ConvertRequest, record: dict[str, Any]) -> LoadedSource:
+    import torch
+    import transformers
+
+    source = Path(request.source)
+    model = huggingface.load(source)
+    record.update({"architecture": model.architecture, "task": model.task})
+    files = dict(model.files)
+    labels = huggingface.labels(source) if model.task.endswith("classification") else None
+    if labels:
+        written = Path(tempfile.mkdtemp(prefix="ortserve-labels-")) / "labels.txt"
+        written.write_text("\n".join(labels) + "\n")
+        files["labels.txt"] = written
+    return LoadedSource(
+        "huggingface", model.inputs, lambda feeds: pytorch.run(model.module, feeds),
+        lambda path: pytorch.export(model.module, model.inputs, request.outputs or model.outputs, path,
+                                    request.opset, request.exporter),
+        {"torch": torch.__version__, "transformers": transformers.__version__}, record, model.sample, files)
+
+
 def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> ConvertResult:
     """Convert the source (`loaded`, when the caller has loaded it already), prove parity, publish."""
     started = time.perf_counter()
@@ -172,7 +202,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         with hushed():
             exporter = loaded.export(onnx_path)
         log.info("checking it and its parity with %s ...", framework)
-        feeds = _sample_feeds(request, inputs)
+        feeds = _sample_feeds(request, inputs, loaded.sample)
         expected = _run_source(loaded, feeds)
         check(onnx_path)
         actual, names = _run_onnx(onnx_path, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})
@@ -195,7 +225,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
             "seconds": round(time.perf_counter() - started, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        version_dir = publish(request.repository, request.model, onnx_path, provenance)
+        version_dir = publish(request.repository, request.model, onnx_path, provenance, loaded.files)
     return ConvertResult(version_dir, parity, exporter)
 
 

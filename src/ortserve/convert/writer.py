@@ -61,8 +61,10 @@ def _versions(model_dir: Path) -> dict[int, Path]:
         return {}
 
 
-def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str, Any]) -> Path:
-    """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json beside it.
+def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str, Any],
+            files: dict[str, Path] | None = None) -> Path:
+    """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json (and copies of
+    `files`, by name: a tokenizer, labels) beside it.
 
     The model's config.yaml declares its inputs and outputs (a new version must keep them, or the server would
     refuse it); a model without a declaration gets its newest version's, or this one's when it is the first.
@@ -89,6 +91,8 @@ def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str,
     staged.mkdir()
     shutil.move(str(onnx_path), staged / MODEL_FILE)
     (staged / PROVENANCE_FILE).write_text(json.dumps({**provenance, "version": version}, indent=2) + "\n")
+    for name, source in (files or {}).items():
+        shutil.copyfile(source, staged / name)
     target = model_dir / str(version)
     staged.rename(target)  # one rename: the version appears whole or not at all
     return target

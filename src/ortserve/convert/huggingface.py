@@ -1,0 +1,129 @@
+"""Hugging Face `transformers` model directories (`save_pretrained`: config.json and weights, with the tokenizer
+or image processor files beside them) as a source: the task from the config's `architectures`, the inputs from
+the model type, meaningful output names, and the preprocessing files carried into the version.
+
+The model runs through a wrapper that takes its inputs by position and returns the task's outputs as a tuple, so
+that PyTorch's exporters (convert.pytorch) see a plain module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ortserve.convert.spec import InputSpec
+from ortserve.errors import InvalidInput
+
+CONFIG_FILE = "config.json"
+# what the version directory keeps of the source directory, for the clients' and the server's preprocessing
+PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                       "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                       "preprocessor_config.json")
+SAMPLE_SEQUENCE = 16
+# the task's outputs by the architecture's suffix; a bare encoder (BertModel) gives its hidden states
+TASKS = (("ForSequenceClassification", "sequence-classification", ["logits"]),
+         ("ForTokenClassification", "token-classification", ["logits"]),
+         ("ForImageClassification", "image-classification", ["logits"]),
+         ("ForCausalLM", "causal-lm", ["logits"]),
+         ("LMHeadModel", "causal-lm", ["logits"]),
+         ("ForMaskedLM", "masked-lm", ["logits"]))
+
+
+def is_source(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_FILE).is_file()
+
+
+@dataclass
+class HfModel:
+    module: Any  # the wrapper: positional tensors in, a tuple of the task's outputs
+    task: str
+    architecture: str
+    inputs: list[InputSpec]
+    outputs: list[str]
+    sample: Callable[[int, np.random.Generator], list[np.ndarray]]  # parity samples of valid ids and masks
+    files: dict[str, Path]  # preprocessing files and labels to carry into the version directory
+
+
+def _task(architecture: str) -> tuple[str, list[str]]:
+    for suffix, task, outputs in TASKS:
+        if architecture.endswith(suffix):
+            return task, outputs
+    if architecture.endswith("Model"):
+        return "feature-extraction", ["last_hidden_state"]
+    raise InvalidInput(f"architecture {architecture!r} has no task ortserve knows (sequence, token or image "
+                       "classification, causal or masked LM, or a bare encoder)")
+
+
+def load(path: Path) -> HfModel:
+    import torch
+    import transformers
+
+    config = json.loads((path / CONFIG_FILE).read_text())
+    architectures = config.get("architectures") or []
+    if not architectures:
+        raise InvalidInput(f"{str(path)!r}: config.json names no `architectures`; save the model with "
+                           "save_pretrained from its task class (e.g. BertForSequenceClassification)")
+    architecture = architectures[0]
+    task, outputs = _task(architecture)
+    transformers.utils.logging.disable_progress_bar()  # its bars go to stderr, past hushed()
+    model_class = getattr(transformers, architecture, None)
+    if model_class is None:
+        raise InvalidInput(f"transformers {transformers.__version__} has no class {architecture!r}")
+    try:
+        model = model_class.from_pretrained(str(path)).eval()
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{str(path)!r} cannot be loaded as {architecture}: {str(exc).splitlines()[0]}") from None
+    inputs, sample = _inputs(path, model.config)
+
+    class Positional(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            answer = self.model(**dict(zip([spec.name for spec in inputs], tensors, strict=True)), return_dict=True)
+            return tuple(answer[name] for name in outputs)
+
+    files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
+    return HfModel(Positional().eval(), task, architecture, inputs, outputs, sample, files)
+
+
+def labels(path: Path) -> list[str] | None:
+    """The class names of a classifier (`id2label`), in class order."""
+    id2label = json.loads((path / CONFIG_FILE).read_text()).get("id2label") or {}
+    if not id2label:
+        return None
+    return [str(id2label.get(str(index), index)) for index in range(len(id2label))]
+
+
+def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np.random.Generator], list[np.ndarray]]]:
+    """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values) and a maker
+    of valid samples for them."""
+    if getattr(config, "model_type", "") in _IMAGE_MODEL_TYPES or not hasattr(config, "vocab_size"):
+        channels = int(getattr(config, "num_channels", 3))
+        size = getattr(config, "image_size", None) or 224
+        height, width = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        pixels = InputSpec("pixel_values", np.dtype(np.float32), ("batch", channels, height, width))
+        return [pixels], lambda count, rng: [rng.standard_normal((count, channels, height, width)).astype(np.float32)]
+    names = ["input_ids", "attention_mask"]
+    if getattr(config, "type_vocab_size", 0) and config.model_type not in _NO_TOKEN_TYPES:
+        names.append("token_type_ids")
+    vocabulary = int(config.vocab_size)
+
+    def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        ids = rng.integers(0, vocabulary, (count, SAMPLE_SEQUENCE), dtype=np.int64)
+        mask = np.ones_like(ids)
+        mask[count // 2:, SAMPLE_SEQUENCE // 2:] = 0  # half the rows padded, as a batch of unequal texts is
+        by_name = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return [by_name[name] for name in names]
+
+    return [InputSpec(name, np.dtype(np.int64), ("batch", "sequence")) for name in names], sample
+
+
+_IMAGE_MODEL_TYPES = frozenset({"vit", "swin", "convnext", "resnet", "mobilevit", "deit", "beit", "regnet"})
+_NO_TOKEN_TYPES = frozenset({"roberta", "distilbert", "gpt2", "xlm-roberta", "camembert"})

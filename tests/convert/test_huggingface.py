@@ -1,0 +1,85 @@
+"""Hugging Face model directories (`save_pretrained`) as a source: the task from `architectures`, inputs from the
+model type with dynamic batch and sequence, meaningful output names, the tokenizer and labels carried into the
+version, and the converted model served with another sequence length than it was exported with. Built from
+small configs with random weights (none ship)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ortserve
+from ortserve.convert.pipeline import ConvertRequest, convert
+
+pytestmark = pytest.mark.slow
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _saved(tmp_path: Path, name: str, model: object) -> Path:
+    path = tmp_path / name
+    model.save_pretrained(path)  # type: ignore[attr-defined]
+    return path
+
+
+def test_a_text_classifier_with_its_tokenizer_and_labels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**SMALL, vocab_size=30, num_labels=3,
+                                     id2label={0: "negative", 1: "neutral", 2: "positive"},
+                                     label2id={"negative": 0, "neutral": 1, "positive": 2})
+    model = transformers.BertForSequenceClassification(config).eval()
+    path = _saved(tmp_path, "classifier", model)
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad",
+                                                   "movie", "the", "was"]) + "\n")
+    transformers.BertTokenizerFast(str(tmp_path / "vocab.txt")).save_pretrained(path)
+    result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="sentiment", inputs=[]))
+    assert result.parity.passed
+    version = result.version_dir
+    provenance = json.loads((version / "provenance.json").read_text())
+    assert provenance["framework"] == "huggingface" and provenance["task"] == "sequence-classification"
+    assert [spec["name"] for spec in provenance["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all(spec["dims"] == ["batch", "sequence"] for spec in provenance["inputs"])
+    assert (version / "labels.txt").read_text().split() == ["negative", "neutral", "positive"]
+    assert (version / "tokenizer.json").is_file() and (version / "tokenizer_config.json").is_file()
+
+    encoded = transformers.BertTokenizerFast.from_pretrained(version)(
+        ["the movie was good", "bad", "the movie was bad the movie was good the movie"], padding=True,
+        return_tensors="np")
+    feeds = {name: encoded[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+    with ortserve.Engine(tmp_path / "repo") as engine:
+        served = engine.predict("sentiment", feeds)
+    with torch.no_grad():
+        expected = model(**{name: torch.from_numpy(array) for name, array in feeds.items()}).logits.numpy()
+    assert list(served) == ["logits"]
+    np.testing.assert_allclose(served["logits"], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "build", "task", "output"), [
+    ("encoder", lambda: transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50)),
+     "feature-extraction", "last_hidden_state"),
+    ("gpt2", lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2,
+                                                                          vocab_size=50, n_positions=64)),
+     "causal-lm", "logits"),
+    ("vit", lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+        **SMALL, image_size=32, patch_size=8, num_labels=4)), "image-classification", "logits"),
+])
+def test_families_convert_with_parity(tmp_path: Path, name: str, build, task: str, output: str) -> None:
+    torch.manual_seed(1)
+    path = _saved(tmp_path, name, build().eval())
+    result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model=name, inputs=[]))
+    assert result.parity.passed
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert provenance["task"] == task and provenance["outputs"] == [output]
+
+
+def test_a_directory_without_architectures_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bare"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ortserve.InvalidInput, match="names no `architectures`"):
+        convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="m", inputs=[]))
