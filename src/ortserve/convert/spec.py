@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.shapes import IMAGE_SIDE, image_axes
 

@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 import onnxruntime as ort
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ModelConfig, load_config, parse_config, update_config
 from ortserve.repository.layout import MODEL_FILE, version_paths

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.signature import DYNAMIC, Signature

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError
 
 CONFIG_FILE = "config.yaml"

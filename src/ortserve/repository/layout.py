@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError
 
 MODEL_FILE = "model.onnx"

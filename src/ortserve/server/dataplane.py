@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import (
     Cancelled,
     ConfigError,

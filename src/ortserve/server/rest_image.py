@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.runtime.model import ServedVersion
 from ortserve.server.dataplane import DataPlane, parse_version

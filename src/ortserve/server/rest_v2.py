@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ortserve import __version__
-from ortserve.decimal import is_decimal
+from ortserve.digits import is_decimal
 from ortserve.dtypes import from_v2
 from ortserve.errors import require
 from ortserve.runtime.model import ServedModel, ServedVersion
