@@ -2,7 +2,7 @@
 .keras, through `ortserve convert` (tf2onnx, checker, parity with Keras), then served in process by ortserve's
 engine on one image. One process per model, each with a time limit; writes a JSON and a Markdown table.
 
-    python benchmarks/conversion_coverage.py [--only MobileNetV3Small,ConvNeXtTiny] [--timeout 900]
+    python benchmarks/conversion_coverage.py [--only MobileNetV3Small,ConvNeXtTiny] [--timeout 900] [--resume]
 results: benchmarks/results/conversion-coverage.{json,md}
 """
 
@@ -68,26 +68,40 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", help="comma-separated architecture names")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per model")
+    parser.add_argument("--resume", action="store_true", help="keep the results on record, run the others")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else architectures()
-    rows = []
-    for name in names:
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="ortserve-coverage-") as work:
-            try:
-                done = subprocess.run([sys.executable, "-c", ONE_MODEL, name, work], capture_output=True,
-                                      text=True, timeout=args.timeout)
-                if done.returncode == 0:
-                    row = {"architecture": name, "ok": True, **json.loads(done.stdout.strip().splitlines()[-1])}
-                else:
-                    row = {"architecture": name, "ok": False, "error": _error(done)}
-            except subprocess.TimeoutExpired:
-                row = {"architecture": name, "ok": False, "error": f"over {args.timeout:.0f} s"}
-        row["wall_s"] = round(time.perf_counter() - started, 1)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
     suffix = "" if not args.only else "-subset"
+    done_file = RESULTS / f"conversion-coverage{suffix}.json"
+    rows = json.loads(done_file.read_text()) if args.resume and done_file.is_file() else []
+    recorded = {row["architecture"] for row in rows}
+    for name in [name for name in names if name not in recorded]:
+        rows.append(_one(name, args.timeout))
+        print(json.dumps(rows[-1]), flush=True)
+        _write(rows, suffix)  # after every model: a run cut short keeps what it measured
+    print(f"{sum(row['ok'] for row in rows)} of {len(rows)} converted, matched and served")
+    return 0
+
+
+def _one(name: str, timeout: float) -> dict:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ortserve-coverage-") as work:
+        try:
+            done = subprocess.run([sys.executable, "-c", ONE_MODEL, name, work], capture_output=True, text=True,
+                                  timeout=timeout)
+            if done.returncode == 0:
+                row = {"architecture": name, "ok": True, **json.loads(done.stdout.strip().splitlines()[-1])}
+            else:
+                row = {"architecture": name, "ok": False, "error": _error(done)}
+        except subprocess.TimeoutExpired:
+            row = {"architecture": name, "ok": False, "error": f"over {timeout:.0f} s"}
+    row["wall_s"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def _write(rows: list[dict], suffix: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    rows = sorted(rows, key=lambda row: row["architecture"])
     (RESULTS / f"conversion-coverage{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = ["| architecture | converts, parity, serves | exporter | max abs error | convert s | error |",
              "|---|---|---|---|---|---|"]
@@ -97,8 +111,6 @@ def main() -> int:
                      f"{'' if worst is None else f'{worst:.2g}'} | {row.get('seconds', {}).get('convert', '')} | "
                      f"{row.get('error', '')} |")
     (RESULTS / f"conversion-coverage{suffix}.md").write_text("\n".join(lines) + "\n")
-    print(f"{sum(row['ok'] for row in rows)} of {len(rows)} converted, matched and served")
-    return 0
 
 
 if __name__ == "__main__":
