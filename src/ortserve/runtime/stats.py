@@ -23,10 +23,6 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
         self.total = 0.0
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
