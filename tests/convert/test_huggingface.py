@@ -42,6 +42,7 @@ def test_a_text_classifier_with_its_tokenizer_and_labels(tmp_path: Path) -> None
     version = result.version_dir
     provenance = json.loads((version / "provenance.json").read_text())
     assert provenance["framework"] == "huggingface" and provenance["task"] == "sequence-classification"
+    assert provenance["exporter"] == "torch.export"
     assert [spec["name"] for spec in provenance["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert all(spec["dims"] == ["batch", "sequence"] for spec in provenance["inputs"])
     assert (version / "labels.txt").read_text().split() == ["negative", "neutral", "positive"]
@@ -75,6 +76,7 @@ def test_families_convert_with_parity(tmp_path: Path, name: str, build, task: st
     assert result.parity.passed
     provenance = json.loads((result.version_dir / "provenance.json").read_text())
     assert provenance["task"] == task and provenance["outputs"] == [output]
+    assert provenance["exporter"] == "torch.export"  # with its dynamic axes, not the TorchScript fallback
 
 
 def test_a_directory_without_architectures_is_refused_in_one_line(tmp_path: Path) -> None:

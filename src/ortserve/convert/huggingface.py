@@ -79,18 +79,37 @@ def load(path: Path) -> HfModel:
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{str(path)!r} cannot be loaded as {architecture}: {str(exc).splitlines()[0]}") from None
     inputs, sample = _inputs(path, model.config)
+    module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
+    files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
+    return HfModel(module, task, architecture, inputs, outputs, sample, files)
+
+
+def _positional(torch: Any, count: int) -> Any:
+    """A module class that takes `count` tensors as positional parameters (torch.export needs a fixed arity to
+    give each its dynamic axes) and answers the model's named outputs as a tuple."""
 
     class Positional(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, model: Any, names: list[str], outputs: list[str]) -> None:
             super().__init__()
-            self.model = model
+            self.model, self.names, self.outputs = model, names, outputs
 
-        def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            answer = self.model(**dict(zip([spec.name for spec in inputs], tensors, strict=True)), return_dict=True)
-            return tuple(answer[name] for name in outputs)
+        def answer(self, *tensors: Any) -> tuple[Any, ...]:
+            result = self.model(**dict(zip(self.names, tensors, strict=True)), return_dict=True)
+            return tuple(result[name] for name in self.outputs)
 
-    files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
-    return HfModel(Positional().eval(), task, architecture, inputs, outputs, sample, files)
+    class One(Positional):
+        def forward(self, first: Any) -> tuple[Any, ...]:
+            return self.answer(first)
+
+    class Two(Positional):
+        def forward(self, first: Any, second: Any) -> tuple[Any, ...]:
+            return self.answer(first, second)
+
+    class Three(Positional):
+        def forward(self, first: Any, second: Any, third: Any) -> tuple[Any, ...]:
+            return self.answer(first, second, third)
+
+    return {1: One, 2: Two, 3: Three}[count]
 
 
 def labels(path: Path) -> list[str] | None:
