@@ -54,7 +54,7 @@ def _error(done: subprocess.CompletedProcess[str]) -> str:
     return raised[-1][:300] if raised else f"exit {done.returncode}"
 
 
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Unavailable|Refused)\b.*:")
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)|ortserve\.errors\.\w+)\b.*:")
 
 
 def architectures() -> list[str]:
