@@ -170,18 +170,14 @@ class Batcher:
             self._arrived(start, rows)
             instance.busy = True
             instance.expected_end_ns = start + int(self._scheduler.cost_ns(rows))
-        failure: Exception | None = None
-        try:
-            outputs = instance.execute(inputs)
-        except Exception as exc:
-            failure = exc
+        result = _execute(instance, inputs)
         computed_at = time.perf_counter_ns()
-        self._batch_ended(instance, rows, start, computed_at - start, failure is None, [])
-        self._stats.ran_now(rows, start - started_ns, computed_at - start, time.perf_counter_ns() - started_ns,
-                            failure is None)
-        if failure is not None:
-            raise failure
-        return outputs
+        ok = not isinstance(result, Exception)
+        self._batch_ended(instance, rows, start, computed_at - start, ok, [])
+        self._stats.ran_now(rows, start - started_ns, computed_at - start, time.perf_counter_ns() - started_ns, ok)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def precheck(self, deadline_ns: int = 0) -> None:
         """Admission for one row before the request is decoded: a refusal then costs no decoding either."""
@@ -381,20 +377,17 @@ class Batcher:
         else:
             merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
         merged_at = time.perf_counter_ns()
-        failure: Exception | None = None
-        try:
-            outputs = instance.execute(merged)
-        except Exception as exc:
-            failure = exc
+        outputs = _execute(instance, merged)
         computed_at = time.perf_counter_ns()
         results: list[Tensors | BaseException]
-        if failure is None:
+        if not isinstance(outputs, Exception):
             results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
         else:
-            results = [failure] if len(batch) == 1 else [_run_alone(instance, item) for item in batch]
+            results = [outputs] if len(batch) == 1 else [_execute(instance, item.inputs) for item in batch]
         rows = sum(item.rows for item in batch) or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
-        self._batch_ended(instance, rows, start, computed_at - merged_at, failure is None, batch)
+        self._batch_ended(instance, rows, start, computed_at - merged_at,
+                          not isinstance(outputs, Exception), batch)
         for item, result in zip(batch, results, strict=True):
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
@@ -451,9 +444,10 @@ def _answer(item: _Pending, result: Tensors | BaseException) -> None:
         log.exception("answering a request failed")
 
 
-def _run_alone(instance: _Instance, item: _Pending) -> Tensors | BaseException:
+def _execute(instance: _Instance, inputs: Tensors) -> Tensors | Exception:
+    """The instance's outputs, or the error its run raised (answered to the requests of the batch)."""
     try:
-        return instance.execute(item.inputs)
+        return instance.execute(inputs)
     except Exception as exc:
         return exc
 
