@@ -300,8 +300,8 @@ def _named(served: ServedVersion, inputs: Inputs) -> Tensors:
         return inputs
     if not isinstance(inputs, np.ndarray):
         raise InvalidInput(f"inputs must be a dict of arrays by input name, or one array; got {type(inputs).__name__}")
-    assert served.signature is not None
-    names = [spec.name for spec in served.signature.inputs]
+    assert served.interface is not None
+    names = [spec.name for spec in served.interface.inputs]
     if len(names) != 1:
         raise InvalidInput(f"model {served.model!r} has {len(names)} inputs {names}: pass a dict of arrays by name")
     return {names[0]: inputs}

@@ -47,6 +47,7 @@ class HfModel:
     outputs: list[str]
     sample: Callable[[int, np.random.Generator], list[np.ndarray]]  # parity samples of valid ids and masks
     files: dict[str, Path]  # preprocessing files and labels to carry into the version directory
+    text: dict[str, Any] | None  # config.yaml's `text:` for a text classifier or encoder with a tokenizer.json
 
 
 def _task(architecture: str) -> tuple[str, list[str]]:
@@ -81,7 +82,8 @@ def load(path: Path) -> HfModel:
     inputs, sample = _inputs(path, model.config)
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
     files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
-    return HfModel(module, task, architecture, inputs, outputs, sample, files)
+    text = text_settings(path, task, model.config) if "tokenizer.json" in files else None
+    return HfModel(module, task, architecture, inputs, outputs, sample, files, text)
 
 
 def _positional(torch: Any, count: int) -> Any:
@@ -112,6 +114,47 @@ def _positional(torch: Any, count: int) -> Any:
     return {1: One, 2: Two, 3: Three}[count]
 
 
+def text_settings(path: Path, task: str, config: Any) -> dict[str, Any] | None:
+    """The server's text preprocessing for a sequence classifier or an encoder: the tokenizer's length limit, and
+    for a sentence-transformers directory (modules.json) its pooling and normalization."""
+    if task not in ("sequence-classification", "feature-extraction") or "input_ids" not in _input_names(config):
+        return None
+    settings: dict[str, Any] = {"task": "classify" if task == "sequence-classification" else "embed",
+                                "max_length": _max_length(path, config)}
+    if task == "sequence-classification":
+        if labels(path):
+            settings["labels_file"] = "labels.txt"
+        return settings
+    modules = _read_json(path / "modules.json")
+    if isinstance(modules, list):  # sentence-transformers: Transformer, Pooling, Normalize
+        kinds = {str(module.get("type", "")).rsplit(".", 1)[-1]: module
+                 for module in modules if isinstance(module, dict)}
+        pooling = _read_json(path / str(kinds.get("Pooling", {}).get("path", "")) / "config.json")
+        if isinstance(pooling, dict) and pooling.get("pooling_mode_cls_token"):
+            settings["pooling"] = "cls"
+        settings["normalize"] = "Normalize" in kinds
+    return settings
+
+
+def _max_length(path: Path, config: Any) -> int:
+    """sentence-transformers' max_seq_length, else the tokenizer's model_max_length, within the model's positions."""
+    positions = int(getattr(config, "max_position_embeddings", 0) or 512)
+    for file, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        value = (_read_json(path / file) or {}).get(key)
+        if isinstance(value, int) and 0 < value <= positions:
+            return value
+    return positions
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
 def labels(path: Path) -> list[str] | None:
     """The class names of a classifier (`id2label`), in class order."""
     id2label = json.loads((path / CONFIG_FILE).read_text()).get("id2label") or {}
@@ -123,15 +166,13 @@ def labels(path: Path) -> list[str] | None:
 def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np.random.Generator], list[np.ndarray]]]:
     """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values) and a maker
     of valid samples for them."""
-    if getattr(config, "model_type", "") in _IMAGE_MODEL_TYPES or not hasattr(config, "vocab_size"):
+    names = _input_names(config)
+    if names == ["pixel_values"]:
         channels = int(getattr(config, "num_channels", 3))
         size = getattr(config, "image_size", None) or 224
         height, width = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         pixels = InputSpec("pixel_values", np.dtype(np.float32), ("batch", channels, height, width))
         return [pixels], lambda count, rng: [rng.standard_normal((count, channels, height, width)).astype(np.float32)]
-    names = ["input_ids", "attention_mask"]
-    if getattr(config, "type_vocab_size", 0) and config.model_type not in _NO_TOKEN_TYPES:
-        names.append("token_type_ids")
     vocabulary = int(config.vocab_size)
 
     def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -142,6 +183,15 @@ def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np
         return [by_name[name] for name in names]
 
     return [InputSpec(name, np.dtype(np.int64), ("batch", "sequence")) for name in names], sample
+
+
+def _input_names(config: Any) -> list[str]:
+    if getattr(config, "model_type", "") in _IMAGE_MODEL_TYPES or not hasattr(config, "vocab_size"):
+        return ["pixel_values"]
+    names = ["input_ids", "attention_mask"]
+    if getattr(config, "type_vocab_size", 0) and config.model_type not in _NO_TOKEN_TYPES:
+        names.append("token_type_ids")
+    return names
 
 
 _IMAGE_MODEL_TYPES = frozenset({"vit", "swin", "convnext", "resnet", "mobilevit", "deit", "beit", "regnet"})

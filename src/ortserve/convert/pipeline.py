@@ -123,6 +123,7 @@ class LoadedSource:
     record: dict[str, Any]  # what provenance says of the source
     sample: Callable[[int, np.random.Generator], list[np.ndarray]] | None = None  # valid parity samples, if special
     files: dict[str, Path] = field(default_factory=dict)  # carried into the version directory, by name
+    settings: dict[str, Any] = field(default_factory=dict)  # config.yaml sections the model is served with
 
 
 def load_source(request: ConvertRequest) -> LoadedSource:
@@ -201,7 +202,8 @@ def _load_huggingface(request: ConvertRequest, record: dict[str, Any]) -> Loaded
         "huggingface", model.inputs, lambda feeds: pytorch.run(model.module, feeds),
         lambda path: pytorch.export(model.module, model.inputs, request.outputs or model.outputs, path,
                                     request.opset, request.exporter),
-        {"torch": torch.__version__, "transformers": transformers.__version__}, record, model.sample, files)
+        {"torch": torch.__version__, "transformers": transformers.__version__}, record, model.sample, files,
+        {"text": model.text} if model.text else {})
 
 
 def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> ConvertResult:
@@ -238,7 +240,8 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
             "seconds": round(time.perf_counter() - started, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        version_dir = publish(request.repository, request.model, onnx_path, provenance, loaded.files)
+        version_dir = publish(request.repository, request.model, onnx_path, provenance, loaded.files,
+                              loaded.settings)
     return ConvertResult(version_dir, parity, exporter)
 
 

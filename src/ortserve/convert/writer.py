@@ -62,9 +62,10 @@ def _versions(model_dir: Path) -> dict[int, Path]:
 
 
 def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str, Any],
-            files: dict[str, Path] | None = None) -> Path:
+            files: dict[str, Path] | None = None, settings: dict[str, Any] | None = None) -> Path:
     """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json (and copies of
-    `files`, by name: a tokenizer, labels) beside it.
+    `files`, by name: a tokenizer, labels) beside it. `settings` (config.yaml sections, e.g. its `text:`
+    preprocessing) are written into a config.yaml that does not set those sections yet.
 
     The model's config.yaml declares its inputs and outputs (a new version must keep them, or the server would
     refuse it); a model without a declaration gets its newest version's, or this one's when it is the first.
@@ -78,14 +79,15 @@ def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str,
         existing = _versions(model_dir)
         declaration = declare(_signature(existing[max(existing)]) if existing else signature)
         contract = parse_config(model, declaration)
+    unset = {name: value for name, value in (settings or {}).items() if getattr(config, name) is None}
     try:
         check_contract(model, "new", contract, signature)
     except ConfigError as exc:
         raise InvalidInput(f"the new version breaks the model's declared contract; nothing was written: {exc}") \
             from None
     model_dir.mkdir(parents=True, exist_ok=True)
-    if declaration:
-        update_config(model_dir, declaration)
+    if declaration or unset:
+        update_config(model_dir, {**declaration, **unset})
     version = next_version(model_dir)
     staged = onnx_path.parent / "staged"
     staged.mkdir()

@@ -141,6 +141,35 @@ class ImagePreprocessing(_Strict):
         return std
 
 
+class TextInputs(_Strict):
+    """Which model inputs receive the token ids, the attention mask and the token type ids; unset: the model's input
+    of the usual name (input_ids, attention_mask, token_type_ids), when it has one."""
+
+    ids: str | None = None
+    mask: str | None = None
+    type_ids: str | None = None
+
+
+class TextPreprocessing(_Strict):
+    """How raw strings become the model's token inputs (a `tokenizers` tokenizer.json), and how its output becomes
+    per-text embeddings or class labels."""
+
+    task: Literal["embed", "classify"]
+    tokenizer: str = "tokenizer.json"  # in the version directory, else the model directory
+    max_length: Annotated[int, Field(ge=1)] = 512  # tokens a text may have, special tokens included
+    truncation: bool = True  # off: a longer text is refused (400), not cut
+    inputs: TextInputs = TextInputs()
+    output: str | None = None  # the model output used; unset: the model's first output
+    # embed: an output of [batch, sequence, hidden] is pooled over the mask (`cls`: the first token's); an output
+    # of [batch, hidden] is the embedding already
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = False  # embed: scale each embedding to unit length (L2)
+    scores: Literal["logits", "probabilities"] = "logits"  # classify: logits get a softmax
+    labels_file: str | None = None  # classify: one label per line (version directory, else model directory)
+    input_name: str = "text"  # the BYTES input that V2 and TF Serving clients send strings to
+    default: bool = False  # the model POST /embed or POST /classify serves
+
+
 class QueueSettings(_Strict):
     """The bounded queue and admission control in front of a model's batches (runtime.admission)."""
 
@@ -263,6 +292,7 @@ class ModelConfig(_Strict):
     group: Group | None = None
     warmup: Warmup = Warmup()
     image: ImagePreprocessing | None = None
+    text: TextPreprocessing | None = None
     # The model's contract (as TF Serving's signature and Triton's config declare it); empty: not checked.
     inputs: list[TensorDeclaration] = Field(default_factory=list)
     outputs: list[TensorDeclaration] = Field(default_factory=list)
@@ -297,6 +327,12 @@ class ModelConfig(_Strict):
             others = sorted(name for name in self.model_fields_set if name != "group")
             if others:
                 raise ValueError(f"a group's config holds only `group:`; {', '.join(others)} belong to its members")
+        return self
+
+    @model_validator(mode="after")
+    def _one_kind_of_preprocessing(self) -> ModelConfig:
+        if self.image is not None and self.text is not None:
+            raise ValueError("a model takes images (`image:`) or texts (`text:`), not both")
         return self
 
     @model_validator(mode="after")

@@ -107,7 +107,7 @@ class VariantGroup:
         if model is None:
             raise NotFound("not in the repository")
         served = model.resolve()
-        if served.signature != self.signature:
+        if served.interface != self.signature:
             raise Unavailable(f"version {served.version} no longer has the group's inputs and outputs")
         load = self.loads[member]
         if load.resting_until_ns > now:

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -49,16 +50,34 @@ RunLater = Callable[[Callable[[], None]], None]
 Cancel = Callable[[], None]
 
 
+@dataclass(slots=True)
+class Assembled:
+    """A batch made from requests that cannot simply be stacked: the model's inputs, each request's refusal
+    (None: it is in the batch), and how the batch's outputs become the answers of the requests in it, in order."""
+
+    feeds: Tensors | None  # None when every request was refused
+    errors: list[Exception | None]
+    answers: Callable[[Tensors], list[Tensors]]
+
+
+class Assembly(Protocol):
+    """Requests that carry something else than the model's tensors (texts: runtime.text) and become a batch only
+    when it is taken; their answers are made from the batch's outputs."""
+
+    def assemble(self, requests: list[Tensors]) -> Assembled: ...
+
+
 @dataclass(slots=True, eq=False)
 class _Pending:
     inputs: Tensors
     rows: int
-    key: Hashable  # requests merge only when their keys (non-batch shapes) are equal
+    key: Hashable  # requests merge only when their keys (non-batch shapes, or their assembly) are equal
     done: Done
     started_ns: int  # when the request reached the core, for its end-to-end latency
     enqueued_ns: int
     deadline_ns: int  # perf_counter_ns; 0: none
     predicted_ns: int  # admission's prediction of its time to answer, checked against the real one
+    assembly: Assembly | None = None  # None: its inputs are the model's, stacked with the others'
     queued: bool = True  # until a batch takes it, or it is dropped or cancelled
 
 
@@ -128,18 +147,20 @@ class Batcher:
             self._lock.notify_all()
 
     def submit(self, inputs: Tensors, rows: int, key: Hashable, done: Done, started_ns: int, *,
-               deadline_ns: int = 0, run_later: RunLater | None = None) -> Cancel | None:
+               deadline_ns: int = 0, run_later: RunLater | None = None,
+               assembly: Assembly | None = None) -> Cancel | None:
         """Admit and queue a request (from any thread); `done` receives its outputs or its error. Raises
         Overloaded or ShuttingDown when it is refused. A caller that passes `run_later` may be handed
         `run_here`, which it must then call soon (see the module's docstring). Returns a callable that
         withdraws the request if it is still queued (its caller has gone), or None when the request runs at once
-        on the caller's thread, with nothing to withdraw it from."""
+        on the caller's thread, with nothing to withdraw it from. Requests with an `assembly` (and that as their
+        `key`) become a batch through it."""
         now = time.perf_counter_ns()
         with self._lock:
             if self._closing:
                 raise ShuttingDown("the model version is stopping and takes no new requests")
             predicted = self._admit(now, rows, deadline_ns, started_ns)
-            item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted)
+            item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted, assembly)
             self._stats.started()
             self._arrived(now, rows)
             claim = (run_later is not None and self._scheduler.fast and (self._claimed or not self._queue)
@@ -155,7 +176,8 @@ class Batcher:
                 run_later(self.run_here)
         return None
 
-    def run_now(self, inputs: Tensors, rows: int, started_ns: int) -> Tensors | None:
+    def run_now(self, inputs: Tensors, rows: int, started_ns: int, assembly: Assembly | None = None
+                ) -> Tensors | None:
         """The lean path, for a caller that waits on its own thread anyway (the engine's predict): when the
         version is idle (nothing queued, no batch running) and fast, run the request here and now as a batch of
         its own, with none of the queue's bookkeeping. None: not taken; submit it instead. An idle version admits
@@ -170,7 +192,7 @@ class Batcher:
             self._arrived(start, rows)
             instance.busy = True
             instance.expected_end_ns = start + int(self._scheduler.cost_ns(rows))
-        result = _execute(instance, inputs)
+        result = _execute(instance, inputs) if assembly is None else _execute_assembled(instance, assembly, inputs)
         computed_at = time.perf_counter_ns()
         ok = not isinstance(result, Exception)
         self._batch_ended(instance, rows, start, computed_at - start, ok, [])
@@ -372,22 +394,26 @@ class Batcher:
         start = time.perf_counter_ns()
         for item in batch:
             self._stats.queued(start - item.enqueued_ns)
-        if len(batch) == 1:
-            merged = batch[0].inputs
-        else:
-            merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
-        merged_at = time.perf_counter_ns()
-        outputs = _execute(instance, merged)
-        computed_at = time.perf_counter_ns()
+        assembly = batch[0].assembly
         results: list[Tensors | BaseException]
-        if not isinstance(outputs, Exception):
-            results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
+        if assembly is not None:
+            merged_at, computed_at, ok, results = _run_assembled(instance, assembly, batch)
         else:
-            results = [outputs] if len(batch) == 1 else [_execute(instance, item.inputs) for item in batch]
+            if len(batch) == 1:
+                merged = batch[0].inputs
+            else:
+                merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+            merged_at = time.perf_counter_ns()
+            outputs = _execute(instance, merged)
+            computed_at = time.perf_counter_ns()
+            ok = not isinstance(outputs, Exception)
+            if not isinstance(outputs, Exception):
+                results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
+            else:
+                results = [outputs] if len(batch) == 1 else [_execute(instance, item.inputs) for item in batch]
         rows = sum(item.rows for item in batch) or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
-        self._batch_ended(instance, rows, start, computed_at - merged_at,
-                          not isinstance(outputs, Exception), batch)
+        self._batch_ended(instance, rows, start, computed_at - merged_at, ok, batch)
         for item, result in zip(batch, results, strict=True):
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
@@ -450,6 +476,52 @@ def _execute(instance: _Instance, inputs: Tensors) -> Tensors | Exception:
         return instance.execute(inputs)
     except Exception as exc:
         return exc
+
+
+def _execute_assembled(instance: _Instance, assembly: Assembly, inputs: Tensors) -> Tensors | Exception:
+    """One request through its assembly, alone: its answer, or its refusal or the run's error."""
+    try:
+        assembled = assembly.assemble([inputs])
+    except Exception as exc:  # as in _run_assembled
+        log.exception("assembling a batch failed")
+        return exc
+    if assembled.feeds is None:
+        error = assembled.errors[0]
+        assert error is not None
+        return error
+    outputs = _execute(instance, assembled.feeds)
+    return outputs if isinstance(outputs, Exception) else assembled.answers(outputs)[0]
+
+
+def _run_assembled(instance: _Instance, assembly: Assembly, batch: list[_Pending]
+                   ) -> tuple[int, int, bool, list[Tensors | BaseException]]:
+    """An assembled batch: when it was made and run, whether it ran (its time then counts as the batch's cost),
+    and each request's answer. The requests the assembly refused get their refusal; when the batch fails, each
+    other one runs alone."""
+    try:
+        assembled = assembly.assemble([item.inputs for item in batch])
+    except Exception as exc:  # a fault of the assembly (its library), not of one request: the batch's answer
+        log.exception("assembling a batch failed")
+        now = time.perf_counter_ns()
+        return now, now, False, [exc] * len(batch)
+    merged_at = time.perf_counter_ns()
+    outputs: Tensors | Exception | None = None
+    answers: list[Tensors] = []
+    if assembled.feeds is not None:
+        outputs = _execute(instance, assembled.feeds)
+        if not isinstance(outputs, Exception):
+            answers = assembled.answers(outputs)
+    computed_at = time.perf_counter_ns()
+    answered = iter(answers)
+    results: list[Tensors | BaseException] = []
+    for item, error in zip(batch, assembled.errors, strict=True):
+        if error is not None:
+            results.append(error)
+        elif isinstance(outputs, Exception):
+            results.append(outputs if len(batch) == 1 else _execute_assembled(instance, assembly, item.inputs))
+        else:
+            results.append(next(answered))
+    return merged_at, computed_at, isinstance(outputs, dict), results
 
 
 def split_rows(outputs: Tensors, rows: list[int]) -> list[Tensors]:

@@ -17,6 +17,7 @@ from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
 from ortserve.runtime.sizing import describe, size_batches
+from ortserve.runtime.text import bind_text_model
 from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ def load_sessions(served: ServedVersion) -> None:
     served.max_batch_size = _effective_max_batch_size(served)
     if config.image is not None:
         served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
+    if config.text is not None:
+        if served.max_batch_size == 0:
+            raise ConfigError(f"model {served.model!r}: field 'text': texts are batched, so the model needs a dynamic "
+                              "first dimension on every input and output and max_batch_size above 0")
+        served.text = bind_text_model(served.model, served.path.parent, config.text, signature)
     served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
     wide = None
     if _may_prefer_one_thread(served, configured_threads):

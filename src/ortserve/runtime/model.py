@@ -22,13 +22,14 @@ from ortserve.routing.cache import ResponseCache, request_key
 from ortserve.routing.shadow import ShadowLane
 from ortserve.routing.split import Split
 from ortserve.runtime.admission import Admission, AdmissionPolicy
-from ortserve.runtime.batcher import Batcher, Cancel, Done, Execute, RunLater, Tensors
+from ortserve.runtime.batcher import Assembly, Batcher, Cancel, Done, Execute, RunLater, Tensors
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.instances import InstanceScaler, SessionPool
 from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
-from ortserve.runtime.signature import Signature
+from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.runtime.stats import VersionStats
+from ortserve.runtime.text import TextModel
 from ortserve.runtime.threads import ThreadChoice
 from ortserve.runtime.validate import check_inputs, check_outputs
 
@@ -68,6 +69,7 @@ class ServedVersion:
     providers: list[str] = field(default_factory=list)
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
+    text: TextModel | None = None  # set when config.yaml declares text preprocessing
     stats: VersionStats = field(default_factory=VersionStats)
     files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
     shared: Fingerprint = ()  # the model's other files it read (repository.layout.shared_fingerprint), likewise
@@ -87,6 +89,20 @@ class ServedVersion:
         view = copy.copy(self)
         view.model, view.version, view.observer = model, 1, observer
         return view
+
+    @property
+    def interface(self) -> Signature | None:
+        """What clients see and send: a text model's strings in and embeddings or scores out, else the ONNX
+        model's own signature. A text model also takes its token tensors, by the model's input names."""
+        return self.text.signature if self.text is not None else self.signature
+
+    def output_spec(self, name: str) -> TensorSpec | None:
+        """An output of the interface, or of the ONNX model (a text model answering its token tensors)."""
+        for signature in (self.interface, self.signature):
+            spec = None if signature is None else signature.output(name)
+            if spec is not None:
+                return spec
+        return None
 
     @property
     def batcher(self) -> Batcher | None:
@@ -185,14 +201,17 @@ class ServedVersion:
         a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
         once on the caller's thread."""
         start = time.perf_counter_ns()
-        batcher, rows, key = self._checked(inputs, outputs, start)
+        batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
+        if assembly is not None:
+            run_later = None  # tokenizing is the batch's work: never on the caller's thread, an event loop's
         observer = self.observer
         if observer is None:
-            return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later)
+            return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later,
+                                         assembly)
         observer.begin()
         try:
             return self._answer_or_queue(batcher, inputs, rows, key, outputs, _observed(done, observer, start), start,
-                                         deadline_ns, run_later)
+                                         deadline_ns, run_later, assembly)
         except BaseException as exc:  # refused: the observer hears of it as of any other end
             observer.end(time.perf_counter_ns() - start, exc)
             raise
@@ -205,28 +224,35 @@ class ServedVersion:
         if self.observer is not None or self.cache is not None or self.shadow is not None:
             return None
         start = time.perf_counter_ns()
-        batcher, rows, _ = self._checked(inputs, outputs, start)
-        result = batcher.run_now(inputs, rows, start)
+        batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
+        result = batcher.run_now(inputs, rows, start, assembly)
         if result is None or not outputs:
             return result
         return {name: result[name] for name in outputs}
 
-    def _checked(self, inputs: Tensors, outputs: list[str] | None, start: int) -> tuple[Batcher, int, Hashable]:
-        """The batcher, and the request's rows and batch key, once the version can serve and the request fits its
-        signature; what is wrong is raised (and counted as a failed request)."""
-        batcher, signature = self._batcher, self.signature
+    def _checked(self, inputs: Tensors, outputs: list[str] | None, start: int
+                 ) -> tuple[Batcher, Tensors, int, Hashable, Assembly | None]:
+        """The batcher, the request's inputs as they queue, its rows, batch key and assembly (texts), once the
+        version can serve and the request fits its signature; what is wrong is raised (and counted as a failed
+        request)."""
+        batcher, signature, text = self._batcher, self.signature, self.text
         if batcher is None or signature is None or self.state is not State.AVAILABLE:
             raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
         try:
+            if text is not None and text.takes(inputs):
+                check_outputs(text.signature, outputs)
+                texts = text.texts(inputs, self.max_batch_size)
+                return batcher, {text.input_name: texts}, len(texts), text, text
             check_outputs(signature, outputs)
             rows, key = check_inputs(signature, inputs, self.max_batch_size)
         except Exception:
             self.stats.request_done(time.perf_counter_ns() - start, False)
             raise
-        return batcher, rows, key
+        return batcher, inputs, rows, key, None
 
     def _answer_or_queue(self, batcher: Batcher, inputs: Tensors, rows: int, key: Hashable, outputs: list[str] | None,
-                         done: Done, start: int, deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
+                         done: Done, start: int, deadline_ns: int, run_later: RunLater | None,
+                         assembly: Assembly | None) -> Cancel | None:
         """A checked request: from the cache, or into the batcher (the answer to the cache and the shadow)."""
         cache, shadow = self.cache, self.shadow
         if cache is not None:
@@ -246,8 +272,10 @@ class ServedVersion:
             def pick(result: Tensors | BaseException) -> None:
                 done(result if isinstance(result, BaseException) else {name: result[name] for name in wanted})
 
-            return batcher.submit(inputs, rows, key, pick, start, deadline_ns=deadline_ns, run_later=run_later)
-        return batcher.submit(inputs, rows, key, done, start, deadline_ns=deadline_ns, run_later=run_later)
+            return batcher.submit(inputs, rows, key, pick, start, deadline_ns=deadline_ns, run_later=run_later,
+                                  assembly=assembly)
+        return batcher.submit(inputs, rows, key, done, start, deadline_ns=deadline_ns, run_later=run_later,
+                              assembly=assembly)
 
     async def infer(self, inputs: Tensors, outputs: list[str] | None = None, *, deadline_ns: int = 0,
                     gone: Callable[[], Awaitable[object]] | None = None) -> Tensors:

@@ -135,7 +135,7 @@ class ModelRegistry:
                 raise ConfigError(f"model {name!r}: field 'group.members' names {member!r}, which is not a model "
                                   "of the repository (nor a group)")
             try:
-                signature = model.resolve().signature
+                signature = model.resolve().interface
             except OrtServeError as exc:
                 raise ConfigError(f"model {name!r}: group member {member!r} cannot serve: {exc}") from None
             assert signature is not None

@@ -25,6 +25,7 @@ from ortserve.server.guard import ClientLimits, guarded
 from ortserve.server.http import HttpApp, Router
 from ortserve.server.metrics import Metrics
 from ortserve.server.rest_image import ImageRest
+from ortserve.server.rest_text import TextRest
 from ortserve.server.rest_tfserving import TfServingRest
 from ortserve.server.rest_v2 import V2Rest
 
@@ -53,6 +54,7 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
     V2Rest(plane).routes(router)
     TfServingRest(plane).routes(router)
     ImageRest(plane).routes(router)
+    TextRest(plane).routes(router)
     Metrics(plane).routes(router)
     return HttpApp(router, settings.max_body_bytes)
 

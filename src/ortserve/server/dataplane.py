@@ -86,6 +86,24 @@ class DataPlane:
         raise NotFound(f"several image models ({', '.join(marked or image_models)}): mark exactly one with "
                        "`image.default: true`, or name it: POST /v1/models/{model}:predict_image")
 
+    def default_text_model(self, task: str) -> str:
+        """The model POST /embed (task embed) or POST /classify (classify) serves: the text model of that task
+        marked `text.default`, or the only one."""
+        marked, found = [], []
+        for name, model in sorted(self.registry.models.items()):
+            text = None if model.config is None else model.config.text
+            if text is not None and text.task == task:
+                found.append(name)
+                if text.default:
+                    marked.append(name)
+        if len(marked) == 1 or (not marked and len(found) == 1):
+            return (marked or found)[0]
+        if not found:
+            raise NotFound(f"no model in the repository declares text preprocessing with task {task!r} "
+                           "(config.yaml `text:`)")
+        raise NotFound(f"several {task} models ({', '.join(marked or found)}): mark exactly one with "
+                       "`text.default: true`, or name it: POST /v1/models/{model}:predict_text")
+
     def authorize(self, authorization: str | None) -> None:
         """Refuse a repository API call (index, load, unload) that the model control does not allow."""
         self.control.authorize(authorization)

@@ -96,9 +96,9 @@ class PredictionService:
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise InvalidInput(f"metadata_field must be ['signature_def'], got {fields}")
-        assert served.signature is not None
+        assert served.interface is not None
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(_signature_def(served.signature))
+        signatures.signature_def[DEFAULT_SIGNATURE].CopyFrom(_signature_def(served.interface))
         response = get_model_metadata_pb2.GetModelMetadataResponse(model_spec=_answering_spec(served))
         response.metadata["signature_def"].Pack(signatures)
         return response

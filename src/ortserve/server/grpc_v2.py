@@ -105,28 +105,25 @@ class InferenceService:
     async def ModelMetadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
         served = self._served(request.name, request.version)
         model = self._plane.model(request.name)
-        assert served.signature is not None
+        assert served.interface is not None
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=served.model,
             versions=[str(v) for v in model.ready_versions()],
             platform=triton.PLATFORM,
-            inputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.inputs],
-            outputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.signature.outputs],
+            inputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.interface.inputs],
+            outputs=[tensor(name=s.name, datatype=s.type.v2, shape=s.shape) for s in served.interface.outputs],
         )
 
     def ModelInfer(self, request: pb.ModelInferRequest, call: Call) -> None:
         """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
         served = self._plane.version(request.model_name, parse_version(request.model_version),
                                      routing_key=call.metadata_value(ROUTING_KEY))
-        signature = served.signature
-        assert signature is not None
-
         def answer(results: dict[str, np.ndarray]) -> pb.ModelInferResponse:
             response = pb.ModelInferResponse(model_name=served.model, model_version=str(served.version),
                                              id=request.id)
             for name, array in results.items():
-                spec = signature.output(name)
+                spec = served.output_spec(name)
                 assert spec is not None
                 response.outputs.add(name=name, datatype=spec.type.v2, shape=array.shape)
                 response.raw_output_contents.append(bytes(array_to_bytes(array)))

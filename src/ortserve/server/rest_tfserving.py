@@ -112,12 +112,12 @@ class TfServingRest:
 
     async def metadata(self, request: Request, params: dict[str, str]) -> Response:
         served = self._served(params)
-        assert served.signature is not None
+        assert served.interface is not None
         return json_response({
             "model_spec": {"name": served.model, "signature_name": "", "version": str(served.version)},
             "metadata": {
                 "signature_def": {
-                    "signature_def": {DEFAULT_SIGNATURE: signature_def(served.signature)},
+                    "signature_def": {DEFAULT_SIGNATURE: signature_def(served.interface)},
                 },
                 "execution_providers": served.providers,
             },
@@ -129,7 +129,7 @@ class TfServingRest:
 
     async def predict(self, request: Request, params: dict[str, str]) -> Response:
         served = self._served(params, request.routing_key)
-        signature = served.signature
+        signature = served.interface
         assert signature is not None
         document = loads(request.body, frozenset({"instances", "inputs"}))
         require(isinstance(document, dict), "the request body must be a JSON object")

@@ -88,13 +88,13 @@ class V2Rest:
     async def model_metadata(self, request: Request, params: dict[str, str]) -> Response:
         served = self._served(params)
         model = self._plane.model(params["model"])
-        assert served.signature is not None
+        assert served.interface is not None
         return json_response({
             "name": served.model,
             "versions": [str(v) for v in model.ready_versions()],
             "platform": triton.PLATFORM,
-            "inputs": [_tensor_metadata(spec) for spec in served.signature.inputs],
-            "outputs": [_tensor_metadata(spec) for spec in served.signature.outputs],
+            "inputs": [_tensor_metadata(spec) for spec in served.interface.inputs],
+            "outputs": [_tensor_metadata(spec) for spec in served.interface.outputs],
             "execution_providers": served.providers,
         })
 
@@ -140,7 +140,7 @@ class V2Rest:
         arrived = time.perf_counter_ns()
         served = self._plane.version(params["model"], parse_version(params.get("version")),
                                      routing_key=request.routing_key)
-        assert served.signature is not None
+        assert served.interface is not None
         body = memoryview(request.body)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is None:
@@ -215,10 +215,9 @@ class V2Rest:
     @staticmethod
     def _encode(served: ServedVersion, request_id: Any, results: dict[str, np.ndarray],
                 choice: _OutputChoice) -> Response:
-        assert served.signature is not None
         entries, buffers, json_arrays = [], [], []
         for name, array in results.items():
-            spec = served.signature.output(name)
+            spec = served.output_spec(name)
             assert spec is not None
             entry: dict[str, Any] = {"name": name, "datatype": spec.type.v2, "shape": list(array.shape)}
             if choice.binary.get(name, choice.default_binary):

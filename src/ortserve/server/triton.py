@@ -20,7 +20,7 @@ def _config_tensor(spec: TensorSpec, batched: bool) -> dict[str, Any]:
 
 
 def model_config(served: ServedVersion) -> dict[str, Any]:
-    assert served.signature is not None
+    assert served.interface is not None
     batched = served.max_batch_size > 0
     batcher = served.batcher
     instances = batcher.state().instances if batcher is not None else served.config.instances.min
@@ -29,8 +29,8 @@ def model_config(served: ServedVersion) -> dict[str, Any]:
         "platform": PLATFORM,
         "backend": "onnxruntime",
         "max_batch_size": served.max_batch_size,
-        "input": [_config_tensor(spec, batched) for spec in served.signature.inputs],
-        "output": [_config_tensor(spec, batched) for spec in served.signature.outputs],
+        "input": [_config_tensor(spec, batched) for spec in served.interface.inputs],
+        "output": [_config_tensor(spec, batched) for spec in served.interface.outputs],
         "instance_group": [{"name": served.model, "count": instances,
                             "kind": "KIND_CPU" if served.gpu is None else "KIND_GPU"}],
         "parameters": {"execution_providers": {"string_value": ",".join(served.providers)}},

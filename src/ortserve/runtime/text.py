@@ -1,0 +1,250 @@
+"""Text models served from raw strings: a batch of texts becomes the model's token inputs (tokenized together,
+padded to the batch's longest text, the mask set), and its output becomes embeddings or class scores.
+
+Tokenization happens when a batch is assembled, on the thread that runs it (runtime.batcher's Assembly): one
+`encode_batch` call for every text of every request in the batch, off the event loop. Requests of different
+lengths share a batch; the mask keeps the padding out of attention and out of mean pooling, so a text's answer
+does not depend on its neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from ortserve.dtypes import BY_V2
+from ortserve.errors import ConfigError, InvalidInput
+from ortserve.repository.config import TextPreprocessing
+from ortserve.runtime.batcher import Assembled, Tensors
+from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
+
+EMBEDDINGS, SCORES, LABELS = "embeddings", "scores", "labels"
+_PAD_TOKENS = ("[PAD]", "<pad>", "<|endoftext|>", "</s>")
+_USUAL_NAMES = {"ids": "input_ids", "mask": "attention_mask", "type_ids": "token_type_ids"}
+
+
+@dataclass(eq=False)  # the batch key of its requests: compared by identity
+class TextModel:
+    model: str
+    config: TextPreprocessing
+    tokenizer: Tokenizer
+    ids: TensorSpec
+    mask: TensorSpec | None
+    type_ids: TensorSpec | None
+    output: TensorSpec
+    labels: list[str] | None
+    signature: Signature  # what clients see: strings in, embeddings or scores out
+
+    @property
+    def input_name(self) -> str:
+        return self.config.input_name
+
+    def takes(self, inputs: Tensors) -> bool:
+        """Whether a request sends strings (else it sends the model's own token tensors)."""
+        return len(inputs) == 1 and self.input_name in inputs
+
+    def texts(self, inputs: Tensors, max_batch_size: int) -> np.ndarray:
+        """A request's texts as a one-dimensional array of str, once its one input is found to hold them."""
+        array = inputs[self.input_name]
+        if array.dtype.kind not in "OSU":
+            raise InvalidInput(f"input {self.input_name!r} must hold strings (BYTES), got {array.dtype}")
+        if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
+            raise InvalidInput(f"input {self.input_name!r} has shape {list(array.shape)}; send one text per row: "
+                               "[n] or [n, 1]")
+        count = array.shape[0]
+        if count < 1:
+            raise InvalidInput(f"input {self.input_name!r} holds no text")
+        if max_batch_size and count > max_batch_size:
+            raise InvalidInput(f"{count} texts exceed the model's max_batch_size {max_batch_size}")
+        texts = np.empty(count, dtype=object)
+        texts[:] = [_as_text(index, item) for index, item in enumerate(array.reshape(-1))]
+        return texts
+
+    def assemble(self, requests: list[Tensors]) -> Assembled:
+        """Tokenize every text of the requests in one call; a request with a text over the limit (truncation off)
+        is refused, the others run padded to their longest text."""
+        texts: list[str] = []
+        for inputs in requests:
+            texts.extend(inputs[self.input_name])  # str already (texts())
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
+        lengths = mask.sum(axis=1)  # encodings are padded to the longest: the mask tells each text's length
+        limit = self.config.max_length
+        errors: list[Exception | None] = []
+        keep = np.ones(len(texts), bool)
+        start = 0
+        for inputs in requests:
+            stop = start + inputs[self.input_name].shape[0]
+            if lengths[start:stop].max() > limit:
+                index = int(np.argmax(lengths[start:stop]))
+                errors.append(InvalidInput(f"text {index} has more than {limit} tokens, the model's limit "
+                                           "(text.max_length), and text.truncation is off"))
+                keep[start:stop] = False
+            else:
+                errors.append(None)
+            start = stop
+        if not keep.any():
+            return Assembled(None, errors, lambda outputs: [])
+        width = int(lengths[keep].max())  # a refused text was longer: the kept ones need less padding
+        everything = keep.all()
+        mask = np.ascontiguousarray(mask[:, :width] if everything else mask[keep, :width])
+        feeds = {self.ids.name: self._column(encodings, "ids", keep, everything, width, self.ids)}
+        if self.mask is not None:
+            feeds[self.mask.name] = mask.astype(self.mask.type.numpy, copy=False)
+        if self.type_ids is not None:
+            feeds[self.type_ids.name] = self._column(encodings, "type_ids", keep, everything, width, self.type_ids)
+        counts = [inputs[self.input_name].shape[0] for inputs, error in zip(requests, errors, strict=True)
+                  if error is None]
+        pooling_mask = mask.astype(np.float32)
+        return Assembled(feeds, errors, lambda outputs: _split(self._answer(outputs, pooling_mask), counts))
+
+    @staticmethod
+    def _column(encodings: list, field: str, keep: np.ndarray, everything: bool, width: int,
+                spec: TensorSpec) -> np.ndarray:
+        """One of the encodings' fields as a [texts, width] array of the input's type, refused texts left out."""
+        values = np.array([getattr(encoding, field) for encoding in encodings], dtype=spec.type.numpy)
+        return np.ascontiguousarray(values[:, :width] if everything else values[keep, :width])
+
+    def _answer(self, outputs: Tensors, mask: np.ndarray) -> Tensors:
+        values = outputs[self.output.name]
+        if self.config.task == "embed":
+            return {EMBEDDINGS: self._embed(values, mask)}
+        scores = values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
+        if self.config.scores == "logits":
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        best = scores.argmax(axis=1)
+        names = np.empty(len(best), dtype=object)
+        names[:] = [self.label(int(index)) for index in best]
+        return {SCORES: scores, LABELS: names}
+
+    def _embed(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        values = values.astype(np.float32, copy=False)
+        if values.ndim == 3:
+            if self.config.pooling == "cls":
+                values = values[:, 0]
+            else:
+                counts = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+                values = np.einsum("bld,bl->bd", values, mask) / counts
+        if self.config.normalize:
+            norms = np.linalg.norm(values, axis=1, keepdims=True)
+            values = values / np.maximum(norms, 1e-12)
+        return np.ascontiguousarray(values, dtype=np.float32)
+
+    def label(self, index: int) -> str:
+        labels = self.labels
+        return labels[index] if labels is not None and index < len(labels) else str(index)
+
+
+def _as_text(index: int, item: object) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, bytes):
+        try:
+            return item.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput(f"text {index} is not UTF-8") from None
+    raise InvalidInput(f"text {index} is a {type(item).__name__}, not a string")
+
+
+def _split(answers: Tensors, counts: list[int]) -> list[Tensors]:
+    parts, start = [], 0
+    for count in counts:
+        parts.append({name: value[start:start + count] for name, value in answers.items()})
+        start += count
+    return parts
+
+
+def _find(directories: list[Path], name: str) -> Path | None:
+    return next((directory / name for directory in directories if (directory / name).is_file()), None)
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    padding = tokenizer.padding
+    if padding is not None:
+        return int(padding["pad_id"])
+    ids = (tokenizer.token_to_id(token) for token in _PAD_TOKENS)
+    return next((token_id for token_id in ids if token_id is not None), 0)
+
+
+def load_tokenizer(path: Path, config: TextPreprocessing) -> Tokenizer:
+    """The tokenizer as the server runs it: padding to the batch's longest text; truncation at max_length (off:
+    at one token past it, so that an over-long text is found without tokenizing all of it into the batch)."""
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises its own exception type for unreadable files
+        raise ConfigError(f"{path} is not a tokenizer.json the `tokenizers` library reads: {exc}") from None
+    pad_id = _pad_id(tokenizer)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
+    tokenizer.enable_truncation(config.max_length + (0 if config.truncation else 1))
+    return tokenizer
+
+
+def _model_input(signature: Signature, model: str, role: str, configured: str | None) -> TensorSpec | None:
+    name = configured or _USUAL_NAMES[role]
+    spec = signature.input(name)
+    if spec is None and configured is not None:
+        raise ConfigError(f"model {model!r}: field 'text.inputs.{role}' names {name!r}, which is not a model input")
+    if spec is not None and (spec.rank != 2 or spec.type.numpy.kind not in "iu"):
+        raise ConfigError(f"model {model!r}: input {name!r} of shape {list(spec.shape)} and type {spec.type.v2} "
+                          "does not take token ids as [batch, sequence] integers")
+    return spec
+
+
+def _labels(directories: list[Path], config: TextPreprocessing, model: str) -> list[str] | None:
+    if config.labels_file is not None:
+        path = _find(directories, config.labels_file)
+        if path is None:
+            raise ConfigError(f"model {model!r}: field 'text.labels_file': {config.labels_file} is in neither "
+                              f"{directories[0]} nor {directories[1]}")
+        return path.read_text().splitlines()
+    hf_config = _find(directories, "config.json")  # a Hugging Face config's id2label
+    if hf_config is None:
+        return None
+    try:
+        id2label = json.loads(hf_config.read_text()).get("id2label") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return [str(id2label.get(str(index), index)) for index in range(len(id2label))] or None
+
+
+def bind_text_model(model: str, version_dir: Path, config: TextPreprocessing, signature: Signature) -> TextModel:
+    """Check the text settings against the model signature; load the tokenizer and labels."""
+    directories = [version_dir, version_dir.parent]
+    tokenizer_path = _find(directories, config.tokenizer)
+    if tokenizer_path is None:
+        raise ConfigError(f"model {model!r}: field 'text.tokenizer': {config.tokenizer} is in neither "
+                          f"{version_dir} nor {version_dir.parent}")
+    ids = _model_input(signature, model, "ids", config.inputs.ids)
+    if ids is None:
+        raise ConfigError(f"model {model!r}: no input named 'input_ids'; name the token ids input in "
+                          "'text.inputs.ids'")
+    mask = _model_input(signature, model, "mask", config.inputs.mask)
+    type_ids = _model_input(signature, model, "type_ids", config.inputs.type_ids)
+    fed = {spec.name for spec in (ids, mask, type_ids) if spec is not None}
+    unfed = [spec.name for spec in signature.inputs if spec.name not in fed]
+    if unfed:
+        raise ConfigError(f"model {model!r}: the tokenizer feeds {sorted(fed)}, but the model also takes {unfed}; "
+                          "name them in 'text.inputs'")
+    output = signature.output(config.output) if config.output else signature.outputs[0]
+    if output is None:
+        raise ConfigError(f"model {model!r}: field 'text.output' names {config.output!r}, which is not a model "
+                          "output")
+    ranks, wanted = ((2, 3), "[batch, hidden] or [batch, sequence, hidden]") if config.task == "embed" else \
+        ((2,), "[batch, classes]")
+    if output.rank not in ranks:
+        raise ConfigError(f"model {model!r}: output {output.name!r} of shape {list(output.shape)} is not a {wanted} "
+                          f"tensor, as text.task {config.task!r} needs")
+    width = output.shape[-1]
+    strings = TensorSpec(config.input_name, BY_V2["BYTES"], (DYNAMIC,))
+    if config.task == "embed":
+        outputs = (TensorSpec(EMBEDDINGS, BY_V2["FP32"], (DYNAMIC, width)),)
+    else:
+        outputs = (TensorSpec(SCORES, BY_V2["FP32"], (DYNAMIC, width)), TensorSpec(LABELS, BY_V2["BYTES"], (DYNAMIC,)))
+    labels = _labels(directories, config, model) if config.task == "classify" else None
+    return TextModel(model, config, load_tokenizer(tokenizer_path, config), ids, mask, type_ids, output, labels,
+                     Signature((strings,), outputs))

@@ -1,0 +1,87 @@
+"""Text models over HTTP: a JSON list of strings in, embeddings or the top labels of each text out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ortserve.errors import InvalidInput, require
+from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.text import EMBEDDINGS, SCORES
+from ortserve.server.codec import dumps, loads
+from ortserve.server.dataplane import DataPlane, parse_version
+from ortserve.server.http import Request, Response, Router
+from ortserve.server.rest_tfserving import MODEL_PATH
+
+DEFAULT_TOP_K = 5
+
+
+def _texts(document: Any) -> np.ndarray:
+    require(isinstance(document, dict), 'the request body must be a JSON object: {"texts": ["...", ...]}')
+    texts = document.get("texts")
+    require(texts is not None, "the body has no 'texts': send {\"texts\": [\"...\", ...]}")
+    require(isinstance(texts, list), f"'texts' must be a list of strings, got {type(texts).__name__}")
+    require(len(texts) > 0, "'texts' is empty: send at least one text")
+    for index, text in enumerate(texts):
+        require(isinstance(text, str), f"texts[{index}] is a {type(text).__name__}, not a string")
+    array = np.empty(len(texts), dtype=object)
+    array[:] = texts
+    return array
+
+
+def _top_k(document: dict[str, Any], classes: int) -> int:
+    value = document.get("top_k", min(DEFAULT_TOP_K, classes))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= classes:
+        raise InvalidInput(f"top_k must be an integer from 1 to {classes}, got {value!r}")
+    return value
+
+
+class TextRest:
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+
+    def routes(self, router: Router) -> None:
+        router.add("POST", "/embed", self.embed_default)
+        router.add("POST", "/classify", self.classify_default)
+        router.add("POST", MODEL_PATH + ":predict_text", self.predict_named)
+
+    async def embed_default(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._plane.version(self._plane.default_text_model("embed"), routing_key=request.routing_key)
+        return await self._predict(request, served)
+
+    async def classify_default(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._plane.version(self._plane.default_text_model("classify"), routing_key=request.routing_key)
+        return await self._predict(request, served)
+
+    async def predict_named(self, request: Request, params: dict[str, str]) -> Response:
+        served = self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"),
+                                     request.routing_key)
+        return await self._predict(request, served)
+
+    async def _predict(self, request: Request, served: ServedVersion) -> Response:
+        text = served.text
+        if text is None:
+            raise InvalidInput(f"model {served.model!r} has no text preprocessing (config.yaml `text:`)")
+        document = loads(request.body)
+        texts = _texts(document)
+        embedding = text.config.task == "embed"
+        top_k = 0 if embedding else _top_k(document, int(text.signature.outputs[0].shape[-1]))
+        served.precheck()
+        start = time.perf_counter()
+        wanted = EMBEDDINGS if embedding else SCORES
+        results = await served.infer({text.input_name: texts}, [wanted], gone=request.disconnected)
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+        answer: dict[str, Any] = {"model": served.model, "version": str(served.version)}
+        if embedding:
+            answer["embeddings"] = results[EMBEDDINGS]
+        else:
+            scores = results[SCORES]
+            best = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+            answer["predictions"] = [
+                [{"label": text.label(int(index)), "class_id": int(index), "confidence": float(row[index])}
+                 for index in indices] for row, indices in zip(scores, best, strict=True)]
+        answer["inference_time_ms"] = elapsed_ms
+        arrays = [results[EMBEDDINGS]] if embedding else []
+        return Response(200, dumps(answer, arrays))
