@@ -25,6 +25,7 @@ install-test: $(BIN)/python
 run: install
 	$(BIN)/python -m ortserve.examples.demo --log-level $(LOG_LEVEL) $(DEMO_REPOSITORY)
 	@echo "try: curl -s -F image=@your-photo.jpg http://$(HOST):$(REST_PORT)/predict"
+	@echo "     curl -s http://$(HOST):$(REST_PORT)/embed -d '{\"texts\": [\"A man is eating food.\"]}'"
 	$(BIN)/ortserve --log-level $(LOG_LEVEL) serve $(DEMO_REPOSITORY) --host $(HOST) --rest-port $(REST_PORT) --grpc-port $(GRPC_PORT)
 
 lint: install-test

@@ -16,6 +16,14 @@ wrk.method = "POST"
 for name, value in string.gmatch(os.getenv("ORTSERVE_HEADERS") or "", "([^:\n]+):([^\n]+)") do
   wrk.headers[name] = value
 end
+if os.getenv("ORTSERVE_ROTATE") == "1" then  -- one body per line, taken in turn
+  local bodies, next_body = {}, 0
+  for line in string.gmatch(wrk.body, "[^\n]+") do bodies[#bodies + 1] = line end
+  request = function()
+    next_body = next_body % #bodies + 1
+    return wrk.format(nil, nil, nil, bodies[next_body])
+  end
+end
 """
 _UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6}
 
@@ -56,12 +64,14 @@ def _latency_us(text: str, percentile: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def wrk(url: str, body: Path, concurrency: int, *, headers: dict[str, str], duration_s: int = 5) -> LoadResult:
-    """POST the same body over `concurrency` keep-alive connections from one wrk thread."""
+def wrk(url: str, body: Path, concurrency: int, *, headers: dict[str, str], duration_s: int = 5,
+        rotate: bool = False) -> LoadResult:
+    """POST the same body over `concurrency` keep-alive connections from one wrk thread; with `rotate`, the file
+    holds one body per line, sent in turn."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(_WRK_SCRIPT)
         script.flush()
-        environment = dict(os.environ, ORTSERVE_BODY=str(body),
+        environment = dict(os.environ, ORTSERVE_BODY=str(body), ORTSERVE_ROTATE="1" if rotate else "0",
                            ORTSERVE_HEADERS="\n".join(f"{k}:{v}" for k, v in headers.items()))
         completed = subprocess.run(
             ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", "--timeout", "30s", "-s",

@@ -158,6 +158,9 @@ class TextPreprocessing(_Strict):
     tokenizer: str = "tokenizer.json"  # in the version directory, else the model directory
     max_length: Annotated[int, Field(ge=1)] = 512  # tokens a text may have, special tokens included
     truncation: bool = True  # off: a longer text is refused (400), not cut
+    # A batch's texts are sorted by length and run in as many session runs as keep each run's padding (to its
+    # longest text) under this share of its tokens; 1: one run padded to the batch's longest text
+    max_padding: Annotated[float, Field(ge=0, le=1)] = 0.2
     inputs: TextInputs = TextInputs()
     output: str | None = None  # the model output used; unset: the model's first output
     # embed: an output of [batch, sequence, hidden] is pooled over the mask (`cls`: the first token's); an output

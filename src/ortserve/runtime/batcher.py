@@ -52,12 +52,13 @@ Cancel = Callable[[], None]
 
 @dataclass(slots=True)
 class Assembled:
-    """A batch made from requests that cannot simply be stacked: the model's inputs, each request's refusal
-    (None: it is in the batch), and how the batch's outputs become the answers of the requests in it, in order."""
+    """A batch made from requests that cannot simply be stacked: the model's inputs for each of its session runs,
+    each request's refusal (None: it is in the batch), and how the runs' outputs become the answers of the
+    requests in it, in order."""
 
-    feeds: Tensors | None  # None when every request was refused
+    feeds: list[Tensors]  # empty when every request was refused
     errors: list[Exception | None]
-    answers: Callable[[Tensors], list[Tensors]]
+    answers: Callable[[list[Tensors]], list[Tensors]]
 
 
 class Assembly(Protocol):
@@ -478,6 +479,17 @@ def _execute(instance: _Instance, inputs: Tensors) -> Tensors | Exception:
         return exc
 
 
+def _execute_runs(instance: _Instance, assembled: Assembled) -> list[Tensors] | Exception:
+    """Each of the assembled batch's runs, in order: their outputs, or the first error."""
+    outputs = []
+    for feeds in assembled.feeds:
+        result = _execute(instance, feeds)
+        if isinstance(result, Exception):
+            return result
+        outputs.append(result)
+    return outputs
+
+
 def _execute_assembled(instance: _Instance, assembly: Assembly, inputs: Tensors) -> Tensors | Exception:
     """One request through its assembly, alone: its answer, or its refusal or the run's error."""
     try:
@@ -485,11 +497,11 @@ def _execute_assembled(instance: _Instance, assembly: Assembly, inputs: Tensors)
     except Exception as exc:  # as in _run_assembled
         log.exception("assembling a batch failed")
         return exc
-    if assembled.feeds is None:
+    if not assembled.feeds:
         error = assembled.errors[0]
         assert error is not None
         return error
-    outputs = _execute(instance, assembled.feeds)
+    outputs = _execute_runs(instance, assembled)
     return outputs if isinstance(outputs, Exception) else assembled.answers(outputs)[0]
 
 
@@ -505,10 +517,10 @@ def _run_assembled(instance: _Instance, assembly: Assembly, batch: list[_Pending
         now = time.perf_counter_ns()
         return now, now, False, [exc] * len(batch)
     merged_at = time.perf_counter_ns()
-    outputs: Tensors | Exception | None = None
+    outputs: list[Tensors] | Exception | None = None
     answers: list[Tensors] = []
-    if assembled.feeds is not None:
-        outputs = _execute(instance, assembled.feeds)
+    if assembled.feeds:
+        outputs = _execute_runs(instance, assembled)
         if not isinstance(outputs, Exception):
             answers = assembled.answers(outputs)
     computed_at = time.perf_counter_ns()
@@ -521,7 +533,7 @@ def _run_assembled(instance: _Instance, assembly: Assembly, batch: list[_Pending
             results.append(outputs if len(batch) == 1 else _execute_assembled(instance, assembly, item.inputs))
         else:
             results.append(next(answered))
-    return merged_at, computed_at, isinstance(outputs, dict), results
+    return merged_at, computed_at, isinstance(outputs, list), results
 
 
 def split_rows(outputs: Tensors, rows: list[int]) -> list[Tensors]:
