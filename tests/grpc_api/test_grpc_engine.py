@@ -126,3 +126,48 @@ def test_sigterm_stops_the_server_after_grpc_traffic(repository: Path, tmp_path:
             assert all(call.result(timeout=30).model_name == "mlp" for call in calls)
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(timeout=30) == 0, running.log()
+
+
+def test_answered_calls_free_their_streams_without_the_garbage_collector(tmp_path: Path) -> None:
+    """A queued call holds a cancel callback that reaches back to the call (a reference cycle); the core counts
+    the call's stream as allocated until the call is freed, and past max_concurrent_streams such streams it refuses
+    new ones. Answering breaks the cycle, so calls are freed by reference counting alone: with the cyclic garbage
+    collector off, many more queued calls than max_concurrent_streams all succeed (before the fix, the rollout tests
+    saw REFUSED_STREAM whenever the collector lagged)."""
+    import asyncio
+    import gc
+    import threading
+
+    from ortserve.bench.server import free_port
+    from ortserve.examples.models import mlp, save
+    from ortserve.runtime.gpu import GpuMonitor
+    from ortserve.runtime.registry import ModelRegistry
+    from ortserve.server.app import ServerSettings, build_grpc_server
+    from ortserve.server.control import ModelControl
+    from ortserve.server.dataplane import DataPlane
+    from tests.conftest import write_config
+
+    save(mlp(), tmp_path, "queued")
+    write_config(tmp_path, "queued", {"max_batch_size": 8, "max_queue_delay_us": 500})  # every call is queued
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    registry = ModelRegistry(tmp_path)
+    asyncio.run_coroutine_threadsafe(registry.load_all(), loop).result()
+    plane = DataPlane(registry, GpuMonitor.open(), ModelControl("none", None, loopback_only=True))
+    port = free_port()
+    server = build_grpc_server(plane, ServerSettings(repository=tmp_path, grpc_port=port, grpc_max_streams=16), loop)
+    server.start()
+    gc.disable()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as opened:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(opened)
+            batch = np.ones((1, 784), np.float32)
+            for _ in range(64):  # four times the streams one connection may hold
+                stub.ModelInfer(_request("queued", batch), timeout=30)
+    finally:
+        gc.enable()
+        server.stop(1)
+        registry.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()

@@ -145,6 +145,10 @@ class Call:
                 return
             self._answered = True
             closing = self._closing
+            # The cancel callback holds the queued request, whose answer callback holds this call: a cycle that
+            # only the cyclic garbage collector frees, and the core counts a call's stream as allocated until the
+            # call is freed. Past max_concurrent_streams such streams, it refuses new ones (REFUSED_STREAM).
+            self._on_cancel = None
         operations = [cygrpc.SendInitialMetadataOperation(None, 0)]
         if message is not None:
             operations.append(cygrpc.SendMessageOperation(message, 0))
