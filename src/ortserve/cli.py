@@ -14,6 +14,7 @@ from ortserve import __version__
 from ortserve.bench import cli as bench_cli
 from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
+from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 from ortserve.server.guard import ClientLimits
@@ -22,7 +23,16 @@ DEMO_REPOSITORY = Path("demo-repository")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    repository = Path(args.repository) if args.repository else DEMO_REPOSITORY
+    remote = None
+    if args.repository is not None and is_remote(args.repository):
+        try:
+            remote = RemoteRepository(args.repository, Path(args.cache_dir))
+        except OrtServeError as exc:
+            print(f"ortserve: {exc}", file=sys.stderr)
+            return 2
+        repository = remote.path
+    else:
+        repository = Path(args.repository) if args.repository else DEMO_REPOSITORY
     if args.repository is None and not repository.is_dir():
         print(f"ortserve: no repository given and no demo repository in ./{DEMO_REPOSITORY}; build it with "
               f"`python -m ortserve.examples.demo {DEMO_REPOSITORY}` (or `make run`)", file=sys.stderr)
@@ -32,6 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     settings = ServerSettings(
         repository=repository,
+        remote=remote,
         host=args.host,
         rest_port=args.rest_port,
         grpc_port=args.grpc_port,
@@ -120,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve a model repository over REST and gRPC (TF Serving, KServe V2)")
     serve_parser.add_argument(
         "repository", nargs="?",
-        help=f"model repository: REPO/<model>/<version>/model.onnx (default: ./{DEMO_REPOSITORY})")
+        help=f"model repository: REPO/<model>/<version>/model.onnx (default: ./{DEMO_REPOSITORY}); or a URL "
+             "(s3://bucket/prefix, gs://, az://, file://), mirrored into --cache-dir")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
     serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")
@@ -152,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
              "the repository API loads and unloads; none: load once at start (default poll)")
     serve_parser.add_argument("--poll-interval", type=_positive_seconds, default=2.0,
                               help="seconds between two looks at the repository under poll (default 2)")
+    serve_parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE),
+                              help="where a repository on object storage is mirrored, its files kept by content "
+                                   f"and reused across restarts (default {DEFAULT_CACHE})")
     serve_parser.add_argument(
         "--admin-token",
         help=f"token the repository API (index, load, unload) requires as 'Authorization: Bearer TOKEN' (default: "

@@ -53,8 +53,9 @@ class RunningServer:
             self.process.kill()
 
 
-def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float = 120,
-                 env: dict[str, str] | None = None) -> RunningServer:
+def start_server(repository: Path | str, log_path: Path, *extra: str, timeout_s: float = 120,
+                 env: dict[str, str] | None = None, wait_ready: bool = True) -> RunningServer:
+    """Start `ortserve serve` on free loopback ports; return once it is ready (or only live: `wait_ready`)."""
     rest_port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "ortserve", "serve", str(repository), "--host", "127.0.0.1",
                "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), *extra]
@@ -67,7 +68,8 @@ def start_server(repository: Path, log_path: Path, *extra: str, timeout_s: float
         if process.poll() is not None:
             raise RuntimeError(f"ortserve exited with {process.returncode}:\n{server.log()}")
         try:
-            with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=1) as response:
+            health = "ready" if wait_ready else "live"
+            with urllib.request.urlopen(f"{server.url}/v2/health/{health}", timeout=1) as response:
                 if response.status == 200:
                     return server
         except (urllib.error.URLError, ConnectionError):  # not listening yet, or 503 while loading

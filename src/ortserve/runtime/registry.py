@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,8 +71,9 @@ class ModelRegistry:
     what leaves finishes its queued and running requests before it unloads. A request never meets a model
     without an available version while one could serve it."""
 
-    def __init__(self, repository: Path) -> None:
+    def __init__(self, repository: Path, refresh: Callable[[], Awaitable[object]] | None = None) -> None:
         self.repository = repository
+        self._refresh = refresh  # brings a mirrored repository up to date (repository.remote) before each look
         self.models: dict[str, ServedModel] = {}
         self.loaded = False  # the first load of the whole repository has finished
         self.fingerprints: dict[str, Fingerprint] = {}  # each model directory as its last load read it
@@ -91,6 +93,11 @@ class ModelRegistry:
         for name in [name for name in names if name not in groups] + groups:  # a group after its members
             await self.load(name)
         self.loaded = True
+
+    async def refresh(self) -> None:
+        """Bring a mirrored repository (object storage: repository.remote) up to date with its store."""
+        if self._refresh is not None:
+            await self._refresh()
 
     async def load(self, name: str) -> ServedModel:
         """Bring a model in line with its directory: a rollout (see the class). A failure is recorded on the
@@ -255,6 +262,7 @@ class ModelRegistry:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                await self.refresh()
                 found = await changes(self.repository, self.fingerprints, settle_s)
             except (ConfigError, OSError) as exc:  # the repository itself went away or became unreadable
                 log.error("polling the model repository failed: %s", exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Generator
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import uvicorn
 
+from ortserve.errors import ConfigError
 from ortserve.protos.inference import grpc_service_pb2
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
+from ortserve.repository.remote import RemoteRepository, redacted
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.control import ControlMode, ModelControl, is_loopback
@@ -34,7 +37,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerSettings:
-    repository: Path
+    repository: Path  # a local repository, or the mirror of `remote`
+    remote: RemoteRepository | None = None  # a repository on object storage, mirrored into `repository`
     host: str = "127.0.0.1"
     rest_port: int = 8501
     grpc_port: int = 8500
@@ -73,7 +77,13 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
 
 
 async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) -> None:
-    """Load the repository; then, under `--model-control poll`, follow its changes until cancelled."""
+    """Load the repository (a remote one mirrored first); then, under `--model-control poll`, follow its changes
+    until cancelled."""
+    if settings.remote is not None:
+        try:
+            await registry.refresh()
+        except (ConfigError, OSError) as exc:  # the store is unreachable or the prefix missing: polls try again
+            log.error("reading the model repository %s failed: %s", redacted(settings.remote.url), exc)
     await registry.load_all()
     log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d; model control %s", settings.repository,
              settings.host, settings.rest_port, settings.host, settings.grpc_port, settings.model_control)
@@ -93,7 +103,9 @@ async def serve(settings: ServerSettings) -> None:
     """Start listening at once (live, not ready), load the repository, then serve until SIGTERM or SIGINT; then
     drain: readiness goes false and new requests are refused, what is queued and running is answered within
     `drain_timeout_s`, what is left is refused, and the servers stop. A second signal stops the wait."""
-    registry = ModelRegistry(settings.repository)
+    remote = settings.remote
+    registry = ModelRegistry(settings.repository,
+                             None if remote is None else functools.partial(asyncio.to_thread, remote.sync))
     control = ModelControl(settings.model_control, settings.admin_token, loopback_only=is_loopback(settings.host))
     plane = DataPlane(registry, GpuMonitor.open(), control)
     config = uvicorn.Config(

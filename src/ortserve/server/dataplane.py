@@ -113,6 +113,7 @@ class DataPlane:
         up (what served before then still serves)."""
         self.control.authorize(authorization)
         self.control.allow_load()
+        await self.registry.refresh()
         model = await self.registry.load(name)
         if model.error or model.reload_error or not model.is_ready():
             reasons = model.error or model.reload_error or "; ".join(
