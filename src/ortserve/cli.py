@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvloop
 
-from ortserve import __version__
+from ortserve import __version__, ray_cli
 from ortserve.bench import cli as bench_cli
 from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_parser.set_defaults(handler=optimize_cli.guarded(_export_tf, "export-tf"))
     optimize_cli.register(commands)
     bench_cli.register(commands)
+    ray_cli.register(commands)
     return parser
 
 

@@ -35,9 +35,12 @@ class ModelControl:
     mode: ControlMode
     token: str | None
     loopback_only: bool  # the server listens on loopback only
+    closed: str | None = None  # why the repository API is closed whatever the caller sends (a Ray Serve replica)
 
     def authorize(self, authorization: str | None) -> None:
         """Allow a repository call carrying `authorization` (HTTP header or gRPC metadata), or refuse it."""
+        if self.closed is not None:
+            raise PermissionDenied(self.closed)
         if self.token is None:
             if not self.loopback_only:
                 raise PermissionDenied(
