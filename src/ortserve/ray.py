@@ -152,10 +152,12 @@ def application(repository: str | Path, *, replicas: int = 1, autoscale: tuple[i
 
 
 def run(repository: str | Path, *, address: str | None = None, host: str = "127.0.0.1",
-        http_port: int = DEFAULT_HTTP_PORT, grpc_port: int | None = None, **options: Any) -> None:
+        http_port: int = DEFAULT_HTTP_PORT, grpc_port: int | None = None, proxy_location: str = "EveryNode",
+        **options: Any) -> None:
     """Deploy the repository on the Ray cluster at `address` (`auto`, `ray://...`; None: start a local one), with
     Ray Serve's HTTP proxy on host:http_port and, with `grpc_port`, its gRPC proxy carrying TF Serving's and KServe
-    V2's services; `options` as for application(). Returns once every replica is up."""
+    V2's services; a proxy on every node, or only the head's (`HeadOnly`: several nodes on one machine would
+    otherwise share the ports); `options` as for application(). Returns once every replica is up."""
     if not ray.is_initialized():
         if address is None:
             ray.init(include_dashboard=False, _node_ip_address=None if host == "0.0.0.0" else host)
@@ -163,7 +165,8 @@ def run(repository: str | Path, *, address: str | None = None, host: str = "127.
             ray.init(address=address)
     grpc_options = None if grpc_port is None else {"port": grpc_port,
                                                    "grpc_servicer_functions": list(SERVICER_FUNCTIONS)}
-    serve.start(http_options={"host": host, "port": http_port}, grpc_options=grpc_options)
+    serve.start(http_options={"host": host, "port": http_port}, grpc_options=grpc_options,
+                proxy_location=proxy_location)
     serve.run(application(repository, **options), name=APPLICATION, route_prefix="/")
 
 
