@@ -28,7 +28,9 @@ from typing import Any
 
 import ray
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry
 from ray import serve
+from ray.util.metrics import Gauge
 
 from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
 from ortserve.runtime.gpu import GpuMonitor
@@ -40,6 +42,7 @@ from ortserve.server.grpc_bridge import SERVICER_FUNCTIONS, CallFailed, GrpcBrid
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.http import HttpApp
+from ortserve.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ DEFAULT_HTTP_PORT = 8000
 # (admission refuses past its own bound, so Ray's limit only has to be above it)
 TARGET_ONGOING_REQUESTS = 8
 MAX_ONGOING_REQUESTS = 256
+METRICS_EXPORT_S = 5.0  # how often a replica copies its statistics into Ray's metrics
 CLOSED = ("the repository API is closed under Ray Serve: a call would reach one replica only; change the "
           "repository (or object storage) and every replica's poll rolls the change out")
 
@@ -65,6 +69,7 @@ class OrtServeReplica:
                                                                                            remote.sync))
         await self._registry.refresh()
         await self._registry.load_all()
+        self._started_with = frozenset(self._registry.models)  # what the replica's health answers for
         self._watch = (asyncio.ensure_future(self._registry.watch(poll_interval_s)) if model_control == "poll"
                        else None)
         self._plane = DataPlane(self._registry, GpuMonitor.open(),
@@ -72,14 +77,20 @@ class OrtServeReplica:
         self._settings = ServerSettings(repository=path, model_control=model_control)
         self._grpc = GrpcBridge(self._plane)
         self._drain_timeout_s = drain_timeout_s
+        self._metrics = RayMetrics(Metrics(self._plane).registry, serve.get_replica_context().replica_id.unique_id)
+        self._export = asyncio.ensure_future(self._metrics.run(METRICS_EXPORT_S))
 
     def __serve_build_asgi_app__(self) -> HttpApp:
         return build_http_app(self._plane, self._settings)
 
     def check_health(self) -> None:
-        """Ray Serve's health check: unhealthy (with the reasons) while a model of the repository cannot serve."""
+        """Ray Serve's health check: unhealthy (with the reasons) while a model the replica started with cannot
+        serve, so that Ray replaces it. A model added later that fails to load does not fail the replicas (all of
+        them would, and a restart would not mend it): it is reported by the status endpoints, as standalone."""
         problems = []
         for name, model in sorted(self._registry.models.items()):
+            if name not in self._started_with:
+                continue
             if model.error:
                 problems.append(f"model {name!r}: {model.error}")
             elif not model.is_ready():
@@ -90,12 +101,38 @@ class OrtServeReplica:
 
     async def __del__(self) -> None:
         """A graceful replica shutdown (scale-down, rolling update): answer what is queued, then stop."""
+        self._export.cancel()
         if self._watch is not None:
             self._watch.cancel()
         refused = await self._plane.drain(self._drain_timeout_s)
         if refused:
             log.warning("%d queued requests were refused: the drain ran out of time", refused)
         self._registry.stop()
+
+
+class RayMetrics:
+    """A replica's Prometheus samples (the server's /metrics) copied into Ray's metrics as gauges tagged with the
+    replica, so that Ray's metrics export (each node's metrics agent, scraped by Prometheus) carries every
+    replica's: counters and histogram buckets keep their cumulative values."""
+
+    def __init__(self, registry: CollectorRegistry, replica: str) -> None:
+        self._registry = registry
+        self._replica = replica
+        self._gauges: dict[str, Gauge] = {}
+
+    def export(self) -> None:
+        for family in self._registry.collect():
+            for sample in family.samples:
+                gauge = self._gauges.get(sample.name)
+                if gauge is None:
+                    gauge = self._gauges[sample.name] = Gauge(sample.name, description=family.documentation,
+                                                              tag_keys=("replica", *sorted(sample.labels)))
+                gauge.set(sample.value, tags={"replica": self._replica, **sample.labels})
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            self.export()
+            await asyncio.sleep(interval_s)
 
 
 def _rpc(name: str) -> Callable[..., Any]:
@@ -167,7 +204,14 @@ def run(repository: str | Path, *, address: str | None = None, host: str = "127.
                                                    "grpc_servicer_functions": list(SERVICER_FUNCTIONS)}
     serve.start(http_options={"host": host, "port": http_port}, grpc_options=grpc_options,
                 proxy_location=proxy_location)
-    serve.run(application(repository, **options), name=APPLICATION, route_prefix="/")
+    try:
+        serve.run(application(repository, **options), name=APPLICATION, route_prefix="/")
+    except RuntimeError as exc:  # Ray Serve says that the deployment failed; its status says why
+        status = serve.status().applications.get(APPLICATION)
+        # each message ends with the replica's traceback, whose last line is the reason (check_health's)
+        reasons = [] if status is None else [d.message.strip().splitlines()[-1]
+                                             for d in status.deployments.values() if d.message.strip()]
+        raise RuntimeError("; ".join([str(exc), *reasons])) from None
 
 
 def shutdown() -> None:

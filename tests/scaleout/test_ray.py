@@ -188,3 +188,37 @@ def test_autoscaling_from_one_replica_to_two_and_back(cluster: dict[str, int], t
         _wait(lambda: len(_replicas()) == 2, 90, "no second replica under load")
     assert traffic.failures == [], traffic.failures[:3]
     _wait(lambda: len(_replicas()) == 1, 120, "the second replica stayed after the load")
+
+
+def test_every_replicas_metrics_reach_rays_metrics_export(cluster: dict[str, int], tmp_path: Path) -> None:
+    save(mlp(seed=1), tmp_path, "mlp")
+    _deploy(tmp_path, cluster, replicas=2, max_replicas_per_node=1)
+    url = f"http://127.0.0.1:{cluster['http']}"
+    for _ in range(20):
+        assert httpx.post(f"{url}/v2/models/mlp/infer", json=_v2_body(np.ones((1, 784), np.float32)),
+                          timeout=30).status_code == 200
+    replicas = {actor["Name"].rsplit("#", 1)[-1] for actor in _replicas()}
+    ports = {node["MetricsExportPort"] for node in ray.nodes() if node["Alive"]}
+
+    def counted() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for port in ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            for line in text.splitlines():
+                if line.startswith("ray_ortserve_requests_total{") and 'model="mlp"' in line:
+                    replica = line.split('replica="', 1)[1].split('"', 1)[0]
+                    found[replica] = found.get(replica, 0.0) + float(line.rsplit(" ", 1)[1])
+        return found
+
+    _wait(lambda: set(counted()) == replicas, 60, f"not every replica's requests were exported: {counted()}")
+    assert sum(counted().values()) >= 20
+
+
+def test_a_replica_whose_model_cannot_load_is_unhealthy_with_the_reason(cluster: dict[str, int],
+                                                                       tmp_path: Path) -> None:
+    save(mlp(seed=1), tmp_path, "mlp")
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx model")
+    with pytest.raises(RuntimeError) as failed:
+        _deploy(tmp_path, cluster, replicas=1)
+    assert "model 'broken'" in str(failed.value) and "model.onnx" in str(failed.value)

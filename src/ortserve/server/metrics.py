@@ -198,6 +198,11 @@ class Metrics:
         self._registry.register(_StatsCollector(plane.registry))
         self._registry.register(_GpuCollector(plane.gpus))
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The collectors, for an exporter other than the /metrics page (Ray's metrics: ortserve.ray)."""
+        return self._registry
+
     def routes(self, router: Router) -> None:
         router.add("GET", "/metrics", self.scrape)
 
