@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -190,16 +191,39 @@ def application(repository: str | Path, *, replicas: int = 1, autoscale: tuple[i
 
 def run(repository: str | Path, *, address: str | None = None, host: str = "127.0.0.1",
         http_port: int = DEFAULT_HTTP_PORT, grpc_port: int | None = None, proxy_location: str = "EveryNode",
-        **options: Any) -> None:
+        ingress: str = "proxy", **options: Any) -> None:
     """Deploy the repository on the Ray cluster at `address` (`auto`, `ray://...`; None: start a local one), with
     Ray Serve's HTTP proxy on host:http_port and, with `grpc_port`, its gRPC proxy carrying TF Serving's and KServe
     V2's services; a proxy on every node, or only the head's (`HeadOnly`: several nodes on one machine would
-    otherwise share the ports); `options` as for application(). Returns once every replica is up."""
-    if not ray.is_initialized():
-        if address is None:
-            ray.init(include_dashboard=False, _node_ip_address=None if host == "0.0.0.0" else host)
-        else:
-            ray.init(address=address)
+    otherwise share the ports); `options` as for application(). Returns once every replica is up.
+
+    `ingress="haproxy"` puts Ray Serve's HAProxy ingress in front of replicas that take HTTP themselves (its
+    direct ingress, experimental in Ray 2.60), instead of the Python proxy and router: HTTP only, and a local
+    cluster started here (a running cluster must have been started with RAY_SERVE_ENABLE_HA_PROXY=1 and
+    RAY_SERVE_ENABLE_DIRECT_INGRESS=1)."""
+    connect(address, host, ingress)
+    deploy(repository, host=host, http_port=http_port, grpc_port=grpc_port, proxy_location=proxy_location,
+           ingress=ingress, **options)
+
+
+def connect(address: str | None = None, host: str = "127.0.0.1", ingress: str = "proxy") -> None:
+    """Join the Ray cluster at `address`, or start a local one (with the ingress chosen: see run())."""
+    if ray.is_initialized():
+        return
+    if ingress == "haproxy":  # read by Serve's controller and replicas when they start
+        os.environ.update({"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"})
+    if address is None:
+        ray.init(include_dashboard=False, _node_ip_address=None if host == "0.0.0.0" else host)
+    else:
+        ray.init(address=address)
+
+
+def deploy(repository: str | Path, *, host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT,
+           grpc_port: int | None = None, proxy_location: str = "EveryNode", ingress: str = "proxy",
+           **options: Any) -> None:
+    """run()'s deployment, on the cluster connect() joined."""
+    if ingress == "haproxy" and grpc_port is not None:
+        raise ValueError("the HAProxy ingress carries HTTP only: leave grpc_port unset, or use ingress='proxy'")
     grpc_options = None if grpc_port is None else {"port": grpc_port,
                                                    "grpc_servicer_functions": list(SERVICER_FUNCTIONS)}
     serve.start(http_options={"host": host, "port": http_port}, grpc_options=grpc_options,
@@ -218,3 +242,5 @@ def shutdown() -> None:
     """Take the application down (each replica answers what it has queued first) and leave the cluster."""
     serve.shutdown()
     ray.shutdown()
+    for flag in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_ENABLE_DIRECT_INGRESS"):
+        os.environ.pop(flag, None)
