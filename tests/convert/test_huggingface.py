@@ -13,6 +13,7 @@ import pytest
 
 import ortserve
 from ortserve.convert.pipeline import ConvertRequest, convert
+from ortserve.examples.hf_families import FAMILIES, save_family
 
 pytestmark = pytest.mark.slow
 transformers = pytest.importorskip("transformers")
@@ -60,23 +61,45 @@ def test_a_text_classifier_with_its_tokenizer_and_labels(tmp_path: Path) -> None
     np.testing.assert_allclose(served["logits"], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "build", "task", "output"), [
-    ("encoder", lambda: transformers.BertModel(transformers.BertConfig(**SMALL, vocab_size=50)),
-     "feature-extraction", "last_hidden_state"),
-    ("gpt2", lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2,
-                                                                          vocab_size=50, n_positions=64)),
-     "causal-lm", "logits"),
-    ("vit", lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
-        **SMALL, image_size=32, patch_size=8, num_labels=4)), "image-classification", "logits"),
-])
-def test_families_convert_with_parity(tmp_path: Path, name: str, build, task: str, output: str) -> None:
-    torch.manual_seed(1)
-    path = _saved(tmp_path, name, build().eval())
+FAMILY_TASKS = {"bert": ("sequence-classification", "logits"),
+                "distilbert": ("feature-extraction", "last_hidden_state"),
+                "roberta": ("sequence-classification", "logits"), "gpt2": ("causal-lm", "logits"),
+                "t5-encoder": ("feature-extraction", "last_hidden_state"),
+                "vit": ("image-classification", "logits"), "swin": ("image-classification", "logits"),
+                "convnext": ("image-classification", "logits"), "resnet": ("image-classification", "logits"),
+                "mobilevit": ("image-classification", "logits"),
+                "wav2vec2": ("feature-extraction", "last_hidden_state")}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_families_convert_with_parity_and_serve_another_batch(tmp_path: Path, name: str) -> None:
+    """Each common family, from a small config: converted with parity, dynamic batch (and sequence or samples)
+    axes, meaningful output names; then served at another batch size and length than exported, as the source
+    framework answers."""
+    path = save_family(name, tmp_path)
     result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model=name, inputs=[]))
     assert result.parity.passed
     provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    task, output = FAMILY_TASKS[name]
     assert provenance["task"] == task and provenance["outputs"] == [output]
-    assert provenance["exporter"] == "torch.export"  # with its dynamic axes, not the TorchScript fallback
+    assert all(spec["dims"][0] == "batch" for spec in provenance["inputs"])
+    rng = np.random.default_rng(3)
+    feeds = {}
+    for spec in provenance["inputs"]:
+        shape = [3 if dim == "batch" else 11 if dim == "sequence" else 12000 if dim == "samples" else dim
+                 for dim in spec["dims"]]
+        feeds[spec["name"]] = (rng.integers(0, 60, shape) if spec["dtype"] == "int64"
+                               else rng.standard_normal(shape)).astype(spec["dtype"])
+    if "attention_mask" in feeds:
+        feeds["attention_mask"] = np.ones_like(feeds["attention_mask"])
+    if "token_type_ids" in feeds:
+        feeds["token_type_ids"] = np.zeros_like(feeds["token_type_ids"])
+    with ortserve.Engine(tmp_path / "repo") as engine:
+        served = engine.predict(name, feeds)[output]
+    model = getattr(transformers, json.loads((path / "config.json").read_text())["architectures"][0])
+    with torch.no_grad():
+        expected = model.from_pretrained(path).eval()(**{k: torch.from_numpy(v) for k, v in feeds.items()})[output]
+    np.testing.assert_allclose(served, expected.numpy(), rtol=1e-3, atol=2e-4)
 
 
 def test_a_directory_without_architectures_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.convert.spec import InputSpec
+from ortserve.convert.spec import DEFAULT_DYNAMIC_SIZE, InputSpec
 from ortserve.errors import InvalidInput
 
 CONFIG_FILE = "config.json"
@@ -25,13 +25,16 @@ PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_token
                        "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                        "preprocessor_config.json")
 SAMPLE_SEQUENCE = 16
+AUDIO_SAMPLES = DEFAULT_DYNAMIC_SIZE["samples"]
 # the task's outputs by the architecture's suffix; a bare encoder (BertModel) gives its hidden states
 TASKS = (("ForSequenceClassification", "sequence-classification", ["logits"]),
          ("ForTokenClassification", "token-classification", ["logits"]),
          ("ForImageClassification", "image-classification", ["logits"]),
          ("ForCausalLM", "causal-lm", ["logits"]),
          ("LMHeadModel", "causal-lm", ["logits"]),
-         ("ForMaskedLM", "masked-lm", ["logits"]))
+         ("ForMaskedLM", "masked-lm", ["logits"]),
+         ("ForCTC", "ctc", ["logits"]),
+         ("ForAudioClassification", "audio-classification", ["logits"]))
 
 
 def is_source(path: Path) -> bool:
@@ -47,7 +50,7 @@ class HfModel:
     outputs: list[str]
     sample: Callable[[int, np.random.Generator], list[np.ndarray]]  # parity samples of valid ids and masks
     files: dict[str, Path]  # preprocessing files and labels to carry into the version directory
-    text: dict[str, Any] | None  # config.yaml's `text:` for a text classifier or encoder with a tokenizer.json
+    settings: dict[str, Any]  # config.yaml sections: `text:` (a text model with a tokenizer.json), `warmup:` (audio)
 
 
 def _task(architecture: str) -> tuple[str, list[str]]:
@@ -82,8 +85,13 @@ def load(path: Path) -> HfModel:
     inputs, sample = _inputs(path, model.config)
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
     files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
+    settings: dict[str, Any] = {}
     text = text_settings(path, task, model.config) if "tokenizer.json" in files else None
-    return HfModel(module, task, architecture, inputs, outputs, sample, files, text)
+    if text:
+        settings["text"] = text
+    if [spec.name for spec in inputs] == ["input_values"]:  # warm up on a second of audio, not on one sample
+        settings["warmup"] = {"shapes": {"input_values": [AUDIO_SAMPLES]}}
+    return HfModel(module, task, architecture, inputs, outputs, sample, files, settings)
 
 
 def _positional(torch: Any, count: int) -> Any:
@@ -167,6 +175,9 @@ def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np
     """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values) and a maker
     of valid samples for them."""
     names = _input_names(config)
+    if names == ["input_values"]:  # raw audio: one float per sample, any length
+        audio = InputSpec("input_values", np.dtype(np.float32), ("batch", "samples"))
+        return [audio], lambda count, rng: [rng.standard_normal((count, AUDIO_SAMPLES)).astype(np.float32)]
     if names == ["pixel_values"]:
         channels = int(getattr(config, "num_channels", 3))
         size = getattr(config, "image_size", None) or 224
@@ -186,6 +197,8 @@ def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np
 
 
 def _input_names(config: Any) -> list[str]:
+    if getattr(config, "model_type", "") in _AUDIO_MODEL_TYPES:
+        return ["input_values"]
     if getattr(config, "model_type", "") in _IMAGE_MODEL_TYPES or not hasattr(config, "vocab_size"):
         return ["pixel_values"]
     names = ["input_ids", "attention_mask"]
@@ -194,5 +207,7 @@ def _input_names(config: Any) -> list[str]:
     return names
 
 
+_AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
+                                "sew", "sew-d"})
 _IMAGE_MODEL_TYPES = frozenset({"vit", "swin", "convnext", "resnet", "mobilevit", "deit", "beit", "regnet"})
 _NO_TOKEN_TYPES = frozenset({"roberta", "distilbert", "gpt2", "xlm-roberta", "camembert"})

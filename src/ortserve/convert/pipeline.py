@@ -203,7 +203,7 @@ def _load_huggingface(request: ConvertRequest, record: dict[str, Any]) -> Loaded
         lambda path: pytorch.export(model.module, model.inputs, request.outputs or model.outputs, path,
                                     request.opset, request.exporter),
         {"torch": torch.__version__, "transformers": transformers.__version__}, record, model.sample, files,
-        {"text": model.text} if model.text else {})
+        model.settings)
 
 
 def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> ConvertResult:

@@ -10,7 +10,9 @@ from ortserve.digits import is_decimal
 from ortserve.errors import InvalidInput
 from ortserve.shapes import IMAGE_SIDE, image_axes
 
-DEFAULT_DYNAMIC_SIZE = {"batch": 2}
+# example sizes of named dynamic axes when exporting; "samples": raw audio, one second at 16 kHz (a shorter one
+# is shorter than the feature extractors' convolution kernels)
+DEFAULT_DYNAMIC_SIZE = {"batch": 2, "samples": 16000}
 OTHER_DYNAMIC_SIZE = 8
 
 

@@ -79,7 +79,7 @@ def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str,
         existing = _versions(model_dir)
         declaration = declare(_signature(existing[max(existing)]) if existing else signature)
         contract = parse_config(model, declaration)
-    unset = {name: value for name, value in (settings or {}).items() if getattr(config, name) is None}
+    unset = {name: value for name, value in (settings or {}).items() if name not in config.model_fields_set}
     try:
         check_contract(model, "new", contract, signature)
     except ConfigError as exc:
