@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from ortserve.dtypes import BY_V2
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import TextPreprocessing
-from ortserve.runtime.batcher import Assembled, Tensors
+from ortserve.runtime.batcher import Assembled, Tensors, split_rows
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
 EMBEDDINGS, SCORES, LABELS = "embeddings", "scores", "labels"
@@ -121,7 +121,7 @@ class TextModel:
                 merged = np.concatenate([part[name] for part in parts])
                 ordered[name] = np.empty_like(merged)
                 ordered[name][places] = merged
-            return _split(ordered, counts)
+            return split_rows(ordered, counts)
 
         return Assembled(feeds, errors, answers)
 
@@ -181,14 +181,6 @@ def _runs(kept: np.ndarray, lengths: np.ndarray, max_padding: float) -> list[np.
         tokens += length
     runs.append(ordered[start:])
     return runs
-
-
-def _split(answers: Tensors, counts: list[int]) -> list[Tensors]:
-    parts, start = [], 0
-    for count in counts:
-        parts.append({name: value[start:start + count] for name, value in answers.items()})
-        start += count
-    return parts
 
 
 def _find(directories: list[Path], name: str) -> Path | None:

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from ortserve.server.dataplane import DataPlane
+from ortserve.server.grpc_engine import answer_with
 from ortserve.server.grpc_status import status_of
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
@@ -71,18 +72,7 @@ class FutureCall:
         self.abort(*status_of(error))
 
     def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
-        def answer(result: Result | BaseException) -> None:
-            if isinstance(result, BaseException):
-                self.fail(result)
-                return
-            try:
-                response = build(result)
-            except Exception as exc:
-                self.fail(exc)
-                return
-            self.reply(response)
-
-        return answer
+        return answer_with(self, build)
 
     def _settle(self, outcome: Message | CallFailed) -> None:
         if threading.get_ident() == self._loop_thread:

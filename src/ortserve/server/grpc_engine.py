@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf import message_factory
@@ -124,20 +124,7 @@ class Call:
         self.abort(code, details)
 
     def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
-        """A callback that replies with `build(result)`, or fails with the error it is given (or build raises)."""
-
-        def answer(result: Result | BaseException) -> None:
-            if isinstance(result, BaseException):
-                self.fail(result)
-                return
-            try:
-                response = build(result)
-            except Exception as exc:
-                self.fail(exc)
-                return
-            self.reply(response)
-
-        return answer
+        return answer_with(self, build)
 
     def _finish(self, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
         with self._lock:
@@ -160,6 +147,30 @@ class Call:
             self._call.start_server_batch(operations, self)
         except ValueError:  # the call is already over (cancelled, or its deadline passed)
             log.debug("could not answer %s: the call has ended", self.name)
+
+
+class Answerable(Protocol):
+    def reply(self, response: Message) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+def answer_with(call: Answerable, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
+    """A callback that replies to `call` with `build(result)`, or fails it with the error it is given (or that
+    build raises)."""
+
+    def answer(result: Result | BaseException) -> None:
+        if isinstance(result, BaseException):
+            call.fail(result)
+            return
+        try:
+            response = build(result)
+        except Exception as exc:
+            call.fail(exc)
+            return
+        call.reply(response)
+
+    return answer
 
 
 class _Closing:
