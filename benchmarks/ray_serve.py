@@ -7,6 +7,7 @@ through Ray less standalone. While the MLP runs at c=8 through one replica, py-s
 replica, and the functions where they spend the most time are printed and kept.
 
 Usage: bash benchmarks/run.sh ray_serve.py [--seconds 5]
+       bash benchmarks/run.sh ray_serve.py --floor [--repeats 3]   (ResNet50 c=8 only, repeated)
 """
 
 from __future__ import annotations
@@ -85,16 +86,51 @@ def _pids() -> dict[str, int]:
     return pids
 
 
+def floor(repository: Path, args: argparse.Namespace) -> None:
+    """Issue 16's floor alone, repeated: ResNet50 at c=8 over V2 binary, standalone then through the HAProxy
+    ingress with one replica, `--repeats` times in turn; the median of the ratios."""
+    import ortserve.ray as ortserve_ray
+
+    ratios, runs = [], []
+    for _ in range(args.repeats):
+        with start_server(repository, WORK / "ray-standalone.log") as server:
+            alone = perf_analyzer(args.perf_analyzer, "resnet50", server.host_port, 8,
+                                  measurement_ms=args.seconds * 1000, library_path=args.cuda_lib)
+        port = free_port()
+        ortserve_ray.run(repository, http_port=port, replicas=1, ingress="haproxy")
+        time.sleep(2)
+        through = perf_analyzer(args.perf_analyzer, "resnet50", f"127.0.0.1:{port}", 8,
+                                measurement_ms=args.seconds * 1000, library_path=args.cuda_lib)
+        ortserve_ray.shutdown()
+        ratios.append(through.requests_per_s / alone.requests_per_s)
+        runs.append({"standalone": asdict(alone), "ray_haproxy_1": asdict(through), "load_average": load_average()})
+        print(f"  standalone {alone.requests_per_s:.1f} req/s, through Ray {through.requests_per_s:.1f}: "
+              f"{ratios[-1]:.3f}", flush=True)
+    print(f"median ratio {statistics.median(ratios):.3f} over {len(ratios)} runs", flush=True)
+    out = RESULTS / f"{time.strftime('%Y-%m-%d')}-ray-serve-floor.json"
+    out.write_text(json.dumps({"machine": machine(), "runs": runs, "ratios": ratios,
+                               "median": statistics.median(ratios),
+                               "command": f"bash benchmarks/run.sh ray_serve.py --floor --repeats {args.repeats} "
+                                          f"--seconds {args.seconds}"}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--perf-analyzer", type=Path, required=True)
     parser.add_argument("--cuda-lib", default="")
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--floor", action="store_true",
+                        help="only ResNet50 c=8, standalone and through HAProxy with one replica, --repeats times")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     repository = WORK / "ray-repository"
     for name, build in MODELS.items():
         if not (repository / name / "1" / "model.onnx").exists():
             save(build(), repository, name)
+    if args.floor:
+        floor(repository, args)
+        return
     record: dict[str, Any] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                               "command": f"bash benchmarks/run.sh ray_serve.py --seconds {args.seconds}", "runs": {}}
 
