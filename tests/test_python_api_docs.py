@@ -21,4 +21,5 @@ def test_the_python_api_page_runs(demo_repository: Path, tmp_path: Path) -> None
     assert lines[:3] == ["(2, 10)", "['classifier']", "16"]
     assert "1000" in lines and "[(1, 10), (1, 10)]" in lines
     assert any("cat" in line.lower() for line in lines)
+    assert "cosine 0.7553" in lines  # the two sentences of the README's curl, as sentence-transformers has them
     assert any("'input'" in line and "784" in line for line in lines), lines  # the error names the input

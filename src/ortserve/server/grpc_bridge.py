@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from ortserve.server.dataplane import DataPlane
-from ortserve.server.grpc_engine import answer_with
+from ortserve.server.grpc_engine import answer_with, metadata_value
 from ortserve.server.grpc_status import status_of
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
@@ -54,10 +54,7 @@ class FutureCall:
         self.name = "call"
 
     def metadata_value(self, key: str) -> str | None:
-        for name, value in self.metadata:
-            if name == key:
-                return value.decode("latin-1") if isinstance(value, bytes) else value
-        return None
+        return metadata_value(self.metadata, key)
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """The host cancels the awaiting coroutine; a queued request then finds nobody to answer."""

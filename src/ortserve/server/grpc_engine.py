@@ -85,11 +85,7 @@ class Call:
         self._lock = threading.Lock()
 
     def metadata_value(self, key: str) -> str | None:
-        """The first text value of a metadata key (lower-case), or None."""
-        for name, value in self.metadata:
-            if name == key:
-                return value.decode("latin-1") if isinstance(value, bytes) else value
-        return None
+        return metadata_value(self.metadata, key)
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run `callback` (on the gRPC thread) if the client goes away before the call is answered."""
@@ -147,6 +143,14 @@ class Call:
             self._call.start_server_batch(operations, self)
         except ValueError:  # the call is already over (cancelled, or its deadline passed)
             log.debug("could not answer %s: the call has ended", self.name)
+
+
+def metadata_value(metadata: Sequence[tuple[str, str | bytes]], key: str) -> str | None:
+    """The first text value of a metadata key (lower-case), or None."""
+    for name, value in metadata:
+        if name == key:
+            return value.decode("latin-1") if isinstance(value, bytes) else value
+    return None
 
 
 class Answerable(Protocol):
