@@ -117,3 +117,32 @@ def test_a_conversion_error_is_not_reported_as_a_bad_range(tmp_path: Path) -> No
                                 "--repository", str(tmp_path / "repo"), "--model", "m", "--range", "0"],
                                capture_output=True, text=True, timeout=300)
     assert bad_range.returncode == 2 and "--range '0' must be LOW,HIGH" in bad_range.stderr
+
+
+def test_a_large_model_goes_through_tf2onnx_without_its_weights(tmp_path: Path, monkeypatch) -> None:
+    """Past LIFT_WEIGHTS_ABOVE_BYTES the weights become placeholders while tf2onnx converts (it holds a graph's
+    constants many times over: VGG16 ran 24 GB out) and initializers again after: the same answers, the same one
+    input, the weights in the file. Thresholds lowered so that a small convolutional model takes that path."""
+    from ortserve.convert import tensorflow as tf_convert
+
+    monkeypatch.setattr(tf_convert, "LIFT_WEIGHTS_ABOVE_BYTES", 0)
+    monkeypatch.setattr(tf_convert, "_LARGE_CONSTANT_BYTES", 1024)
+    tf.keras.utils.set_random_seed(4)
+    image = tf.keras.Input((16, 16, 3), name="image")
+    hidden = tf.keras.layers.Conv2D(8, 3, activation="relu")(image)
+    hidden = tf.keras.layers.BatchNormalization()(tf.keras.layers.Conv2D(16, 3)(hidden))
+    logits = tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(hidden))
+    model = tf.keras.Model(image, logits)
+    model.save(tmp_path / "model.keras")
+    result = convert(ConvertRequest(source=str(tmp_path / "model.keras"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    assert result.parity.passed
+    import onnx
+
+    graph = onnx.load(str(result.version_dir / "model.onnx")).graph
+    assert [value.name for value in graph.input] == ["image"]
+    lifted = {tensor.name for tensor in graph.initializer if tensor.name.endswith(":0")}
+    assert len(lifted) >= 2  # the second convolution's and the dense layer's kernels, at least
+    x = np.random.default_rng(5).standard_normal((3, 16, 16, 3)).astype(np.float32)
+    (got,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"image": x})
+    np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-4, atol=1e-5)

@@ -77,15 +77,61 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
                                name=spec.name) for spec in tf_model.inputs]
     function = tf.function(tf_model.function, input_signature=signature)
     graph_def, input_names, output_names = _frozen(function.get_concrete_function())
+    weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
+    lifted_inputs = [f"{name}:0" for name in weights]
     try:
-        model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names, output_names=output_names,
-                                                  opset=opset, custom_op_handlers=CUSTOM_OP_HANDLERS)
+        model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names + lifted_inputs,
+                                                  output_names=output_names, opset=opset,
+                                                  custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
+    _restore_weights(model, weights)
     rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
     rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
     path.write_bytes(model.SerializeToString())
+
+
+# tf2onnx holds its graph's constants many times over while it converts (VGG16's 527 MB of weights took it past
+# 21 GB); a model this large goes through it without its large weights (_lift_weights)
+LIFT_WEIGHTS_ABOVE_BYTES = 256 * 1024 * 1024
+_LARGE_CONSTANT_BYTES = 1024 * 1024
+
+
+def _lift_weights(graph_def: Any) -> dict[str, np.ndarray]:
+    """Turn the GraphDef's large constants (weights) into placeholders, in place; their values by node name. The
+    converted graph takes them as inputs, which _restore_weights makes initializers again: tf2onnx converts the
+    graph's structure without ever copying the weights (the layout transposes it would have folded into them stay
+    as Transpose nodes, which ONNX Runtime folds when it loads the model)."""
+    import tensorflow as tf
+
+    lifted = {}
+    for node in graph_def.node:
+        if node.op != "Const" or node.attr["value"].tensor.ByteSize() < _LARGE_CONSTANT_BYTES:
+            continue
+        value = tf.make_ndarray(node.attr["value"].tensor)
+        lifted[node.name] = value
+        dtype = node.attr["dtype"].type
+        node.op = "Placeholder"
+        node.attr.clear()
+        node.attr["dtype"].type = dtype
+        node.attr["shape"].shape.CopyFrom(tf.TensorShape(value.shape).as_proto())
+    return lifted
+
+
+def _restore_weights(model: Any, weights: dict[str, np.ndarray]) -> None:
+    """The lifted weights back in the ONNX model: each placeholder input becomes an initializer of its value."""
+    if not weights:
+        return
+    from onnx import numpy_helper
+
+    by_input = {f"{name}:0": value for name, value in weights.items()}
+    kept = [value for value in model.graph.input if value.name not in by_input]
+    found = [value.name for value in model.graph.input if value.name in by_input]
+    del model.graph.input[:]
+    model.graph.input.extend(kept)
+    for name in found:
+        model.graph.initializer.append(numpy_helper.from_array(by_input[name], name))
 
 
 def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
