@@ -155,8 +155,8 @@ class RemoteRepository:
         target = self.path / model / version
         if self._mirrored.get(name) == signature and target.is_dir():
             return False
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=target.parent
-                                        if target.parent.is_dir() else self._mkdir(target.parent)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=target.parent))
         try:
             for item in items:
                 relative = PurePosixPath(item.path).relative_to(name)
@@ -214,11 +214,6 @@ class RemoteRepository:
             raise
         self._index[item.key] = digest.hexdigest()
         return blob
-
-    @staticmethod
-    def _mkdir(path: Path) -> Path:
-        path.mkdir(parents=True, exist_ok=True)
-        return path
 
 
 @contextlib.contextmanager

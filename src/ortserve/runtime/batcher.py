@@ -164,8 +164,9 @@ class Batcher:
             item = _Pending(inputs, rows, key, done, started_ns, now, deadline_ns, predicted, assembly)
             self._stats.started()
             self._arrived(now, rows)
-            claim = (run_later is not None and self._scheduler.fast and (self._claimed or not self._queue)
-                     and self._free_instance() is not None)
+            # an assembled batch (texts: tokenizing) is never run on the caller's thread, an event loop's
+            claim = (run_later is not None and assembly is None and self._scheduler.fast
+                     and (self._claimed or not self._queue) and self._free_instance() is not None)
             self._queue.append(item)
             self._queued_rows += rows
             if not claim:

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ImagePreprocessing
 from ortserve.runtime.pixels import SIDEWAYS_ORIENTATIONS, orientation, to_rgb
+from ortserve.runtime.scores import probabilities, ranked
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
 Image.MAX_IMAGE_PIXELS = None  # the per-model max_image_pixels check below replaces Pillow's global warning
@@ -115,13 +116,9 @@ class ImageClassifier:
 
     def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, object]]:
         """The k best classes of one row of scores, as probabilities."""
-        row = scores.reshape(-1).astype(np.float64)
-        if self.config.scores == "logits":
-            shifted = np.exp(row - row.max())
-            row = shifted / shifted.sum()
-        best = np.argsort(-row, kind="stable")[:k]
-        return [{"label": self.labels[i] if self.labels and i < len(self.labels) else str(i), "class_id": int(i),
-                 "confidence": float(row[i])} for i in best]
+        row = probabilities(scores.reshape(-1).astype(np.float64), self.config.scores)
+        labels = self.labels
+        return ranked(row, k, lambda i: labels[i] if labels and i < len(labels) else str(i))
 
 
 def _tensor(signature: Signature, name: str | None, kind: str, model: str) -> TensorSpec:

@@ -202,8 +202,6 @@ class ServedVersion:
         once on the caller's thread."""
         start = time.perf_counter_ns()
         batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
-        if assembly is not None:
-            run_later = None  # tokenizing is the batch's work: never on the caller's thread, an event loop's
         observer = self.observer
         if observer is None:
             return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later,

@@ -1,5 +1,5 @@
 """Text models served from raw strings: a batch of texts becomes the model's token inputs (tokenized together,
-padded to the batch's longest text, the mask set), and its output becomes embeddings or class scores.
+sorted by length into runs of little padding, the mask set), and its output becomes embeddings or class scores.
 
 Tokenization happens when a batch is assembled, on the thread that runs it (runtime.batcher's Assembly): one
 `encode_batch` call for every text of every request in the batch, off the event loop. Requests of different
@@ -24,6 +24,7 @@ from ortserve.dtypes import BY_V2
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import TextPreprocessing
 from ortserve.runtime.batcher import Assembled, Tensors, split_rows
+from ortserve.runtime.scores import probabilities
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
 EMBEDDINGS, SCORES, LABELS = "embeddings", "scores", "labels"
@@ -129,10 +130,8 @@ class TextModel:
         values = outputs[self.output.name]
         if self.config.task == "embed":
             return {EMBEDDINGS: self._embed(values, mask)}
-        scores = values.reshape(values.shape[0], -1).astype(np.float32, copy=False)
-        if self.config.scores == "logits":
-            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        scores = probabilities(values.reshape(values.shape[0], -1).astype(np.float32, copy=False),
+                               self.config.scores)
         best = scores.argmax(axis=1)
         names = np.empty(len(best), dtype=object)
         names[:] = [self.label(int(index)) for index in best]

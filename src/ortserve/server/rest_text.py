@@ -9,6 +9,7 @@ import numpy as np
 
 from ortserve.errors import InvalidInput, require
 from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.scores import ranked
 from ortserve.runtime.text import EMBEDDINGS, SCORES
 from ortserve.server.codec import dumps, loads
 from ortserve.server.dataplane import DataPlane, parse_version
@@ -77,11 +78,7 @@ class TextRest:
         if embedding:
             answer["embeddings"] = results[EMBEDDINGS]
         else:
-            scores = results[SCORES]
-            best = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-            answer["predictions"] = [
-                [{"label": text.label(int(index)), "class_id": int(index), "confidence": float(row[index])}
-                 for index in indices] for row, indices in zip(scores, best, strict=True)]
+            answer["predictions"] = [ranked(row, top_k, text.label) for row in results[SCORES]]
         answer["inference_time_ms"] = elapsed_ms
         arrays = [results[EMBEDDINGS]] if embedding else []
         return Response(200, dumps(answer, arrays))
