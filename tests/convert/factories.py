@@ -51,3 +51,26 @@ class SentenceEncoder(torch.nn.Module):
 
 def minilm() -> torch.nn.Module:
     return SentenceEncoder()
+
+
+class ChaoticNet(torch.nn.Module):
+    """A deep tanh network with weights at four times the scale that keeps signals steady: its outputs hang on
+    the last bits of its inputs (the regime of untrained deep networks whose activations grow layer by layer)."""
+
+    def __init__(self, width: int = 64, depth: int = 48, gain: float = 4.0) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(depth))
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.weight.normal_(0.0, gain / width**0.5)
+                layer.bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            features = torch.tanh(layer(features))
+        return features
+
+
+def chaotic_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return ChaoticNet()

@@ -62,3 +62,32 @@ def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarra
         passed = bool(np.allclose(got, want, atol=atol, rtol=rtol))
         outputs.append(OutputParity(name, max_abs, max_rel, top1, passed))
     return ParityReport(samples, atol, rtol, outputs)
+
+
+def nudged(feeds: list[np.ndarray], seed: int = 1) -> list[np.ndarray] | None:
+    """The float feeds moved by a few units in the last place, as a different order of summation moves them (the
+    others unchanged); None when no feed is a float array (token ids cannot be nudged)."""
+    rng = np.random.default_rng(seed)
+    moved = []
+    for feed in feeds:
+        if feed.dtype.kind != "f":
+            moved.append(feed)
+            continue
+        step = 4 * np.finfo(feed.dtype).eps
+        moved.append((feed * (1 + rng.uniform(-step, step, feed.shape))).astype(feed.dtype))
+    return moved if any(feed.dtype.kind == "f" for feed in feeds) else None
+
+
+def instability(framework: str, against_export: ParityReport, against_itself: ParityReport) -> str:
+    """Why a failed parity may say nothing of the export: the source model disagrees with itself, beyond the
+    tolerance, on inputs moved by rounding alone. Empty when it does not."""
+    unstable = [(export, itself) for export, itself in zip(against_export.outputs, against_itself.outputs, strict=True)
+                if not export.passed and not itself.passed]
+    if not unstable:
+        return ""
+    moved = ", ".join(f"{itself.name} by up to {itself.max_abs_error:.3g} (the export: {export.max_abs_error:.3g})"
+                      for export, itself in unstable)
+    return (f"\nthe {framework} model is itself unstable on these samples: inputs moved by float rounding alone "
+            f"move {moved}, so rounding decides its outputs and no export can match them; untrained weights do "
+            "this (BatchNormalization statistics never set, weights at their initial scale). Convert the trained "
+            "model, or give --samples-file with inputs it is stable on")

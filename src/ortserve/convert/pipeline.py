@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from ortserve.convert import huggingface, pytorch, sklearn, tensorflow
 from ortserve.convert.chatter import hushed
-from ortserve.convert.parity import ParityReport, compare
+from ortserve.convert.parity import ParityReport, compare, instability, nudged
 from ortserve.convert.spec import InputSpec
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
 from ortserve.errors import InvalidInput
@@ -225,7 +225,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         log.debug("%s", parity.text())
         if not parity.passed:
             raise InvalidInput(f"the ONNX model does not match the {framework} model; nothing was written\n"
-                               + parity.text())
+                               + parity.text() + _source_instability(loaded, feeds, expected, parity, request))
         provenance = {
             **source,
             "framework": framework,
@@ -243,6 +243,18 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         version_dir = publish(request.repository, request.model, onnx_path, provenance, loaded.files,
                               loaded.settings)
     return ConvertResult(version_dir, parity, exporter)
+
+
+def _source_instability(loaded: LoadedSource, feeds: list[np.ndarray], expected: list[np.ndarray],
+                        parity: ParityReport, request: ConvertRequest) -> str:
+    """What the source model does with the samples moved by rounding: when it fails parity with itself, the
+    failure is the model's, and the message says so."""
+    moved = nudged(feeds)
+    if moved is None:
+        return ""
+    itself = compare([o.name for o in parity.outputs], expected, _run_source(loaded, moved), request.atol,
+                     request.rtol, parity.samples)
+    return instability(loaded.framework, parity, itself)
 
 
 def _run_source(loaded: LoadedSource, feeds: list[np.ndarray]) -> list[np.ndarray]:
