@@ -29,6 +29,7 @@ from ortserve.convert.writer import next_version
 from ortserve.errors import InvalidInput
 from ortserve.optimize.data import Samples
 from ortserve.optimize.source import ModelSource, refuse_quantized
+from ortserve.runtime.ort_guard import unsafe_optimizers
 
 ONNX2TF_VERSION = "1.28.8"
 TOOL_PACKAGES = (f"onnx2tf=={ONNX2TF_VERSION}", "onnx-graphsurgeon==0.6.1", "sng4onnx==2.0.1", "tf-keras==2.21.0",
@@ -130,7 +131,8 @@ def _parity(source: Path, saved_model: Path, samples: Samples, atol: float, rtol
     """ONNX Runtime against TensorFlow on the same samples, transposing 4-D tensors where the layouts differ."""
     import tensorflow as tf
 
-    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=unsafe_optimizers(source))
     expected = session.run(None, samples.feeds)
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     specs = serve.structured_input_signature[1]

@@ -23,6 +23,7 @@ from ortserve.convert.parity import ParityReport, compare, instability, nudged
 from ortserve.convert.spec import InputSpec
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
 from ortserve.errors import InvalidInput
+from ortserve.runtime.ort_guard import unsafe_optimizers
 
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
@@ -272,7 +273,8 @@ def _run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray
     """The exported model's outputs on the parity samples, and their names. ONNX Runtime's own errors (its
     exceptions derive from Exception alone) are the parity step's: the model passed the checker but cannot run."""
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=unsafe_optimizers(path))
         return session.run(None, feeds), [output.name for output in session.get_outputs()]
     except Exception as exc:
         if type(exc).__module__ != _ORT_ERRORS:

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput
+from ortserve.runtime.ort_guard import unsafe_optimizers
 
 log = logging.getLogger(__name__)
 # "extended" fuses operators but keeps the standard layout, so the file runs on any CPU; "layout" (and "all")
@@ -28,7 +29,9 @@ def ort_optimize(source: Path, target: Path, level: str = PORTABLE_LEVEL) -> dic
     options.graph_optimization_level = LEVELS[level]
     options.optimized_model_filepath = str(target)
     options.log_severity_level = 3
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    # the written model must not carry a rewrite that changes its results (runtime.ort_guard)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=unsafe_optimizers(source))
     return {"kind": "ort-optimize", "level": level, "portable": level != "layout",
             "nodes": _node_counts(source, target)}
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ortserve.errors import InvalidInput
 from ortserve.optimize.data import Samples
 from ortserve.repository.config import SessionOptions
+from ortserve.runtime.ort_guard import unsafe_optimizers
 from ortserve.runtime.session import session_options
 
 
@@ -32,7 +33,8 @@ def open_session(path: Path, threads: int = 0, execution_mode: str = "sequential
     """A CPU session with the options the server builds from that `session:` (so tune measures what is served)."""
     options = session_options(session_config(threads, execution_mode))
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=unsafe_optimizers(path))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import onnxruntime as ort
 
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
+from ortserve.runtime.ort_guard import unsafe_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,14 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     """Create the session on the most preferred provider that loads; report fallbacks as warnings."""
     options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
+    disabled = unsafe_optimizers(path)
     while True:
         try:
             return ort.InferenceSession(
                 str(path),
                 sess_options=options,
                 providers=[(p.name, dict(p.options)) for p in providers],
+                disabled_optimizers=disabled,
             )
         except Exception as exc:
             if len(providers) == 1:
