@@ -306,6 +306,27 @@ def test_run_now_takes_an_idle_fast_version_on_the_callers_thread() -> None:
         batcher.close()
 
 
+def test_run_now_takes_a_slow_versions_full_batch_but_leaves_it_a_partial_one() -> None:
+    """A batch of a slow model may gain company by waiting (the scheduler's choice), so one row goes through the
+    queue; a full batch waits for nothing, and runs on the caller's thread with no hand-over."""
+    ran_on: list[int] = []
+
+    def execute(inputs: Tensors) -> Tensors:
+        ran_on.append(threading.get_ident())
+        time.sleep(0.003)  # past RUN_HERE_BELOW_NS: not a fast model
+        return {"y": inputs["x"] * 2}
+
+    batcher = make_batcher(execute, max_batch_size=4, max_queue_delay_us=None)
+    try:
+        assert batcher.run_now({"x": _rows(1)}, 1, time.perf_counter_ns()) is None
+        answer = batcher.run_now({"x": _rows(4, value=3)}, 4, time.perf_counter_ns())
+        assert answer is not None
+        np.testing.assert_array_equal(answer["y"], _rows(4, value=6))
+        assert ran_on == [threading.get_ident()]
+    finally:
+        batcher.close()
+
+
 def test_run_now_raises_the_models_error_and_counts_it() -> None:
     stats = VersionStats()
     batcher = make_batcher(Recorder(fail_on=7.0), stats, max_queue_delay_us=None)
