@@ -56,6 +56,12 @@ def test_pads_the_fusion_gets_right_keep_it(tmp_path: Path, value: float, consum
     assert unsafe_optimizers(save(_padded_pool(value, consumer), tmp_path, "m")) == []
 
 
+def test_a_file_that_is_not_a_model_is_left_to_onnx_runtime(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"not an onnx model")
+    assert unsafe_optimizers(tmp_path / "model.onnx") == []
+    assert unsafe_optimizers(tmp_path / "missing.onnx") == []
+
+
 def test_served_max_pool_sees_the_zero_padding(tmp_path: Path) -> None:
     save(_padded_pool(0.0), tmp_path, "padded_pool")
     x = -np.random.default_rng(0).uniform(0.1, 1.0, (3, 2, 6, 6)).astype(np.float32)  # all negative

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,21 @@ PAD_FUSION = "Pad_Fusion"
 
 def unsafe_optimizers(path: Path) -> list[str]:
     """The ONNX Runtime optimizers to turn off for the model at `path` (by name, as `disabled_optimizers` takes
-    them); [] for most models."""
-    stat = path.stat()
+    them); [] for most models, and for a file that cannot be read as a model: ONNX Runtime then says what is
+    wrong with it, as it would have without this look."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
     return list(_unsafe_optimizers(str(path), stat.st_mtime_ns, stat.st_size))
 
 
 @functools.lru_cache(maxsize=64)
 def _unsafe_optimizers(path: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
-    graph = onnx.load(path, load_external_data=False).graph
+    try:
+        graph = onnx.load(path, load_external_data=False).graph
+    except (DecodeError, OSError):
+        return ()
     if _zero_pad_before_max_pool(graph):
         log.info("%s: a zero Pad feeds a MaxPool; ONNX Runtime's %s would pad it with -inf instead, so it is off "
                  "for this model", path, PAD_FUSION)
