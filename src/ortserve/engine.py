@@ -149,9 +149,7 @@ class Engine:
         """One request: `inputs` by name (or one array for a model with one input), rows along the first
         dimension; the outputs by name (those asked for, or all)."""
         served = self._version(model, version, label, routing_key)
-        named = _named(served, inputs)
-        answer = served.run_now(named, outputs)
-        return answer if answer is not None else self._one(served, named, outputs)
+        return self._one(served, _named(served, inputs), outputs)
 
     def predict_batch(self, model: str, inputs: Sequence[Inputs], *, version: int | None = None,
                       label: str | None = None, outputs: list[str] | None = None) -> list[Tensors]:
@@ -210,7 +208,12 @@ class Engine:
 
     @staticmethod
     def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None) -> Tensors:
-        """One request, run on this thread when the version is free (the batcher's run-here path)."""
+        """One request: run here at once when the version is idle and the request has nothing worth waiting for
+        (fast, or a full batch: the batcher's run_now), else queued, and run on this thread if the version is
+        free by then (the batcher's run-here path)."""
+        ran = served.run_now(inputs, outputs)
+        if ran is not None:
+            return ran
         answer, later = _Answer(), _RunHere()
         served.submit(inputs, outputs, answer, run_later=later.append)
         later.run()
@@ -230,10 +233,10 @@ class Engine:
     @staticmethod
     def _pipelined(served: ServedVersion, slices: Iterator[Tensors], outputs: list[str] | None,
                    slots: threading.Semaphore) -> list[_Answer]:
-        """Queue the slices, one slot each (the rest wait here, not in the version's queue, where admission
-        would count them). With a slot more than the version has instances, the next slice is queued while one
-        runs, so the version's worker runs them back to back while this thread prepares the next; the answers
-        are waited for in order."""
+        """Run the slices: here, when the version is idle (run_now: a full slice waits for nothing), else queued,
+        one slot each (the rest wait here, not in the version's queue, where admission would count them). With a
+        slot more than the version has instances, the next slice is queued while one runs, so the version's worker
+        runs them back to back while this thread prepares the next; the answers are waited for in order."""
         pending: list[_Answer] = []
         for piece in slices:
             ran = served.run_now(piece, outputs) if not pending or pending[-1].arrived else None
