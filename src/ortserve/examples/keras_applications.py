@@ -10,6 +10,7 @@ random images, as training leaves them, and parity is checked on images from the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,16 @@ def build(name: str, seed: int = 1) -> Any:
 
     model = getattr(keras.applications, name)(weights=None)
     size = [224 if dim is None else dim for dim in model.input_shape[1:]]
-    for layer in model._flatten_layers():
+    for layer in _all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0  # one training-mode pass then leaves exactly that pass's statistics
     images = np.random.default_rng(seed).uniform(*PIXEL_RANGE, [IMAGES, *size]).astype(np.float32)
     model(images, training=True)
     return model
+
+
+def _all_layers(model: Any) -> Iterator[Any]:
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)
