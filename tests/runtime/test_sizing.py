@@ -75,7 +75,33 @@ def test_both_sessions_are_timed_at_every_size_and_the_faster_sets_the_limit(
 def test_a_model_whose_rows_cost_the_same_keeps_the_default(timed_by_line: list[tuple[Line, int]]) -> None:
     chosen = _size(Line(5 * US, 100 * US), None)
     assert chosen == sizing.Sizing(32)
-    assert [rows for _, rows in timed_by_line] == [32, 64]  # 64 was timed and did not pay
+    assert [rows for _, rows in timed_by_line] == [32, 64, 128]  # two doublings timed that did not pay
+
+
+@dataclass(frozen=True)
+class Table:
+    """A session stand-in whose batch of `rows` costs per_row[rows] ns a row."""
+
+    per_row: dict[int, int]
+
+    def ns(self, rows: int) -> int:
+        return self.per_row[rows] * rows
+
+
+def test_one_timing_that_does_not_pay_does_not_stop_the_growth(timed_by_line: list[tuple[Line, int]]) -> None:
+    # 128 rows timed while the second core was busy: no cheaper than 64; 256 and 512 are
+    noisy = Table({32: 3000, 64: 2600, 128: 2600, 256: 2200, 512: 2000})
+    chosen = size_batches("m", noisy, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                          costs=_calibrated(Line(10 * US, 3 * US)))
+    assert chosen.max_batch_size == 512
+
+
+def test_the_limit_is_the_smallest_size_near_the_cheapest(timed_by_line: list[tuple[Line, int]]) -> None:
+    # 256 rows are within the tolerance of the cheapest (512): the extra rows would only add latency
+    almost_flat = Table({32: 3000, 64: 2600, 128: 2300, 256: 2010, 512: 2000})
+    chosen = size_batches("m", almost_flat, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                          costs=_calibrated(Line(10 * US, 3 * US)))
+    assert chosen.max_batch_size == 256
 
 
 def test_growth_follows_the_faster_session(timed_by_line: list[tuple[Line, int]]) -> None:

@@ -4,12 +4,15 @@ runtime.threads to start from.
 
 Measured, not assumed: batches from the default limit (32 rows; from 16 when a pool session is timed beside a
 one-thread one) up, doubling, are timed on the version's sessions taking turns run by run
-(runtime.warmup.timed). An unconfigured limit doubles while doubling cuts the cost per row (on the faster
-session) by more than the scheduler's ROW_COST_TOLERANCE, up to LARGEST_DEFAULT_ROWS, within SIZING_BUDGET_NS
-of timing. Measured on 2 cores, MLP 784-256-10: one thread flattens at 260k rows/s from 32 rows, the pool of
-two runs 390k at 32 and 490k at 512 when the second core is free (this shared machine's speed moves by 2x
-within a minute, so the limit chosen varies from load to load: 64 to 512). ResNet50's cost per row is flat from
-a few rows and a batch of 32 takes over a second: its probe is skipped and its limit stays at the default.
+(runtime.warmup.timed). Sizes are timed until two doublings in a row fail to cut the cost per row (on the
+faster session) by more than the scheduler's ROW_COST_TOLERANCE, up to LARGEST_DEFAULT_ROWS, within
+SIZING_BUDGET_NS of timing; an unconfigured limit is then the smallest size timed within that tolerance of the
+cheapest (stopping at the first doubling that did not pay let one noisy timing set the limit).
+
+Measured on 2 cores, MLP 784-256-10: one thread flattens at 260k rows/s from 32 rows, the pool of two runs 390k
+at 32 and 490k at 512 when the second core is free (this shared machine's speed moves by 2x within a minute, so
+the limit chosen varies from load to load). ResNet50's cost per row is flat from a few rows and a batch of 32
+takes over a second: its probe is skipped and its limit stays at the default.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ortserve.runtime.warmup import timed, zero_inputs
 log = logging.getLogger(__name__)
 
 LARGEST_DEFAULT_ROWS = 512
+FLAT_DOUBLINGS = 2  # doublings in a row that do not pay before timing stops: one can be the machine's noise
 SIZING_BUDGET_NS = 1_000_000_000
 _RUNS_PER_TIMING = 6  # warmup.timed: one untimed run, then the median of five
 
@@ -47,11 +51,11 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
     if not costs.measured or (pool is None and not grow):
         return Sizing(max_batch_size)
     sessions = [narrow] if pool is None else [narrow, pool]
-    spent, limit = 0.0, max_batch_size
+    spent, flat = 0.0, 0
     per_row: dict[int, float] = {}
     both: dict[int, tuple[float, float]] = {}
     rows = min(POOL_FROM_ROWS, max_batch_size) if pool is not None else max_batch_size
-    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size):
+    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and flat < FLAT_DOUBLINGS:
         if spent + costs.cost_ns(rows) * _RUNS_PER_TIMING * len(sessions) > SIZING_BUDGET_NS:
             break
         times = timed(model, sessions, zero_inputs(signature, rows, shapes, True))
@@ -61,12 +65,22 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
         ns = min(times)
         costs.observe(rows, ns)
         if rows > max_batch_size:
-            if ns / rows > per_row[rows // 2] * (1 - ROW_COST_TOLERANCE):
-                break
-            limit = rows
+            paid = ns / rows < min(per_row.values()) * (1 - ROW_COST_TOLERANCE)
+            flat = 0 if paid else flat + 1
         per_row[rows] = ns / rows
         rows *= 2
+    limit = _limit(per_row, max_batch_size)
     return Sizing(limit, {size: pair for size, pair in both.items() if size <= limit})
+
+
+def _limit(per_row: dict[int, float], max_batch_size: int) -> int:
+    """The smallest timed size from `max_batch_size` up whose cost per row is within ROW_COST_TOLERANCE of the
+    cheapest timed: past it a bigger batch only adds latency and memory."""
+    if not per_row:
+        return max_batch_size
+    cheapest = min(per_row.values())
+    return min([size for size, ns in per_row.items() if size >= max_batch_size
+                and ns <= cheapest * (1 + ROW_COST_TOLERANCE)], default=max_batch_size)
 
 
 def describe(sizing: Sizing, costs: BatchCosts) -> str:
