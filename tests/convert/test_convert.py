@@ -142,6 +142,27 @@ def test_parity_failure_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert not _versions(tmp_path, "small") and not _leftovers(tmp_path)
 
 
+def test_a_source_that_fails_on_the_moved_samples_leaves_the_parity_failure_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ortserve.convert import pytorch
+
+    real_run = pytorch.run
+    calls: list[int] = []
+
+    def run(module, feeds):  # disagrees with the export, then fails when asked whether it agrees with itself
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("out of memory")
+        return [out + 0.01 for out in real_run(module, feeds)]
+
+    monkeypatch.setattr(pytorch, "run", run)
+    request = ConvertRequest(source="tests.convert.factories:small_net", repository=tmp_path, model="small",
+                             inputs=[InputSpec.parse("features:float32:batch,6")])
+    with pytest.raises(InvalidInput, match="does not match the pytorch model") as error:
+        convert(request)
+    assert len(calls) == 2 and "out of memory" not in str(error.value)
+
+
 def test_a_source_model_that_rounding_decides_is_named_as_the_cause(tmp_path: Path) -> None:
     # untrained deep networks can be chaotic: ONNX Runtime's summation order alone changes every output
     request = ConvertRequest(source="tests.convert.factories:chaotic_net", repository=tmp_path, model="chaotic",
