@@ -19,9 +19,9 @@ import tritonclient.http as triton
 
 from ortserve.bench.server import free_port
 from ortserve.examples.models import mlp, save
-from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from ortserve.protos.tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import write_config
+from tests.tf_predict import predict_request
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -125,12 +125,7 @@ def test_two_replicas_on_two_nodes_answer_every_protocol(cluster: dict[str, int]
     rows = httpx.post(f"{url}/v1/models/mlp:predict", json={"instances": batch.tolist()}, timeout=30).json()
     np.testing.assert_allclose(rows["predictions"], expected, rtol=1e-5, atol=1e-5)
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "mlp"
-    tensor_proto = TensorProto(dtype=1, tensor_content=batch.tobytes())
-    for size in batch.shape:
-        tensor_proto.tensor_shape.dim.add(size=size)
-    request.inputs["input"].CopyFrom(tensor_proto)
+    request = predict_request("mlp", batch)
     with grpc.insecure_channel(f"127.0.0.1:{cluster['grpc']}") as channel:
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         response = predict.Predict(request, timeout=30)

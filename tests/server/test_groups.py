@@ -15,9 +15,9 @@ import tritonclient.grpc as grpcclient
 
 from ortserve.bench.server import RunningServer, metric_samples, start_server
 from ortserve.examples.models import mlp, multi_io, save
-from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from ortserve.protos.tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import write_config
+from tests.tf_predict import predict_request
 
 ROW = np.random.default_rng(2).standard_normal((1, 784)).astype(np.float32)
 
@@ -82,12 +82,7 @@ def test_a_group_is_served_under_its_own_name_on_every_api(server: RunningServer
     assert _member(result.as_numpy("logits"), answers) in {"fast", "slow"}
     assert triton.get_model_metadata("turns").name == "turns"
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "turns"
-    proto = TensorProto(dtype=1, tensor_content=ROW.tobytes())
-    for size in ROW.shape:
-        proto.tensor_shape.dim.add(size=size)
-    request.inputs["input"].CopyFrom(proto)
+    request = predict_request("turns", ROW)
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
     assert response.model_spec.name == "turns" and response.model_spec.version.value == 1

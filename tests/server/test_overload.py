@@ -20,9 +20,9 @@ from tritonclient.utils import InferenceServerException
 from ortserve.bench.server import RunningServer, start_server
 from ortserve.bench.server import metric_samples as samples
 from ortserve.examples.models import dense_stack, mlp, save
-from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from ortserve.protos.tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import write_config
+from tests.tf_predict import predict_request
 
 WIDTH = 1024
 
@@ -47,16 +47,6 @@ def _row() -> np.ndarray:
 
 def _v2_json(row: np.ndarray) -> dict:
     return {"inputs": [{"name": "input", "shape": list(row.shape), "datatype": "FP32", "data": row.ravel().tolist()}]}
-
-
-def _tf_predict(model: str, row: np.ndarray) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    tensor = TensorProto(dtype=1, tensor_content=row.tobytes())  # DT_FLOAT
-    for size in row.shape:
-        tensor.tensor_shape.dim.add(size=size)
-    request.inputs["input"].CopyFrom(tensor)
-    return request
 
 
 def _stats(server: RunningServer, model: str) -> dict:
@@ -85,7 +75,7 @@ def test_a_full_queue_answers_unavailable_over_both_grpc_apis(overload_server: R
     address = f"127.0.0.1:{overload_server.grpc_port}"
     with grpc.insecure_channel(address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        calls = [stub.Predict.future(_tf_predict("slow", _row()), timeout=60) for _ in range(16)]
+        calls = [stub.Predict.future(predict_request("slow", _row()), timeout=60) for _ in range(16)]
         codes = []
         for call in calls:
             try:

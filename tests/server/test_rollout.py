@@ -16,9 +16,9 @@ import pytest
 
 from ortserve.bench.server import RunningServer, start_server
 from ortserve.examples.models import mlp, save
-from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from ortserve.protos.tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import write_config
+from tests.tf_predict import predict_request
 
 POLL_S = 1.0
 CLIENTS_PER_API = 8
@@ -56,12 +56,7 @@ def _rest_client(server: RunningServer, model: str, name: str, traffic: Traffic)
 
 
 def _grpc_client(server: RunningServer, model: str, name: str, traffic: Traffic) -> None:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    tensor = TensorProto(dtype=1, tensor_content=ROW.tobytes())
-    for size in ROW.shape:
-        tensor.tensor_shape.dim.add(size=size)
-    request.inputs["input"].CopyFrom(tensor)
+    request = predict_request(model, ROW)
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         while not traffic.stop.is_set():

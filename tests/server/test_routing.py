@@ -16,9 +16,9 @@ import tritonclient.http as httpclient
 
 from ortserve.bench.server import RunningServer, metric_samples, start_server
 from ortserve.examples.models import mlp, multi_io, save
-from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.protos.tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from ortserve.protos.tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import write_config
+from tests.tf_predict import predict_request
 
 ROW = [0.1] * 784
 
@@ -94,12 +94,7 @@ def test_a_routing_key_always_reaches_the_same_version(server: RunningServer) ->
     assert 10 <= canary <= 60, canary  # keys spread by the weights too: about 30 of 300
 
     # the same key over TF Serving gRPC (metadata) lands on the same version as over REST
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "split"
-    tensor = TensorProto(dtype=1, tensor_content=np.array([ROW], dtype=np.float32).tobytes())
-    for size in (1, 784):
-        tensor.tensor_shape.dim.add(size=size)
-    request.inputs["input"].CopyFrom(tensor)
+    request = predict_request("split", np.array([ROW], dtype=np.float32))
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for key in list(chosen)[:40]:
