@@ -82,6 +82,26 @@ def test_batch_and_concurrent_keep_the_order(engine: ortserve.Engine, repo: Path
     assert max(stats.per_batch_size) > 4  # requests were merged into batches
 
 
+def test_answers_outlive_the_next_bulk_call(engine: ortserve.Engine, repo: Path) -> None:
+    """Bulk calls stack one-row requests into buffers the calling thread reuses (runtime.staging): an answer
+    must stay what it was when the next call stacks other rows into the same buffers."""
+    rng = np.random.default_rng(4)
+
+    def requests(count: int) -> list[dict[str, np.ndarray]]:
+        return [{"a": rng.standard_normal((1, 4)).astype(np.float32), "b": rng.integers(0, 9, (1, 4)),
+                 "half": rng.standard_normal((1, 3)).astype(np.float16), "text": np.array([b"t%d" % i], object)}
+                for i in range(count)]
+
+    first, second = requests(40), requests(40)
+    kept = engine.predict_batch("multi", first)
+    engine.predict_batch("multi", second)
+    for request, answer in zip(first, kept, strict=True):
+        total, scaled, text = _reference(repo, "multi", 1, request)
+        np.testing.assert_array_equal(answer["total"], total)
+        np.testing.assert_array_equal(answer["scaled"], scaled)
+        assert list(answer["label_bytes"]) == list(text)
+
+
 def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:
     rows = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
 

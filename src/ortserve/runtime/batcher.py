@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from ortserve.errors import Cancelled, DeadlineExceeded, Overloaded, ShuttingDown
+from ortserve.runtime import staging
 from ortserve.runtime.admission import Admission
 from ortserve.runtime.scheduler import Choices, Scheduler
 from ortserve.runtime.stats import VersionStats
@@ -407,7 +408,9 @@ class Batcher:
             if len(batch) == 1:
                 merged = batch[0].inputs
             else:
-                merged = {name: np.concatenate([item.inputs[name] for item in batch]) for name in batch[0].inputs}
+                rows = sum(item.rows for item in batch)
+                merged = {name: staging.stack(name, [item.inputs[name] for item in batch], rows)
+                          for name in batch[0].inputs}
             merged_at = time.perf_counter_ns()
             outputs = _execute(instance, merged)
             computed_at = time.perf_counter_ns()

