@@ -4,6 +4,7 @@ functions' alone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,22 +140,39 @@ class Recording:
         self.rows: list[int] = []
 
 
-def test_the_faster_session_runs_large_batches_and_the_other_is_tried_now_and_then() -> None:
-    one, pool = Recording(), Recording()
-    clock = iter(range(0, 10**9, 1000))  # every run "takes" 1000 ns: equal, so warmup's figures decide
-    choice = ThreadChoice(one, pool, {8: (5.0, 1.0), 32: (40.0, 20.0)})  # type: ignore[arg-type]
+def _timed_choice(one: Recording, pool: Recording, ns_per_batch: dict[int, int],
+                  measured: dict[int, tuple[float, float]]) -> tuple[ThreadChoice, Callable[[int], None]]:
+    """A ThreadChoice over the stand-ins, on a clock where each session's batch takes its set time."""
+    now = [0]
+    choice = ThreadChoice(one, pool, measured)  # type: ignore[arg-type]
 
     def run(rows: int) -> None:
-        choice.run(rows, lambda session: session.rows.append(rows), lambda: next(clock))
+        def call(session: Recording) -> None:
+            session.rows.append(rows)
+            now[0] += ns_per_batch[id(session)]
+        choice.run(rows, call, lambda: now[0])
 
+    return choice, run
+
+
+def test_the_faster_session_runs_large_batches_and_the_other_is_tried_as_its_cost_allows() -> None:
+    one, pool = Recording(), Recording()
+    choice, run = _timed_choice(one, pool, {id(one): 2000, id(pool): 1000}, {8: (5.0, 1.0), 32: (50.0, 25.0)})
     run(8)  # under POOL_FROM_ROWS: always one thread, whatever was measured
     assert one.rows == [8] and pool.rows == []
-    for _ in range(EXPLORE_EVERY):
-        run(40)  # the 32-63 class: the pool was faster at warmup
-    assert pool.rows.count(40) == EXPLORE_EVERY - 1 and one.rows.count(40) == 1  # one try on the other
-    summary = choice.summary()["32-63"]  # both ran 25 ns a row: the pool's mean (from 20) stays below one thread's
+    for _ in range(300):
+        run(40)  # the 32-63 class: one thread takes twice the pool's time, so a try costs a batch
+    assert one.rows.count(40) == 3  # tried every (2 - 1) / EXPLORE_COST = 100 batches
+    summary = choice.summary()["32-63"]
     assert summary["runs_on"] == "pool"
-    assert summary["pool_us_per_row"] < summary["one_thread_us_per_row"] < 0.040
+    assert summary["pool_us_per_row"] < summary["one_thread_us_per_row"]
+
+    close_one, close_pool = Recording(), Recording()
+    _, run_close = _timed_choice(close_one, close_pool, {id(close_one): 1040, id(close_pool): 1000},
+                                 {32: (26.0, 25.0)})
+    for _ in range(10 * EXPLORE_EVERY):
+        run_close(40)  # 4 % apart: a try costs little, so it comes every EXPLORE_EVERY batches
+    assert close_one.rows.count(40) == 10
 
 
 def test_a_session_that_slows_down_loses_its_batches() -> None:

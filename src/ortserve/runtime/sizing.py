@@ -3,7 +3,7 @@ For a small model kept on one intra-op thread it also times ONNX Runtime's defau
 runtime.threads to start from.
 
 Measured, not assumed: batches from the default limit (32 rows; from 16 when a pool session is timed beside a
-one-thread one) up, doubling, are timed on the version's sessions taking turns run by run
+one-thread one) up, doubling, are timed on the version's sessions taking turns
 (runtime.warmup.timed). Sizes are timed until two doublings in a row fail to cut the cost per row (on the
 faster session) by more than the scheduler's ROW_COST_TOLERANCE, up to LARGEST_DEFAULT_ROWS, within
 SIZING_BUDGET_NS of timing; an unconfigured limit is then the smallest size timed within that tolerance of the
@@ -26,14 +26,13 @@ from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.scheduler import ROW_COST_TOLERANCE
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.threads import POOL_FROM_ROWS
-from ortserve.runtime.warmup import timed, zero_inputs
+from ortserve.runtime.warmup import runs_per_timing, timed, zero_inputs
 
 log = logging.getLogger(__name__)
 
 LARGEST_DEFAULT_ROWS = 512
 FLAT_DOUBLINGS = 2  # doublings in a row that do not pay before timing stops: one can be the machine's noise
 SIZING_BUDGET_NS = 1_000_000_000
-_RUNS_PER_TIMING = 6  # warmup.timed: one untimed run, then the median of five
 
 
 @dataclass(frozen=True)
@@ -56,10 +55,11 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
     both: dict[int, tuple[float, float]] = {}
     rows = min(POOL_FROM_ROWS, max_batch_size) if pool is not None else max_batch_size
     while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and flat < FLAT_DOUBLINGS:
-        if spent + costs.cost_ns(rows) * _RUNS_PER_TIMING * len(sessions) > SIZING_BUDGET_NS:
+        runs = runs_per_timing(len(sessions))
+        if spent + costs.cost_ns(rows) * runs * len(sessions) > SIZING_BUDGET_NS:
             break
         times = timed(model, sessions, zero_inputs(signature, rows, shapes, True))
-        spent += sum(times) * _RUNS_PER_TIMING
+        spent += sum(times) * runs
         if pool is not None:
             both[rows] = (times[0] / rows, times[1] / rows)
         ns = min(times)

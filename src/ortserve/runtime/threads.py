@@ -3,11 +3,13 @@ ONNX Runtime's default thread pool (a thread per core) kept beside it.
 
 Small batches always run on one thread: warmup keeps the one-thread session only when it wins at 1 and 8 rows
 (the MLP 784-256-10: 18 us a row against 28-40 us on the pool of two). From POOL_FROM_ROWS rows on, the pool can
-win by using the other cores (the MLP at 64 rows: 150 us against 240 us), but only while those cores are free:
-on a shared machine the second core's share comes and goes (the same run measured 150, 220 and 270 us within
-minutes), and under load the front end needs it. So the choice is measured as it runs, per batch size (by
-powers of two): each size runs on the session with the lower running mean of time per row, and one batch in
-EXPLORE_EVERY on the other, so that its mean follows the machine. Warmup's timings of both start the means.
+win by using the other cores (the MLP at 256 rows: 2.1 us a row against 3.7 on one thread), but only while those
+cores are free: on a shared machine the second core's share comes and goes within minutes, and under load the
+front end needs it. So the choice is measured as it runs, per batch size (by powers of two): each size runs on
+the session with the lower running mean of time per row, and now and then on the other, so that its mean follows
+the machine. A try on the slower session costs the difference, so tries are spaced to cost about EXPLORE_COST of
+the class's time: every EXPLORE_EVERY batches when the two are close, every 76 when one thread is 1.76x slower
+(a try every 16 batches took 5 % of the pool's throughput). Warmup's timings of both start the means.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Callable
 import onnxruntime as ort
 
 POOL_FROM_ROWS = 16
-EXPLORE_EVERY = 16
+EXPLORE_EVERY = 8  # the most often the slower session is tried
+EXPLORE_COST = 0.01
 _SMOOTHING = 0.2
 ONE_THREAD, POOL = 0, 1
 
@@ -35,7 +38,7 @@ class ThreadChoice:
         """`measured`: warmup's time per row in ns by batch rows, (one thread, pool)."""
         self._sessions = (one_thread, pool)
         self._per_row: dict[int, list[float | None]] = {}
-        self._runs: dict[int, int] = {}
+        self._since_try: dict[int, int] = {}  # batches by size class since the slower session was last tried
         for rows, pair in measured.items():
             if rows >= POOL_FROM_ROWS:
                 self._per_row[size_class(rows)] = list(pair)
@@ -46,13 +49,14 @@ class ThreadChoice:
             return call(self._sessions[ONE_THREAD])
         size = size_class(rows)
         means = self._per_row.setdefault(size, [None, None])
-        runs = self._runs[size] = self._runs.get(size, 0) + 1
-        if means[ONE_THREAD] is None or means[POOL] is None:
-            chosen = ONE_THREAD if means[ONE_THREAD] is None else POOL
+        since = self._since_try[size] = self._since_try.get(size, 0) + 1
+        one, pool = means
+        if one is None or pool is None:
+            chosen = ONE_THREAD if one is None else POOL
         else:
-            chosen = POOL if means[POOL] < means[ONE_THREAD] else ONE_THREAD
-            if runs % EXPLORE_EVERY == 0:
-                chosen = 1 - chosen
+            chosen = POOL if pool < one else ONE_THREAD
+            if since >= _try_every(min(one, pool), max(one, pool)):
+                chosen, self._since_try[size] = 1 - chosen, 0
         start = clock()
         result = call(self._sessions[chosen])
         per_row = (clock() - start) / rows
@@ -70,3 +74,10 @@ class ThreadChoice:
                 "one_thread_us_per_row": None if one is None else round(one / 1e3, 3),
                 "pool_us_per_row": None if pool is None else round(pool / 1e3, 3)}
         return summary
+
+
+def _try_every(faster: float, slower: float) -> float:
+    """Batches between tries of the slower session: each try costs `slower / faster - 1` batches."""
+    if faster <= 0:
+        return EXPLORE_EVERY
+    return max(EXPLORE_EVERY, (slower / faster - 1) / EXPLORE_COST)

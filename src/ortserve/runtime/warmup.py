@@ -25,7 +25,8 @@ from ortserve.shapes import IMAGE_SIDE, image_axes
 Tensors = dict[str, np.ndarray]
 PROBE_ROWS = 8
 PROBE_BUDGET_NS = 1_000_000_000  # skip the larger batch when it would take longer than this
-TIMED_RUNS_BELOW_NS = 20_000_000  # runs faster than this are timed five times (median), slower ones once
+TIMED_RUNS_BELOW_NS = 20_000_000  # runs faster than this are timed TURNS * TURN_RUNS times (median), slower ones once
+TURNS, TURN_RUNS = 3, 2
 FEW_THREADS_BELOW_NS = 2_000_000  # models whose one-row run is faster may be better off on one thread
 
 
@@ -78,15 +79,25 @@ def warm_up(model: str, session: ort.InferenceSession, signature: Signature, war
 
 def timed(model: str, sessions: list[ort.InferenceSession], feeds: Tensors) -> list[int]:
     """The median run time in ns of each session, after one untimed run (the first at a size grows ONNX Runtime's
-    buffers). Several sessions take turns run by run, so that a change in the machine's speed (a shared machine's
-    moves by 2x within seconds) falls on all of them alike."""
+    buffers). Several sessions take turns of TURN_RUNS timed runs, so that a change in the machine's speed (a
+    shared machine's moves by 2x within seconds) falls on all of them alike; each turn starts with an untimed run,
+    which pays for the session before it (measured on 2 cores: ONNX Runtime's pool ran 512-row MLP batches at
+    4.0 us a row when the sessions alternated run by run, 2.4 in turns)."""
     first = max(_run(model, session, feeds) for session in sessions)
-    runs = 5 if first < TIMED_RUNS_BELOW_NS else 1
+    fast = first < TIMED_RUNS_BELOW_NS
+    turns, per_turn = (TURNS, TURN_RUNS) if fast else (1, 1)
     times: list[list[int]] = [[] for _ in sessions]
-    for _ in range(runs):
+    for _ in range(turns):
         for index, session in enumerate(sessions):
-            times[index].append(_run(model, session, feeds))
-    return [sorted(each)[runs // 2] for each in times]
+            if fast and len(sessions) > 1:
+                _run(model, session, feeds)
+            times[index].extend(_run(model, session, feeds) for _ in range(per_turn))
+    return [sorted(each)[len(each) // 2] for each in times]
+
+
+def runs_per_timing(sessions: int) -> int:
+    """How many runs timed() makes of each of `sessions` sessions, for a fast model (for time budgets)."""
+    return 1 + TURNS * (TURN_RUNS + (1 if sessions > 1 else 0))
 
 
 def calibrate(model: str, sessions: list[ort.InferenceSession], signature: Signature, shapes: dict[str, list[int]],
