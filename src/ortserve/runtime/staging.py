@@ -1,10 +1,12 @@
 """Stacking requests into one batch input, in a buffer the stacking thread reuses batch after batch.
 
-A batch stacked into a fresh array costs page faults when the array is large: glibc serves blocks past its mmap
-threshold from new pages and hands them back when freed, so every batch touches memory the kernel must map and
-zero. Measured on this 2-core VM (MLP 784-256-10, 1,000 one-row requests stacked 256 at a time between
-session.run calls): 360-400 minor faults and 1.3 ms per 1,000 rows stacked fresh, 0-20 faults and 0.4 ms into a
-reused buffer, against 2.3 ms of session.run.
+A batch stacked into a fresh array can cost page faults when the array is large: whether glibc serves it from
+pages it kept or from new ones it must have the kernel map and zero depends on the heap's history (its mmap and
+trim thresholds move with what was freed before). Measured on this 2-core VM, MLP 784-256-10, 1,000 one-row
+requests stacked 256 at a time between session.run calls: in one process 360-400 minor faults and 1.3 ms per
+1,000 rows stacked fresh against 0.4 ms reused; in `benchmarks/staging.py` no faults once the heap had adapted
+(0.54 ms fresh, 0.45 ms reused); the Engine's predict_batch of 10,000 such rows before this module, 52 faults per
+1,000 rows. A reused buffer never faults after its first batch.
 
 Each thread keeps one buffer per input name, grown when a batch needs more rows or another row shape or dtype.
 What `stack` returns is a view of that buffer, valid until the same thread stacks that input name again: the
