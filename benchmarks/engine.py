@@ -38,7 +38,15 @@ RESULTS = Path(__file__).parent / "results"
 CEILING_BATCHES = [1, 8, 16, 32, 64, 128, 256, 512]
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def mlp_file() -> Path:
+    """The MLP 784-256-10 these benchmarks run, saved once under WORK."""
+    path = WORK / "mlp" / "1" / "model.onnx"
+    if not path.exists():
+        save(mlp(), WORK, "mlp")
+    return path
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -135,13 +143,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    path = WORK / "mlp" / "1" / "model.onnx"
-    if not path.exists():
-        save(mlp(), WORK, "mlp")
+    path = mlp_file()
     rng = np.random.default_rng(0)
     rows = [rng.standard_normal((1, 784)).astype(np.float32) for _ in range(10_000)]
     report: dict = {"machine": machine(), "load_average_before": load_average(), "rounds": []}
-    bare = {threads: _session(path, threads) for threads in (0, 1)}
+    bare = {threads: session(path, threads) for threads in (0, 1)}
     found = {threads: measure_ceiling(session, CEILING_BATCHES, 0.5) for threads, session in bare.items()}
     threads = max(found, key=lambda key: found[key].rows_per_s)
     best = (threads, found[threads].batch_size)

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from engine import mlp_file, session
 from ortserve.bench.machine import load_average, machine
-from ortserve.examples.models import mlp, save
 from ortserve.runtime import staging
 
-WORK = Path(__file__).parent / "work" / "staging"
 ROWS, SLICE, REPEATS = 1000, 256, 10
 
 
@@ -59,12 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    path = WORK / "mlp" / "1" / "model.onnx"
-    if not path.exists():
-        save(mlp(), WORK, "mlp")
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    pool = session(mlp_file(), 0)
     rng = np.random.default_rng(0)
     rows = [rng.standard_normal((1, 784)).astype(np.float32) for _ in range(ROWS)]
     contiguous = np.concatenate(rows)
@@ -74,10 +68,10 @@ def main() -> None:
         "view": lambda start: contiguous[start:start + SLICE],
     }
     for stack in ways.values():
-        _measure(session, stack)
+        _measure(pool, stack)
     report: dict = {"machine": machine(), "load_average_before": load_average(), "rounds": []}
     for index in range(args.rounds):
-        measured = {name: _measure(session, stack) for name, stack in ways.items()}
+        measured = {name: _measure(pool, stack) for name, stack in ways.items()}
         report["rounds"].append(measured)
         print(index, {name: {key: round(value) for key, value in figures.items()}
                       for name, figures in measured.items()}, flush=True)
