@@ -7,7 +7,11 @@ one-thread one) up, doubling, are timed on the version's sessions taking turns
 (runtime.warmup.timed). Sizes are timed until two doublings in a row fail to cut the cost per row (on the
 faster session) by more than the scheduler's ROW_COST_TOLERANCE, up to LARGEST_DEFAULT_ROWS, within
 SIZING_BUDGET_NS of timing; an unconfigured limit is then the smallest size timed within that tolerance of the
-cheapest (stopping at the first doubling that did not pay let one noisy timing set the limit).
+cheapest (stopping at the first doubling that did not pay let one noisy timing set the limit). With a pool session
+beside, every size up to LARGEST_DEFAULT_ROWS is timed (within the budget): the pool's cost at a size does not
+follow from the smaller ones, because the other cores join only when they are free and the runs long enough (four
+of six loads of the MLP timed the pool no faster than one thread up to 64 or 128 rows, then at 2.3 against 3.9 us
+a row from 256 where that was timed; stopping at the flat part set the limit at 64 in two of them).
 
 Measured on 2 cores, MLP 784-256-10: one thread flattens at 260k rows/s from 32 rows, the pool of two runs 390k
 at 32 and 490k at 512 when the second core is free (this shared machine's speed moves by 2x within a minute, so
@@ -54,7 +58,7 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
     per_row: dict[int, float] = {}
     both: dict[int, tuple[float, float]] = {}
     rows = min(POOL_FROM_ROWS, max_batch_size) if pool is not None else max_batch_size
-    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and flat < FLAT_DOUBLINGS:
+    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and (pool is not None or flat < FLAT_DOUBLINGS):
         runs = runs_per_timing(len(sessions))
         if spent + costs.cost_ns(rows) * runs * len(sessions) > SIZING_BUDGET_NS:
             break
