@@ -9,7 +9,10 @@ front end needs it. So the choice is measured as it runs, per batch size (by pow
 the session with the lower running mean of time per row, and now and then on the other, so that its mean follows
 the machine. A try on the slower session costs the difference, so tries are spaced to cost about EXPLORE_COST of
 the class's time: every EXPLORE_EVERY batches when the two are close, every 76 when one thread is 1.76x slower
-(a try every 16 batches took 5 % of the pool's throughput). Warmup's timings of both start the means.
+(a try every 16 batches took 5 % of the pool's throughput). A try's time replaces the mean of the session tried,
+which is as old as its last try: smoothed in, one try in 28 batches moved a pool mean left at 5.1 us a row (timed
+while eight threads stacked beside it) too little to win back its batches at 2.3. Warmup's timings of both start
+the means.
 """
 
 from __future__ import annotations
@@ -51,17 +54,19 @@ class ThreadChoice:
         means = self._per_row.setdefault(size, [None, None])
         since = self._since_try[size] = self._since_try.get(size, 0) + 1
         one, pool = means
+        trying = False
         if one is None or pool is None:
             chosen = ONE_THREAD if one is None else POOL
         else:
             chosen = POOL if pool < one else ONE_THREAD
             if since >= _try_every(min(one, pool), max(one, pool)):
-                chosen, self._since_try[size] = 1 - chosen, 0
+                chosen, trying, self._since_try[size] = 1 - chosen, True, 0
         start = clock()
         result = call(self._sessions[chosen])
         per_row = (clock() - start) / rows
         mean = means[chosen]
-        means[chosen] = per_row if mean is None else mean + _SMOOTHING * (per_row - mean)
+        # a try's time replaces the other's mean, which is as old as the last try: the machine has moved since
+        means[chosen] = per_row if mean is None or trying else mean + _SMOOTHING * (per_row - mean)
         return result
 
     def summary(self) -> dict[str, dict[str, float | str | None]]:
