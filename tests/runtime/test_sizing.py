@@ -97,6 +97,19 @@ def test_one_timing_that_does_not_pay_does_not_stop_the_growth(timed_by_line: li
     assert chosen.max_batch_size == 512
 
 
+def test_a_pool_is_timed_past_its_flat_sizes(timed_by_line: list[tuple[Line, int]]) -> None:
+    # the pool no faster than one thread up to 128 rows (its second core not yet with it), then far faster
+    one_thread = Table({16: 4200, 32: 3900, 64: 3900, 128: 3900, 256: 3900, 512: 3900})
+    pool = Table({16: 4600, 32: 4300, 64: 4000, 128: 4100, 256: 2300, 512: 2200})
+    chosen = size_batches("m", one_thread, pool, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                          costs=_calibrated(Line(10 * US, 3 * US)))
+    assert chosen.max_batch_size == 512
+    assert chosen.both[256] == (3900, 2300)
+    alone = size_batches("m", one_thread, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                         costs=_calibrated(Line(10 * US, 3 * US)))
+    assert alone == sizing.Sizing(32)  # one session: two flat doublings end the timing
+
+
 def test_the_limit_is_the_smallest_size_near_the_cheapest(timed_by_line: list[tuple[Line, int]]) -> None:
     # 256 rows are within the tolerance of the cheapest (512): the extra rows would only add latency
     almost_flat = Table({32: 3000, 64: 2600, 128: 2300, 256: 2010, 512: 2000})
@@ -173,6 +186,16 @@ def test_the_faster_session_runs_large_batches_and_the_other_is_tried_as_its_cos
     for _ in range(10 * EXPLORE_EVERY):
         run_close(40)  # 4 % apart: a try costs little, so it comes every EXPLORE_EVERY batches
     assert close_one.rows.count(40) == 10
+
+
+def test_a_session_that_recovers_wins_its_batches_back_at_its_first_try() -> None:
+    one, pool = Recording(), Recording()
+    # the pool's mean was left high (timed while other threads took its cores); now it runs twice as fast
+    choice, run = _timed_choice(one, pool, {id(one): 2000, id(pool): 1000}, {32: (40.0, 100.0)})
+    for _ in range(200):
+        run(40)
+    assert 95 <= len(pool.rows) <= 105  # tried after about 100 batches (2x slower by then), kept from then on
+    assert choice.summary()["32-63"]["runs_on"] == "pool"
 
 
 def test_a_session_that_slows_down_loses_its_batches() -> None:
