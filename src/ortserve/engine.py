@@ -180,7 +180,7 @@ class Engine:
     def _batch(self, served: ServedVersion, inputs: Sequence[Inputs], outputs: list[str] | None,
                slots: threading.Semaphore) -> list[Tensors]:
         if served.max_batch_size <= 0:  # unbatched: one by one
-            return [self._one(served, _named(served, item), outputs) for item in inputs]
+            return [self._one(served, _named(served, item), outputs, bulk=True) for item in inputs]
         uniform = _uniform_columns(served, inputs, served.max_batch_size)
         if uniform is not None:  # the usual case, done in numpy: every request of one shape and dtype
             columns, rows = uniform
@@ -206,15 +206,15 @@ class Engine:
             piece = {name: column[start] if requests == 1 else stack(name, column[start:start + requests],
                                                                       requests * rows)
                      for name, column in columns.items()}
-            results.extend(_split_uniform(self._one(served, piece, outputs), requests, rows))
+            results.extend(_split_uniform(self._one(served, piece, outputs, bulk=True), requests, rows))
         return results
 
     @staticmethod
-    def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None) -> Tensors:
+    def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None, *, bulk: bool = False) -> Tensors:
         """One request: run here at once when the version is idle and the request has nothing worth waiting for
-        (fast, or a full batch: the batcher's run_now), else queued, and run on this thread if the version is
-        free by then (the batcher's run-here path)."""
-        ran = served.run_now(inputs, outputs)
+        (fast, a full batch, or a slice of a bulk call: the batcher's run_now), else queued, and run on this
+        thread if the version is free by then (the batcher's run-here path)."""
+        ran = served.run_now(inputs, outputs, bulk=bulk)
         if ran is not None:
             return ran
         answer, later = _Answer(), _RunHere()
@@ -227,7 +227,7 @@ class Engine:
         """Run `stacked` in slices (views) of max_batch_size rows; the outputs stacked back."""
         limit, total = served.max_batch_size, _rows(stacked)
         if total <= limit:
-            return self._one(served, stacked, outputs)
+            return self._one(served, stacked, outputs, bulk=True)
         slices = ({name: array[start:start + limit] for name, array in stacked.items()}
                   for start in range(0, total, limit))
         parts = [answer.wait() for answer in self._pipelined(served, slices, outputs, slots)]
@@ -236,13 +236,13 @@ class Engine:
     @staticmethod
     def _pipelined(served: ServedVersion, slices: Iterator[Tensors], outputs: list[str] | None,
                    slots: threading.Semaphore) -> list[_Answer]:
-        """Run the slices: here, when the version is idle (run_now: a full slice waits for nothing), else queued,
+        """Run the slices: here, when the version is idle (run_now: a bulk call's slice waits for nothing), else queued,
         one slot each (the rest wait here, not in the version's queue, where admission would count them). With a
         slot more than the version has instances, the next slice is queued while one runs, so the version's worker
         runs them back to back while this thread prepares the next; the answers are waited for in order."""
         pending: list[_Answer] = []
         for piece in slices:
-            ran = served.run_now(piece, outputs) if not pending or pending[-1].arrived else None
+            ran = served.run_now(piece, outputs, bulk=True) if not pending or pending[-1].arrived else None
             if ran is not None:  # the version was idle: this thread ran the slice, with no hand-over
                 pending.append(_Answer.given(ran))
                 continue

@@ -308,7 +308,8 @@ def test_run_now_takes_an_idle_fast_version_on_the_callers_thread() -> None:
 
 def test_run_now_takes_a_slow_versions_full_batch_but_leaves_it_a_partial_one() -> None:
     """A batch of a slow model may gain company by waiting (the scheduler's choice), so one row goes through the
-    queue; a full batch waits for nothing, and runs on the caller's thread with no hand-over."""
+    queue; a full batch, or a bulk call's slice, waits for nothing, and runs on the caller's thread with no
+    hand-over."""
     ran_on: list[int] = []
 
     def execute(inputs: Tensors) -> Tensors:
@@ -323,6 +324,11 @@ def test_run_now_takes_a_slow_versions_full_batch_but_leaves_it_a_partial_one() 
         assert answer is not None
         np.testing.assert_array_equal(answer["y"], _rows(4, value=6))
         assert ran_on == [threading.get_ident()]
+        # a bulk caller's last slice: its own rows are all it would have waited for
+        tail = batcher.run_now({"x": _rows(1, value=5)}, 1, time.perf_counter_ns(), bulk=True)
+        assert tail is not None
+        np.testing.assert_array_equal(tail["y"], _rows(1, value=10))
+        assert ran_on == [threading.get_ident()] * 2
     finally:
         batcher.close()
 

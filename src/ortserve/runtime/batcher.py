@@ -179,19 +179,20 @@ class Batcher:
                 run_later(self.run_here)
         return None
 
-    def run_now(self, inputs: Tensors, rows: int, started_ns: int, assembly: Assembly | None = None
-                ) -> Tensors | None:
+    def run_now(self, inputs: Tensors, rows: int, started_ns: int, assembly: Assembly | None = None, *,
+                bulk: bool = False) -> Tensors | None:
         """The lean path, for a caller that waits on its own thread anyway (the engine): when the version is idle
         (nothing queued, no batch running) and either fast or given a full batch (nothing to wait for), run the
         request here and now as a batch of its own, with none of the queue's bookkeeping and no hand-over to a
-        worker. None: not taken; submit it instead. An idle version admits any request without a deadline, so
+        worker. `bulk`: a slice of a caller's many rows, whose own rows are all it would wait for: taken partial
+        too. None: not taken; submit it instead. An idle version admits any request without a deadline, so
         admission has nothing to say here."""
         with self._lock:
             instances = self._instances
             instance = instances[0]
             scheduler = self._scheduler
             if (self._closing or self._queue or instance.busy
-                    or not (scheduler.fast or rows >= scheduler.row_limit)
+                    or not (bulk or scheduler.fast or rows >= scheduler.row_limit)
                     or (len(instances) > 1 and any(other.busy for other in instances))):
                 return None
             start = time.perf_counter_ns()

@@ -214,16 +214,17 @@ class ServedVersion:
             observer.end(time.perf_counter_ns() - start, exc)
             raise
 
-    def run_now(self, inputs: Tensors, outputs: list[str] | None) -> Tensors | None:
+    def run_now(self, inputs: Tensors, outputs: list[str] | None, *, bulk: bool = False) -> Tensors | None:
         """submit()'s lean path for a caller that waits on its own thread: validated, then run here at once when
-        the version is idle and fast (runtime.batcher's run_now), returning the outputs or raising the error.
+        the version is idle and fast, or given a full batch or a `bulk` caller's slice (runtime.batcher's
+        run_now), returning the outputs or raising the error.
         None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
         shadows): then submit it."""
         if self.observer is not None or self.cache is not None or self.shadow is not None:
             return None
         start = time.perf_counter_ns()
         batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
-        result = batcher.run_now(inputs, rows, start, assembly)
+        result = batcher.run_now(inputs, rows, start, assembly, bulk=bulk)
         if result is None or not outputs:
             return result
         return {name: result[name] for name in outputs}
