@@ -401,6 +401,7 @@ class Batcher:
         start = time.perf_counter_ns()
         for item in batch:
             self._stats.queued(start - item.enqueued_ns)
+        rows = sum(item.rows for item in batch)
         assembly = batch[0].assembly
         results: list[Tensors | BaseException]
         if assembly is not None:
@@ -409,7 +410,6 @@ class Batcher:
             if len(batch) == 1:
                 merged = batch[0].inputs
             else:
-                rows = sum(item.rows for item in batch)
                 merged = {name: staging.stack(name, [item.inputs[name] for item in batch], rows)
                           for name in batch[0].inputs}
             merged_at = time.perf_counter_ns()
@@ -420,7 +420,7 @@ class Batcher:
                 results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
             else:
                 results = [outputs] if len(batch) == 1 else [_execute(instance, item.inputs) for item in batch]
-        rows = sum(item.rows for item in batch) or 1
+        rows = rows or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
         self._batch_ended(instance, rows, start, computed_at - merged_at, ok, batch)
         for item, result in zip(batch, results, strict=True):
