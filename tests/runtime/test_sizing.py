@@ -67,8 +67,9 @@ def test_both_sessions_are_timed_at_every_size_and_the_faster_sets_the_limit(
     chosen = _size(narrow, wide)
     # rows keep getting cheaper on the pool by more than the tolerance all the way up
     assert chosen.max_batch_size == LARGEST_DEFAULT_ROWS
+    sizes = (16, 32, 64, 128, 256, 512)
     assert [(session is wide, rows) for session, rows in timed_by_line] == [
-        (is_wide, rows) for rows in (16, 32, 64, 128, 256, 512) for is_wide in (False, True)]
+        (is_wide, rows) for rows in (*sizes, *reversed(sizes)) for is_wide in (False, True)]  # twice, up then down
     assert chosen.both[16] == (narrow.ns(16) / 16, wide.ns(16) / 16)
     assert set(chosen.both) == {16, 32, 64, 128, 256, 512}
 
@@ -108,6 +109,27 @@ def test_a_pool_is_timed_past_its_flat_sizes(timed_by_line: list[tuple[Line, int
     alone = size_batches("m", one_thread, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
                          costs=_calibrated(Line(10 * US, 3 * US)))
     assert alone == sizing.Sizing(32)  # one session: two flat doublings end the timing
+
+
+class Spells:
+    """A session stand-in whose cost per row at a size changes from one timing to the next (its list, in turn)."""
+
+    def __init__(self, per_row: dict[int, list[int]]) -> None:
+        self.per_row = {rows: iter(costs) for rows, costs in per_row.items()}
+
+    def ns(self, rows: int) -> int:
+        return next(self.per_row[rows]) * rows
+
+
+def test_sizes_a_pool_caught_slow_are_timed_again(timed_by_line: list[tuple[Line, int]]) -> None:
+    one_thread = Table({16: 4200, 32: 3900, 64: 3900, 128: 3900, 256: 3900, 512: 3900})
+    # the first pass finds the pool fast at 128 and slow above it; the second, largest first, fast everywhere
+    pool = Spells({16: [4600, 4600], 32: [3000, 3000], 64: [2500, 2500], 128: [2300, 2300], 256: [3900, 2100],
+                   512: [3900, 2000]})
+    chosen = size_batches("m", one_thread, pool, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                          costs=_calibrated(Line(10 * US, 3 * US)))
+    assert chosen.max_batch_size == 512  # one pass alone would have set 128
+    assert chosen.both[512] == (3900, 2000) and chosen.both[128] == (3900, 2300)
 
 
 def test_the_limit_is_the_smallest_size_near_the_cheapest(timed_by_line: list[tuple[Line, int]]) -> None:
