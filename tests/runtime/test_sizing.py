@@ -15,7 +15,7 @@ from ortserve.runtime import sizing
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.runtime.sizing import LARGEST_DEFAULT_ROWS, size_batches
-from ortserve.runtime.threads import EXPLORE_EVERY, ThreadChoice
+from ortserve.runtime.threads import EXPLORE_EVERY, TRY_AFTER_NS, ThreadChoice
 
 US = 1_000
 
@@ -218,6 +218,15 @@ def test_a_session_that_recovers_wins_its_batches_back_at_its_first_try() -> Non
         run(40)
     assert 95 <= len(pool.rows) <= 105  # tried after about 100 batches (2x slower by then), kept from then on
     assert choice.summary()["32-63"]["runs_on"] == "pool"
+
+
+def test_a_mean_left_long_ago_is_tried_again_sooner_than_its_cost_spacing() -> None:
+    one, pool = Recording(), Recording()
+    # 10 ms batches: the pool's stale mean says 2.5x slower (a try every 150 batches); TRY_AFTER_NS comes first
+    _, run = _timed_choice(one, pool, {id(one): 20_000_000, id(pool): 10_000_000}, {32: (500_000.0, 1_250_000.0)})
+    for _ in range(TRY_AFTER_NS // 20_000_000 + 5):
+        run(40)
+    assert len(pool.rows) >= 4  # tried once its mean was TRY_AFTER_NS old, then kept: now twice as fast
 
 
 def test_a_session_that_slows_down_loses_its_batches() -> None:

@@ -11,8 +11,9 @@ the machine. A try on the slower session costs the difference, so tries are spac
 the class's time: every EXPLORE_EVERY batches when the two are close, every 76 when one thread is 1.76x slower
 (a try every 16 batches took 5 % of the pool's throughput). A try's time replaces the mean of the session tried,
 which is as old as its last try: smoothed in, one try in 28 batches moved a pool mean left at 5.1 us a row (timed
-while eight threads stacked beside it) too little to win back its batches at 2.3. Warmup's timings of both start
-the means.
+while eight threads stacked beside it) too little to win back its batches at 2.3. And a mean older than
+TRY_AFTER_NS is tried again whatever the spacing: a bulk call runs few batches of each size, so a class left on
+one thread by a slow spell of the pool stayed there for tens of calls. Warmup's timings of both start the means.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import onnxruntime as ort
 POOL_FROM_ROWS = 16
 EXPLORE_EVERY = 8  # the most often the slower session is tried
 EXPLORE_COST = 0.01
+TRY_AFTER_NS = 200_000_000  # a mean this old is tried again, whatever the cost: the machine has moved since
 _SMOOTHING = 0.2
 ONE_THREAD, POOL = 0, 1
 
@@ -42,6 +44,7 @@ class ThreadChoice:
         self._sessions = (one_thread, pool)
         self._per_row: dict[int, list[float | None]] = {}
         self._since_try: dict[int, int] = {}  # batches by size class since the slower session was last tried
+        self._tried_ns: dict[int, int] = {}  # when it was last tried (or the class first ran)
         for rows, pair in measured.items():
             if rows >= POOL_FROM_ROWS:
                 self._per_row[size_class(rows)] = list(pair)
@@ -53,15 +56,16 @@ class ThreadChoice:
         size = size_class(rows)
         means = self._per_row.setdefault(size, [None, None])
         since = self._since_try[size] = self._since_try.get(size, 0) + 1
+        start = clock()
         one, pool = means
         trying = False
         if one is None or pool is None:
             chosen = ONE_THREAD if one is None else POOL
         else:
             chosen = POOL if pool < one else ONE_THREAD
-            if since >= _try_every(min(one, pool), max(one, pool)):
-                chosen, trying, self._since_try[size] = 1 - chosen, True, 0
-        start = clock()
+            stale = start - self._tried_ns.setdefault(size, start) >= TRY_AFTER_NS
+            if stale or since >= _try_every(min(one, pool), max(one, pool)):
+                chosen, trying, self._since_try[size], self._tried_ns[size] = 1 - chosen, True, 0, start
         result = call(self._sessions[chosen])
         per_row = (clock() - start) / rows
         mean = means[chosen]
