@@ -90,11 +90,16 @@ class Table:
         return self.per_row[rows] * rows
 
 
+def _size_by_table(narrow: object, pool: object | None = None) -> sizing.Sizing:
+    """size_batches over stand-ins timed by table, with an unconfigured limit (default 32)."""
+    return size_batches("m", narrow, pool, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
+                        costs=_calibrated(Line(10 * US, 3 * US)))
+
+
 def test_one_timing_that_does_not_pay_does_not_stop_the_growth(timed_by_line: list[tuple[Line, int]]) -> None:
     # 128 rows timed while the second core was busy: no cheaper than 64; 256 and 512 are
     noisy = Table({32: 3000, 64: 2600, 128: 2600, 256: 2200, 512: 2000})
-    chosen = size_batches("m", noisy, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                          costs=_calibrated(Line(10 * US, 3 * US)))
+    chosen = _size_by_table(noisy)
     assert chosen.max_batch_size == 512
 
 
@@ -102,12 +107,10 @@ def test_a_pool_is_timed_past_its_flat_sizes(timed_by_line: list[tuple[Line, int
     # the pool no faster than one thread up to 128 rows (its second core not yet with it), then far faster
     one_thread = Table({16: 4200, 32: 3900, 64: 3900, 128: 3900, 256: 3900, 512: 3900})
     pool = Table({16: 4600, 32: 4300, 64: 4000, 128: 4100, 256: 2300, 512: 2200})
-    chosen = size_batches("m", one_thread, pool, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                          costs=_calibrated(Line(10 * US, 3 * US)))
+    chosen = _size_by_table(one_thread, pool)
     assert chosen.max_batch_size == 512
     assert chosen.both[256] == (3900, 2300)
-    alone = size_batches("m", one_thread, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                         costs=_calibrated(Line(10 * US, 3 * US)))
+    alone = _size_by_table(one_thread)
     assert alone == sizing.Sizing(32)  # one session: two flat doublings end the timing
 
 
@@ -126,8 +129,7 @@ def test_sizes_a_pool_caught_slow_are_timed_again(timed_by_line: list[tuple[Line
     # the first pass finds the pool fast at 128 and slow above it; the second, largest first, fast everywhere
     pool = Spells({16: [4600, 4600], 32: [3000, 3000], 64: [2500, 2500], 128: [2300, 2300], 256: [3900, 2100],
                    512: [3900, 2000]})
-    chosen = size_batches("m", one_thread, pool, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                          costs=_calibrated(Line(10 * US, 3 * US)))
+    chosen = _size_by_table(one_thread, pool)
     assert chosen.max_batch_size == 512  # one pass alone would have set 128
     assert chosen.both[512] == (3900, 2000) and chosen.both[128] == (3900, 2300)
 
@@ -135,8 +137,7 @@ def test_sizes_a_pool_caught_slow_are_timed_again(timed_by_line: list[tuple[Line
 def test_the_limit_is_the_smallest_size_near_the_cheapest(timed_by_line: list[tuple[Line, int]]) -> None:
     # 256 rows are within the tolerance of the cheapest (512): the extra rows would only add latency
     almost_flat = Table({32: 3000, 64: 2600, 128: 2300, 256: 2010, 512: 2000})
-    chosen = size_batches("m", almost_flat, None, SIGNATURE, {}, 32, grow=True,  # type: ignore[arg-type]
-                          costs=_calibrated(Line(10 * US, 3 * US)))
+    chosen = _size_by_table(almost_flat)
     assert chosen.max_batch_size == 256
 
 
