@@ -66,6 +66,10 @@ def test_errors_are_typed_and_name_the_problem(engine: ortserve.Engine) -> None:
         engine.predict("multi", np.zeros((1, 4), np.float32))
     with pytest.raises(ortserve.NotFound, match="label"):
         engine.predict("mlp", np.zeros((1, 784), np.float32), label="canary")
+    with pytest.raises(ortserve.InvalidInput, match="'input' must be a numpy array, got list"):
+        engine.predict("mlp", {"input": [[0.0] * 784]})
+    with pytest.raises(ortserve.InvalidInput, match="'input' must be a numpy array, got str"):
+        engine.predict_batch("mlp", [{"input": np.zeros((1, 784), np.float32)}, {"input": "x"}])
 
 
 def test_batch_and_concurrent_keep_the_order(engine: ortserve.Engine, repo: Path) -> None:

@@ -317,6 +317,9 @@ class _RunHere(list[Callable[[], None]]):
 
 def _named(served: ServedVersion, inputs: Inputs) -> Tensors:
     if isinstance(inputs, dict):
+        for name, array in inputs.items():
+            if not isinstance(array, np.ndarray):
+                raise InvalidInput(f"input {name!r} must be a numpy array, got {type(array).__name__}")
         return inputs
     if not isinstance(inputs, np.ndarray):
         raise InvalidInput(f"inputs must be a dict of arrays by input name, or one array; got {type(inputs).__name__}")
@@ -355,11 +358,12 @@ def _uniform_columns(served: ServedVersion, inputs: Sequence[Inputs], limit: int
             columns = {name: [item[name] for item in inputs] for name in first}  # type: ignore[index]
         except KeyError:
             return None
+        if any(set(map(type, column)) != {np.ndarray} for column in columns.values()):
+            return None
     else:
         return None
     for column in columns.values():
-        if (set(map(type, column)) != {np.ndarray} or column[0].ndim == 0
-                or len(set(map(_SHAPE, column))) != 1 or len(set(map(_DTYPE, column))) != 1):
+        if column[0].ndim == 0 or len(set(map(_SHAPE, column))) != 1 or len(set(map(_DTYPE, column))) != 1:
             return None
     rows = len(next(iter(columns.values()))[0])
     return (columns, rows) if rows <= limit else None
