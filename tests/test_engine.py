@@ -70,6 +70,13 @@ def test_errors_are_typed_and_name_the_problem(engine: ortserve.Engine) -> None:
         engine.predict("mlp", {"input": [[0.0] * 784]})
     with pytest.raises(ortserve.InvalidInput, match="'input' must be a numpy array, got str"):
         engine.predict_batch("mlp", [{"input": np.zeros((1, 784), np.float32)}, {"input": "x"}])
+    with pytest.raises(ortserve.InvalidInput, match="outputs must be a list of output names, got 'logits'"):
+        engine.predict("mlp", np.zeros((1, 784), np.float32), outputs="logits")  # type: ignore[arg-type]
+    for bulk in (engine.predict_batch, engine.predict_concurrent):
+        with pytest.raises(ortserve.InvalidInput, match=r"must be a list of requests .* got ndarray"):
+            bulk("mlp", np.zeros((3, 784), np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ortserve.InvalidInput, match=r"'input' has shape \[\] \(a scalar\)"):
+        engine.predict_batch("mlp", [np.array(1.0, np.float32)] * 3)
 
 
 def test_batch_and_concurrent_keep_the_order(engine: ortserve.Engine, repo: Path) -> None:

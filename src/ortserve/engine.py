@@ -150,7 +150,7 @@ class Engine:
         """One request: `inputs` by name (or one array for a model with one input), rows along the first
         dimension; the outputs by name (those asked for, or all)."""
         served = self._version(model, version, label, routing_key)
-        return self._one(served, _named(served, inputs), outputs)
+        return self._one(served, _named(served, inputs), _output_names(outputs))
 
     def predict_batch(self, model: str, inputs: Sequence[Inputs], *, version: int | None = None,
                       label: str | None = None, outputs: list[str] | None = None) -> list[Tensors]:
@@ -158,7 +158,7 @@ class Engine:
         one shape are stacked once and run in slices (views), so a request's rows may share a batch with its
         neighbours' (rows are independent along the batch dimension)."""
         served = self._version(model, version, label, None)
-        return self._batch(served, inputs, outputs, _slots(served))
+        return self._batch(served, _requests(inputs), _output_names(outputs), _slots(served))
 
     def predict_concurrent(self, model: str, inputs: Sequence[Inputs], *, max_workers: int = 8,
                            version: int | None = None, label: str | None = None,
@@ -166,9 +166,9 @@ class Engine:
         """Many requests from `max_workers` threads at once, sharing the version's batcher as concurrent callers
         do: each thread takes its share of consecutive requests as predict_batch does, and the threads together
         keep no more slices in flight than predict_batch alone would; results in order."""
-        if not inputs:
+        if not _requests(inputs):
             return []
-        served = self._version(model, version, label, None)
+        served, outputs = self._version(model, version, label, None), _output_names(outputs)
         slots = _slots(served)
         workers = max(1, min(max_workers, len(inputs)))
         share = -(-len(inputs) // workers)
@@ -261,7 +261,7 @@ class Engine:
                             routing_key: str | None = None) -> Tensors:
         """predict() for a coroutine: the caller's event loop waits, never blocks."""
         served = self._version(model, version, label, routing_key)
-        return await served.infer(_named(served, inputs), outputs)
+        return await served.infer(_named(served, inputs), _output_names(outputs))
 
     def classify(self, model: str, image: ImageSource, *, top_k: int = 5, version: int | None = None,
                  label: str | None = None) -> list[dict[str, object]]:
@@ -330,6 +330,21 @@ def _named(served: ServedVersion, inputs: Inputs) -> Tensors:
     return {names[0]: inputs}
 
 
+def _requests(inputs: Sequence[Inputs]) -> Sequence[Inputs]:
+    """A bulk call's requests: a list (or other sequence) of them, each what predict() takes."""
+    if isinstance(inputs, str | bytes | dict | np.ndarray) or not isinstance(inputs, Sequence):
+        raise InvalidInput(f"inputs must be a list of requests (each a dict of arrays by input name, or one array), "
+                           f"got {type(inputs).__name__}; predict() takes one array of many rows")
+    return inputs
+
+
+def _output_names(outputs: list[str] | None) -> list[str] | None:
+    if outputs is not None and (isinstance(outputs, str) or not isinstance(outputs, Sequence)
+                                or not all(isinstance(name, str) for name in outputs)):
+        raise InvalidInput(f"outputs must be a list of output names, got {outputs!r:.100}")
+    return outputs
+
+
 def _slots(served: ServedVersion) -> threading.Semaphore:
     """Slices a bulk call keeps in flight: one per instance, and one queued behind them."""
     return threading.Semaphore(served.config.instances.max + 1)
@@ -384,10 +399,14 @@ def _split_uniform(outputs: Tensors, requests: int, rows: int) -> list[Tensors]:
 
 
 def _same_shape_runs(requests: list[Tensors]) -> list[list[Tensors]]:
-    """Consecutive requests with the same inputs, dtypes and shapes but the first dimension."""
+    """Consecutive requests with the same inputs, dtypes and shapes but the first dimension (which each must have)."""
     runs: list[list[Tensors]] = []
     shape = None
     for request in requests:
+        for name, array in request.items():
+            if array.ndim == 0:
+                raise InvalidInput(f"input {name!r} has shape [] (a scalar), but the model takes a batch along the "
+                                   "first dimension")
         key = [(name, array.dtype, array.shape[1:]) for name, array in request.items()]
         if runs and key == shape:
             runs[-1].append(request)
