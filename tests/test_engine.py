@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,6 +140,14 @@ def test_from_file_with_config_fields(tmp_path: Path) -> None:
         ortserve.Engine.from_file(tmp_path / "missing.onnx")
 
 
+def test_from_file_refuses_a_file_that_does_not_load(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    named = f"failed to load model 'broken'.*{re.escape(str(broken))}.*Protobuf"  # the caller's path, not a link
+    with pytest.raises(ortserve.InvalidInput, match=named):
+        ortserve.Engine.from_file(broken)
+
+
 def test_classify_takes_paths_bytes_images_and_arrays(demo_repository: Path, tmp_path: Path) -> None:
     cat = Image.fromarray(data.chelsea())
     path = tmp_path / "cat.jpg"
@@ -150,6 +159,8 @@ def test_classify_takes_paths_bytes_images_and_arrays(demo_repository: Path, tmp
             engine.classify(demo.MODEL, b"hello")
         with pytest.raises(ortserve.InvalidInput, match="cannot read"):
             engine.classify(demo.MODEL, tmp_path / "missing.jpg")
+        with pytest.raises(ortserve.InvalidInput, match="top_k must be a whole number of at least 1, got '3'"):
+            engine.classify(demo.MODEL, path, top_k="3")  # type: ignore[arg-type]
     tops = [[entry["class_id"] for entry in answer] for answer in answers]
     assert all(len(top) == 3 for top in tops)
     assert len({top[0] for top in tops}) == 1  # the same cat however it is given

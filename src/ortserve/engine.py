@@ -123,6 +123,13 @@ class Engine:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
         engine._scratch = scratch
+        loaded = engine.model(model)
+        if not loaded.is_ready():  # the one model is the whole engine: its failure is the caller's answer
+            failure = (loaded.error or loaded.reload_error
+                       or "; ".join(version.error for version in loaded.versions.values() if version.error))
+            engine.close()
+            failure = failure.replace(str(version_dir / MODEL_FILE), str(source))  # the caller's file, not our link
+            raise InvalidInput(f"failed to load model {model!r}: {failure or 'no version is ready'}")
         return engine
 
     def __enter__(self) -> Engine:
@@ -271,8 +278,8 @@ class Engine:
         classifier = served.image
         if classifier is None:
             raise InvalidInput(f"model {model!r} has no image preprocessing (config.yaml `image:`)")
-        if top_k < 1:
-            raise InvalidInput(f"top_k must be at least 1, got {top_k}")
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInput(f"top_k must be a whole number of at least 1, got {top_k!r}")
         tensor = _image_tensor(classifier.preprocess, classifier.tensor, image)
         scores = self.predict(model, {classifier.input.name: tensor}, version=served.version,
                               outputs=[classifier.output.name])[classifier.output.name]
