@@ -211,13 +211,15 @@ def test_the_faster_session_runs_large_batches_and_the_other_is_tried_as_its_cos
     assert close_one.rows.count(40) == 10
 
 
-def test_a_session_that_recovers_wins_its_batches_back_at_its_first_try() -> None:
+def test_a_session_that_recovers_wins_its_batches_back_within_two_tries() -> None:
     one, pool = Recording(), Recording()
     # the pool's mean was left high (timed while other threads took its cores); now it runs twice as fast
     choice, run = _timed_choice(one, pool, {id(one): 2000, id(pool): 1000}, {32: (40.0, 100.0)})
     for _ in range(200):
         run(40)
-    assert 95 <= len(pool.rows) <= 105  # tried after about 100 batches (2x slower by then), kept from then on
+    # tried after ~100 batches (2x slower by then: 100 -> 62.5), again 25 later (-> 44 < 50) and kept; smoothed
+    # in like any run, the tries would have moved it to 85 and 73 and the pool would have run twice
+    assert 60 <= len(pool.rows) <= 90
     assert choice.summary()["32-63"]["runs_on"] == "pool"
 
 
@@ -225,9 +227,10 @@ def test_a_mean_left_long_ago_is_tried_again_sooner_than_its_cost_spacing() -> N
     one, pool = Recording(), Recording()
     # 10 ms batches: the pool's stale mean says 2.5x slower (a try every 150 batches); TRY_AFTER_NS comes first
     _, run = _timed_choice(one, pool, {id(one): 20_000_000, id(pool): 10_000_000}, {32: (500_000.0, 1_250_000.0)})
-    for _ in range(TRY_AFTER_NS // 20_000_000 + 5):
+    for _ in range(4 * TRY_AFTER_NS // 20_000_000):
         run(40)
-    assert len(pool.rows) >= 4  # tried once its mean was TRY_AFTER_NS old, then kept: now twice as fast
+    # tried each time its mean was TRY_AFTER_NS old (1.25 -> 0.75 -> 0.5 -> 0.375 ms a row), then kept
+    assert len(pool.rows) >= 8
 
 
 def test_a_session_that_slows_down_loses_its_batches() -> None:

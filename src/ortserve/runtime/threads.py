@@ -9,9 +9,11 @@ front end needs it. So the choice is measured as it runs, per batch size (by pow
 the session with the lower running mean of time per row, and now and then on the other, so that its mean follows
 the machine. A try on the slower session costs the difference, so tries are spaced to cost about EXPLORE_COST of
 the class's time: every EXPLORE_EVERY batches when the two are close, every 76 when one thread is 1.76x slower
-(a try every 16 batches took 5 % of the pool's throughput). A try's time replaces the mean of the session tried,
-which is as old as its last try: smoothed in, one try in 28 batches moved a pool mean left at 5.1 us a row (timed
-while eight threads stacked beside it) too little to win back its batches at 2.3. And a mean older than
+(a try every 16 batches took 5 % of the pool's throughput). A try's time counts for half the mean of the session
+tried, which is as old as its last try: smoothed in like any run, one try in 28 batches moved a pool mean left at
+5.1 us a row (timed while eight threads stacked beside it) too little to win back its batches at 2.3; replacing
+the mean let single lucky tries move the MLP's 16-63-row classes back and forth at c=32 (5 % fewer requests/s
+over five rounds). And a mean older than
 TRY_AFTER_NS is tried again whatever the spacing: a bulk call runs few batches of each size, so a class left on
 one thread by a slow spell of the pool stayed there for tens of calls. Warmup's timings of both start the means.
 """
@@ -27,6 +29,7 @@ EXPLORE_EVERY = 8  # the most often the slower session is tried
 EXPLORE_COST = 0.01
 TRY_AFTER_NS = 200_000_000  # a mean this old is tried again, whatever the cost: the machine has moved since
 _SMOOTHING = 0.2
+_TRY_WEIGHT = 0.5  # not 1: one lucky try would then move a close class over for the batches it takes to move back
 ONE_THREAD, POOL = 0, 1
 
 
@@ -69,8 +72,9 @@ class ThreadChoice:
         result = call(self._sessions[chosen])
         per_row = (clock() - start) / rows
         mean = means[chosen]
-        # a try's time replaces the other's mean, which is as old as the last try: the machine has moved since
-        means[chosen] = per_row if mean is None or trying else mean + _SMOOTHING * (per_row - mean)
+        # a try's time weighs more than a run's: the tried mean is as old as the last try, the machine has moved
+        weight = _TRY_WEIGHT if trying else _SMOOTHING
+        means[chosen] = per_row if mean is None else mean + weight * (per_row - mean)
         return result
 
     def summary(self) -> dict[str, dict[str, float | str | None]]:
