@@ -16,7 +16,7 @@ from skimage import data
 
 import ortserve
 from ortserve.examples import demo
-from ortserve.examples.models import mlp, multi_io, save
+from ortserve.examples.models import dense_stack, mlp, multi_io, save
 from tests.conftest import write_config
 
 
@@ -112,6 +112,22 @@ def test_answers_outlive_the_next_bulk_call(engine: ortserve.Engine, repo: Path)
         np.testing.assert_array_equal(answer["total"], total)
         np.testing.assert_array_equal(answer["scaled"], scaled)
         assert list(answer["label_bytes"]) == list(text)
+
+
+def test_concurrent_bulk_calls_stay_within_a_slow_models_queue_bound(tmp_path: Path) -> None:
+    """Eight threads of a bulk call keep at most a slice per instance and one more in flight, as predict_batch
+    does, so a slow model's bounded queue (here two batches) takes them all rather than refusing some."""
+    save(dense_stack(layers=64, width=256), tmp_path, "slow")  # a few ms a batch of 4
+    write_config(tmp_path, "slow", {"max_batch_size": 4, "queue": {"max_rows": 8}})
+    requests = [np.full((1, 256), index / 64, np.float32) for index in range(64)]
+    with ortserve.Engine(tmp_path) as engine:
+        answers = engine.predict_concurrent("slow", requests, max_workers=8)
+        alone = [engine.predict("slow", request) for request in requests[:4]]
+        refusals = engine.model("slow").versions[1].stats.refusals
+    assert len(answers) == 64
+    for answer, single in zip(answers, alone, strict=False):
+        np.testing.assert_allclose(answer["output"], single["output"], rtol=1e-5, atol=1e-6)
+    assert not refusals
 
 
 def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:

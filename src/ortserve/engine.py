@@ -10,6 +10,7 @@ which merge the requests of every caller. Loads, rollouts and drains run on a pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import shutil
 import tempfile
@@ -187,11 +188,11 @@ class Engine:
     def _batch(self, served: ServedVersion, inputs: Sequence[Inputs], outputs: list[str] | None,
                slots: threading.Semaphore) -> list[Tensors]:
         if served.max_batch_size <= 0:  # unbatched: one by one
-            return [self._one(served, _named(served, item), outputs, bulk=True) for item in inputs]
+            return [self._one(served, _named(served, item), outputs, slots=slots) for item in inputs]
         uniform = _uniform_columns(served, inputs, served.max_batch_size)
         if uniform is not None:  # the usual case, done in numpy: every request of one shape and dtype
             columns, rows = uniform
-            return self._uniform(served, columns, rows, len(inputs), outputs)
+            return self._uniform(served, columns, rows, len(inputs), outputs, slots)
         results: list[Tensors] = []
         for run in _same_shape_runs([_named(served, item) for item in inputs]):
             stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
@@ -200,7 +201,7 @@ class Engine:
         return results
 
     def _uniform(self, served: ServedVersion, columns: dict[str, list[np.ndarray]], rows: int, count: int,
-                 outputs: list[str] | None) -> list[Tensors]:
+                 outputs: list[str] | None, slots: threading.Semaphore) -> list[Tensors]:
         """Requests of one shape and dtype (checked): a slice of max_batch_size rows at a time stacked into this
         thread's staging buffers (runtime.staging), run, and its outputs split back into its requests' views. The
         slices run one after the other: a buffer is reused as soon as its slice has run (stacking into fresh
@@ -213,28 +214,32 @@ class Engine:
             piece = {name: column[start] if requests == 1 else stack(name, column[start:start + requests],
                                                                       requests * rows)
                      for name, column in columns.items()}
-            results.extend(_split_uniform(self._one(served, piece, outputs, bulk=True), requests, rows))
+            results.extend(_split_uniform(self._one(served, piece, outputs, slots=slots), requests, rows))
         return results
 
     @staticmethod
-    def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None, *, bulk: bool = False) -> Tensors:
+    def _one(served: ServedVersion, inputs: Tensors, outputs: list[str] | None, *,
+             slots: threading.Semaphore | None = None) -> Tensors:
         """One request: run here at once when the version is idle and the request has nothing worth waiting for
         (fast, a full batch, or a slice of a bulk call: the batcher's run_now), else queued, and run on this
-        thread if the version is free by then (the batcher's run-here path)."""
-        ran = served.run_now(inputs, outputs, bulk=bulk)
+        thread if the version is free by then (the batcher's run-here path). `slots`: a bulk call's, held while
+        the slice is queued or running, so that the call's threads together keep no more slices in the version's
+        queue than it has instances and one more (a slow model's queue bound is two batches)."""
+        ran = served.run_now(inputs, outputs, bulk=slots is not None)
         if ran is not None:
             return ran
-        answer, later = _Answer(), _RunHere()
-        served.submit(inputs, outputs, answer, run_later=later.append)
-        later.run()
-        return answer.wait()
+        with slots if slots is not None else contextlib.nullcontext():
+            answer, later = _Answer(), _RunHere()
+            served.submit(inputs, outputs, answer, run_later=later.append)
+            later.run()
+            return answer.wait()
 
     def _slices(self, served: ServedVersion, stacked: Tensors, outputs: list[str] | None,
                 slots: threading.Semaphore) -> Tensors:
         """Run `stacked` in slices (views) of max_batch_size rows; the outputs stacked back."""
         limit, total = served.max_batch_size, _rows(stacked)
         if total <= limit:
-            return self._one(served, stacked, outputs, bulk=True)
+            return self._one(served, stacked, outputs, slots=slots)
         slices = ({name: array[start:start + limit] for name, array in stacked.items()}
                   for start in range(0, total, limit))
         parts = [answer.wait() for answer in self._pipelined(served, slices, outputs, slots)]
