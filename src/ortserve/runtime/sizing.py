@@ -13,7 +13,7 @@ With a pool session beside, every size up to LARGEST_DEFAULT_ROWS is timed (with
 at a size does not follow from the smaller ones, because the other cores join only when they are free and the
 runs long enough (four of six loads of the MLP timed the pool no faster than one thread up to 64 or 128 rows,
 then at 2.3 against 3.9 us a row from 256 where that was timed; stopping at the flat part set the limit at 64 in
-two of them). The sizes are then timed again, largest first, each keeping its cheaper pass (`_time_again`): with
+two of them). The sizes are then timed again, largest first, each keeping its cheaper pass: with
 one pass, six loads set 512, 128, 512, 256, 256, 512, as a size caught in the pool's slow spell lost to a smaller
 one.
 
@@ -26,6 +26,7 @@ takes over a second: its probe is skipped and its limit stays at the default.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import onnxruntime as ort
@@ -58,48 +59,40 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
     if not costs.measured or (pool is None and not grow):
         return Sizing(max_batch_size)
     sessions = [narrow] if pool is None else [narrow, pool]
-    spent, flat = 0.0, 0
+    runs = runs_per_timing(len(sessions))
+    spent = 0.0
     per_row: dict[int, float] = {}
     both: dict[int, tuple[float, float]] = {}
-    rows = min(POOL_FROM_ROWS, max_batch_size) if pool is not None else max_batch_size
-    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and (pool is not None or flat < FLAT_DOUBLINGS):
-        runs = runs_per_timing(len(sessions))
+
+    def time_size(rows: int) -> bool:
+        """Time a batch of `rows` on every session, keeping each figure's cheapest so far (in `per_row`, `both`);
+        False when it would overrun the budget."""
+        nonlocal spent
         if spent + costs.cost_ns(rows) * runs * len(sessions) > SIZING_BUDGET_NS:
-            break
-        times = timed(model, sessions, zero_inputs(signature, rows, shapes, True))
-        spent += sum(times) * runs
-        if pool is not None:
-            both[rows] = (times[0] / rows, times[1] / rows)
-        ns = min(times)
-        costs.observe(rows, ns)
-        if rows > max_batch_size:
-            paid = ns / rows < min(per_row.values()) * (1 - ROW_COST_TOLERANCE)
-            flat = 0 if paid else flat + 1
-        per_row[rows] = ns / rows
-        rows *= 2
-    if pool is not None:
-        spent += _time_again(model, sessions, signature, shapes, costs, per_row, both, SIZING_BUDGET_NS - spent)
-    limit = _limit(per_row, max_batch_size)
-    return Sizing(limit, {size: pair for size, pair in both.items() if size <= limit})
-
-
-def _time_again(model: str, sessions: list[ort.InferenceSession], signature: Signature, shapes: dict[str, list[int]],
-                costs: BatchCosts, per_row: dict[int, float], both: dict[int, tuple[float, float]],
-                budget_ns: float) -> float:
-    """A second pass over the sizes timed, largest first, keeping each size's cheaper figures (in `per_row` and
-    `both`): the pool's speed at a size comes and goes with the other cores, and one pass can catch a size in
-    its slow spell. Returns the time it took to run."""
-    spent = 0.0
-    runs = runs_per_timing(len(sessions))
-    for rows in sorted(per_row, reverse=True):
-        if spent + costs.cost_ns(rows) * runs * len(sessions) > budget_ns:
-            continue
+            return False
         times = timed(model, sessions, zero_inputs(signature, rows, shapes, True))
         spent += sum(times) * runs
         costs.observe(rows, min(times))
-        per_row[rows] = min(per_row[rows], min(times) / rows)
-        both[rows] = (min(both[rows][0], times[0] / rows), min(both[rows][1], times[1] / rows))
-    return spent
+        per_row[rows] = min(per_row.get(rows, math.inf), min(times) / rows)
+        if pool is not None:
+            one, wide = both.get(rows, (math.inf, math.inf))
+            both[rows] = (min(one, times[0] / rows), min(wide, times[1] / rows))
+        return True
+
+    flat = 0
+    rows = min(POOL_FROM_ROWS, max_batch_size) if pool is not None else max_batch_size
+    while rows <= (LARGEST_DEFAULT_ROWS if grow else max_batch_size) and (pool is not None or flat < FLAT_DOUBLINGS):
+        cheapest = min(per_row.values(), default=math.inf)
+        if not time_size(rows):
+            break
+        if rows > max_batch_size:
+            flat = 0 if per_row[rows] < cheapest * (1 - ROW_COST_TOLERANCE) else flat + 1
+        rows *= 2
+    if pool is not None:  # the pool's speed at a size comes and goes with the other cores: a second pass
+        for size in sorted(per_row, reverse=True):
+            time_size(size)
+    limit = _limit(per_row, max_batch_size)
+    return Sizing(limit, {size: pair for size, pair in both.items() if size <= limit})
 
 
 def _limit(per_row: dict[int, float], max_batch_size: int) -> int:
