@@ -16,7 +16,7 @@ from skimage import data
 
 import ortserve
 from ortserve.examples import demo
-from ortserve.examples.models import dense_stack, mlp, multi_io, save
+from ortserve.examples.models import dense_stack, flattened, mlp, multi_io, save
 from tests.conftest import write_config
 
 
@@ -128,6 +128,26 @@ def test_concurrent_bulk_calls_stay_within_a_slow_models_queue_bound(tmp_path: P
     for answer, single in zip(answers, alone, strict=False):
         np.testing.assert_allclose(answer["output"], single["output"], rtol=1e-5, atol=1e-6)
     assert not refusals
+
+
+@pytest.mark.parametrize("config", [{}, {"max_batch_size": 8}], ids=["inferred", "configured"])
+def test_bulk_calls_of_a_model_with_no_row_per_input_row(config: dict, tmp_path: Path) -> None:
+    """[batch, 4] -> [batch * 4]: unbatched by default; batched by config.yaml, each request still gets its own
+    answer (a merged run's output cannot be cut by rows, so its requests run alone)."""
+    path = save(flattened(), tmp_path, "flat")
+    rng = np.random.default_rng(8)
+    same = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(12)]
+    mixed = [rng.standard_normal((rows, 4)).astype(np.float32) for rows in (1, 2, 1, 3)]
+    with ortserve.Engine.from_file(path, name="flat", **config) as engine:
+        assert engine.model("flat").resolve().max_batch_size == config.get("max_batch_size", 0)
+        for requests in (same, mixed):
+            for answers in (engine.predict_batch("flat", requests), engine.predict_concurrent("flat", requests)):
+                assert len(answers) == len(requests)
+                for request, answer in zip(requests, answers, strict=True):
+                    np.testing.assert_array_equal(answer["y"], request.reshape(-1))
+        if config:
+            with pytest.raises(ortserve.InvalidInput, match="cannot be joined: send at most max_batch_size rows"):
+                engine.predict_batch("flat", [np.zeros((20, 4), np.float32)])
 
 
 def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:

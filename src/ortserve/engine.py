@@ -28,7 +28,7 @@ from ortserve.errors import InvalidInput, NotFound
 from ortserve.repository.config import CONFIG_FILE, parse_config
 from ortserve.repository.layout import MODEL_FILE
 from ortserve.runtime import staging
-from ortserve.runtime.batcher import split_rows
+from ortserve.runtime.batcher import has_rows, split_rows
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.pixels import to_rgb
 from ortserve.runtime.registry import ModelRegistry
@@ -195,9 +195,15 @@ class Engine:
             return self._uniform(served, columns, rows, len(inputs), outputs, slots)
         results: list[Tensors] = []
         for run in _same_shape_runs([_named(served, item) for item in inputs]):
-            stacked = run[0] if len(run) == 1 else {name: np.concatenate([r[name] for r in run]) for name in run[0]}
+            if len(run) == 1:
+                results.append(self._slices(served, run[0], outputs, slots))
+                continue
+            stacked = {name: np.concatenate([r[name] for r in run]) for name in run[0]}
             answer = self._slices(served, stacked, outputs, slots)
-            results.extend(split_rows(answer, [_rows(request) for request in run]))
+            if has_rows(answer, _rows(stacked)):
+                results.extend(split_rows(answer, [_rows(request) for request in run]))
+            else:  # outputs with no row per input row (config.yaml batches a model that does not batch)
+                results.extend(self._one(served, request, outputs, slots=slots) for request in run)
         return results
 
     def _uniform(self, served: ServedVersion, columns: dict[str, list[np.ndarray]], rows: int, count: int,
@@ -214,7 +220,14 @@ class Engine:
             piece = {name: column[start] if requests == 1 else stack(name, column[start:start + requests],
                                                                       requests * rows)
                      for name, column in columns.items()}
-            results.extend(_split_uniform(self._one(served, piece, outputs, slots=slots), requests, rows))
+            answer = self._one(served, piece, outputs, slots=slots)
+            if requests == 1:
+                results.append(answer)
+            elif has_rows(answer, requests * rows):
+                results.extend(_split_uniform(answer, requests, rows))
+            else:  # outputs with no row per input row (config.yaml batches a model that does not batch)
+                results.extend(self._one(served, {name: column[start + index] for name, column in columns.items()},
+                                         outputs, slots=slots) for index in range(requests))
         return results
 
     @staticmethod
@@ -243,6 +256,11 @@ class Engine:
         slices = ({name: array[start:start + limit] for name, array in stacked.items()}
                   for start in range(0, total, limit))
         parts = [answer.wait() for answer in self._pipelined(served, slices, outputs, slots)]
+        for start, part in zip(range(0, total, limit), parts, strict=True):
+            if not has_rows(part, min(limit, total - start)):
+                raise InvalidInput(f"a request of {total} rows runs in batches of max_batch_size {limit} rows, but "
+                                   f"model {served.model!r} answers a batch with no row per input row in its "
+                                   "outputs, so they cannot be joined: send at most max_batch_size rows")
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     @staticmethod

@@ -52,3 +52,34 @@ def test_batch_size_metric_shows_merged_batches(server: RunningServer) -> None:
     total = buckets["+Inf"]
     assert total >= 1
     assert buckets["1.0"] < total, "every batch held a single row: nothing merged"
+
+
+def _flatten_concurrently(server: RunningServer, model: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(9)
+    requests = [rng.standard_normal((rows, 4)).astype(np.float32) for rows in (1, 2, 1, 3, 1, 2)]
+
+    def infer(batch: np.ndarray) -> np.ndarray:
+        client = triton.InferenceServerClient(server.host_port)
+        tensor = triton.InferInput("x", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        return client.infer(model, [tensor]).as_numpy("y")
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(zip(requests, pool.map(infer, requests), strict=True))
+
+
+def test_a_model_whose_output_has_no_row_per_input_row_is_served_unbatched(server: RunningServer) -> None:
+    """Its shapes allow batching ([batch, 4] -> [values]); merged, each request would get a slice of the others'."""
+    assert triton.InferenceServerClient(server.host_port).get_model_config("flattened")["max_batch_size"] == 0
+    stats = httpx.get(f"{server.url}/v2/models/flattened/stats").json()["model_stats"][0]
+    assert "output 'y' has shape [12] for a batch of 3 rows" in stats["ortserve"]["scheduler"]["unbatched_because"]
+    for request, answer in _flatten_concurrently(server, "flattened"):
+        np.testing.assert_array_equal(answer, request.reshape(-1))
+
+
+def test_a_configured_batch_whose_outputs_cannot_be_cut_runs_its_requests_alone(server: RunningServer) -> None:
+    """config.yaml batches it anyway (max_batch_size 8, 200 ms delay): the merged batch's output is not cut into
+    wrong pieces; each request runs again alone, and the log says so."""
+    for request, answer in _flatten_concurrently(server, "flattened_batched"):
+        np.testing.assert_array_equal(answer, request.reshape(-1))
+    assert "not a row per input row; its requests ran one by one" in server.log()

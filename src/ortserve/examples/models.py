@@ -84,6 +84,20 @@ def fixed_shape(scale: float = 1.0) -> onnx.ModelProto:
     return _model(graph)
 
 
+def flattened(features: int = 4) -> onnx.ModelProto:
+    """A model whose shapes allow batching but whose output has no row per input row: x of [batch, features]
+    flattened to y of [batch * features], declared with a dynamic first dimension as exporters write it (a
+    detector's boxes of every image, the indices of NonZero are alike)."""
+    shape = numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat_shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "flat_shape"], ["y"])], "flattened",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["values"])],
+        initializer=[shape],
+    )
+    return _model(graph)
+
+
 def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0) -> onnx.ModelProto:
     """`layers` MatMul + Tanh layers on `width` features sharing one weight matrix, with a dynamic batch
     dimension: a small file whose run time grows with `layers` (about 2 * layers * width^2 FLOPs a row), for

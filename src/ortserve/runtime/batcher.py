@@ -126,6 +126,7 @@ class Batcher:
         self._arrived_rows = 0  # rows that arrived since the last batch ended
         self._refill_rows = 0  # rows that batch answered, until as many have arrived (then 0)
         self._backlogged = False  # rows were queued when the last batch ended
+        self._warned_rowless = False  # a merged batch's outputs had no row per input row
         self._lock = threading.Condition(threading.Lock())
         self.set_instances(instances)
 
@@ -416,10 +417,14 @@ class Batcher:
             outputs = _execute(instance, merged)
             computed_at = time.perf_counter_ns()
             ok = not isinstance(outputs, Exception)
-            if not isinstance(outputs, Exception):
-                results = [outputs] if len(batch) == 1 else split_rows(outputs, [item.rows for item in batch])
-            else:
-                results = [outputs] if len(batch) == 1 else [_execute(instance, item.inputs) for item in batch]
+            if len(batch) == 1:
+                results = [outputs]
+            elif not isinstance(outputs, Exception) and has_rows(outputs, rows):
+                results = split_rows(outputs, [item.rows for item in batch])
+            else:  # the batch failed, or its outputs cannot be cut into the requests' rows: each runs alone
+                if not isinstance(outputs, Exception):
+                    self._warn_rowless(outputs, rows)
+                results = [_execute(instance, item.inputs) for item in batch]
         rows = rows or 1
         self._stats.batch_done(rows, merged_at - start, computed_at - merged_at, time.perf_counter_ns() - computed_at)
         self._batch_ended(instance, rows, start, computed_at - merged_at, ok, batch)
@@ -427,6 +432,13 @@ class Batcher:
             self._stats.request_done(time.perf_counter_ns() - item.started_ns, not isinstance(result, BaseException),
                                      was_queued=True)
             _answer(item, result)
+
+    def _warn_rowless(self, outputs: Tensors, rows: int) -> None:
+        if not self._warned_rowless:
+            self._warned_rowless = True
+            shapes = {name: list(getattr(out, "shape", ())) for name, out in outputs.items()}
+            log.warning("%s: a merged batch of %d rows gave outputs of shapes %s, not a row per input row; its "
+                        "requests ran one by one (set max_batch_size: 0 for this model)", self._name, rows, shapes)
 
     def _batch_ended(self, instance: _Instance, rows: int, start: int, compute_ns: int, ok: bool,
                      batch: list[_Pending]) -> None:
@@ -542,6 +554,11 @@ def _run_assembled(instance: _Instance, assembly: Assembly, batch: list[_Pending
         else:
             results.append(next(answered))
     return merged_at, computed_at, isinstance(outputs, list), results
+
+
+def has_rows(outputs: Tensors, rows: int) -> bool:
+    """Whether every output has `rows` rows, one per input row: what split_rows needs."""
+    return all(isinstance(out, np.ndarray) and out.ndim and out.shape[0] == rows for out in outputs.values())
 
 
 def split_rows(outputs: Tensors, rows: list[int]) -> list[Tensors]:

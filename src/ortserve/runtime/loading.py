@@ -14,6 +14,7 @@ from ortserve.runtime.gpu import device_of
 from ortserve.runtime.image import bind_image_classifier
 from ortserve.runtime.instances import SessionPool, threads_per_instance, usable_cores
 from ortserve.runtime.model import ServedVersion
+from ortserve.runtime.rows import batching_problem
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
 from ortserve.runtime.sizing import describe, size_batches
@@ -23,12 +24,21 @@ from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_
 log = logging.getLogger(__name__)
 
 
-def _effective_max_batch_size(served: ServedVersion) -> int:
+def _effective_max_batch_size(served: ServedVersion, session: ort.InferenceSession) -> int:
+    """config.yaml's max_batch_size; unset, DEFAULT_MAX_BATCH_SIZE when the model's shapes allow batching and its
+    outputs have a row per input row when run (else 0, with the reason kept for the statistics)."""
     assert served.signature is not None
     batchable = served.signature.batch_dimension_is_dynamic
     wanted = served.config.max_batch_size
     if wanted is None:
-        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
+        if not batchable:
+            return 0
+        served.unbatched_reason = batching_problem(session, served.signature, served.config.warmup.shapes)
+        if served.unbatched_reason is not None:
+            log.info("model %r version %d is served unbatched: %s", served.model, served.version,
+                     served.unbatched_reason)
+            return 0
+        return DEFAULT_MAX_BATCH_SIZE
     if wanted > 0 and not batchable:
         raise ConfigError(
             f"model {served.model!r}: field 'max_batch_size' is {wanted}, but the model has no dynamic first "
@@ -76,13 +86,14 @@ def load_sessions(served: ServedVersion) -> None:
     check_contract(served.model, served.version, config, signature)
     served.providers = session.get_providers()
     served.gpu = device_of(served.providers, session.get_provider_options())
-    served.max_batch_size = _effective_max_batch_size(served)
+    served.max_batch_size = _effective_max_batch_size(served, session)
     if config.image is not None:
         served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
     if config.text is not None:
         if served.max_batch_size == 0:
             raise ConfigError(f"model {served.model!r}: field 'text': texts are batched, so the model needs a dynamic "
-                              "first dimension on every input and output and max_batch_size above 0")
+                              "first dimension on every input and output and max_batch_size above 0"
+                              + (f" ({served.unbatched_reason})" if served.unbatched_reason else ""))
         served.text = bind_text_model(served.model, served.path.parent, config.text, signature)
     served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
     wide = None

@@ -60,6 +60,7 @@ class ServedVersion:
     calibration: BatchCosts | None = None  # measured at warmup
     signature: Signature | None = None
     max_batch_size: int = 0
+    unbatched_reason: str | None = None  # why batching was not inferred for a model whose shapes allow it
     threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
     # A one-thread version's session on ONNX Runtime's default thread pool, and warmup's timings of both by batch
     # rows: a lone instance runs large batches on whichever is faster as it runs (runtime.threads)

@@ -155,6 +155,8 @@ def scheduling_stats(served: ServedVersion, gpus: GpuMonitor) -> dict[str, Any]:
             "backlog_row_us": None if choices.drain_ns_per_row is None else round(choices.drain_ns_per_row / 1e3, 2),
             "runs_on_caller_thread": choices.runs_on_caller_thread,
         }
+        if served.unbatched_reason is not None:
+            extra["scheduler"]["unbatched_because"] = served.unbatched_reason
         extra["queue"] = {"rows": state.queued_rows, "requests": state.queued_requests,
                           "bound_rows": state.queue_bound,
                           "admission_correction": round(state.admission_correction, 3)}
