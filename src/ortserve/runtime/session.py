@@ -10,6 +10,7 @@ import onnxruntime as ort
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
 from ortserve.runtime.ort_guard import unsafe_optimizers
+from ortserve.runtime.zipmap import without_zipmap
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
     disabled = unsafe_optimizers(path)
+    source = without_zipmap(path) or str(path)
     while True:
         try:
             return ort.InferenceSession(
-                str(path),
+                source,
                 sess_options=options,
                 providers=[(p.name, dict(p.options)) for p in providers],
                 disabled_optimizers=disabled,
