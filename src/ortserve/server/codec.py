@@ -217,8 +217,15 @@ def array_to_bytes(array: np.ndarray) -> bytes | memoryview:
     return memoryview(np.ascontiguousarray(array)).cast("B")
 
 
+_LONG_LONGS = {np.dtype(np.longlong).char: np.dtype(np.int64), np.dtype(np.ulonglong).char: np.dtype(np.uint64)}
+
+
 def json_tensor(array: np.ndarray) -> Any:
-    """What orjson can write for a tensor: the array itself when numeric, nested lists for strings."""
+    """What orjson can write for a tensor: the array itself when numeric, nested lists for strings. ONNX Runtime's
+    64-bit integers are C long longs ('q', 'Q'), whose numpy scalars orjson does not know (the rows of a rank-1
+    output are scalars): they are viewed as numpy's int64 and uint64, the same bits."""
     if array.dtype == object:
         return array.tolist()
+    if array.dtype.char in _LONG_LONGS:
+        array = array.view(_LONG_LONGS[array.dtype.char])
     return np.ascontiguousarray(array)
