@@ -19,32 +19,45 @@ from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
 from ortserve.runtime.sizing import describe, size_batches
 from ortserve.runtime.text import bind_text_model
-from ortserve.runtime.warmup import FEW_THREADS_BELOW_NS, calibrate, one_thread_wins, prime, warm_up
+from ortserve.runtime.warmup import (
+    FEW_THREADS_BELOW_NS,
+    calibrate,
+    one_thread_wins,
+    prime,
+    settle_warmup,
+    unbatched_shapes,
+    warm_up,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _effective_max_batch_size(served: ServedVersion, session: ort.InferenceSession) -> int:
-    """config.yaml's max_batch_size; unset, DEFAULT_MAX_BATCH_SIZE when the model's shapes allow batching and its
-    outputs have a row per input row when run (else 0, with the reason kept for the statistics)."""
+def _effective_max_batch_size(served: ServedVersion) -> int:
+    """config.yaml's max_batch_size; unset, DEFAULT_MAX_BATCH_SIZE when the model's shapes allow batching (and
+    then its outputs are checked when run: _unbatch_if_rowless)."""
     assert served.signature is not None
     batchable = served.signature.batch_dimension_is_dynamic
     wanted = served.config.max_batch_size
     if wanted is None:
-        if not batchable:
-            return 0
-        served.unbatched_reason = batching_problem(session, served.signature, served.config.warmup.shapes)
-        if served.unbatched_reason is not None:
-            log.info("model %r version %d is served unbatched: %s", served.model, served.version,
-                     served.unbatched_reason)
-            return 0
-        return DEFAULT_MAX_BATCH_SIZE
+        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
     if wanted > 0 and not batchable:
         raise ConfigError(
             f"model {served.model!r}: field 'max_batch_size' is {wanted}, but the model has no dynamic first "
             "dimension on every input and output; set max_batch_size: 0 to serve it unbatched"
         )
     return wanted
+
+
+def _unbatch_if_rowless(served: ServedVersion, session: ort.InferenceSession) -> None:
+    """Batching inferred from the shapes is kept only if, run, every output has a row per input row (runtime.rows);
+    else the version is served unbatched, the reason kept for the statistics."""
+    assert served.signature is not None and served.warmup is not None
+    served.unbatched_reason = batching_problem(session, served.signature, served.warmup.shapes)
+    if served.unbatched_reason is not None:
+        log.info("model %r version %d is served unbatched: %s", served.model, served.version, served.unbatched_reason)
+        served.max_batch_size = 0
+        served.warmup = served.warmup.model_copy(
+            update={"shapes": unbatched_shapes(served.signature, served.warmup.shapes)})
 
 
 def _may_prefer_one_thread(served: ServedVersion, configured_threads: int) -> bool:
@@ -61,9 +74,9 @@ def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession
     session to serve with, the intra-op threads for every instance (0: ONNX Runtime's default), and the default
     session when the one-thread one won (large batches may still run faster on it: runtime.sizing)."""
     single = create_session(served.model, served.path, served.config, 1)
-    assert served.signature is not None
+    assert served.signature is not None and served.warmup is not None
     default_costs, single_costs = calibrate(served.model, [session, single], served.signature,
-                                            served.config.warmup.shapes, served.max_batch_size)
+                                            served.warmup.shapes, served.max_batch_size)
     wins = one_thread_wins(default_costs, single_costs)
     log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "
              "thread pool)", served.model, served.version, "one thread" if wins else "the default thread pool",
@@ -86,7 +99,11 @@ def load_sessions(served: ServedVersion) -> None:
     check_contract(served.model, served.version, config, signature)
     served.providers = session.get_providers()
     served.gpu = device_of(served.providers, session.get_provider_options())
-    served.max_batch_size = _effective_max_batch_size(served, session)
+    served.max_batch_size = _effective_max_batch_size(served)
+    served.warmup = warmup = settle_warmup(served.model, session, signature, config.warmup, served.max_batch_size > 0)
+    if config.max_batch_size is None and served.max_batch_size > 0:
+        _unbatch_if_rowless(served, session)
+        warmup = served.warmup
     if config.image is not None:
         served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
     if config.text is not None:
@@ -95,12 +112,12 @@ def load_sessions(served: ServedVersion) -> None:
                               "first dimension on every input and output and max_batch_size above 0"
                               + (f" ({served.unbatched_reason})" if served.unbatched_reason else ""))
         served.text = bind_text_model(served.model, served.path.parent, config.text, signature)
-    served.calibration = warm_up(served.model, session, signature, config.warmup, served.max_batch_size)
+    served.calibration = warm_up(served.model, session, signature, warmup, served.max_batch_size)
     wide = None
     if _may_prefer_one_thread(served, configured_threads):
         session, configured_threads, wide = _one_thread_if_faster(served, session)
     if served.max_batch_size > 0 and served.calibration is not None:
-        sizing = size_batches(served.model, session, wide, signature, config.warmup.shapes, served.max_batch_size,
+        sizing = size_batches(served.model, session, wide, signature, warmup.shapes, served.max_batch_size,
                               grow=config.max_batch_size is None, costs=served.calibration)
         served.max_batch_size = sizing.max_batch_size
         if wide is not None and sizing.both:
@@ -110,7 +127,7 @@ def load_sessions(served: ServedVersion) -> None:
 
     def build(threads: int) -> ort.InferenceSession:
         extra = create_session(served.model, served.path, config, threads)
-        prime(served.model, extra, signature, config.warmup, served.max_batch_size > 0)
+        prime(served.model, extra, signature, warmup, served.max_batch_size > 0)
         return extra
 
     served.sessions = SessionPool(build, configured_threads)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
-from ortserve.repository.config import ModelConfig
+from ortserve.repository.config import ModelConfig, Warmup
 from ortserve.repository.layout import Fingerprint
 from ortserve.routing.cache import ResponseCache, request_key
 from ortserve.routing.shadow import ShadowLane
@@ -60,6 +60,7 @@ class ServedVersion:
     calibration: BatchCosts | None = None  # measured at warmup
     signature: Signature | None = None
     max_batch_size: int = 0
+    warmup: Warmup | None = None  # run at load: config.yaml's, with shapes guessed where it leaves them
     unbatched_reason: str | None = None  # why batching was not inferred for a model whose shapes allow it
     threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
     # A one-thread version's session on ONNX Runtime's default thread pool, and warmup's timings of both by batch

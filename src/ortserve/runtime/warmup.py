@@ -11,6 +11,7 @@ one row and at the larger batch (measured on 2 cores: an MLP 784-256-10 runs one
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -19,8 +20,10 @@ import onnxruntime as ort
 from ortserve.errors import ConfigError
 from ortserve.repository.config import Warmup
 from ortserve.runtime.costs import BatchCosts
-from ortserve.runtime.signature import Signature
+from ortserve.runtime.signature import DYNAMIC, Signature
 from ortserve.shapes import IMAGE_SIDE, image_axes
+
+log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
 PROBE_ROWS = 8
@@ -28,6 +31,7 @@ PROBE_BUDGET_NS = 1_000_000_000  # skip the larger batch when it would take long
 TIMED_RUNS_BELOW_NS = 20_000_000  # runs faster than this are timed TURNS * TURN_RUNS times (median), slower ones once
 TURNS, TURN_RUNS = 3, 2
 FEW_THREADS_BELOW_NS = 2_000_000  # models whose one-row run is faster may be better off on one thread
+GUESSED_SIZES = (16, 128, 1024)  # for dynamic dimensions a model refuses at 1
 
 
 def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[int]], batched: bool) -> Tensors:
@@ -58,6 +62,58 @@ def _run(model: str, session: ort.InferenceSession, feeds: Tensors) -> int:
     except Exception as exc:
         raise ConfigError(f"model {model!r}: warmup failed (set warmup.shapes?): {exc}") from None
     return time.perf_counter_ns() - started
+
+
+def settle_warmup(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup,
+                  batched: bool) -> Warmup:
+    """The warmup to run: config.yaml's when its inputs run. A dynamic dimension config.yaml leaves unsized is
+    guessed (1, an image's side): a model that refuses that (a convolution over a time axis needs several
+    samples) is tried with each of GUESSED_SIZES in turn, and when none runs it is served without warmup (its
+    batch costs then learned from its first requests) rather than not at all. Shapes config.yaml gives must run."""
+    if not warmup.runs:
+        return warmup
+    failure = _refusal(session, zero_inputs(signature, 1, warmup.shapes, batched))
+    if failure is None:
+        return warmup
+    unsized = [spec.name for spec in signature.inputs if spec.name not in warmup.shapes
+               and any(dim == DYNAMIC for dim in spec.shape[1 if batched else 0:])]
+    if not unsized:
+        raise ConfigError(f"model {model!r}: warmup failed (set warmup.shapes?): {failure}")
+    for size in GUESSED_SIZES:
+        shapes = {**warmup.shapes, **{name: _sized(signature, name, size, batched) for name in unsized}}
+        if _refusal(session, zero_inputs(signature, 1, shapes, batched)) is None:
+            log.info("model %r: warmup runs inputs of shapes %s (dynamic dimensions of 1 were refused: %s)", model,
+                     shapes, failure)
+            return warmup.model_copy(update={"shapes": shapes})
+    log.warning("model %r: served without warmup: it refused inputs with its dynamic dimensions of 1 (%s) and of "
+                "each of %s; set warmup.shapes in config.yaml to warm it up and measure its batch costs at load",
+                model, failure, list(GUESSED_SIZES))
+    return warmup.model_copy(update={"runs": 0})
+
+
+def unbatched_shapes(signature: Signature, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Warmup shapes written for a batched model (all but the first dimension) for the model served unbatched,
+    where they give every dimension: the first, which was the batch's, of size 1."""
+    ranks = {spec.name: spec.rank for spec in signature.inputs}
+    return {name: [1, *dims] if len(dims) == ranks.get(name, 0) - 1 else dims for name, dims in shapes.items()}
+
+
+def _sized(signature: Signature, name: str, size: int, batched: bool) -> list[int]:
+    """An input's dimensions past the batch (all when unbatched), its dynamic ones `size` (an image's side
+    IMAGE_SIDE)."""
+    spec = signature.input(name)
+    assert spec is not None
+    spatial = image_axes(spec.shape) if spec.type.numpy.kind in "fu" else ()
+    dims = [(IMAGE_SIDE if axis in spatial else size) if dim == DYNAMIC else dim for axis, dim in enumerate(spec.shape)]
+    return dims[1:] if batched else dims
+
+
+def _refusal(session: ort.InferenceSession, feeds: Tensors) -> str | None:
+    try:
+        session.run(None, feeds)
+    except Exception as exc:  # ONNX Runtime's errors have no common type; any refusal is a reason to guess again
+        return str(exc)
+    return None
 
 
 def prime(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup, batched: bool) -> None:
