@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 
 import httpx
@@ -90,6 +91,10 @@ CASES = [
     ("tf-unknown-version", "/v1/models/versioned/versions/8:predict", {"instances": [ROW]}, {}, 404,
      ["version 8"]),
     ("no-such-endpoint", "/v3/anything", {}, {}, 404, ["/v3/anything"]),
+    ("unknown-content-encoding", "/v1/models/mlp:predict", b"...", {"Content-Encoding": "br"}, 415, ["'br'", "gzip"]),
+    ("not-gzip", "/v1/models/mlp:predict", b"{}", {"Content-Encoding": "gzip"}, 400, ["not valid gzip"]),
+    ("gzip-cut-short", "/v1/models/mlp:predict", gzip.compress(b'{"instances": [[0]]}')[:-12],
+     {"Content-Encoding": "gzip"}, 400, ["ends early"]),
 ]
 
 
@@ -120,6 +125,24 @@ def test_wrong_method_is_405(server: RunningServer) -> None:
     response = httpx.get(f"{server.url}/v2/models/mlp/infer")
     assert response.status_code == 405
     assert "GET" in response.json()["error"]
+
+
+def test_compressed_body_inflating_past_the_limit_is_413(small_limit_server: RunningServer) -> None:
+    bomb = gzip.compress(b" " * (SMALL_LIMIT_BYTES * 50))
+    assert len(bomb) < SMALL_LIMIT_BYTES
+    response = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", content=bomb,
+                          headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413
+    assert f"decompresses past the limit of {SMALL_LIMIT_BYTES}" in response.json()["error"]
+
+
+def test_head_answers_as_get_without_a_body(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as client:  # one connection: HEAD must leave it usable
+        for path in ("/v2/health/ready", "/v2/models/mlp", "/v1/models/mlp"):
+            got, head = client.get(path), client.head(path)
+            assert (head.status_code, head.content) == (got.status_code, b"")
+            assert head.headers["content-length"] == str(len(got.content))
+        assert client.head("/v2/models/mlp/infer").status_code == 405
 
 
 def test_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:

@@ -109,6 +109,18 @@ def test_versions_are_addressable(client: triton.InferenceServerClient, referenc
     assert latest.get_response()["model_version"] == "3"
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_compressed_requests(client: triton.InferenceServerClient, reference, algorithm: str, binary: bool) -> None:
+    """Triton's client compresses the request body (Content-Encoding) and asks for a compressed answer, which
+    it may get as is."""
+    rows = np.random.default_rng(4).standard_normal((3, 784)).astype(np.float32)
+    result = client.infer("mlp", [_input("input", rows, "FP32", binary)], request_compression_algorithm=algorithm,
+                          response_compression_algorithm=algorithm)
+    (expected,) = reference("mlp").run(None, {"input": rows})
+    np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_unbatched_model_takes_its_fixed_shape(client: triton.InferenceServerClient) -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     result = client.infer("fixed", [_input("x", x, "FP32", True)])

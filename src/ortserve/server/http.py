@@ -30,6 +30,7 @@ from ortserve.errors import (
     Unavailable,
 )
 from ortserve.runtime.image import ImageTooLarge
+from ortserve.server.encoding import EncodingError, decoded_body
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Router:
             found = pattern.fullmatch(path)
             if found is None:
                 continue
-            if route_method == method:
+            if route_method == method or (method == "HEAD" and route_method == "GET"):
                 return handler, found.groupdict()
             allowed = True
         if allowed:
@@ -138,7 +139,8 @@ class HttpApp:
         headers = [(b"content-type", response.content_type), (b"content-length", str(len(response.body)).encode())]
         headers.extend(response.headers)
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        # HEAD: the GET's status and headers, no body
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else response.body})
 
     async def _respond(self, scope: dict[str, Any], receive: Any) -> Response:
         headers = dict(scope["headers"])
@@ -149,6 +151,12 @@ class HttpApp:
         body = await self._read_body(receive)
         if body is None:
             return error_response(f"request body exceeds the limit of {self._max_body} bytes", 413)
+        coding = headers.get(b"content-encoding")
+        if coding is not None:
+            try:
+                body = decoded_body(body, coding, self._max_body)
+            except EncodingError as exc:
+                return error_response(str(exc), exc.status)
         found = self._router.match(scope["method"], scope["path"])
         if isinstance(found, Response):
             return found
