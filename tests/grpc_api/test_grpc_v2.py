@@ -10,6 +10,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from ortserve.bench.server import RunningServer
+from tests.server.test_rest_v2 import expected_classes
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,17 @@ def _input(name: str, array: np.ndarray, datatype: str) -> triton.InferInput:
     tensor = triton.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     return tensor
+
+
+def test_classification_extension(client: triton.InferenceServerClient, reference) -> None:
+    rows = np.random.default_rng(6).standard_normal((2, 784)).astype(np.float32)
+    wanted = triton.InferRequestedOutput("logits", class_count=4)
+    result = client.infer("mlp", [_input("input", rows, "FP32")], outputs=[wanted])
+    (logits,) = reference("mlp").run(None, {"input": rows})
+    assert result.as_numpy("logits").tolist() == expected_classes(logits, 4)
+    with pytest.raises(InferenceServerException, match="classification"):
+        client.infer("mlp", [_input("input", rows, "FP32")],
+                     outputs=[triton.InferRequestedOutput("logits", class_count=-1)])
 
 
 def test_health_and_metadata(client: triton.InferenceServerClient) -> None:

@@ -6,8 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.http as triton
 from PIL import Image
 
 from ortserve.bench.server import RunningServer
@@ -52,6 +54,20 @@ def test_formats_and_colour_modes(image_server: RunningServer, cat: Image.Image,
     top = answer["predictions"][0]["class_id"]
     assert top == reference_top5(session, image)[0]
     assert top in CAT_CLASSES
+
+
+def test_v2_classification_answers_with_the_image_models_labels(image_server: RunningServer, image_repository: Path,
+                                                                  session: ort.InferenceSession) -> None:
+    """Triton's classification extension on the image model's tensor API: "<value>:<index>:<label>"."""
+    tensor = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    pixels = triton.InferInput("input", list(tensor.shape), "FP32")
+    pixels.set_data_from_numpy(tensor)
+    result = triton.InferenceServerClient(image_server.host_port).infer(
+        demo.MODEL, [pixels], outputs=[triton.InferRequestedOutput("logits", class_count=2)])
+    (logits,) = session.run(None, {"input": tensor})
+    best = np.argsort(-logits[0], kind="stable")[:2]
+    labels = (image_repository / demo.MODEL / "labels.txt").read_text().splitlines()
+    assert result.as_numpy("logits").tolist() == [[f"{logits[0, i]:f}:{i}:{labels[i]}".encode() for i in best]]
 
 
 def test_named_model_version_and_top_k(image_server: RunningServer, cat: Image.Image) -> None:

@@ -109,6 +109,37 @@ def test_versions_are_addressable(client: triton.InferenceServerClient, referenc
     assert latest.get_response()["model_version"] == "3"
 
 
+def expected_classes(scores: np.ndarray, count: int) -> list[list[bytes]]:
+    """Triton's classification answer, worked out here: each row's best `count` as b"<value>:<index>"."""
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+    return [[f"{row[i]:f}:{i}".encode() for i in indices] for row, indices in zip(scores, best, strict=True)]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_classification_extension(client: triton.InferenceServerClient, reference, binary: bool) -> None:
+    """tritonclient's class_count: the output comes back as its best classes, BYTES [batch, count]."""
+    assert "classification" in client.get_server_metadata()["extensions"]
+    rows = np.random.default_rng(6).standard_normal((4, 784)).astype(np.float32)
+    wanted = triton.InferRequestedOutput("logits", binary_data=binary, class_count=3)
+    result = client.infer("mlp", [_input("input", rows, "FP32", binary)], outputs=[wanted])
+    (logits,) = reference("mlp").run(None, {"input": rows})
+    assert result.get_output("logits")["datatype"] == "BYTES"
+    answer = [[v if isinstance(v, bytes) else v.encode() for v in row] for row in result.as_numpy("logits").tolist()]
+    assert answer == expected_classes(logits, 3)  # the client gives JSON strings as str, binary ones as bytes
+
+
+@pytest.mark.parametrize(("model", "output", "count", "words"), [
+    ("mlp", "logits", 0, "whole number of at least 1"),
+    ("mlp", "logits", "3", "whole number of at least 1, got '3'"),
+    ("multi", "label_bytes", 2, "BYTES data, which has no order"),
+])
+def test_classification_parameter_errors(server: RunningServer, model: str, output: str, count, words: str) -> None:
+    inputs = [{"name": "input", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]
+    body = {"inputs": inputs, "outputs": [{"name": output, "parameters": {"classification": count}}]}
+    response = httpx.post(f"{server.url}/v2/models/{model}/infer", json=body)
+    assert response.status_code == 400 and words in response.json()["error"]
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_compressed_requests(client: triton.InferenceServerClient, reference, algorithm: str, binary: bool) -> None:

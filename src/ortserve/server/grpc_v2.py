@@ -15,6 +15,7 @@ from ortserve.protos.inference import grpc_service_pb2 as pb
 from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
+from ortserve.server.classification import PARAMETER, class_count, classified
 from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
 from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
@@ -75,6 +76,19 @@ def _timeout_deadline(request: pb.ModelInferRequest) -> int:
     return timeout_deadline(getattr(parameter, choice), time.perf_counter_ns())
 
 
+def _classes(served: ServedVersion, request: pb.ModelInferRequest) -> dict[str, int]:
+    """Outputs asked for as their best classes (Triton's classification extension), and how many."""
+    classes = {}
+    for output in request.outputs:
+        if PARAMETER not in output.parameters:
+            continue
+        parameter = output.parameters[PARAMETER]
+        choice = parameter.WhichOneof("parameter_choice")
+        value = getattr(parameter, choice) if choice else None
+        classes[output.name] = class_count(served, output.name, value)
+    return classes
+
+
 def _parse(message: Any, document: dict[str, Any]) -> Any:
     return json_format.ParseDict(document, message, ignore_unknown_fields=True)
 
@@ -125,10 +139,14 @@ class InferenceService:
             for name, array in results.items():
                 spec = served.output_spec(name)
                 assert spec is not None
-                response.outputs.add(name=name, datatype=spec.type.v2, shape=array.shape)
+                datatype = spec.type.v2
+                if name in classes:
+                    array, datatype = classified(served, name, array, classes[name]), "BYTES"
+                response.outputs.add(name=name, datatype=datatype, shape=array.shape)
                 response.raw_output_contents.append(bytes(array_to_bytes(array)))
             return response
 
+        classes = _classes(served, request)
         wanted = [output.name for output in request.outputs] or None
         deadline = earliest(call.deadline_ns, _timeout_deadline(request))
         cancel = served.submit(_decode_inputs(request), wanted, call.answer_with(answer), deadline_ns=deadline,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from ortserve.errors import require
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.signature import TensorSpec
 from ortserve.server import triton
+from ortserve.server.classification import PARAMETER, class_count, classified
 from ortserve.server.codec import (
     array_from_bytes,
     array_from_json,
@@ -28,7 +29,7 @@ from ortserve.server.dataplane import DataPlane, parse_version, timeout_deadline
 from ortserve.server.http import Request, Response, Router, json_response
 
 HEADER_LENGTH = b"inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 
 
@@ -47,6 +48,7 @@ class _OutputChoice:
     binary: dict[str, bool]  # requested outputs (none: all of them), each with whether it goes back as binary
     default_binary: bool  # for outputs not named: the request-level binary_data_output
     parameters: dict[str, Any]  # the request-level parameters
+    classes: dict[str, int] = field(default_factory=dict)  # outputs answered as their best classes, and how many
 
 
 def _authorization(request: Request) -> str | None:
@@ -152,7 +154,7 @@ class V2Rest:
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
         document = loads(json_part, frozenset({"data"}))
         require(isinstance(document, dict), "the request body must be a JSON object")
-        choice = self._requested_outputs(document)
+        choice = self._requested_outputs(served, document)
         deadline = timeout_deadline(choice.parameters.get("timeout"), arrived)
         served.precheck(deadline)
         inputs = self._decode_inputs(document.get("inputs"), binary)
@@ -195,12 +197,13 @@ class V2Rest:
         return inputs
 
     @staticmethod
-    def _requested_outputs(document: dict[str, Any]) -> _OutputChoice:
+    def _requested_outputs(served: ServedVersion, document: dict[str, Any]) -> _OutputChoice:
         parameters = document.get("parameters") or {}
         require(isinstance(parameters, dict), "'parameters' must be an object")
         default_binary = bool(parameters.get("binary_data_output", False))
         items = document.get("outputs")
         wanted: dict[str, bool] = {}
+        classes: dict[str, int] = {}
         if items is None:
             return _OutputChoice(wanted, default_binary, parameters)
         require(isinstance(items, list), "'outputs' must be a list")
@@ -210,7 +213,9 @@ class V2Rest:
             output_parameters = item.get("parameters") or {}
             require(isinstance(output_parameters, dict), f"output {item['name']!r}: 'parameters' must be an object")
             wanted[item["name"]] = bool(output_parameters.get("binary_data", default_binary))
-        return _OutputChoice(wanted, default_binary, parameters)
+            if PARAMETER in output_parameters:
+                classes[item["name"]] = class_count(served, item["name"], output_parameters[PARAMETER])
+        return _OutputChoice(wanted, default_binary, parameters, classes)
 
     @staticmethod
     def _encode(served: ServedVersion, request_id: Any, results: dict[str, np.ndarray],
@@ -219,7 +224,10 @@ class V2Rest:
         for name, array in results.items():
             spec = served.output_spec(name)
             assert spec is not None
-            entry: dict[str, Any] = {"name": name, "datatype": spec.type.v2, "shape": list(array.shape)}
+            datatype = spec.type.v2
+            if name in choice.classes:
+                array, datatype = classified(served, name, array, choice.classes[name]), "BYTES"
+            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
             if choice.binary.get(name, choice.default_binary):
                 data = array_to_bytes(array)
                 entry["parameters"] = {"binary_data_size": len(data)}
