@@ -39,6 +39,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Waits as long, for the tests of calls that end while queued alone.
     save(mlp(), repo, "abandoned")
     write_config(repo, "abandoned", {"max_batch_size": 64, "max_queue_delay_us": 200_000})
+    # Alike, for one test of a stream cancelled while its requests wait (2 s: a slow machine's reads fit in it)
+    save(mlp(), repo, "abandoned_stream")
+    write_config(repo, "abandoned_stream", {"max_batch_size": 64, "max_queue_delay_us": 2_000_000})
     # Shapes that allow batching, an output that has no row per input row: served unbatched unless configured
     save(flattened(), repo, "flattened")
     save(flattened(), repo, "flattened_batched")

@@ -4,6 +4,8 @@ that are not the request message, calls that end before their answer, message si
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +59,7 @@ def test_many_calls_in_flight_each_get_their_own_answer(server: RunningServer, c
     assert _executions(server, "mlp") - before < len(batches), "64 calls in flight never met in a batch"
 
 
-@pytest.mark.parametrize("path", ["/inference.GRPCInferenceService/ModelStreamInfer", "/nope.Service/Method"])
+@pytest.mark.parametrize("path", ["/inference.GRPCInferenceService/SystemSharedMemoryStatus", "/nope.Service/Method"])
 def test_unknown_methods_are_unimplemented_and_named(channel: grpc.Channel, path: str) -> None:
     call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.RpcError) as error:
@@ -106,6 +108,56 @@ def test_calls_that_end_before_their_answer_are_dropped_and_never_run(server: Ru
     dropped = after["ortserve"]["dropped"].get("cancelled", 0) - before["ortserve"]["dropped"].get("cancelled", 0)
     assert outcomes[0]["fail"]["count"] - outcomes[1]["fail"]["count"] == dropped >= 8
     assert "Traceback" not in server.log()
+
+
+def test_a_stream_answers_each_request_once_and_ends_ok(channel: grpc.Channel, reference) -> None:
+    """ModelStreamInfer (raw stub): the client sends its requests and half-closes; one response each, then OK."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    rng = np.random.default_rng(10)
+    batches = {str(i): rng.standard_normal((1 + i % 3, 784)).astype(np.float32) for i in range(40)}
+    requests = []
+    for key, batch in batches.items():
+        request = _request("mlp" if int(key) % 10 else "nope", batch)
+        request.id = key
+        requests.append(request)
+    responses = list(stub.ModelStreamInfer(iter(requests), timeout=60))  # raises unless the stream ends OK
+    assert len(responses) == len(requests)
+    errors = [response.error_message for response in responses if response.error_message]
+    assert errors == ["model 'nope' is not in the repository"] * 4
+    answers = {r.infer_response.id: _logits(r.infer_response) for r in responses if not r.error_message}
+    assert sorted(answers, key=int) == [key for key in batches if int(key) % 10]
+    session = reference("mlp")
+    for key, logits in answers.items():
+        np.testing.assert_allclose(logits, session.run(None, {"input": batches[key]})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_cancelled_stream_drops_its_queued_requests(server: RunningServer, channel: grpc.Channel) -> None:
+    """Four requests queued on `abandoned_stream` (its first request waits 2 s for company, the others join it),
+    then the client cancels the stream: none is run."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    before = _ortserve_stats(server, "abandoned_stream")
+    sent, release = threading.Event(), threading.Event()
+
+    def requests() -> Iterator[service_pb2.ModelInferRequest]:
+        for _ in range(4):
+            yield _request("abandoned_stream", np.ones((1, 784), np.float32))
+        sent.set()
+        release.wait(30)  # the stream stays open, its requests queued
+
+    call = stub.ModelStreamInfer(requests())
+    assert sent.wait(30)
+    time.sleep(0.05)  # let the server read them
+    call.cancel()
+    release.set()
+    deadline = time.monotonic() + 10
+    while _dropped(server, "abandoned_stream") - before["ortserve"]["dropped"].get("cancelled", 0) < 4:
+        assert time.monotonic() < deadline, "the cancelled stream's requests were not dropped"
+        time.sleep(0.05)
+    assert _ortserve_stats(server, "abandoned_stream")["execution_count"] == before["execution_count"]
+
+
+def _dropped(server: RunningServer, model: str) -> int:
+    return int(_ortserve_stats(server, model)["ortserve"]["dropped"].get("cancelled", 0))
 
 
 def test_messages_over_the_limit_are_refused(small_limit_server: RunningServer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+
 import grpc
 import numpy as np
 import pytest
@@ -38,6 +40,27 @@ def test_classification_extension(client: triton.InferenceServerClient, referenc
     with pytest.raises(InferenceServerException, match="classification"):
         client.infer("mlp", [_input("input", rows, "FP32")],
                      outputs=[triton.InferRequestedOutput("logits", class_count=-1)])
+
+
+def test_streamed_inference_with_tritonclient(client: triton.InferenceServerClient, reference) -> None:
+    """start_stream / async_stream_infer: each request answered on the stream, matched by its id."""
+    answers: queue.Queue = queue.Queue()
+    rows = np.random.default_rng(7).standard_normal((6, 784)).astype(np.float32)
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for index in range(6):
+            client.async_stream_infer("mlp", [_input("input", rows[index:index + 1], "FP32")], request_id=str(index))
+        client.async_stream_infer("mlp", [_input("input", rows[:1, :5], "FP32")], request_id="bad")
+        results = [answers.get(timeout=30) for _ in range(7)]
+    finally:
+        client.stop_stream()
+    errors = [str(error) for _, error in results if error is not None]
+    assert len(errors) == 1 and "[1, 5]" in errors[0]
+    (expected,) = reference("mlp").run(None, {"input": rows})
+    for result, _ in results:
+        if result is not None:
+            index = int(result.get_response().id)
+            np.testing.assert_allclose(result.as_numpy("logits"), expected[index:index + 1], rtol=1e-5, atol=1e-5)
 
 
 def test_health_and_metadata(client: triton.InferenceServerClient) -> None:

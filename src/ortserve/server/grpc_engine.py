@@ -16,6 +16,12 @@ A servicer's methods come in two kinds, told apart by their signature:
   call)` also gets the call (its metadata), and must answer only by returning or raising.
 A core error raised by either becomes its status code (`grpc_status`); anything else is logged and INTERNAL.
 
+A bidirectional-streaming method (Triton's ModelStreamInfer) is served by a unary one the servicer names in its
+`streams` attribute, `{"StreamMethod": ("UnaryMethod", wrap)}`: each request read from the stream is handled as a
+call of its own (`StreamItem`), and `wrap(response, error)` turns its answer or error into the stream's message.
+Answers go out in the order they are ready, one send at a time; the stream ends OK once the client has half-closed
+and every request read has been answered.
+
 Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and can learn when its client has
 gone: a handler that leaves a callback with `on_cancel` (withdrawing a queued request: runtime.batcher) starts
 the close-on-server operation, through which the core reports a cancelled call (the client cancelled, or its
@@ -31,6 +37,7 @@ import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -177,6 +184,186 @@ def answer_with(call: Answerable, build: Callable[[Result], Message]) -> Callabl
     return answer
 
 
+Wrap = Callable[[Message | None, str], Message]  # an answer, or an error's message, as the stream's message
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMethod:
+    request_type: type[Message]
+    handle: Handler  # the unary method that answers each request of the stream
+    wrap: Wrap
+
+
+class StreamItem:
+    """One request read from a stream, handled as a unary call is: answered once, from any thread, as a message on
+    its stream."""
+
+    __slots__ = ("_answered", "_stream", "deadline_ns", "metadata", "name", "run_later")
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self.name, self.metadata, self.deadline_ns = stream.name, stream.metadata, stream.deadline_ns
+        self.run_later = stream.run_later
+        self._answered = False
+
+    def metadata_value(self, key: str) -> str | None:
+        return metadata_value(self.metadata, key)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Run `callback` if the stream is cancelled before this request is answered."""
+        self._stream.on_cancel(self, callback)
+
+    def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
+        return answer_with(self, build)
+
+    def reply(self, response: Message) -> None:
+        self._settle(response, "")
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self._settle(None, details)
+
+    def fail(self, error: BaseException) -> None:
+        code, details = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s", self.name, exc_info=error)
+        self.abort(code, details)
+
+    def _settle(self, response: Message | None, error: str) -> None:
+        if self._answered:
+            return
+        self._answered = True
+        self._stream.answered(self, response, error)
+
+
+class Stream:
+    """A bidirectional-streaming call: requests read one at a time, each handled as a StreamItem; answers sent one
+    at a time, in the order they are ready."""
+
+    def __init__(self, call: cygrpc.Call, name: str, run_later: Callable[[Callable[[], None]], None],
+                 deadline_ns: int, metadata: Sequence[tuple[str, str | bytes]], method: StreamMethod) -> None:
+        self._call = call
+        self.name, self.run_later, self.deadline_ns, self.metadata = name, run_later, deadline_ns, metadata
+        self._method = method
+        self._lock = threading.Lock()
+        self._outgoing: deque[bytes] = deque()
+        self._sending = False
+        self._metadata_sent = False
+        self._half_closed = False  # the client sent its last request
+        self._over = False  # the status is sent, or the stream was cancelled
+        self._unanswered: dict[StreamItem, Callable[[], None] | None] = {}
+        # the tags keep this object, so the core's call, alive while an operation is in flight
+        self._receiving, self._sent, self._closed = (_StreamEvent(self._received), _StreamEvent(self._was_sent),
+                                                     _StreamEvent(self._was_closed))
+
+    def start(self) -> None:
+        try:
+            self._call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), self._closed)
+            self._call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), self._receiving)
+        except ValueError:
+            log.debug("stream %s ended before its first request was read", self.name)
+
+    def on_cancel(self, item: StreamItem, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if item in self._unanswered:
+                self._unanswered[item] = callback
+                return
+        if self._over:  # cancelled already
+            callback()
+
+    def answered(self, item: StreamItem, response: Message | None, error: str) -> None:
+        data = self._method.wrap(response, error).SerializeToString()
+        with self._lock:
+            self._unanswered.pop(item, None)
+            if self._over:
+                return
+            self._outgoing.append(data)
+            self._send_next()
+
+    def _received(self, event: Any) -> None:
+        if not event.success:  # the call ended (cancelled, deadline passed)
+            return
+        data = event.batch_operations[0].message()
+        if data is None:  # the client's last request has come
+            with self._lock:
+                self._half_closed = True
+                self._finish_if_done()
+            return
+        item = StreamItem(self)
+        with self._lock:
+            self._unanswered[item] = None
+        try:
+            request = self._method.request_type.FromString(data)
+        except DecodeError as exc:
+            item.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.name}: a request is not a valid "
+                       f"{self._method.request_type.DESCRIPTOR.full_name}: {exc}")
+        else:
+            try:
+                self._method.handle(request, item)  # type: ignore[arg-type]
+            except Exception as exc:
+                item.fail(exc)
+        try:
+            self._call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), self._receiving)
+        except ValueError:
+            log.debug("stream %s ended while reading", self.name)
+
+    def _was_sent(self, event: Any) -> None:
+        with self._lock:
+            self._sending = False
+            if not event.success:
+                self._over = True
+                return
+            self._send_next()
+
+    def _was_closed(self, event: Any) -> None:
+        if not event.batch_operations[0].cancelled():
+            return
+        with self._lock:
+            self._over = True
+            callbacks = [callback for callback in self._unanswered.values() if callback is not None]
+            self._unanswered.clear()
+        for callback in callbacks:
+            callback()
+
+    def _send_next(self) -> None:
+        """Under the lock: the next answer, when none is being sent; or the end, when all are."""
+        if self._sending or self._over:
+            return
+        if not self._outgoing:
+            self._finish_if_done()
+            return
+        operations = [cygrpc.SendMessageOperation(self._outgoing.popleft(), 0)]
+        if not self._metadata_sent:
+            operations.insert(0, cygrpc.SendInitialMetadataOperation(None, 0))
+            self._metadata_sent = True
+        self._start(operations, self._sent)
+
+    def _finish_if_done(self) -> None:
+        """Under the lock: the OK status, once the client has half-closed and every request is answered and sent."""
+        if not self._half_closed or self._unanswered or self._outgoing or self._sending or self._over:
+            return
+        self._over = True
+        operations = [cygrpc.SendStatusFromServerOperation(None, grpc.StatusCode.OK.value[0], b"", 0)]
+        if not self._metadata_sent:
+            operations.insert(0, cygrpc.SendInitialMetadataOperation(None, 0))
+        self._start(operations, self._sent)
+
+    def _start(self, operations: list[Any], tag: _StreamEvent) -> None:
+        try:
+            self._call.start_server_batch(operations, tag)
+            self._sending = True
+        except ValueError:  # the call is already over
+            self._over = True
+
+
+class _StreamEvent:
+    """Tag of a stream's operation: what to do when it completes (on the gRPC thread)."""
+
+    __slots__ = ("completed",)
+
+    def __init__(self, completed: Callable[[Any], None]) -> None:
+        self.completed = completed
+
+
 class _Closing:
     """Tag of the close-on-server operation: it completes when the call ends, cancelled or not."""
 
@@ -219,6 +406,7 @@ class GrpcServer:
         ), False)
         self._server.register_completion_queue(self._queue)
         self._methods: dict[bytes, Method] = {}
+        self._streams: dict[bytes, StreamMethod] = {}
         self._stopping = False
         self._later: list[Callable[[], None]] = []
         self._stopped = threading.Event()
@@ -227,14 +415,20 @@ class GrpcServer:
     def add_service(self, service: ServiceDescriptor, servicer: object, loop: asyncio.AbstractEventLoop) -> None:
         """Route each method of `service` to the servicer's method of the same name; streaming methods and those
         the servicer lacks answer UNIMPLEMENTED."""
+        streams: dict[str, tuple[str, Wrap]] = getattr(servicer, "streams", {})
         for descriptor in service.methods:
+            path = f"/{service.full_name}/{descriptor.name}".encode()
+            request_type = message_factory.GetMessageClass(descriptor.input_type)
+            if descriptor.client_streaming and descriptor.server_streaming and descriptor.name in streams:
+                unary, wrap = streams[descriptor.name]
+                self._streams[path] = StreamMethod(request_type, getattr(servicer, unary), wrap)
+                continue
             implementation = getattr(servicer, descriptor.name, None)
             if implementation is None or descriptor.client_streaming or descriptor.server_streaming:
                 continue
             handle = (_on_loop(implementation, loop, len(inspect.signature(implementation).parameters) == 2)
                       if inspect.iscoroutinefunction(implementation) else implementation)
-            path = f"/{service.full_name}/{descriptor.name}".encode()
-            self._methods[path] = Method(message_factory.GetMessageClass(descriptor.input_type), handle)
+            self._methods[path] = Method(request_type, handle)
 
     def start(self) -> int:
         """Listen and start the gRPC thread; the bound port."""
@@ -282,6 +476,8 @@ class GrpcServer:
         tag = event.tag
         if isinstance(tag, _Receiving):
             _handle(tag, event)
+        elif isinstance(tag, _StreamEvent):
+            tag.completed(event)
         elif isinstance(tag, _Closing):
             if event.batch_operations[0].cancelled():
                 tag.call.cancelled()
@@ -305,6 +501,10 @@ class GrpcServer:
         name = path.decode(errors="replace")
         left_s = deadline_s - time.time()
         deadline_ns = 0 if left_s > _NO_DEADLINE_S else time.perf_counter_ns() + int(left_s * 1e9)
+        stream = self._streams.get(path)
+        if stream is not None:
+            Stream(call, name, self._run_later, deadline_ns, metadata, stream).start()
+            return
         answer = Call(call, name, self._run_later, deadline_ns, metadata)
         method = self._methods.get(path)
         if method is None:

@@ -1,12 +1,15 @@
-"""KServe V2 gRPC front end (GRPCInferenceService, package inference), with Triton's config and statistics."""
+"""KServe V2 gRPC front end (GRPCInferenceService, package inference), with Triton's streamed inference,
+config and statistics."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from ortserve import __version__
 from ortserve.dtypes import from_v2
@@ -93,8 +96,19 @@ def _parse(message: Any, document: dict[str, Any]) -> Any:
     return json_format.ParseDict(document, message, ignore_unknown_fields=True)
 
 
+def _stream_message(response: Message | None, error: str) -> pb.ModelStreamInferResponse:
+    if response is None:
+        return pb.ModelStreamInferResponse(error_message=error)
+    return pb.ModelStreamInferResponse(infer_response=response)
+
+
 class InferenceService:
     """GRPCInferenceService's methods, served by grpc_engine."""
+
+    # ModelStreamInfer: each request on the stream answered as ModelInfer answers it (one response each, in the
+    # order they are ready; an error is the stream's error_message for that request, and the stream goes on)
+    streams: ClassVar[dict[str, tuple[str, Callable[[Message | None, str], Message]]]] = {
+        "ModelStreamInfer": ("ModelInfer", _stream_message)}
 
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
