@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from PIL import Image
@@ -174,6 +175,19 @@ def test_from_file_with_config_fields(tmp_path: Path) -> None:
         ortserve.Engine.from_file(path, instances=0)
     with pytest.raises(ortserve.NotFound):
         ortserve.Engine.from_file(tmp_path / "missing.onnx")
+
+
+def test_from_file_with_weights_in_an_external_data_file(tmp_path: Path) -> None:
+    """Large models keep their weights beside model.onnx (model.onnx.data): found through the engine's link."""
+    model = mlp(inputs=8, hidden=16, outputs=3, seed=5)
+    path = tmp_path / "weights_apart.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, location="weights_apart.onnx.data", size_threshold=0)
+    assert (tmp_path / "weights_apart.onnx.data").exists()
+    rows = np.random.default_rng(13).standard_normal((2, 8)).astype(np.float32)
+    with ortserve.Engine.from_file(path) as engine:
+        answer = engine.predict("weights_apart", rows)["logits"]
+    (expected,) = ort.InferenceSession(str(path)).run(None, {"input": rows})
+    np.testing.assert_allclose(answer, expected, rtol=1e-6)
 
 
 def test_from_file_refuses_a_file_that_does_not_load(tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
     disabled = unsafe_optimizers(path)
-    source = without_zipmap(path) or str(path)
+    # the file itself, not a link to it: ONNX Runtime finds external data beside the path it is given, and
+    # refuses data outside the directory the file really lives in (Engine.from_file links the caller's file)
+    source = without_zipmap(path) or str(path.resolve())
     while True:
         try:
             return ort.InferenceSession(
