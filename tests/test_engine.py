@@ -151,6 +151,19 @@ def test_bulk_calls_of_a_model_with_no_row_per_input_row(config: dict, tmp_path:
                 engine.predict_batch("flat", [np.zeros((20, 4), np.float32)])
 
 
+def test_predict_of_more_rows_than_the_inferred_batch_limit(engine: ortserve.Engine, repo: Path) -> None:
+    served = engine.model("multi").resolve()
+    rows = 2 * served.max_batch_size + 1
+    rng = np.random.default_rng(12)
+    inputs = {"a": rng.standard_normal((rows, 4)).astype(np.float32), "b": rng.integers(0, 9, (rows, 4)),
+              "half": rng.standard_normal((rows, 3)).astype(np.float16),
+              "text": np.array([b"t%d" % i for i in range(rows)], object)}
+    answer = engine.predict("multi", inputs)
+    expected = _reference(repo, "multi", 1, inputs)
+    np.testing.assert_allclose(answer["total"], expected[0], rtol=1e-6)
+    np.testing.assert_array_equal(answer["label_bytes"], expected[2])
+
+
 def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:
     rows = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
 

@@ -83,3 +83,25 @@ def test_a_configured_batch_whose_outputs_cannot_be_cut_runs_its_requests_alone(
     for request, answer in _flatten_concurrently(server, "flattened_batched"):
         np.testing.assert_array_equal(answer, request.reshape(-1))
     assert "not a row per input row; its requests ran one by one" in server.log()
+
+
+def test_a_request_past_the_inferred_batch_limit_runs_in_slices(server: RunningServer, reference) -> None:
+    """TF Serving takes thousands of rows in one request; with no max_batch_size in config.yaml, neither does the
+    limit ortserve chose refuse them: they run as slices of it, answered as one."""
+    limit = triton.InferenceServerClient(server.host_port).get_model_config("mlp")["max_batch_size"]
+    rows = np.random.default_rng(11).standard_normal((2 * limit + 3, 784)).astype(np.float32)
+    (expected,) = reference("mlp").run(None, {"input": rows})
+    response = httpx.post(f"{server.url}/v1/models/mlp:predict", json={"instances": rows.tolist()}, timeout=120)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(np.array(response.json()["predictions"]), expected, rtol=1e-4, atol=1e-5)
+    tensor = triton.InferInput("input", list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows)
+    answer = triton.InferenceServerClient(server.host_port).infer("mlp", [tensor]).as_numpy("logits")
+    np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_request_past_a_configured_batch_limit_is_refused(server: RunningServer) -> None:
+    """max_batch_size set in config.yaml (64 for slow_batch) is the user's bound, refused past as Triton does."""
+    response = httpx.post(f"{server.url}/v1/models/slow_batch:predict", json={"instances": [[0.0] * 784] * 65})
+    assert response.status_code == 400
+    assert "batch of 65 rows exceeds the model's max_batch_size 64" in response.json()["error"]

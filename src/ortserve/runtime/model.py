@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
@@ -28,6 +29,7 @@ from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.instances import InstanceScaler, SessionPool
 from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.signature import Signature, TensorSpec
+from ortserve.runtime.slices import JoinedAnswer, row_slices
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.text import TextModel
 from ortserve.runtime.threads import ThreadChoice
@@ -203,6 +205,9 @@ class ServedVersion:
         a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
         once on the caller's thread."""
         start = time.perf_counter_ns()
+        rows = self._rows_past_limit(inputs)
+        if rows:
+            return self._submit_slices(inputs, rows, outputs, done, start, deadline_ns, run_later)
         batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
         observer = self.observer
         if observer is None:
@@ -216,13 +221,61 @@ class ServedVersion:
             observer.end(time.perf_counter_ns() - start, exc)
             raise
 
+    def _rows_past_limit(self, inputs: Tensors) -> int:
+        """The request's rows when it has more than a batch holds and the limit was not set in config.yaml, so
+        that it runs as slices (else 0). A TF Serving client may send thousands of rows in one request; only a
+        limit the user set is a reason to refuse them, as Triton refuses them."""
+        limit = self.max_batch_size
+        if limit <= 0 or self.config.max_batch_size is not None or self.text is not None or not inputs:
+            return 0
+        first = next(iter(inputs.values()))
+        rows = first.shape[0] if isinstance(first, np.ndarray) and first.ndim else 0
+        return rows if rows > limit else 0
+
+    def _submit_slices(self, inputs: Tensors, rows: int, outputs: list[str] | None, done: Done, start: int,
+                       deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
+        """submit() of a request past the batch limit: checked whole, then its slices submitted one by one, their
+        answers joined (runtime.slices). A slice refused (overloaded) refuses the request, its queued slices
+        withdrawn."""
+        signature = self.signature
+        if signature is None or self.state is not State.AVAILABLE:
+            raise Unavailable(f"model {self.model!r} version {self.version} is not available ({self.state.value})")
+        try:
+            check_outputs(signature, outputs)
+            check_inputs(signature, inputs, rows)
+        except Exception:
+            self.stats.request_done(time.perf_counter_ns() - start, False)
+            raise
+        pieces = row_slices(inputs, rows, self.max_batch_size)
+        joined = JoinedAnswer(done, len(pieces))
+        cancels: list[Cancel] = []
+        try:
+            for index, piece in enumerate(pieces):
+                cancel = self.submit(piece, outputs, joined.part(index), deadline_ns=deadline_ns, run_later=run_later)
+                if cancel is not None:
+                    cancels.append(cancel)
+        except BaseException:
+            joined.abandon()
+            for cancel in cancels:
+                cancel()
+            raise
+        if not cancels:
+            return None
+
+        def withdraw() -> None:
+            for cancel in cancels:
+                cancel()
+
+        return withdraw
+
     def run_now(self, inputs: Tensors, outputs: list[str] | None, *, bulk: bool = False) -> Tensors | None:
         """submit()'s lean path for a caller that waits on its own thread: validated, then run here at once when
         the version is idle and fast, or given a full batch or a `bulk` caller's slice (runtime.batcher's
         run_now), returning the outputs or raising the error.
         None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
         shadows): then submit it."""
-        if self.observer is not None or self.cache is not None or self.shadow is not None:
+        if (self.observer is not None or self.cache is not None or self.shadow is not None
+                or self._rows_past_limit(inputs)):
             return None
         start = time.perf_counter_ns()
         batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
