@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tritonclient.http as triton
+
+from ortserve.bench.server import start_server
+from ortserve.examples.models import mlp
 
 
 def test_serve_refuses_a_missing_repository(tmp_path: Path) -> None:
@@ -26,3 +35,18 @@ def test_serve_without_a_repository_explains_how_to_build_the_demo(tmp_path: Pat
     assert result.returncode == 2
     assert "python -m ortserve.examples.demo demo-repository" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_one_onnx_file(tmp_path: Path) -> None:
+    """`ortserve serve tiny_mlp.onnx`: model 'tiny_mlp', version 1, defaults; its scratch repository goes with it."""
+    path = tmp_path / "tiny_mlp.onnx"
+    onnx.save(mlp(inputs=6, hidden=5, outputs=2, seed=3), str(path))
+    rows = np.random.default_rng(0).standard_normal((3, 6)).astype(np.float32)
+    with start_server(path, tmp_path / "server.log") as server:
+        tensor = triton.InferInput("input", [3, 6], "FP32")
+        tensor.set_data_from_numpy(rows)
+        answer = triton.InferenceServerClient(server.host_port).infer("tiny_mlp", [tensor]).as_numpy("logits")
+        scratch = re.search(r"repository (\S+) loaded", server.log())
+    (expected,) = ort.InferenceSession(str(path)).run(None, {"input": rows})
+    np.testing.assert_allclose(answer, expected, rtol=1e-6)
+    assert scratch is not None and not Path(scratch.group(1)).exists()

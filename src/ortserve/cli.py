@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ortserve.bench import cli as bench_cli
 from ortserve.errors import OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
+from ortserve.repository.single import single_model_repository
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 from ortserve.server.guard import ClientLimits
@@ -33,13 +35,24 @@ def _serve(args: argparse.Namespace) -> int:
         repository = remote.path
     else:
         repository = Path(args.repository) if args.repository else DEMO_REPOSITORY
+    if repository.is_file() and repository.suffix == ".onnx":
+        scratch = single_model_repository(repository, repository.stem)
+        try:
+            return _run_server(args, scratch, None)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     if args.repository is None and not repository.is_dir():
         print(f"ortserve: no repository given and no demo repository in ./{DEMO_REPOSITORY}; build it with "
               f"`python -m ortserve.examples.demo {DEMO_REPOSITORY}` (or `make run`)", file=sys.stderr)
         return 2
     if not repository.is_dir():
-        print(f"ortserve: model repository {str(repository)!r} is not a directory", file=sys.stderr)
+        print(f"ortserve: model repository {str(repository)!r} is not a directory (nor an .onnx file)",
+              file=sys.stderr)
         return 2
+    return _run_server(args, repository, remote)
+
+
+def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteRepository | None) -> int:
     settings = ServerSettings(
         repository=repository,
         remote=remote,
@@ -132,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "repository", nargs="?",
         help=f"model repository: REPO/<model>/<version>/model.onnx (default: ./{DEMO_REPOSITORY}); or a URL "
-             "(s3://bucket/prefix, gs://, az://, file://), mirrored into --cache-dir")
+             "(s3://bucket/prefix, gs://, az://, file://), mirrored into --cache-dir; or one .onnx file, served "
+             "as the model named by its file name (resnet.onnx: model 'resnet', version 1), with every default")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
     serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import operator
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from ortserve.errors import InvalidInput, NotFound
-from ortserve.repository.config import CONFIG_FILE, parse_config
+from ortserve.repository.config import parse_config
 from ortserve.repository.layout import MODEL_FILE
+from ortserve.repository.single import single_model_repository
 from ortserve.runtime import staging
 from ortserve.runtime.batcher import has_rows, split_rows
 from ortserve.runtime.model import ServedModel, ServedVersion
@@ -112,12 +111,8 @@ class Engine:
             raise NotFound(f"no model file at {str(source)!r}")
         model = name or source.stem
         parse_config(model, config)  # the same errors a config.yaml gets, before anything is written
-        scratch = Path(tempfile.mkdtemp(prefix="ortserve-engine-"))
+        scratch = single_model_repository(source, model, config)
         version_dir = scratch / model / "1"
-        version_dir.mkdir(parents=True)
-        (version_dir / MODEL_FILE).symlink_to(source.resolve())
-        if config:
-            (scratch / model / CONFIG_FILE).write_text(yaml.safe_dump(config))
         try:
             engine = cls(scratch)
         except BaseException:
