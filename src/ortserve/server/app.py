@@ -28,6 +28,7 @@ from ortserve.server.guard import ClientLimits, guarded
 from ortserve.server.http import HttpApp, Router
 from ortserve.server.metrics import Metrics
 from ortserve.server.rest_image import ImageRest
+from ortserve.server.rest_shared_memory import SharedMemoryRest
 from ortserve.server.rest_text import TextRest
 from ortserve.server.rest_tfserving import TfServingRest
 from ortserve.server.rest_v2 import V2Rest
@@ -56,6 +57,7 @@ class ServerSettings:
 def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
     router = Router()
     V2Rest(plane).routes(router)
+    SharedMemoryRest(plane).routes(router)
     TfServingRest(plane).routes(router)
     ImageRest(plane).routes(router)
     TextRest(plane).routes(router)

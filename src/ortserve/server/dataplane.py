@@ -10,6 +10,7 @@ from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.control import ModelControl
+from ortserve.server.shared_memory import SharedMemoryRegions
 
 
 def parse_version(text: str | None) -> int | None:
@@ -42,6 +43,7 @@ class DataPlane:
         self.registry = registry
         self.gpus = gpus or GpuMonitor(None, [])
         self.control = control or ModelControl("explicit", None, loopback_only=True)
+        self.shared_memory = SharedMemoryRegions()  # Triton's system shared memory extension
         self.draining = False
 
     @property

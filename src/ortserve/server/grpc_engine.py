@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf import message_factory
@@ -93,6 +94,18 @@ class Call:
 
     def metadata_value(self, key: str) -> str | None:
         return metadata_value(self.metadata, key)
+
+    def peer_host(self) -> str | None:
+        """The client's address without its port ("ipv4:127.0.0.1:5555" gives 127.0.0.1, "ipv6:[::1]:5555" ::1);
+        None where the transport has none (a unix socket)."""
+        peer = self._call.peer()
+        text = unquote(peer.decode() if isinstance(peer, bytes) else peer)
+        kind, _, address = text.partition(":")
+        if kind == "ipv4":
+            return address.rpartition(":")[0]
+        if kind == "ipv6":
+            return address.rpartition(":")[0].strip("[]")
+        return None
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run `callback` (on the gRPC thread) if the client goes away before the call is answered."""

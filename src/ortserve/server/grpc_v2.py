@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from ortserve import __version__
 from ortserve.dtypes import from_v2
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, NotFound
 from ortserve.protos.inference import grpc_service_pb2 as pb
 from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
@@ -23,6 +23,7 @@ from ortserve.server.codec import array_from_bytes, array_to_bytes, element_coun
 from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.rest_v2 import EXTENSIONS
+from ortserve.server.shared_memory import NO_CUDA, REGION, Placement, SharedMemoryRegions, is_local, placement
 
 # Which InferTensorContents field carries each datatype (FP16 and BF16 travel only as raw bytes).
 _CONTENTS_FIELD = {
@@ -48,21 +49,45 @@ def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[i
     return array.reshape(shape)
 
 
-def _decode_inputs(request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+def _value(parameters: Any, name: str, default: object = None) -> object:
+    """An InferParameter's value, whichever of its fields holds it."""
+    if name not in parameters:
+        return default
+    parameter = parameters[name]
+    choice = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, choice) if choice else None
+
+
+def _placement(regions: SharedMemoryRegions, what: str, parameters: Any) -> Placement | None:
+    """Where a tensor is in shared memory, when its parameters name a region."""
+    if REGION not in parameters:
+        return None
+    return placement(regions, what, _value(parameters, REGION), _value(parameters, "shared_memory_byte_size"),
+                     _value(parameters, "shared_memory_offset", 0))
+
+
+def _decode_inputs(request: pb.ModelInferRequest, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; it must "
-                           "hold one per input, in input order, or none")
+    placed = {tensor.name: _placement(regions, f"input {tensor.name!r}", tensor.parameters)
+              for tensor in request.inputs if REGION in tensor.parameters}
+    if raw and len(raw) != len(request.inputs) - len(placed):
+        raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs) - len(placed)} "
+                           "inputs not in shared memory; it must hold one per such input, in input order, or none")
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
+    contents = iter(raw)
+    for tensor in request.inputs:
         if tensor.name in inputs:
             raise InvalidInput(f"input {tensor.name!r} is given twice")
         shape = list(tensor.shape)
         if any(size < 0 for size in shape):
             raise InvalidInput(f"input {tensor.name!r}: shape {shape} has a negative dimension")
-        if raw:
-            inputs[tensor.name] = array_from_bytes(tensor.name, memoryview(raw[index]), from_v2(tensor.datatype),
-                                                   shape)
+        where = placed.get(tensor.name)
+        if where is not None:
+            inputs[tensor.name] = array_from_bytes(tensor.name, where.view(f"input {tensor.name!r}"),
+                                                   from_v2(tensor.datatype), shape)
+        elif raw:
+            inputs[tensor.name] = array_from_bytes(tensor.name, memoryview(next(contents)),
+                                                   from_v2(tensor.datatype), shape)
         else:
             inputs[tensor.name] = _typed_contents(tensor, shape)
     return inputs
@@ -157,16 +182,50 @@ class InferenceService:
                 if name in classes:
                     array, datatype = classified(served, name, array, classes[name]), "BYTES"
                 response.outputs.add(name=name, datatype=datatype, shape=array.shape)
-                response.raw_output_contents.append(bytes(array_to_bytes(array)))
+                where = placements.get(name)
+                if where is None:
+                    response.raw_output_contents.append(bytes(array_to_bytes(array)))
+                else:  # written there; an empty entry, as the client finds each output's bytes by position
+                    where.write(name, array_to_bytes(array))
+                    response.raw_output_contents.append(b"")
             return response
 
         classes = _classes(served, request)
+        regions = self._plane.shared_memory
+        placements = {output.name: where for output in request.outputs
+                      if (where := _placement(regions, f"output {output.name!r}", output.parameters)) is not None}
         wanted = [output.name for output in request.outputs] or None
         deadline = earliest(call.deadline_ns, _timeout_deadline(request))
-        cancel = served.submit(_decode_inputs(request), wanted, call.answer_with(answer), deadline_ns=deadline,
+        cancel = served.submit(_decode_inputs(request, regions), wanted, call.answer_with(answer), deadline_ns=deadline,
                                run_later=call.run_later)
         if cancel is not None:
             call.on_cancel(cancel)
+
+    def SystemSharedMemoryStatus(self, request: pb.SystemSharedMemoryStatusRequest, call: Call) -> None:
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        regions = self._plane.shared_memory.status(request.name or None)
+        call.reply(pb.SystemSharedMemoryStatusResponse(
+            regions={str(region["name"]): status(**region) for region in regions}))  # type: ignore[arg-type]
+
+    def SystemSharedMemoryRegister(self, request: pb.SystemSharedMemoryRegisterRequest, call: Call) -> None:
+        self._plane.shared_memory.register(request.name, request.key, request.offset, request.byte_size,
+                                           local_client=is_local(call.peer_host()))
+        call.reply(pb.SystemSharedMemoryRegisterResponse())
+
+    def SystemSharedMemoryUnregister(self, request: pb.SystemSharedMemoryUnregisterRequest, call: Call) -> None:
+        self._plane.shared_memory.unregister(request.name or None)
+        call.reply(pb.SystemSharedMemoryUnregisterResponse())
+
+    def CudaSharedMemoryStatus(self, request: pb.CudaSharedMemoryStatusRequest, call: Call) -> None:
+        if request.name:
+            raise NotFound(f"no CUDA shared memory region {request.name!r} is registered")
+        call.reply(pb.CudaSharedMemoryStatusResponse())
+
+    def CudaSharedMemoryRegister(self, request: pb.CudaSharedMemoryRegisterRequest, call: Call) -> None:
+        raise InvalidInput(NO_CUDA)
+
+    def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest, call: Call) -> None:
+        call.reply(pb.CudaSharedMemoryUnregisterResponse())
 
     async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)

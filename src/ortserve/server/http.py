@@ -45,6 +45,7 @@ class Request:
     body: bytes
     query: bytes = b""
     receive: Callable[[], Awaitable[dict[str, Any]]] | None = None  # the ASGI channel, once the body is read
+    client: str | None = None  # the client's address (host), when the transport knows it
 
     @property
     def routing_key(self) -> str | None:
@@ -162,8 +163,9 @@ class HttpApp:
             return found
         handler, params = found
         try:
+            client = scope.get("client")
             return await handler(Request(scope["method"], scope["path"], headers, body, scope["query_string"],
-                                         receive), params)
+                                         receive, client[0] if client else None), params)
         except OrtServeError as exc:
             return core_error_response(exc)
         except Exception:

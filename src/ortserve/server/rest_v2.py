@@ -27,9 +27,11 @@ from ortserve.server.codec import (
 )
 from ortserve.server.dataplane import DataPlane, parse_version, timeout_deadline
 from ortserve.server.http import Request, Response, Router, json_response
+from ortserve.server.shared_memory import REGION, Placement, SharedMemoryRegions, placement
 
 HEADER_LENGTH = b"inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository",
+              "system_shared_memory"]
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 
 
@@ -49,6 +51,7 @@ class _OutputChoice:
     default_binary: bool  # for outputs not named: the request-level binary_data_output
     parameters: dict[str, Any]  # the request-level parameters
     classes: dict[str, int] = field(default_factory=dict)  # outputs answered as their best classes, and how many
+    placements: dict[str, Placement] = field(default_factory=dict)  # outputs written to shared memory
 
 
 def _authorization(request: Request) -> str | None:
@@ -154,16 +157,16 @@ class V2Rest:
             json_part, binary = body[: int(header_length)], body[int(header_length) :]
         document = loads(json_part, frozenset({"data"}))
         require(isinstance(document, dict), "the request body must be a JSON object")
-        choice = self._requested_outputs(served, document)
+        choice = self._requested_outputs(served, document, self._plane.shared_memory)
         deadline = timeout_deadline(choice.parameters.get("timeout"), arrived)
         served.precheck(deadline)
-        inputs = self._decode_inputs(document.get("inputs"), binary)
+        inputs = self._decode_inputs(document.get("inputs"), binary, self._plane.shared_memory)
         results = await served.infer(inputs, list(choice.binary) or None, deadline_ns=deadline,
                                      gone=request.disconnected)
         return self._encode(served, document.get("id"), results, choice)
 
     @staticmethod
-    def _decode_inputs(items: Any, binary: memoryview) -> dict[str, np.ndarray]:
+    def _decode_inputs(items: Any, binary: memoryview, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
         require(isinstance(items, list) and len(items) > 0, "'inputs' must be a non-empty list")
         inputs: dict[str, np.ndarray] = {}
         offset = 0
@@ -178,7 +181,11 @@ class V2Rest:
             parameters = item.get("parameters") or {}
             require(isinstance(parameters, dict), f"input {name!r}: 'parameters' must be an object")
             size = parameters.get("binary_data_size")
-            if size is not None:
+            if REGION in parameters:
+                where = placement(regions, f"input {name!r}", parameters[REGION],
+                                  parameters.get("shared_memory_byte_size"), parameters.get("shared_memory_offset", 0))
+                inputs[name] = array_from_bytes(name, where.view(f"input {name!r}"), tensor_type, shape)
+            elif size is not None:
                 require(isinstance(size, int) and size >= 0,
                          f"input {name!r}: binary_data_size must be a non-negative integer")
                 require(offset + size <= len(binary),
@@ -197,13 +204,15 @@ class V2Rest:
         return inputs
 
     @staticmethod
-    def _requested_outputs(served: ServedVersion, document: dict[str, Any]) -> _OutputChoice:
+    def _requested_outputs(served: ServedVersion, document: dict[str, Any], regions: SharedMemoryRegions
+                           ) -> _OutputChoice:
         parameters = document.get("parameters") or {}
         require(isinstance(parameters, dict), "'parameters' must be an object")
         default_binary = bool(parameters.get("binary_data_output", False))
         items = document.get("outputs")
         wanted: dict[str, bool] = {}
         classes: dict[str, int] = {}
+        placements: dict[str, Placement] = {}
         if items is None:
             return _OutputChoice(wanted, default_binary, parameters)
         require(isinstance(items, list), "'outputs' must be a list")
@@ -215,7 +224,11 @@ class V2Rest:
             wanted[item["name"]] = bool(output_parameters.get("binary_data", default_binary))
             if PARAMETER in output_parameters:
                 classes[item["name"]] = class_count(served, item["name"], output_parameters[PARAMETER])
-        return _OutputChoice(wanted, default_binary, parameters, classes)
+            if REGION in output_parameters:
+                placements[item["name"]] = placement(
+                    regions, f"output {item['name']!r}", output_parameters[REGION],
+                    output_parameters.get("shared_memory_byte_size"), output_parameters.get("shared_memory_offset", 0))
+        return _OutputChoice(wanted, default_binary, parameters, classes, placements)
 
     @staticmethod
     def _encode(served: ServedVersion, request_id: Any, results: dict[str, np.ndarray],
@@ -228,7 +241,10 @@ class V2Rest:
             if name in choice.classes:
                 array, datatype = classified(served, name, array, choice.classes[name]), "BYTES"
             entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-            if choice.binary.get(name, choice.default_binary):
+            where = choice.placements.get(name)
+            if where is not None:
+                where.write(name, array_to_bytes(array))
+            elif choice.binary.get(name, choice.default_binary):
                 data = array_to_bytes(array)
                 entry["parameters"] = {"binary_data_size": len(data)}
                 buffers.append(data)
