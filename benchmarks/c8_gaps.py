@@ -5,6 +5,9 @@ scheduler measured (a batch's end to as many rows queued again). Models with no 
 
     bash benchmarks/run.sh c8_gaps.py [--model resnet50|resnet50_int8] [--protocols v2-grpc,v2-binary,tf-grpc]
                                       [--rounds 2] [--seconds 10]
+
+A protocol ending in -shm (v2-grpc-shm, v2-binary-shm) sends the tensors through system shared memory
+(perf_analyzer --shared-memory system) instead of in the messages.
 """
 
 from __future__ import annotations

@@ -115,7 +115,9 @@ def ceiling(path: Path, batch_sizes: list[int], seconds: float) -> Ceiling:
 def closed_loop(settings: Settings, server: RunningServer, model: str, protocol: str, concurrency: int,
                 seconds: int | None = None) -> LoadResult:
     shape = SHAPES["mlp" if model.startswith("mlp") else "resnet50"]
-    common = {"measurement_ms": (seconds or settings.seconds) * 1000, "library_path": settings.cuda_lib}
+    common: dict = {"measurement_ms": (seconds or settings.seconds) * 1000, "library_path": settings.cuda_lib}
+    if protocol.endswith("-shm"):  # tensors in system shared memory (Triton's extension), not in the message
+        protocol, common["extra"] = protocol.removesuffix("-shm"), ("--shared-memory", "system")
     grpc_url = f"127.0.0.1:{server.grpc_port}"
     if protocol == "v2-grpc":
         return perf_analyzer(settings.perf_analyzer, model, grpc_url, concurrency, protocol="grpc", **common)
