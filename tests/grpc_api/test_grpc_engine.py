@@ -59,7 +59,7 @@ def test_many_calls_in_flight_each_get_their_own_answer(server: RunningServer, c
     assert _executions(server, "mlp") - before < len(batches), "64 calls in flight never met in a batch"
 
 
-@pytest.mark.parametrize("path", ["/inference.GRPCInferenceService/SystemSharedMemoryStatus", "/nope.Service/Method"])
+@pytest.mark.parametrize("path", ["/inference.GRPCInferenceService/TraceSetting", "/nope.Service/Method"])
 def test_unknown_methods_are_unimplemented_and_named(channel: grpc.Channel, path: str) -> None:
     call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.RpcError) as error:
