@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ortserve.runtime.signature import Signature
-from ortserve.runtime.warmup import zero_inputs
+from ortserve.runtime.warmup import RUN_ERRORS, zero_inputs
 
 Tensors = dict[str, np.ndarray]
 PROBE_ROWS = 3  # not 2 or 4, which fixed sizes of other dimensions often are
@@ -33,7 +33,7 @@ def batching_problem(session: ort.InferenceSession, signature: Signature, shapes
     for count in (PROBE_ROWS, 1):
         try:
             outputs = session.run(names, {name: array[:count] for name, array in rows.items()})
-        except Exception:  # inputs out of the model's range: no evidence either way
+        except RUN_ERRORS:  # inputs out of the model's range: no evidence either way
             return None
         for name, output in zip(names, outputs, strict=True):
             if not isinstance(output, np.ndarray):

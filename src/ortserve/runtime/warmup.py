@@ -26,6 +26,10 @@ from ortserve.shapes import IMAGE_SIDE, image_axes
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
+_ORT = ort.capi.onnxruntime_pybind11_state
+# what session.run raises for inputs a model refuses (their types share no base but Exception)
+RUN_ERRORS: tuple[type[Exception], ...] = (_ORT.InvalidArgument, _ORT.Fail, _ORT.RuntimeException,
+                                            _ORT.NotImplemented, _ORT.EPFail)
 PROBE_ROWS = 8
 PROBE_BUDGET_NS = 1_000_000_000  # skip the larger batch when it would take longer than this
 TIMED_RUNS_BELOW_NS = 20_000_000  # runs faster than this are timed TURNS * TURN_RUNS times (median), slower ones once
@@ -111,7 +115,7 @@ def _sized(signature: Signature, name: str, size: int, batched: bool) -> list[in
 def _refusal(session: ort.InferenceSession, feeds: Tensors) -> str | None:
     try:
         session.run(None, feeds)
-    except Exception as exc:  # ONNX Runtime's errors have no common type; any refusal is a reason to guess again
+    except RUN_ERRORS as exc:
         return str(exc)
     return None
 

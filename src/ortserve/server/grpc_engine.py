@@ -74,7 +74,34 @@ class Method:
     handle: Handler
 
 
-class Call:
+class _Answering:
+    """What a handler uses of a call, whether unary or one request of a stream: its metadata, and answering with a
+    response (`reply`) or an error (`fail`, through `abort`)."""
+
+    __slots__ = ()
+    metadata: Sequence[tuple[str, str | bytes]]
+    name: str
+
+    def metadata_value(self, key: str) -> str | None:
+        return metadata_value(self.metadata, key)
+
+    def reply(self, response: Message) -> None:
+        raise NotImplementedError
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise NotImplementedError
+
+    def fail(self, error: BaseException) -> None:
+        code, details = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s", self.name, exc_info=error)
+        self.abort(code, details)
+
+    def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
+        return answer_with(self, build)
+
+
+class Call(_Answering):
     """One unary call. Answer it once, from any thread; later answers are ignored."""
 
     __slots__ = ("_answered", "_call", "_closing", "_lock", "_on_cancel", "deadline_ns", "metadata", "name",
@@ -91,9 +118,6 @@ class Call:
         self._closing = False  # the close-on-server operation is started
         self._on_cancel: Callable[[], None] | None = None
         self._lock = threading.Lock()
-
-    def metadata_value(self, key: str) -> str | None:
-        return metadata_value(self.metadata, key)
 
     def peer_host(self) -> str | None:
         """The client's address without its port ("ipv4:127.0.0.1:5555" gives 127.0.0.1, "ipv6:[::1]:5555" ::1);
@@ -132,15 +156,6 @@ class Call:
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self._finish(None, code, details)
-
-    def fail(self, error: BaseException) -> None:
-        code, details = status_of(error)
-        if code is grpc.StatusCode.INTERNAL:
-            log.error("unhandled error in %s", self.name, exc_info=error)
-        self.abort(code, details)
-
-    def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
-        return answer_with(self, build)
 
     def _finish(self, message: bytes | None, code: grpc.StatusCode, details: str) -> None:
         with self._lock:
@@ -207,7 +222,7 @@ class StreamMethod:
     wrap: Wrap
 
 
-class StreamItem:
+class StreamItem(_Answering):
     """One request read from a stream, handled as a unary call is: answered once, from any thread, as a message on
     its stream."""
 
@@ -219,27 +234,15 @@ class StreamItem:
         self.run_later = stream.run_later
         self._answered = False
 
-    def metadata_value(self, key: str) -> str | None:
-        return metadata_value(self.metadata, key)
-
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Run `callback` if the stream is cancelled before this request is answered."""
         self._stream.on_cancel(self, callback)
-
-    def answer_with(self, build: Callable[[Result], Message]) -> Callable[[Result | BaseException], None]:
-        return answer_with(self, build)
 
     def reply(self, response: Message) -> None:
         self._settle(response, "")
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self._settle(None, details)
-
-    def fail(self, error: BaseException) -> None:
-        code, details = status_of(error)
-        if code is grpc.StatusCode.INTERNAL:
-            log.error("unhandled error in %s", self.name, exc_info=error)
-        self.abort(code, details)
 
     def _settle(self, response: Message | None, error: str) -> None:
         if self._answered:
