@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
 from ortserve.dtypes import BY_V2
 from ortserve.errors import InvalidInput
+from ortserve.protos.inference import grpc_service_pb2 as grpc_pb
+from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
 from ortserve.server.codec import array_from_bytes, array_from_json, array_to_bytes, loads
+from ortserve.server.grpc_v2 import _typed_contents
+from ortserve.server.tensor_proto import to_numpy
 
 LAZY = frozenset({"data"})
 
@@ -29,6 +36,47 @@ def test_lazy_arrays_decode_like_numpy(datatype: str, text: bytes, expected: lis
     reference = np.asarray(expected, dtype=tensor_type.numpy)
     assert array.dtype == reference.dtype
     np.testing.assert_array_equal(array, reference)
+
+
+@pytest.mark.parametrize(("datatype", "text", "words"), [
+    ("INT64", b"[1.5, 2]", "numbers that are not whole"),
+    ("UINT8", b"[300, 1]", "300 is outside its range [0, 255]"),
+    ("INT8", b"[[-129, 0]]", "-129 is outside its range [-128, 127]"),
+    ("INT64", b"[9223372036854775808]", "outside its range"),
+    ("UINT64", b"[-1]", "-1 is outside its range"),
+    ("FP32", b"[null, 1]", "not numbers"),
+    ("FP32", b'["1.5"]', "it holds text"),
+    ("BOOL", b"[2, 0]", "numbers other than 0 and 1"),
+])
+def test_numbers_a_cast_would_change_are_refused(datatype: str, text: bytes, words: str) -> None:
+    """300 cast to UINT8 is 44, 1.5 to INT64 is 1, null to FP32 is NaN: each was served silently."""
+    document = loads(b'{"data": ' + text + b"}", LAZY)
+    with pytest.raises(InvalidInput, match=f"input 'x' cannot be read as {datatype}: .*{re.escape(words)}"):
+        array_from_json("x", document["data"], BY_V2[datatype])
+    with pytest.raises(InvalidInput, match=re.escape(words)):  # the same as a Python list (TF Serving's rows)
+        array_from_json("x", json.loads(text), BY_V2[datatype])
+
+
+@pytest.mark.parametrize(("datatype", "text", "expected"), [
+    ("INT64", b"[1.0, -2.0]", [1, -2]), ("BOOL", b"[0, 1]", [False, True]), ("UINT8", b"[0, 255]", [0, 255])])
+def test_numbers_that_keep_their_value_are_taken(datatype: str, text: bytes, expected: list) -> None:
+    array = array_from_json("x", loads(b'{"data": ' + text + b"}", LAZY)["data"], BY_V2[datatype])
+    np.testing.assert_array_equal(array, np.asarray(expected, dtype=BY_V2[datatype].numpy))
+
+
+def test_protobuf_integers_past_a_narrow_type_are_refused() -> None:
+    """gRPC's int_contents and TF Serving's int_val carry INT8 to UINT16 as int32."""
+    tensor = grpc_pb.ModelInferRequest.InferInputTensor(name="x", datatype="UINT8", shape=[2])
+    tensor.contents.uint_contents.extend([300, 1])
+    with pytest.raises(InvalidInput, match="300 is outside its range"):
+        _typed_contents(tensor, [2])
+    proto = TensorProto(dtype=BY_V2["INT8"].tf_enum)
+    proto.tensor_shape.dim.add(size=2)
+    proto.int_val.extend([-5, 7])
+    np.testing.assert_array_equal(to_numpy("x", proto), np.array([-5, 7], np.int8))
+    proto.int_val[0] = -200
+    with pytest.raises(InvalidInput, match="-200 is outside its range"):
+        to_numpy("x", proto)
 
 
 @pytest.mark.parametrize("text", [b"[[1, 2, 3], [4]]", b"[[1], [2, 3], []]"])

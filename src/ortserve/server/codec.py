@@ -152,7 +152,7 @@ def _numbers_from_lazy(name: str, value: simdjson.Array, tensor_type: TensorType
                            f"{MAX_DIMENSIONS} dimensions")
     if flat.size != math.prod(shape) or (len(shape) > 1 and not _is_regular(value, shape)):
         raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: nested lists of unequal lengths")
-    return flat.astype(tensor_type.numpy, copy=False).reshape(shape)
+    return flat.reshape(shape)
 
 
 def array_from_json(name: str, value: Any, tensor_type: TensorType) -> np.ndarray:
@@ -161,14 +161,37 @@ def array_from_json(name: str, value: Any, tensor_type: TensorType) -> np.ndarra
         if tensor_type.numpy.kind in _BUFFER_TYPES:
             numbers = _numbers_from_lazy(name, value, tensor_type)
             if numbers is not None:
-                return numbers
+                return exact_numbers(name, numbers, tensor_type)
         value = value.as_list()
     try:
         if tensor_type.is_bytes:
             return text_elements(name, np.array(value, dtype=object))
-        return np.asarray(value, dtype=tensor_type.numpy)
+        values = np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: {exc}") from None
+    return exact_numbers(name, values, tensor_type)
+
+
+def exact_numbers(name: str, values: np.ndarray, tensor_type: TensorType) -> np.ndarray:
+    """Numbers sent in a wider type (JSON's, or a protobuf field's) as the model's element type, refused where that
+    would change them: strings or nulls for numbers, fractions for integers, integers past the type's range (which
+    a cast would wrap: 300 as UINT8 is 44), anything but true, false, 0 and 1 for BOOL."""
+    target, kind = tensor_type.numpy, values.dtype.kind
+    if kind not in "biuf":
+        raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: it holds "
+                           f"{'text' if kind in 'SU' else 'values that are not numbers (null, or mixed kinds)'}")
+    if target.kind in "iu" and kind in "iuf" and values.size:
+        if kind == "f" and not (np.isfinite(values).all() and (values == np.trunc(values)).all()):
+            raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: it holds numbers that are not "
+                               "whole")
+        bounds = np.iinfo(target)
+        low, high = values.min(), values.max()
+        if low < bounds.min or high > bounds.max:
+            raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: {low if low < bounds.min else high}"
+                               f" is outside its range [{bounds.min}, {bounds.max}]")
+    elif target.kind == "b" and kind != "b" and values.size and not np.isin(values, (0, 1)).all():
+        raise InvalidInput(f"input {name!r} cannot be read as BOOL: it holds numbers other than 0 and 1")
+    return values.astype(target, copy=False)
 
 
 def element_count(shape: list[int]) -> int:

@@ -19,7 +19,7 @@ from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
 from ortserve.server.classification import PARAMETER, class_count, classified
-from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, text_elements
+from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, exact_numbers, text_elements
 from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.rest_v2 import EXTENSIONS
@@ -41,8 +41,8 @@ def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[i
     values = getattr(tensor.contents, field)
     if tensor_type.is_bytes:
         array = text_elements(tensor.name, np.array(list(values), dtype=object))
-    else:
-        array = np.array(values, dtype=tensor_type.numpy)
+    else:  # int_contents holds INT8 and INT16 as int32: a value past the type's range is refused, not wrapped
+        array = exact_numbers(tensor.name, np.array(values), tensor_type)
     if array.size != element_count(shape):
         raise InvalidInput(f"input {tensor.name!r} has {array.size} elements, but shape {shape} needs "
                            f"{element_count(shape)}")

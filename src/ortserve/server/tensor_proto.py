@@ -9,7 +9,7 @@ import numpy as np
 from ortserve.dtypes import BY_TF_ENUM, TensorType, from_numpy
 from ortserve.errors import InvalidInput
 from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.server.codec import text_elements
+from ortserve.server.codec import exact_numbers, text_elements
 
 # Which repeated field carries the values of each dtype when tensor_content is empty (tensor.proto).
 _TYPED_FIELD = {
@@ -45,8 +45,8 @@ def to_numpy(name: str, proto: TensorProto) -> np.ndarray:
         array = text_elements(name, np.array(list(values), dtype=object))
     elif tensor_type.tf == "DT_HALF":
         array = np.array(values, dtype=np.uint16).view(np.float16)
-    else:
-        array = np.array(values, dtype=tensor_type.numpy)
+    else:  # int_val holds DT_INT8 to DT_UINT16 as int32: a value past the type's range is refused, not wrapped
+        array = exact_numbers(name, np.array(values), tensor_type)
     if array.size == count:
         return array.reshape(shape)
     if len(values) == 1:  # a single value stands for the whole shape, as TensorFlow reads it
