@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import onnxruntime as ort
 
 from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
@@ -33,7 +32,7 @@ from ortserve.runtime.slices import JoinedAnswer, row_slices
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.text import TextModel
 from ortserve.runtime.threads import ThreadChoice
-from ortserve.runtime.validate import check_inputs, check_outputs
+from ortserve.runtime.validate import BatchTooLarge, check_inputs, check_outputs
 
 if TYPE_CHECKING:  # the registry builds groups; a model only calls the one it is given
     from ortserve.routing.group import VariantGroup
@@ -205,10 +204,12 @@ class ServedVersion:
         a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
         once on the caller's thread."""
         start = time.perf_counter_ns()
-        rows = self._rows_past_limit(inputs)
-        if rows:
-            return self._submit_slices(inputs, rows, outputs, done, start, deadline_ns, run_later)
-        batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
+        try:
+            batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
+        except BatchTooLarge as exc:
+            if not self._slices_large_requests:
+                raise
+            return self._submit_slices(inputs, exc.rows, outputs, done, start, deadline_ns, run_later)
         observer = self.observer
         if observer is None:
             return self._answer_or_queue(batcher, inputs, rows, key, outputs, done, start, deadline_ns, run_later,
@@ -221,16 +222,12 @@ class ServedVersion:
             observer.end(time.perf_counter_ns() - start, exc)
             raise
 
-    def _rows_past_limit(self, inputs: Tensors) -> int:
-        """The request's rows when it has more than a batch holds and the limit was not set in config.yaml, so
-        that it runs as slices (else 0). A TF Serving client may send thousands of rows in one request; only a
-        limit the user set is a reason to refuse them, as Triton refuses them."""
-        limit = self.max_batch_size
-        if limit <= 0 or self.config.max_batch_size is not None or self.text is not None or not inputs:
-            return 0
-        first = next(iter(inputs.values()))
-        rows = first.shape[0] if isinstance(first, np.ndarray) and first.ndim else 0
-        return rows if rows > limit else 0
+    @property
+    def _slices_large_requests(self) -> bool:
+        """Whether a request with more rows than a batch holds runs as slices: when the limit was not set in
+        config.yaml. A TF Serving client may send thousands of rows in one request; only a limit the user set is
+        a reason to refuse them, as Triton refuses them."""
+        return self.max_batch_size > 0 and self.config.max_batch_size is None and self.text is None
 
     def _submit_slices(self, inputs: Tensors, rows: int, outputs: list[str] | None, done: Done, start: int,
                        deadline_ns: int, run_later: RunLater | None) -> Cancel | None:
@@ -274,11 +271,15 @@ class ServedVersion:
         run_now), returning the outputs or raising the error.
         None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
         shadows): then submit it."""
-        if (self.observer is not None or self.cache is not None or self.shadow is not None
-                or self._rows_past_limit(inputs)):
+        if self.observer is not None or self.cache is not None or self.shadow is not None:
             return None
         start = time.perf_counter_ns()
-        batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
+        try:
+            batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
+        except BatchTooLarge:
+            if self._slices_large_requests:
+                return None  # submit() runs it as slices
+            raise
         result = batcher.run_now(inputs, rows, start, assembly, bulk=bulk)
         if result is None or not outputs:
             return result
@@ -299,6 +300,10 @@ class ServedVersion:
                 return batcher, {text.input_name: texts}, len(texts), text, text
             check_outputs(signature, outputs)
             rows, key = check_inputs(signature, inputs, self.max_batch_size)
+        except BatchTooLarge:
+            if not self._slices_large_requests:  # else run as slices: counted as they end
+                self.stats.request_done(time.perf_counter_ns() - start, False)
+            raise
         except Exception:
             self.stats.request_done(time.perf_counter_ns() - start, False)
             raise

@@ -12,6 +12,14 @@ from ortserve.errors import InvalidInput
 from ortserve.runtime.signature import Signature, TensorSpec
 
 
+class BatchTooLarge(InvalidInput):
+    """More rows than the model's batches hold: refused, unless the version runs it as slices (runtime.slices)."""
+
+    def __init__(self, rows: int, max_batch_size: int) -> None:
+        super().__init__(f"batch of {rows} rows exceeds the model's max_batch_size {max_batch_size}")
+        self.rows = rows
+
+
 def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(dim) for dim in shape) + "]"
 
@@ -67,7 +75,7 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray], max_batch_
     if rows < 1:
         raise InvalidInput("the batch is empty: the first dimension must be at least 1")
     if rows > max_batch_size:
-        raise InvalidInput(f"batch of {rows} rows exceeds the model's max_batch_size {max_batch_size}")
+        raise BatchTooLarge(rows, max_batch_size)
     if len(specs) == 1:
         return rows, (array.shape[1:],)
     return rows, tuple(inputs[spec.name].shape[1:] for spec in specs)

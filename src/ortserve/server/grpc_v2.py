@@ -68,8 +68,10 @@ def _placement(regions: SharedMemoryRegions, what: str, parameters: Any) -> Plac
 
 def _decode_inputs(request: pb.ModelInferRequest, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
     raw = request.raw_input_contents
-    placed = {tensor.name: _placement(regions, f"input {tensor.name!r}", tensor.parameters)
-              for tensor in request.inputs if REGION in tensor.parameters}
+    # inputs in shared memory have no raw_input_contents entry: with one entry per input, none is
+    placed = {} if raw and len(raw) == len(request.inputs) else {
+        tensor.name: _placement(regions, f"input {tensor.name!r}", tensor.parameters)
+        for tensor in request.inputs if REGION in tensor.parameters}
     if raw and len(raw) != len(request.inputs) - len(placed):
         raise InvalidInput(f"raw_input_contents has {len(raw)} entries for {len(request.inputs) - len(placed)} "
                            "inputs not in shared memory; it must hold one per such input, in input order, or none")
@@ -104,17 +106,22 @@ def _timeout_deadline(request: pb.ModelInferRequest) -> int:
     return timeout_deadline(getattr(parameter, choice), time.perf_counter_ns())
 
 
-def _classes(served: ServedVersion, request: pb.ModelInferRequest) -> dict[str, int]:
-    """Outputs asked for as their best classes (Triton's classification extension), and how many."""
-    classes = {}
+def _output_options(served: ServedVersion, request: pb.ModelInferRequest, regions: SharedMemoryRegions
+                    ) -> tuple[dict[str, int], dict[str, Placement]]:
+    """The requested outputs to answer as their best classes (Triton's classification extension), and how many; and
+    those to write to shared memory."""
+    classes: dict[str, int] = {}
+    placements: dict[str, Placement] = {}
     for output in request.outputs:
-        if PARAMETER not in output.parameters:
+        parameters = output.parameters
+        if not parameters:
             continue
-        parameter = output.parameters[PARAMETER]
-        choice = parameter.WhichOneof("parameter_choice")
-        value = getattr(parameter, choice) if choice else None
-        classes[output.name] = class_count(served, output.name, value)
-    return classes
+        if PARAMETER in parameters:
+            classes[output.name] = class_count(served, output.name, _value(parameters, PARAMETER))
+        where = _placement(regions, f"output {output.name!r}", parameters)
+        if where is not None:
+            placements[output.name] = where
+    return classes, placements
 
 
 def _parse(message: Any, document: dict[str, Any]) -> Any:
@@ -190,10 +197,8 @@ class InferenceService:
                     response.raw_output_contents.append(b"")
             return response
 
-        classes = _classes(served, request)
         regions = self._plane.shared_memory
-        placements = {output.name: where for output in request.outputs
-                      if (where := _placement(regions, f"output {output.name!r}", output.parameters)) is not None}
+        classes, placements = _output_options(served, request, regions)
         wanted = [output.name for output in request.outputs] or None
         deadline = earliest(call.deadline_ns, _timeout_deadline(request))
         cancel = served.submit(_decode_inputs(request, regions), wanted, call.answer_with(answer), deadline_ns=deadline,
