@@ -12,7 +12,7 @@ import pytest
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.scheduler import IDLE_SHARE, BatchingPolicy, Scheduler
 from ortserve.runtime.stats import VersionStats
-from ortserve.runtime.warmup import one_thread_wins
+from ortserve.runtime.warmup import ONE_THREAD_MARGIN, one_thread_wins
 from tests.runtime.test_batcher import Recorder, make_batcher
 
 MS = 1_000_000
@@ -140,8 +140,20 @@ def test_steady_callers_get_full_batches_on_a_slow_model() -> None:
     assert settled.count(4) >= len(settled) - 1, model.batches
 
 
-def test_one_thread_is_kept_only_when_faster_at_every_size_measured() -> None:
+def test_one_thread_is_kept_when_faster_at_one_row_and_close_at_every_other_size_measured() -> None:
     pool = _costs(0, 1_000, sizes=(1, 8))
     assert one_thread_wins(pool, _costs(0, 500, sizes=(1, 8)))
     assert not one_thread_wins(pool, _costs(0, 2_000, sizes=(1, 8)))
     assert not one_thread_wins(pool, _costs(0, 500, sizes=(1,)))  # a size it did not measure counts against it
+    close = BatchCosts()  # faster at one row, 5 % slower at 8: the pool's edge there is within the margin
+    close.observe(1, 900)
+    close.observe(8, int(8_000 * (1 + ONE_THREAD_MARGIN / 2)))
+    assert one_thread_wins(pool, close)
+    far = BatchCosts()  # faster at one row, but the pool runs 8 rows 1.5x faster
+    far.observe(1, 900)
+    far.observe(8, 12_000)
+    assert not one_thread_wins(pool, far)
+    slower_alone = BatchCosts()  # one row is where one thread must win outright
+    slower_alone.observe(1, 1_050)
+    slower_alone.observe(8, 7_000)
+    assert not one_thread_wins(pool, slower_alone)
