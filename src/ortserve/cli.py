@@ -20,6 +20,7 @@ from ortserve.repository.single import single_model_repository
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 from ortserve.server.guard import ClientLimits
+from ortserve.server.log_settings import FORMAT as LOG_FORMAT
 
 DEMO_REPOSITORY = Path("demo-repository")
 
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     level = args.log_level.upper()
     # libraries (torch, tf2onnx, onnxruntime's quantizer) speak below WARNING only at debug level
     logging.basicConfig(level=level if level == "DEBUG" else max(logging.WARNING, logging.getLevelName(level)),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=LOG_FORMAT)
     logging.getLogger("ortserve").setLevel(level)
     return int(args.handler(args))
 

@@ -37,20 +37,20 @@ class ModelControl:
     loopback_only: bool  # the server listens on loopback only
     closed: str | None = None  # why the repository API is closed whatever the caller sends (a Ray Serve replica)
 
-    def authorize(self, authorization: str | None) -> None:
-        """Allow a repository call carrying `authorization` (HTTP header or gRPC metadata), or refuse it."""
+    def authorize(self, authorization: str | None, what: str = "the repository API") -> None:
+        """Allow an administrative call (`what`: the repository API, changes of the log settings) carrying
+        `authorization` (HTTP header or gRPC metadata), or refuse it."""
         if self.closed is not None:
             raise PermissionDenied(self.closed)
         if self.token is None:
             if not self.loopback_only:
                 raise PermissionDenied(
-                    "the repository API is closed: this server listens beyond loopback and has no admin token; "
+                    f"{what} is closed: this server listens beyond loopback and has no admin token; "
                     f"start it with --admin-token TOKEN (or {TOKEN_VARIABLE}) and send 'Authorization: Bearer "
                     "TOKEN'")
             return
         if authorization is None:
-            raise Unauthenticated("the repository API needs 'Authorization: Bearer TOKEN' with the server's admin "
-                                  "token")
+            raise Unauthenticated(f"{what} needs 'Authorization: Bearer TOKEN' with the server's admin token")
         scheme, _, presented = authorization.strip().partition(" ")
         matches = hmac.compare_digest(presented.strip().encode(), self.token.encode())
         if scheme.lower() != "bearer" or not matches:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from typing import Any
 
 from ortserve.digits import is_decimal
@@ -10,6 +12,7 @@ from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.control import ModelControl
+from ortserve.server.log_settings import LogSettings, Setting
 from ortserve.server.shared_memory import SharedMemoryRegions
 
 
@@ -122,6 +125,18 @@ class DataPlane:
                 served.error for served in model.versions.values() if served.error)
             raise InvalidInput(f"failed to load model {model.name!r}: {reasons}")
         return model
+
+    @functools.cached_property
+    def _log_settings(self) -> LogSettings:
+        """Made on first use: it takes over the process's log handlers (Triton's logging extension)."""
+        return LogSettings()
+
+    def log_settings(self, changes: Mapping[str, object], authorization: str | None) -> dict[str, Setting]:
+        """The log settings, after `changes` (none: only read them); changing them is an administrative call."""
+        if changes:
+            self.control.authorize(authorization, "changing the log settings")
+            return self._log_settings.update(changes)
+        return self._log_settings.current()
 
     async def unload(self, name: str, authorization: str | None) -> None:
         self.control.authorize(authorization)

@@ -232,6 +232,17 @@ class InferenceService:
     def CudaSharedMemoryUnregister(self, request: pb.CudaSharedMemoryUnregisterRequest, call: Call) -> None:
         call.reply(pb.CudaSharedMemoryUnregisterResponse())
 
+    def LogSettings(self, request: pb.LogSettingsRequest, call: Call) -> None:
+        """Triton's logging extension: the settings, after those the request names (none: only read them)."""
+        changes = {name: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+                   for name, value in request.settings.items()}
+        settings = self._plane.log_settings(changes, call.metadata_value("authorization"))
+        value = pb.LogSettingsResponse.SettingValue
+        call.reply(pb.LogSettingsResponse(settings={
+            name: value(bool_param=setting) if isinstance(setting, bool)
+            else value(uint32_param=setting) if isinstance(setting, int) else value(string_param=setting)
+            for name, setting in settings.items()}))
+
     async def ModelConfig(self, request: pb.ModelConfigRequest) -> pb.ModelConfigResponse:
         served = self._served(request.name, request.version)
         return pb.ModelConfigResponse(config=_parse(ModelConfig(), triton.model_config(served)))

@@ -31,7 +31,7 @@ from ortserve.server.shared_memory import REGION, Placement, SharedMemoryRegions
 
 HEADER_LENGTH = b"inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository",
-              "system_shared_memory"]
+              "system_shared_memory", "logging"]
 _MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 
 
@@ -76,6 +76,8 @@ class V2Rest:
         router.add("POST", "/v2/repository/index", self.repository_index)
         router.add("POST", r"/v2/repository/models/(?P<model>[^/]+)/load", self.load)
         router.add("POST", r"/v2/repository/models/(?P<model>[^/]+)/unload", self.unload)
+        router.add("GET", "/v2/logging", self.log_settings)
+        router.add("POST", "/v2/logging", self.log_settings)
 
     async def live(self, request: Request, params: dict[str, str]) -> Response:
         return json_response({"live": self._plane.live})
@@ -140,6 +142,15 @@ class V2Rest:
     async def unload(self, request: Request, params: dict[str, str]) -> Response:
         await self._plane.unload(params["model"], _authorization(request))
         return json_response({})
+
+    async def log_settings(self, request: Request, params: dict[str, str]) -> Response:
+        """Triton's logging extension: GET reads the settings, POST changes those its JSON object names."""
+        changes: object = {}
+        if request.method == "POST" and request.body.strip():
+            changes = loads(request.body)
+            require(isinstance(changes, dict), "the body must be a JSON object of log settings by name, like "
+                                               '{"log_verbose_level": 1}')
+        return json_response(self._plane.log_settings(changes, _authorization(request)))  # type: ignore[arg-type]
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:
         arrived = time.perf_counter_ns()
