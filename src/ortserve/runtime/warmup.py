@@ -198,7 +198,7 @@ def one_thread_wins(costs: BatchCosts, one_thread: BatchCosts) -> bool:
     """Whether the one-thread session ran faster than `costs` (the pool's) at one row, and at every other size
     measured no more than ONE_THREAD_MARGIN slower. The pool takes every core for its speed-up, which is its best
     case (timed while the other cores were free): a small one is a poor trade for the cores the front end and the
-    other models need. The MLP on 2 cores, cheaper of two passes, over 24 loads: one row 16-17 us on one thread
+    other models need. The MLP on 2 cores, cheaper of two passes, over twenty loads: one row 16-17 us on one thread
     against 19-22 on the pool; 8 rows 31.5-33 against 29.5-41, the pool up to 11 % faster. Larger batches may
     still run on the pool (runtime.threads)."""
     sizes = costs.sizes
