@@ -198,9 +198,9 @@ def one_thread_wins(costs: BatchCosts, one_thread: BatchCosts) -> bool:
     """Whether the one-thread session ran faster than `costs` (the pool's) at one row, and at every other size
     measured no more than ONE_THREAD_MARGIN slower. The pool takes every core for its speed-up, which is its best
     case (timed while the other cores were free): a small one is a poor trade for the cores the front end and the
-    other models need. The MLP on 2 cores, cheaper of two passes, over twenty loads: one row 16-17 us on one thread
-    against 19-22 on the pool; 8 rows 31.5-33 against 29.5-41, the pool up to 11 % faster. Larger batches may
-    still run on the pool (runtime.threads)."""
+    other models need. The MLP on 2 cores, cheaper of two passes, over twenty loads: one row 16-35 us on one thread
+    against 19-45 on the pool, one thread faster in every load; 8 rows 31.5-51 against 29.5-54, the pool up to 11 %
+    faster in quiet loads. Larger batches may still run on the pool (runtime.threads)."""
     sizes = costs.sizes
     single = one_thread.sizes
     return (single.get(1, float("inf")) < sizes.get(1, 0.0)
