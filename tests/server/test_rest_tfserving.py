@@ -43,6 +43,14 @@ def test_failed_version_is_reported_as_end(http: httpx.Client) -> None:
     assert "warmup" in status["status"]["error_message"]
 
 
+def test_a_request_to_a_model_with_no_available_version_is_told_why(http: httpx.Client) -> None:
+    for response in (http.post("/v1/models/bad_warmup:predict", json={"instances": [[1.0]]}),
+                     http.get("/v2/models/bad_warmup")):
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert "has no available version (version 1: " in error and "warmup" in error, error
+
+
 def test_metadata_in_tf_serving_form(http: httpx.Client) -> None:
     document = http.get("/v1/models/mlp/metadata").json()
     assert document["model_spec"] == {"name": "mlp", "signature_name": "", "version": "1"}

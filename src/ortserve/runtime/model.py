@@ -484,7 +484,9 @@ class ServedModel:
         if version is None:
             available = [v for v, served in self.versions.items() if served.ready]
             if not available:
-                raise Unavailable(f"model {self.name!r} has no available version")
+                why = "; ".join(f"version {v}: {served.error or served.state.value}"
+                                for v, served in sorted(self.versions.items()))
+                raise Unavailable(f"model {self.name!r} has no available version" + (f" ({why})" if why else ""))
             return self.versions[max(available)]
         served = self.versions.get(version)
         if served is None:
