@@ -41,9 +41,14 @@ def _unsafe_optimizers(path: str, _mtime_ns: int, _size: int) -> tuple[str, ...]
         graph = onnx.load(path, load_external_data=False).graph
     except (DecodeError, OSError):
         return ()
+    return unsafe_for(graph, path)
+
+
+def unsafe_for(graph: onnx.GraphProto, label: str) -> tuple[str, ...]:
+    """unsafe_optimizers() of a graph already read (`label`: the file, for the log)."""
     if _zero_pad_before_max_pool(graph):
         log.info("%s: a zero Pad feeds a MaxPool; ONNX Runtime's %s would pad it with -inf instead, so it is off "
-                 "for this model", path, PAD_FUSION)
+                 "for this model", label, PAD_FUSION)
         return (PAD_FUSION,)
     return ()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
-from ortserve.runtime.ort_guard import unsafe_optimizers
+from ortserve.runtime.ort_guard import unsafe_for
 from ortserve.runtime.zipmap import without_zipmap
 
 log = logging.getLogger(__name__)
@@ -62,10 +65,10 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     """Create the session on the most preferred provider that loads; report fallbacks as warnings."""
     options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
-    disabled = unsafe_optimizers(path)
+    disabled, rewritten = _model_file(path)
     # the file itself, not a link to it: ONNX Runtime finds external data beside the path it is given, and
     # refuses data outside the directory the file really lives in (Engine.from_file links the caller's file)
-    source = without_zipmap(path) or str(path.resolve())
+    source = rewritten or str(path.resolve())
     while True:
         try:
             return ort.InferenceSession(
@@ -80,3 +83,25 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
             log.warning("model %r: %s failed to start (%s); falling back to %s", model, providers[0].name,
                         exc, providers[1].name)
             providers = providers[1:]
+
+
+def _model_file(path: Path) -> tuple[list[str], bytes | None]:
+    """What a session of the file at `path` needs from the file itself, read once (a model's sessions share it):
+    ONNX Runtime's rewrites to turn off for it (runtime.ort_guard), and the model with its ZipMap outputs served
+    as tensors (runtime.zipmap), None when it has none. A file that cannot be read as a model gets neither:
+    ONNX Runtime then says what is wrong with it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [], None
+    disabled, rewritten = _read_model_file(str(path), stat.st_mtime_ns, stat.st_size)
+    return list(disabled), rewritten
+
+
+@functools.lru_cache(maxsize=64)
+def _read_model_file(path: str, _mtime_ns: int, _size: int) -> tuple[tuple[str, ...], bytes | None]:
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except (DecodeError, OSError):
+        return (), None
+    return unsafe_for(model.graph, path), without_zipmap(model, path)

@@ -7,12 +7,9 @@ with the classes in the order the log line names (skl2onnx's `zipmap=False` give
 
 from __future__ import annotations
 
-import functools
 import logging
-from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper
 
 log = logging.getLogger(__name__)
@@ -20,22 +17,9 @@ log = logging.getLogger(__name__)
 ML_DOMAIN = "ai.onnx.ml"
 
 
-def without_zipmap(path: Path) -> bytes | None:
-    """The model at `path` with its ZipMap outputs served as tensors, serialized; None when it has none (or cannot
-    be read: ONNX Runtime then says what is wrong with it)."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _without_zipmap(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _without_zipmap(path: str, _mtime_ns: int, _size: int) -> bytes | None:
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except (DecodeError, OSError):
-        return None
+def without_zipmap(model: onnx.ModelProto, label: str) -> bytes | None:
+    """`model` (read without external data, and changed here) with its ZipMap outputs served as tensors,
+    serialized; None when it has none (`label`: the file, for the log)."""
     graph = model.graph
     outputs = {output.name: output for output in graph.output}
     zipmaps = [node for node in graph.node
@@ -51,7 +35,7 @@ def _without_zipmap(path: str, _mtime_ns: int, _size: int) -> bytes | None:
         served = helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, len(labels) or None])
         outputs[name].CopyFrom(served)
         log.info("%s: output %r is a ZipMap (a {class: probability} map per row); served as the tensor of "
-                 "probabilities it maps, [batch, %d], classes in this order: %s", path, name, len(labels),
+                 "probabilities it maps, [batch, %d], classes in this order: %s", label, name, len(labels),
                  labels)
     return model.SerializeToString()
 
