@@ -131,6 +131,19 @@ def test_a_stream_answers_each_request_once_and_ends_ok(channel: grpc.Channel, r
         np.testing.assert_allclose(logits, session.run(None, {"input": batches[key]})[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_stream_request_that_is_not_the_message_gets_an_error_and_the_stream_goes_on(
+        channel: grpc.Channel) -> None:
+    call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer", request_serializer=None,
+                                 response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+    valid = _request("mlp", np.zeros((1, 784), np.float32))
+    valid.id = "after"
+    responses = list(call(iter([b"\xff\xff\xff", valid.SerializeToString()]), timeout=30))
+    assert len(responses) == 2
+    (error,) = [response.error_message for response in responses if response.error_message]
+    assert "is not a valid inference.ModelInferRequest" in error
+    assert [response.infer_response.id for response in responses if not response.error_message] == ["after"]
+
+
 def test_a_cancelled_stream_drops_its_queued_requests(server: RunningServer, channel: grpc.Channel) -> None:
     """Four requests queued on `abandoned_stream` (its first request waits 2 s for company, the others join it),
     then the client cancels the stream: none is run."""

@@ -307,16 +307,7 @@ class Stream:
         item = StreamItem(self)
         with self._lock:
             self._unanswered[item] = None
-        try:
-            request = self._method.request_type.FromString(data)
-        except DecodeError as exc:
-            item.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.name}: a request is not a valid "
-                       f"{self._method.request_type.DESCRIPTOR.full_name}: {exc}")
-        else:
-            try:
-                self._method.handle(request, item)  # type: ignore[arg-type]
-            except Exception as exc:
-                item.fail(exc)
+        _handle_message(item, self._method.request_type, self._method.handle, data)
         try:
             self._call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), self._receiving)
         except ValueError:
@@ -540,16 +531,21 @@ def _handle(receiving: _Receiving, event: Any) -> None:
     if data is None:  # the client half-closed without a message
         call.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{call.name}: no request message")
         return
+    _handle_message(call, method.request_type, method.handle, data)
+
+
+def _handle_message(target: _Answering, request_type: type[Message], handle: Handler, data: bytes) -> None:
+    """Decode one request message and hand it to its handler; what either raises becomes `target`'s error."""
     try:
-        request = method.request_type.FromString(data)
+        request = request_type.FromString(data)
     except DecodeError as exc:
-        call.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{call.name}: the request is not a valid "
-                   f"{method.request_type.DESCRIPTOR.full_name}: {exc}")
+        target.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{target.name}: a request is not a valid "
+                     f"{request_type.DESCRIPTOR.full_name}: {exc}")
         return
     try:
-        method.handle(request, call)
-    except Exception as exc:
-        call.fail(exc)
+        handle(request, target)  # type: ignore[arg-type]  # a stream's item answers as a call does
+    except Exception as exc:  # the handler's errors are the caller's answer (grpc_status maps them)
+        target.fail(exc)
 
 
 def _on_loop(coroutine: Callable[..., Awaitable[Message]], loop: asyncio.AbstractEventLoop, with_call: bool

@@ -137,7 +137,6 @@ class Placement:
         target[:len(data)] = data
 
 
-
 def placement(regions: SharedMemoryRegions, what: str, region: object, byte_size: object, offset: object
               ) -> Placement:
     """A tensor's placement from its parameters (region name, byte size, optional offset), checked."""
