@@ -145,12 +145,13 @@ class V2Rest:
 
     async def log_settings(self, request: Request, params: dict[str, str]) -> Response:
         """Triton's logging extension: GET reads the settings, POST changes those its JSON object names."""
-        changes: object = {}
+        changes: dict[str, object] = {}
         if request.method == "POST" and request.body.strip():
-            changes = loads(request.body)
-            require(isinstance(changes, dict), "the body must be a JSON object of log settings by name, like "
-                                               '{"log_verbose_level": 1}')
-        return json_response(self._plane.log_settings(changes, _authorization(request)))  # type: ignore[arg-type]
+            document = loads(request.body)
+            require(isinstance(document, dict), "the body must be a JSON object of log settings by name, like "
+                                                '{"log_verbose_level": 1}')
+            changes = document
+        return json_response(self._plane.log_settings(changes, _authorization(request)))
 
     async def infer(self, request: Request, params: dict[str, str]) -> Response:
         arrived = time.perf_counter_ns()
