@@ -17,7 +17,7 @@ from skimage import data
 
 import ortserve
 from ortserve.examples import demo
-from ortserve.examples.models import dense_stack, flattened, mlp, multi_io, save
+from ortserve.examples.models import IR_VERSION, OPSET, dense_stack, flattened, mlp, multi_io, save
 from tests.conftest import write_config
 
 
@@ -238,3 +238,26 @@ def test_the_engine_imports_no_server_stack(repo: Path) -> None:
             "if m in sys.modules]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_bulk_calls_whose_requests_differ_past_the_first_dimension_or_in_dtype(engine: ortserve.Engine,
+                                                                                tmp_path: Path) -> None:
+    """Requests of one row count are stacked with their shapes and dtypes checked by the stacking itself: where one
+    differs in a later slice, the slices before it have run and the rest run as runs of alike requests."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "width"])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "width"])
+    two = onnx.helper.make_tensor("two", onnx.TensorProto.FLOAT, [], [2.0])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Mul", ["x", "two"], ["y"])], "double", [x], [y], [two])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.save(model, tmp_path / "double.onnx")
+    rng = np.random.default_rng(9)
+    with ortserve.Engine.from_file(tmp_path / "double.onnx", max_batch_size=8) as doubling:
+        requests = [rng.standard_normal((1, 5 if index in (13, 14, 30) else 3)).astype(np.float32)
+                    for index in range(40)]
+        for answers in (doubling.predict_batch("double", requests), doubling.predict_concurrent("double", requests)):
+            assert [answer["y"].shape for answer in answers] == [request.shape for request in requests]
+            for request, answer in zip(requests, answers, strict=True):
+                np.testing.assert_array_equal(answer["y"], request * 2)
+    mixed_dtype = [np.zeros((1, 784), np.float32)] * 300 + [np.zeros((1, 784), np.float64)]
+    with pytest.raises(ortserve.InvalidInput, match=r"input 'input'.*FP64"):
+        engine.predict_batch("mlp", mixed_dtype)

@@ -36,7 +36,6 @@ Tensors = dict[str, np.ndarray]
 Inputs = dict[str, np.ndarray] | np.ndarray
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 Result = TypeVar("Result")
-_SHAPE = operator.attrgetter("shape")
 _DTYPE = operator.attrgetter("dtype")
 
 
@@ -187,7 +186,12 @@ class Engine:
         uniform = _uniform_columns(served, inputs, served.max_batch_size)
         if uniform is not None:  # the usual case, done in numpy: every request of one shape and dtype
             columns, rows = uniform
-            return self._uniform(served, columns, rows, len(inputs), outputs, slots)
+            return self._uniform(served, inputs, columns, rows, outputs, slots)
+        return self._mixed(served, inputs, outputs, slots)
+
+    def _mixed(self, served: ServedVersion, inputs: Sequence[Inputs], outputs: list[str] | None,
+               slots: threading.Semaphore) -> list[Tensors]:
+        """Requests of several shapes or dtypes: each run of consecutive requests alike stacked and run as one."""
         results: list[Tensors] = []
         for run in _same_shape_runs([_named(served, item) for item in inputs]):
             if len(run) == 1:
@@ -201,20 +205,26 @@ class Engine:
                 results.extend(self._one(served, request, outputs, slots=slots) for request in run)
         return results
 
-    def _uniform(self, served: ServedVersion, columns: dict[str, list[np.ndarray]], rows: int, count: int,
-                 outputs: list[str] | None, slots: threading.Semaphore) -> list[Tensors]:
-        """Requests of one shape and dtype (checked): a slice of max_batch_size rows at a time stacked into this
-        thread's staging buffers (runtime.staging), run, and its outputs split back into its requests' views. The
-        slices run one after the other: a buffer is reused as soon as its slice has run (stacking into fresh
-        arrays costs more than the overlap of stacking with the run it would buy, measured on 2 cores)."""
+    def _uniform(self, served: ServedVersion, inputs: Sequence[Inputs], columns: dict[str, list[np.ndarray]],
+                 rows: int, outputs: list[str] | None, slots: threading.Semaphore) -> list[Tensors]:
+        """Requests of `rows` rows each: a slice of max_batch_size rows at a time stacked into this thread's
+        staging buffers (runtime.staging), run, and its outputs split back into its requests' views. Stacking
+        checks that the requests agree past the first dimension and in dtype (numpy's concatenate, casting
+        nothing); from a slice where they do not, the rest run as _mixed does. The slices run one after the
+        other: a buffer is reused as soon as its slice has run (stacking into fresh arrays costs more than the
+        overlap of stacking with the run it would buy, measured on 2 cores)."""
         per_slice = max(served.max_batch_size // max(rows, 1), 1)
         stack = _stack_fresh if served.shadow is not None else staging.stack  # a shadow keeps the inputs it copies
         results: list[Tensors] = []
+        count = len(inputs)
         for start in range(0, count, per_slice):
             requests = min(per_slice, count - start)
-            piece = {name: column[start] if requests == 1 else stack(name, column[start:start + requests],
-                                                                      requests * rows)
-                     for name, column in columns.items()}
+            try:
+                piece = {name: column[start] if requests == 1 else stack(name, column[start:start + requests],
+                                                                          requests * rows)
+                         for name, column in columns.items()}
+            except (ValueError, TypeError):  # shapes past the first dimension or dtypes differ
+                return results + self._mixed(served, inputs[start:], outputs, slots)
             answer = self._one(served, piece, outputs, slots=slots)
             if requests == 1:
                 results.append(answer)
@@ -382,8 +392,9 @@ def _rows(request: Tensors) -> int:
 def _uniform_columns(served: ServedVersion, inputs: Sequence[Inputs], limit: int
                      ) -> tuple[dict[str, list[np.ndarray]], int] | None:
     """Each input's arrays over the requests, and the rows of each request, when every request has the same
-    shape and dtype per input and no more than `limit` rows (checked over the whole list at C speed); None
-    otherwise."""
+    rows per input and no more than `limit` (checked over the whole list at C speed); None otherwise. The rest
+    of their shapes and their dtypes are checked as they are stacked (_uniform), but for strings, whose stacking
+    would widen a shorter string dtype."""
     if not inputs:
         return None
     first = inputs[0]
@@ -403,14 +414,19 @@ def _uniform_columns(served: ServedVersion, inputs: Sequence[Inputs], limit: int
     else:
         return None
     for column in columns.values():
-        if column[0].ndim == 0 or len(set(map(_SHAPE, column))) != 1 or len(set(map(_DTYPE, column))) != 1:
+        try:
+            lengths = set(map(len, column))
+        except TypeError:  # a scalar has no rows
+            return None
+        if len(lengths) != 1 or (column[0].dtype.kind not in staging.REUSABLE_KINDS
+                                 and len(set(map(_DTYPE, column))) != 1):
             return None
     rows = len(next(iter(columns.values()))[0])
     return (columns, rows) if rows <= limit else None
 
 
 def _stack_fresh(_: str, arrays: list[np.ndarray], __: int) -> np.ndarray:
-    return np.concatenate(arrays)
+    return np.concatenate(arrays, casting="no")
 
 
 def _split_uniform(outputs: Tensors, requests: int, rows: int) -> list[Tensors]:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_REUSABLE_KINDS = "biufc"  # object arrays (strings) are stacked fresh: a kept buffer would keep their objects alive
+REUSABLE_KINDS = "biufc"  # object arrays (strings) are stacked fresh: a kept buffer would keep their objects alive
 
 
 class _Buffers(threading.local):
@@ -36,7 +36,7 @@ def stack(name: str, arrays: Sequence[np.ndarray], rows: int) -> np.ndarray:
     """`arrays` (one dtype, one shape past the first dimension, `rows` rows together) stacked along the first
     dimension, into this thread's buffer for `name` when their dtype is numeric."""
     first = arrays[0]
-    if first.dtype.kind not in _REUSABLE_KINDS:
+    if first.dtype.kind not in REUSABLE_KINDS:
         return np.concatenate(arrays)
     buffer = _buffers.by_name.get(name)
     if buffer is None or buffer.dtype != first.dtype or buffer.shape[1:] != first.shape[1:] or len(buffer) < rows:
