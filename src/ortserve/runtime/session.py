@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
+from ortserve.runtime.onnx_versions import fit_to_runtime
 from ortserve.runtime.ort_guard import unsafe_for
 from ortserve.runtime.zipmap import without_zipmap
 
@@ -69,6 +70,9 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     # the file itself, not a link to it: ONNX Runtime finds external data beside the path it is given, and
     # refuses data outside the directory the file really lives in (Engine.from_file links the caller's file)
     source = rewritten or str(path.resolve())
+    if rewritten is not None:  # a rewritten model's external data is still beside the file
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(path.resolve().parent))
     while True:
         try:
             return ort.InferenceSession(
@@ -87,9 +91,10 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
 
 def _model_file(path: Path) -> tuple[list[str], bytes | None]:
     """What a session of the file at `path` needs from the file itself, read once (a model's sessions share it):
-    ONNX Runtime's rewrites to turn off for it (runtime.ort_guard), and the model with its ZipMap outputs served
-    as tensors (runtime.zipmap), None when it has none. A file that cannot be read as a model gets neither:
-    ONNX Runtime then says what is wrong with it."""
+    ONNX Runtime's rewrites to turn off for it (runtime.ort_guard), and the model as served when that is not the
+    file (IR version and opset lowered to what ONNX Runtime reads: runtime.onnx_versions; ZipMap outputs served as
+    tensors: runtime.zipmap), None when it is. A file that cannot be read as a model gets neither: ONNX Runtime
+    then says what is wrong with it."""
     try:
         stat = path.stat()
     except OSError:
@@ -104,4 +109,7 @@ def _read_model_file(path: str, _mtime_ns: int, _size: int) -> tuple[tuple[str, 
         model = onnx.load(path, load_external_data=False)
     except (DecodeError, OSError):
         return (), None
-    return unsafe_for(model.graph, path), without_zipmap(model, path)
+    fitted = fit_to_runtime(model, path)
+    disabled = unsafe_for(model.graph, path)
+    rewritten = without_zipmap(model, path)
+    return disabled, model.SerializeToString() if rewritten is None and fitted else rewritten
