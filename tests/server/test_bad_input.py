@@ -29,7 +29,7 @@ CASES = [
     # (id, method, path, body or JSON, extra headers, status, words the error must contain)
     ("v2-malformed-json", "/v2/models/mlp/infer", b'{"inputs": [', {}, 400, ["malformed JSON"]),
     ("v2-not-an-object", "/v2/models/mlp/infer", b"[1, 2]", {}, 400, ["JSON object"]),
-    ("v2-no-inputs", "/v2/models/mlp/infer", {"inputs": []}, {}, 400, ["inputs"]),
+    ("v2-no-inputs", "/v2/models/mlp/infer", {"inputs": []}, {}, 400, ["missing input 'input'"]),
     ("v2-wrong-dtype", "/v2/models/mlp/infer", _v2("input", [1, 784], "FP64", ROW), {}, 400, ["FP64", "FP32"]),
     ("v2-unknown-datatype", "/v2/models/mlp/infer", _v2("input", [1, 784], "FLOAT", ROW), {}, 400,
      ["FLOAT"]),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import onnxruntime as ort
 
-from ortserve.dtypes import TensorType, from_onnx
+from ortserve.dtypes import BY_ONNX, TensorType, from_onnx
+from ortserve.errors import InvalidInput
 
 DYNAMIC = -1
 
@@ -52,13 +53,19 @@ class Signature:
         return all(spec.rank >= 1 and spec.shape[0] == DYNAMIC for spec in tensors)
 
 
-def _spec(node: ort.NodeArg) -> TensorSpec:
+def _spec(node: ort.NodeArg, kind: str) -> TensorSpec:
     shape = tuple(dim if isinstance(dim, int) and dim >= 0 else DYNAMIC for dim in (node.shape or ()))
-    return TensorSpec(name=node.name, type=from_onnx(node.type), shape=shape)
+    try:
+        tensor_type = from_onnx(node.type)
+    except InvalidInput:
+        served = ", ".join(name.removeprefix("tensor(").removesuffix(")") for name in BY_ONNX)
+        raise InvalidInput(f"{kind} {node.name!r} is a {node.type}, which ortserve does not serve (tensors of "
+                           f"{served})") from None
+    return TensorSpec(name=node.name, type=tensor_type, shape=shape)
 
 
 def read_signature(session: ort.InferenceSession) -> Signature:
     return Signature(
-        inputs=tuple(_spec(node) for node in session.get_inputs()),
-        outputs=tuple(_spec(node) for node in session.get_outputs()),
+        inputs=tuple(_spec(node, "input") for node in session.get_inputs()),
+        outputs=tuple(_spec(node, "output") for node in session.get_outputs()),
     )
