@@ -13,6 +13,7 @@ from ortserve.optimize import commands, graph, quantize
 from ortserve.optimize.evaluate import TASKS
 from ortserve.optimize.source import resolve
 from ortserve.repository.layout import version_paths
+from ortserve.runtime.onnx_versions import runnable_file
 
 BUDGET_NOT_MET = 3
 
@@ -92,7 +93,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if (args.variant is None) == (args.variant_version is None):
         print("ortserve evaluate: give exactly one of --variant FILE or --variant-version N", file=sys.stderr)
         return 2
-    variant = args.variant or resolve(args.model, args.repository, args.variant_version).path
+    variant = (runnable_file(args.variant) if args.variant is not None
+               else resolve(args.model, args.repository, args.variant_version).path)
     comparison = commands.evaluate(reference, variant, _judging(args))
     print(comparison.text())
     if args.accuracy_budget is not None and comparison.loss > args.accuracy_budget:

@@ -22,6 +22,7 @@ from ortserve.optimize import machine
 from ortserve.optimize.measure import open_session
 from ortserve.repository.config import ModelConfig, load_config
 from ortserve.repository.layout import version_paths
+from ortserve.runtime.onnx_versions import runnable_file
 from ortserve.runtime.signature import Signature, read_signature
 
 # Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
@@ -32,11 +33,16 @@ QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantiz
 
 @dataclass(frozen=True)
 class ModelSource:
-    path: Path  # the .onnx file
+    origin: Path  # the .onnx file
     name: str  # the model's name in the repository, or the file's stem
     repository: Path | None  # set when the model lives in a repository
     version: int | None
     config: ModelConfig
+
+    @cached_property
+    def path(self) -> Path:
+        """The file to read and run: `origin`, or its copy fitted to this onnxruntime (runtime.onnx_versions)."""
+        return runnable_file(self.origin)
 
     @cached_property
     def signature(self) -> Signature:
@@ -47,8 +53,8 @@ class ModelSource:
         return self.repository / self.name if self.repository is not None else None
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "version": self.version, "path": str(self.path),
-                "sha256": file_sha256(self.path)}
+        return {"model": self.name, "version": self.version, "path": str(self.origin),
+                "sha256": file_sha256(self.origin)}
 
 
 def resolve(target: str, repository: Path | None, version: int | None = None) -> ModelSource:
@@ -100,7 +106,7 @@ def workspace(source: ModelSource, output: Path | None) -> Iterator[Path]:
         with scratch_dir(source.repository) as scratch:
             yield Path(scratch)
         return
-    parent = (output or source.path).resolve().parent
+    parent = (output or source.origin).resolve().parent
     with tempfile.TemporaryDirectory(prefix=".ortserve-", dir=parent) as scratch:
         yield Path(scratch)
 

@@ -6,6 +6,8 @@ model uses. So a model built by hand with the current onnx does not load, though
 model is served as the older versions: its IR version lowered (the IR version adds data types, which ONNX Runtime
 then checks as it loads), and its default-domain opset converted down by onnx's version converter, which adapts
 each operator that changed and refuses a model using one that has no older form. What was changed is logged.
+The server fits the model it loads in memory (runtime.session); the tools that take a model file (optimize,
+quantize, evaluate, tune, export-tf) work on a fitted copy (runnable_file).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import tempfile
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, version_converter
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,8 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 _IR_LIMIT = re.compile(r"max supported IR version: (\d+)")
 _OPSET_LIMIT = re.compile(r"support for domain ai\.onnx is till opset (\d+)")
 _ORT_FAIL = ort.capi.onnxruntime_pybind11_state.Fail
+_PROTOBUF_LIMIT = 2_000_000_000  # a model larger than this keeps its weights in an external data file
+_copies: list[tempfile.TemporaryDirectory[str]] = []  # fitted copies, removed when the process ends
 
 
 @functools.cache
@@ -66,6 +73,28 @@ def fit_to_runtime(model: onnx.ModelProto, label: str) -> bool:
         changes.append(f"IR version {model.ir_version} -> {most_ir}")
         model.ir_version = most_ir
     if changes:
-        log.warning("%s: written by a newer onnx than this onnxruntime reads; served as %s", label,
+        log.warning("%s: written by a newer onnx than this onnxruntime reads; read as %s", label,
                     ", ".join(changes))
     return bool(changes)
+
+
+def runnable_file(path: Path) -> Path:
+    """`path`, or a copy of it fitted to this ONNX Runtime (fit_to_runtime) where it is stamped newer than it
+    reads: in a temporary directory kept until the process ends, its external data (if any) beside it."""
+    most_ir, most_opset = runtime_limits()
+    try:
+        header = onnx.load(str(path), load_external_data=False)
+    except (OSError, DecodeError):  # what reads it next says what is wrong with it
+        return path
+    opset = next((entry.version for entry in header.opset_import if entry.domain in _DEFAULT_DOMAINS), 0)
+    if (most_ir is None or header.ir_version <= most_ir) and (most_opset is None or opset <= most_opset):
+        return path
+    model = onnx.load(str(path))
+    if not fit_to_runtime(model, str(path)):
+        return path
+    scratch = tempfile.TemporaryDirectory(prefix="ortserve-fitted-")
+    _copies.append(scratch)
+    copy = Path(scratch.name) / path.name
+    onnx.save(model, str(copy), save_as_external_data=model.ByteSize() > _PROTOBUF_LIMIT,
+              location=f"{path.name}.data")
+    return copy
