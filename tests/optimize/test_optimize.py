@@ -129,3 +129,27 @@ def test_a_model_from_the_newest_onnx_is_optimized_as_the_versions_onnxruntime_r
                                rtol=1e-5, atol=1e-5)
     record = json.loads((tmp_path / "optimized.provenance.json").read_text())
     assert record["derived_from"]["path"] == str(tmp_path / "newest.onnx")
+
+
+@pytest.mark.parametrize("content", [b"\x08\x07not a model" * 40, None], ids=["not-onnx", "unknown-operator"])
+def test_every_tool_refuses_a_file_onnxruntime_cannot_load_in_one_line(tmp_path: Path, content: bytes | None,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.onnx"
+    if content is None:
+        model = mlp()
+        model.graph.node[0].op_type = "NoSuchOperator"
+        onnx.save(model, str(bad))
+    else:
+        bad.write_bytes(content)
+    onnx.save(mlp(), str(tmp_path / "good.onnx"))
+    commands = [["optimize", str(bad), "--output", str(tmp_path / "out.onnx")],
+                ["quantize", str(bad), "--output", str(tmp_path / "out.onnx"), "--calibration-data", "random"],
+                ["evaluate", str(tmp_path / "good.onnx"), "--variant", str(bad)],
+                ["tune", str(bad), "--output", str(tmp_path / "out.onnx"), "--accuracy-budget", "0.01"],
+                ["export-tf", str(bad), "--export-dir", str(tmp_path / "exported")]]
+    for command in commands:
+        assert main(command) == 1, command
+        error = capsys.readouterr().err.strip()
+        assert error.startswith(f"ortserve {command[0]}: cannot load the model file {str(bad)!r}: "), error
+        assert "Traceback" not in error and "\n" not in error
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.onnx", "good.onnx"]

@@ -11,9 +11,8 @@ from typing import Any
 from ortserve.errors import OrtServeError
 from ortserve.optimize import commands, graph, quantize
 from ortserve.optimize.evaluate import TASKS
-from ortserve.optimize.source import resolve
+from ortserve.optimize.source import resolve, runnable
 from ortserve.repository.layout import version_paths
-from ortserve.runtime.onnx_versions import runnable_file
 
 BUDGET_NOT_MET = 3
 
@@ -93,7 +92,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if (args.variant is None) == (args.variant_version is None):
         print("ortserve evaluate: give exactly one of --variant FILE or --variant-version N", file=sys.stderr)
         return 2
-    variant = (runnable_file(args.variant) if args.variant is not None
+    variant = (runnable(args.variant) if args.variant is not None
                else resolve(args.model, args.repository, args.variant_version).path)
     comparison = commands.evaluate(reference, variant, _judging(args))
     print(comparison.text())

@@ -24,8 +24,12 @@ from ortserve.repository.config import ModelConfig, load_config
 from ortserve.repository.layout import version_paths
 from ortserve.runtime.onnx_versions import runnable_file
 from ortserve.runtime.signature import Signature, read_signature
+from ortserve.runtime.warmup import RUN_ERRORS
 
 # Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
+_ORT = ort.capi.onnxruntime_pybind11_state
+_LOAD_ERRORS = (*RUN_ERRORS, _ORT.InvalidProtobuf, _ORT.InvalidGraph, _ORT.NoSuchFile, _ORT.NoModel)
+
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                            "ConvInteger", "QLinearConv", "QLinearMatMul", "QAttention", "DynamicQuantizeMatMul",
                            "MatMulIntegerToFloat", "DynamicQuantizeLSTM"})
@@ -46,7 +50,7 @@ class ModelSource:
 
     @cached_property
     def signature(self) -> Signature:
-        return read_signature(open_session(self.path))
+        return loaded_signature(self.path, self.origin)
 
     @property
     def model_dir(self) -> Path | None:
@@ -57,8 +61,31 @@ class ModelSource:
                 "sha256": file_sha256(self.origin)}
 
 
+def loaded_signature(path: Path, origin: Path) -> Signature:
+    """The signature of the model file at `path` (`origin`: the file as the user named it), once onnxruntime has
+    loaded it; a file it cannot load is refused, with onnxruntime's reason."""
+    try:
+        return read_signature(open_session(path))
+    except _LOAD_ERRORS as exc:
+        raise InvalidInput(f"cannot load the model file {str(origin)!r}: {exc}") from None
+
+
+def runnable(path: Path) -> Path:
+    """A model file given as is (evaluate's --variant): the file to run (runtime.onnx_versions), checked to load."""
+    fitted = runnable_file(path)
+    loaded_signature(fitted, path)
+    return fitted
+
+
 def resolve(target: str, repository: Path | None, version: int | None = None) -> ModelSource:
-    """A model name in the repository (its newest version unless one is given), or a path to an .onnx file."""
+    """A model name in the repository (its newest version unless one is given), or a path to an .onnx file;
+    refused at once when onnxruntime cannot load it."""
+    source = _located(target, repository, version)
+    source.signature  # noqa: B018 - loads it now: a file that does not load is refused before any work
+    return source
+
+
+def _located(target: str, repository: Path | None, version: int | None) -> ModelSource:
     if repository is None:
         path = Path(target)
         if not path.is_file():
