@@ -87,8 +87,10 @@ async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) ->
         except (ConfigError, OSError) as exc:  # the store is unreachable or the prefix missing: polls try again
             log.error("reading the model repository %s failed: %s", redacted(settings.remote.url), exc)
     await registry.load_all()
-    log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d; model control %s", settings.repository,
-             settings.host, settings.rest_port, settings.host, settings.grpc_port, settings.model_control)
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d; model control %s; event loop %s",
+             settings.repository, settings.host, settings.rest_port, settings.host, settings.grpc_port,
+             settings.model_control, loop)
     if settings.model_control == "poll":
         await registry.watch(settings.poll_interval_s)
 
