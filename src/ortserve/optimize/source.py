@@ -26,10 +26,11 @@ from ortserve.runtime.onnx_versions import runnable_file
 from ortserve.runtime.signature import Signature, read_signature
 from ortserve.runtime.warmup import RUN_ERRORS
 
-# Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
 _ORT = ort.capi.onnxruntime_pybind11_state
+# what creating a session raises for a file onnxruntime cannot load
 _LOAD_ERRORS = (*RUN_ERRORS, _ORT.InvalidProtobuf, _ORT.InvalidGraph, _ORT.NoSuchFile, _ORT.NoModel)
 
+# Operators that only a quantized graph contains: quantizing it again would stack scales on scales.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
                            "ConvInteger", "QLinearConv", "QLinearMatMul", "QAttention", "DynamicQuantizeMatMul",
                            "MatMulIntegerToFloat", "DynamicQuantizeLSTM"})
