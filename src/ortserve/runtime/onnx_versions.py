@@ -58,7 +58,7 @@ def fit_to_runtime(model: onnx.ModelProto, label: str) -> bool:
     are newer; True when it changed. A model the version converter cannot take down is left as it is (ONNX
     Runtime's refusal then says why it does not load), with the converter's reason logged."""
     most_ir, most_opset = runtime_limits()
-    opset = next((entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS), None)
+    opset = _default_opset(model)
     changes = []
     if most_opset is not None and opset is not None and opset > most_opset:
         try:
@@ -86,7 +86,7 @@ def runnable_file(path: Path) -> Path:
         header = onnx.load(str(path), load_external_data=False)
     except (OSError, DecodeError):  # what reads it next says what is wrong with it
         return path
-    opset = next((entry.version for entry in header.opset_import if entry.domain in _DEFAULT_DOMAINS), 0)
+    opset = _default_opset(header) or 0
     if (most_ir is None or header.ir_version <= most_ir) and (most_opset is None or opset <= most_opset):
         return path
     model = onnx.load(str(path))
@@ -98,3 +98,7 @@ def runnable_file(path: Path) -> Path:
     onnx.save(model, str(copy), save_as_external_data=model.ByteSize() > _PROTOBUF_LIMIT,
               location=f"{path.name}.data")
     return copy
+
+
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    return next((entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS), None)
