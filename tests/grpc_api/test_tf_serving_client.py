@@ -72,3 +72,9 @@ def test_v2_protos_match_tritons() -> None:
     ours = _describe("ortserve.protos.inference.grpc_service_pb2", "ortserve.protos.inference.model_config_pb2")
     theirs = _describe("tritonclient.grpc.service_pb2", "tritonclient.grpc.model_config_pb2")
     _assert_subset(ours, theirs)
+
+
+def test_health_protos_match_grpcs() -> None:
+    ours = _describe("ortserve.protos.health.health_pb2")
+    theirs = _describe("grpc_health.v1.health_pb2")
+    assert ours == theirs and "grpc.health.v1.Health/Check" in ours["methods"]

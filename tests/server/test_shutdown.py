@@ -12,6 +12,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ortserve.bench.server import RunningServer, start_server
@@ -68,10 +69,15 @@ def test_sigterm_with_a_backlog_answers_every_accepted_request_and_exits_0(slow_
             grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, ThreadPoolExecutor(16) as pool:
         rest, calls = _backlog_then_sigterm(server, pool, channel, 12, 12)
         ready = httpx.get(f"{server.url}/v2/health/ready")
+        health = health_pb2_grpc.HealthStub(channel)
+        readiness = health.Check(health_pb2.HealthCheckRequest(), timeout=30).status
+        liveness = health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=30).status
         late = httpx.post(f"{server.url}/v2/models/slow/infer", json=_body())
         with pytest.raises(grpc.RpcError) as refused:
             service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_grpc_request(), timeout=30)
         assert ready.status_code == 503
+        status = health_pb2.HealthCheckResponse
+        assert (readiness, liveness) == (status.NOT_SERVING, status.SERVING)
         assert late.status_code == 503 and "shutting down" in late.json()["error"]
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in refused.value.details()
         assert [future.result().status_code for future in rest] == [200] * 12

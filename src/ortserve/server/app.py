@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from ortserve.errors import ConfigError
+from ortserve.protos.health import health_pb2
 from ortserve.protos.inference import grpc_service_pb2
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from ortserve.repository.remote import RemoteRepository, redacted
@@ -22,6 +23,7 @@ from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.control import ControlMode, ModelControl, is_loopback
 from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import GrpcServer
+from ortserve.server.grpc_health import HealthService
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.guard import ClientLimits, guarded
@@ -73,6 +75,8 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
         model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]: ModelService(plane),
         grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]: InferenceService(plane),
     }
+    health = health_pb2.DESCRIPTOR.services_by_name["Health"]
+    services[health] = HealthService(plane, [descriptor.full_name for descriptor in (*services, health)])
     for descriptor, servicer in services.items():
         server.add_service(descriptor, servicer, loop)
     return server
