@@ -21,6 +21,7 @@ from ortserve.repository.single import single_model_repository
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 from ortserve.server.guard import ClientLimits
+from ortserve.server.listener import ListenError
 from ortserve.server.log_settings import FORMAT as LOG_FORMAT
 
 DEMO_REPOSITORY = Path("demo-repository")
@@ -78,7 +79,11 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
     )
     # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
     with asyncio.Runner(loop_factory=EVENT_LOOPS[args.event_loop]) as runner:
-        runner.run(serve(settings))
+        try:
+            runner.run(serve(settings))
+        except ListenError as exc:
+            print(f"ortserve serve: the REST front end {exc.strerror}", file=sys.stderr)
+            return 1
     return 0
 
 

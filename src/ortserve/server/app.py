@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import signal
+import socket
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.guard import ClientLimits, guarded
 from ortserve.server.http import HttpApp, Router
+from ortserve.server.listener import Listener, bind
 from ortserve.server.metrics import Metrics
 from ortserve.server.rest_image import ImageRest
 from ortserve.server.rest_shared_memory import SharedMemoryRest
@@ -100,11 +102,33 @@ async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) ->
 
 
 class _HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handling: `serve` drains the models before the HTTP server stops."""
+    """uvicorn without its own signal handling (`serve` drains the models before the HTTP server stops) and with
+    a listener that accepts every waiting connection at once (server.listener), not uvloop's one per iteration."""
+
+    listener: Listener | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()
+        config = self.config
+
+        def create_protocol() -> asyncio.Protocol:
+            return config.http_protocol_class(config=config, server_state=self.server_state,  # type: ignore[call-arg]
+                                              app_state=self.lifespan.state)
+
+        self.servers = []
+        self.listener = Listener(bind(config.host, config.port, config.backlog), create_protocol, config.backlog)
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        await super().shutdown(sockets)
+        if self.listener is not None:
+            await self.listener.wait_closed()
 
 
 async def serve(settings: ServerSettings) -> None:
