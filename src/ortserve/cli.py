@@ -180,9 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the open-file limit less 256)")
     serve_parser.add_argument(
         "--event-loop", choices=sorted(EVENT_LOOPS), default="uvloop",
-        help="the HTTP front end's event loop. uvloop (default): the most requests per second; asyncio: fairer to "
-             "hundreds of open connections at once (p99 0.11-0.15 s against 1.05-1.38 s at 256 on 2 cores, "
-             "about 0.75 of uvloop's throughput there: docs/benchmarks.md)")
+        help="the HTTP front end's event loop. uvloop (default): the most requests per second, and at 256 "
+             "connections the shorter tail too; asyncio: the standard library's (docs/benchmarks.md)")
     serve_parser.add_argument("--grpc-max-streams", type=int, default=100,
                               help="concurrent calls on one gRPC connection (default 100)")
     serve_parser.add_argument("--drain-timeout", type=float, default=30.0,
