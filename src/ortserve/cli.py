@@ -82,7 +82,7 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
         try:
             runner.run(serve(settings))
         except ListenError as exc:
-            print(f"ortserve serve: the REST front end {exc.strerror}", file=sys.stderr)
+            print(f"ortserve serve: {exc}", file=sys.stderr)
             return 1
     return 0
 

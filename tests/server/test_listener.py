@@ -13,8 +13,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import grpc
+import httpx
 import pytest
 import uvloop
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ortserve.examples.models import mlp, save
 from ortserve.server.listener import Listener, ListenError, bind
@@ -100,21 +103,62 @@ def test_binding_a_taken_port_names_the_address() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(ListenError, match=f"127.0.0.1:{port}: Address already in use"):
+        with pytest.raises(ListenError, match=f"cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"):
             bind("127.0.0.1", port, 16)
 
 
-def test_the_server_on_a_taken_port_exits_1_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("front_end", ["HTTP", "gRPC"])
+def test_the_server_on_a_taken_port_exits_1_naming_it(front_end: str, tmp_path: Path) -> None:
     save(mlp(), tmp_path / "repository", "mlp")
-    with socket.socket() as taken:
+    with socket.socket() as taken, socket.socket() as free:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        with socket.socket() as free:
-            free.bind(("127.0.0.1", 0))
-            grpc_port = free.getsockname()[1]
+        free.bind(("127.0.0.1", 0))
+        ports = {front_end: taken.getsockname()[1], "other": free.getsockname()[1]}
+        free.close()
+        rest, grpc_port = (ports["HTTP"], ports["other"]) if front_end == "HTTP" else (ports["other"], ports["gRPC"])
         done = subprocess.run([sys.executable, "-m", "ortserve.cli", "serve", str(tmp_path / "repository"),
-                               "--rest-port", str(port), "--grpc-port", str(grpc_port)],
+                               "--rest-port", str(rest), "--grpc-port", str(grpc_port)],
                               capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
-    assert f"the REST front end cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert f"ortserve serve: cannot listen for {front_end} on 127.0.0.1:{ports[front_end]}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_the_server_on_an_ipv6_host_serves_rest_and_grpc_there(tmp_path: Path) -> None:
+    save(mlp(), tmp_path / "repository", "mlp")
+    ports = []
+    for _ in range(2):
+        with socket.socket(socket.AF_INET6) as free:
+            free.bind(("::1", 0))
+            ports.append(free.getsockname()[1])
+    process = subprocess.Popen([sys.executable, "-m", "ortserve.cli", "serve", str(tmp_path / "repository"),
+                                "--host", "::1", "--rest-port", str(ports[0]), "--grpc-port", str(ports[1])],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            try:
+                if httpx.get(f"http://[::1]:{ports[0]}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready on [::1]"
+            time.sleep(0.2)
+        with grpc.insecure_channel(f"[::1]:{ports[1]}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelReady(service_pb2.ModelReadyRequest(name="mlp"), timeout=10).ready
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -29,7 +29,7 @@ from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.guard import ClientLimits, guarded
 from ortserve.server.http import HttpApp, Router
-from ortserve.server.listener import Listener, bind
+from ortserve.server.listener import Listener, bind, host_port
 from ortserve.server.metrics import Metrics
 from ortserve.server.rest_image import ImageRest
 from ortserve.server.rest_shared_memory import SharedMemoryRest
@@ -70,7 +70,7 @@ def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
 
 
 def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.AbstractEventLoop) -> GrpcServer:
-    server = GrpcServer(f"{settings.host}:{settings.grpc_port}", max_message_bytes=settings.grpc_max_message_bytes,
+    server = GrpcServer(host_port(settings.host, settings.grpc_port), max_message_bytes=settings.grpc_max_message_bytes,
                         max_streams=settings.grpc_max_streams)
     services = {
         prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]: PredictionService(plane),
@@ -168,7 +168,7 @@ async def serve(settings: ServerSettings) -> None:
             signalled.cancel()
             loading.cancel()
             await http_task
-            raise OSError(f"the REST server on {settings.host}:{settings.rest_port} stopped")
+            raise OSError(f"the REST server on {host_port(settings.host, settings.rest_port)} stopped")
         received = signalled.result()
         log.info("%s: draining (up to %.0f s), then stopping", signal.Signals(received).name, settings.drain_timeout_s)
         drain = asyncio.create_task(plane.drain(settings.drain_timeout_s))

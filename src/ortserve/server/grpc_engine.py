@@ -50,6 +50,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc._cython import cygrpc
 
 from ortserve.server.grpc_status import status_of
+from ortserve.server.listener import ListenError
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +442,7 @@ class GrpcServer:
         """Listen and start the gRPC thread; the bound port."""
         port = self._server.add_http2_port(self._address.encode())
         if port == 0:
-            raise OSError(f"cannot listen for gRPC on {self._address}")
+            raise ListenError(f"cannot listen for gRPC on {self._address} (taken, or not an address of this host)")
         self._server.start()
         for _ in range(_OUTSTANDING_REQUESTS):
             self._server.request_call(self._queue, self._queue, _NEW_CALL)

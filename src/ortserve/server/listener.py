@@ -21,8 +21,13 @@ RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 RESUME_AFTER_S = 1.0
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets as gRPC and URLs want it."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 class ListenError(OSError):
-    """The address could not be listened on (taken, not local, not allowed)."""
+    """An address could not be listened on (taken, not local, not allowed); the message names it."""
 
 
 def bind(host: str | None, port: int, backlog: int) -> list[socket.socket]:
@@ -30,7 +35,7 @@ def bind(host: str | None, port: int, backlog: int) -> list[socket.socket]:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise ListenError(error.errno, f"cannot listen on {host}:{port}: {error.strerror}") from None
+        raise ListenError(f"cannot listen for HTTP on {host_port(host or '', port)}: {error.strerror}") from None
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
@@ -46,8 +51,8 @@ def bind(host: str | None, port: int, backlog: int) -> list[socket.socket]:
             try:
                 sock.bind(address)
             except OSError as error:
-                raise ListenError(error.errno, f"cannot listen on {address[0]}:{address[1]}: {error.strerror}"
-                                  ) from None
+                raise ListenError(f"cannot listen for HTTP on {host_port(address[0], address[1])}: "
+                                  f"{error.strerror}") from None
             sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
