@@ -18,6 +18,7 @@ from ortserve.bench.server import RunningServer, start_server
 pytestmark = pytest.mark.slow
 
 MOST_CONNECTIONS = 40
+EXTRA_CONNECTIONS = 30
 ROW = json.dumps({"instances": [[0.0] * 784]}).encode()
 
 
@@ -87,11 +88,15 @@ def test_oversized_headers_are_431(limited: RunningServer) -> None:
 
 def test_connections_past_the_cap_are_refused_at_once(limited: RunningServer) -> None:
     held = [_connect(limited) for _ in range(MOST_CONNECTIONS)]
+    lines_before = limited.log().count("since the last such line")
     try:
         time.sleep(0.2)  # the server has taken them all
-        with _connect(limited) as extra:
-            status, error = _status_and_error(_read_all(extra))
-        assert status == 503 and str(MOST_CONNECTIONS) in error
+        started = time.monotonic()
+        for _ in range(EXTRA_CONNECTIONS):
+            with _connect(limited) as extra:
+                status, error = _status_and_error(_read_all(extra))
+            assert status == 503 and str(MOST_CONNECTIONS) in error
+        elapsed_s = time.monotonic() - started
     finally:
         for sock in held:
             sock.close()
@@ -104,6 +109,9 @@ def test_connections_past_the_cap_are_refused_at_once(limited: RunningServer) ->
             time.sleep(0.1)
     else:
         pytest.fail("the server did not serve again after the held connections closed")
+    # the refusals are reported, but a line a second at most, not one a connection
+    lines = limited.log().count("since the last such line") - lines_before
+    assert 1 <= lines <= elapsed_s + 1, f"{lines} lines for {EXTRA_CONNECTIONS} refusals in {elapsed_s:.1f} s"
 
 
 def test_an_idle_keep_alive_connection_is_closed(limited: RunningServer) -> None:

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 DESCRIPTORS_KEPT = 256  # for model files, gRPC, logs and the rest of the process
+REFUSAL_REPORT_INTERVAL_S = 1.0
 
 
 def default_max_connections() -> int:
@@ -55,6 +56,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     max_connections: int = 0
     sweep_s: float = 0.25
     _sweeping: bool = False
+    _refused_unreported: int = 0
+    _refusal_reported_at: float = float("-inf")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,8 +69,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            log.warning("refusing a connection: %d are open, the most is %d (--max-connections)",
-                        len(self.connections), self.max_connections)
+            self._report_refusal()
             self._refuse(503, "Service Unavailable",
                          f"the server holds its most connections ({self.max_connections}); retry later")
             return
@@ -88,6 +90,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             loop.call_later(cls.sweep_s, cls._sweep, loop, connections)
         else:
             cls._sweeping = False
+
+    def _report_refusal(self) -> None:
+        """One line a second at most: a flood of connections must not become a flood of log lines."""
+        cls = type(self)
+        cls._refused_unreported += 1
+        now = self.loop.time()
+        if now - cls._refusal_reported_at >= REFUSAL_REPORT_INTERVAL_S:
+            log.warning("refused %d connection(s) since the last such line: %d are open, the most is %d "
+                        "(--max-connections)", cls._refused_unreported, len(self.connections), self.max_connections)
+            cls._refused_unreported, cls._refusal_reported_at = 0, now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline = None
