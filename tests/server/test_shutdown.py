@@ -1,5 +1,5 @@
-"""SIGTERM with a backlog: readiness goes false, new calls are refused, what was accepted is answered (or refused
-once the drain runs out of time), and the process exits 0."""
+"""SIGTERM with a backlog: readiness goes false (and an open health Watch is told), new calls are refused, what was
+accepted is answered (or refused once the drain runs out of time), and the process exits 0."""
 
 from __future__ import annotations
 
@@ -67,9 +67,12 @@ def test_sigterm_with_a_backlog_answers_every_accepted_request_and_exits_0(slow_
                                                                             tmp_path: Path) -> None:
     with start_server(slow_repository, tmp_path / "server.log") as server, \
             grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel, ThreadPoolExecutor(16) as pool:
-        rest, calls = _backlog_then_sigterm(server, pool, channel, 12, 12)
-        ready = httpx.get(f"{server.url}/v2/health/ready")
         health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=120)
+        watched = [next(watch).status]
+        rest, calls = _backlog_then_sigterm(server, pool, channel, 12, 12)
+        watched.append(next(watch).status)
+        ready = httpx.get(f"{server.url}/v2/health/ready")
         readiness = health.Check(health_pb2.HealthCheckRequest(), timeout=30).status
         liveness = health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=30).status
         late = httpx.post(f"{server.url}/v2/models/slow/infer", json=_body())
@@ -78,10 +81,15 @@ def test_sigterm_with_a_backlog_answers_every_accepted_request_and_exits_0(slow_
         assert ready.status_code == 503
         status = health_pb2.HealthCheckResponse
         assert (readiness, liveness) == (status.NOT_SERVING, status.SERVING)
+        assert watched == [status.SERVING, status.NOT_SERVING]
         assert late.status_code == 503 and "shutting down" in late.json()["error"]
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in refused.value.details()
         assert [future.result().status_code for future in rest] == [200] * 12
         assert all(call.result().outputs[0].shape == [1, WIDTH] for call in calls)
+        with pytest.raises(grpc.RpcError) as watch_ended:
+            next(watch)
+        assert watch_ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "the server is stopping" in watch_ended.value.details()
         assert server.process.wait(timeout=60) == 0, server.log()
     assert "terminate called" not in server.log() and "Traceback" not in server.log()
 

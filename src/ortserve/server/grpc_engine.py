@@ -22,6 +22,11 @@ call of its own (`StreamItem`), and `wrap(response, error)` turns its answer or 
 Answers go out in the order they are ready, one send at a time; the stream ends OK once the client has half-closed
 and every request read has been answered.
 
+A server-streaming method (gRPC health's Watch) is served by the servicer's method of that name as
+`def Method(self, request, feed: Feed) -> None`, on the gRPC thread: it sends messages through `feed` from any
+thread, one at a time in order, and ends the call with a status, or leaves it open until the client goes (an
+`on_end` callback learns when). Open feeds end UNAVAILABLE when the server stops.
+
 Each call carries its deadline (`Call.deadline_ns`, on time.perf_counter_ns) and can learn when its client has
 gone: a handler that leaves a callback with `on_cancel` (withdrawing a queued request: runtime.batcher) starts
 the close-on-server operation, through which the core reports a cancelled call (the client cancelled, or its
@@ -363,6 +368,137 @@ class Stream:
             self._over = True
 
 
+FeedHandler = Callable[[Message, "Feed"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedMethod:
+    request_type: type[Message]
+    handle: FeedHandler
+
+
+class Feed:
+    """A server-streaming call: one request, then the messages its handler sends, from any thread, until the
+    handler ends it with a status or the client goes away. Sent one at a time, in order; `on_end` callbacks run
+    once the call is over either way (on the gRPC thread)."""
+
+    def __init__(self, call: cygrpc.Call, name: str, metadata: Sequence[tuple[str, str | bytes]],
+                 method: FeedMethod, on_over: Callable[[Feed], None]) -> None:
+        self._call = call
+        self.name, self.metadata = name, metadata
+        self._method = method
+        self._on_over = on_over
+        self._lock = threading.Lock()
+        self._outgoing: deque[bytes] = deque()
+        self._status: tuple[grpc.StatusCode, str] | None = None  # to send once the messages before it are sent
+        self._sending = False
+        self._metadata_sent = False
+        self._over = False  # the status is sent, or the call was cancelled
+        self._ended = False  # the on_end callbacks have run
+        self._on_end: list[Callable[[], None]] = []
+        self._receiving, self._sent, self._closed = (_StreamEvent(self._received), _StreamEvent(self._was_sent),
+                                                     _StreamEvent(self._was_closed))
+
+    def start(self) -> None:
+        try:
+            self._call.start_server_batch((cygrpc.ReceiveCloseOnServerOperation(0),), self._closed)
+            self._call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), self._receiving)
+        except ValueError:
+            log.debug("call %s ended before its request was read", self.name)
+            self._end_callbacks()
+
+    def send(self, message: Message) -> None:
+        data = message.SerializeToString()
+        with self._lock:
+            if self._over or self._status is not None:
+                return
+            self._outgoing.append(data)
+            self._send_next()
+
+    def end(self, code: grpc.StatusCode, details: str) -> None:
+        """Send the status after the messages already sent; later sends are dropped."""
+        with self._lock:
+            if self._over or self._status is not None:
+                return
+            self._status = (code, details)
+            self._send_next()
+
+    def fail(self, error: BaseException) -> None:
+        code, details = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s", self.name, exc_info=error)
+        self.end(code, details)
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._ended:
+                self._on_end.append(callback)
+                return
+        callback()
+
+    def _received(self, event: Any) -> None:
+        if not event.success:  # the call ended before its request arrived
+            return
+        data = event.batch_operations[0].message()
+        if data is None:
+            self.end(grpc.StatusCode.INVALID_ARGUMENT, f"{self.name}: no request message")
+            return
+        try:
+            request = self._method.request_type.FromString(data)
+        except DecodeError as exc:
+            self.end(grpc.StatusCode.INVALID_ARGUMENT, f"{self.name}: the request is not a valid "
+                     f"{self._method.request_type.DESCRIPTOR.full_name}: {exc}")
+            return
+        try:
+            self._method.handle(request, self)
+        except Exception as exc:  # the handler's errors are the caller's status (grpc_status maps them)
+            self.fail(exc)
+
+    def _was_sent(self, event: Any) -> None:
+        with self._lock:
+            self._sending = False
+            if not event.success:
+                self._over = True
+                return
+            self._send_next()
+
+    def _was_closed(self, event: Any) -> None:
+        """The call is over: the status was sent, or the client cancelled (its deadline passed)."""
+        with self._lock:
+            self._over = True
+        self._end_callbacks()
+
+    def _end_callbacks(self) -> None:
+        with self._lock:
+            self._ended = True
+            callbacks, self._on_end = self._on_end, []
+        self._on_over(self)
+        for callback in callbacks:
+            callback()
+
+    def _send_next(self) -> None:
+        """Under the lock: the next message when none is being sent; the status once all are."""
+        if self._sending or self._over:
+            return
+        operations: list[Any] = []
+        if not self._metadata_sent:
+            operations.append(cygrpc.SendInitialMetadataOperation(None, 0))
+            self._metadata_sent = True
+        if self._outgoing:
+            operations.append(cygrpc.SendMessageOperation(self._outgoing.popleft(), 0))
+        elif self._status is not None:
+            code, details = self._status
+            operations.append(cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0))
+            self._over = True
+        else:
+            return
+        try:
+            self._call.start_server_batch(operations, self._sent)
+            self._sending = True
+        except ValueError:  # the call is already over
+            self._over = True
+
+
 class _StreamEvent:
     """Tag of a stream's operation: what to do when it completes (on the gRPC thread)."""
 
@@ -415,14 +551,17 @@ class GrpcServer:
         self._server.register_completion_queue(self._queue)
         self._methods: dict[bytes, Method] = {}
         self._streams: dict[bytes, StreamMethod] = {}
+        self._feeds: dict[bytes, FeedMethod] = {}
+        self._open_feeds: set[Feed] = set()
         self._stopping = False
         self._later: list[Callable[[], None]] = []
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ortserve-grpc", daemon=True)
 
     def add_service(self, service: ServiceDescriptor, servicer: object, loop: asyncio.AbstractEventLoop) -> None:
-        """Route each method of `service` to the servicer's method of the same name; streaming methods and those
-        the servicer lacks answer UNIMPLEMENTED."""
+        """Route each method of `service` to the servicer's method of the same name: a server-streaming one as a
+        Feed, a bidirectional one named in the servicer's `streams`; client-streaming methods and those the
+        servicer lacks answer UNIMPLEMENTED."""
         streams: dict[str, tuple[str, Wrap]] = getattr(servicer, "streams", {})
         for descriptor in service.methods:
             path = f"/{service.full_name}/{descriptor.name}".encode()
@@ -432,6 +571,9 @@ class GrpcServer:
                 self._streams[path] = StreamMethod(request_type, getattr(servicer, unary), wrap)
                 continue
             implementation = getattr(servicer, descriptor.name, None)
+            if implementation is not None and descriptor.server_streaming and not descriptor.client_streaming:
+                self._feeds[path] = FeedMethod(request_type, implementation)
+                continue
             if implementation is None or descriptor.client_streaming or descriptor.server_streaming:
                 continue
             handle = (_on_loop(implementation, loop, len(inspect.signature(implementation).parameters) == 2)
@@ -454,6 +596,8 @@ class GrpcServer:
         if not self._thread.is_alive():
             return
         self._stopping = True
+        for feed in list(self._open_feeds):  # they would run to the end of the grace period
+            feed.end(grpc.StatusCode.UNAVAILABLE, "the server is stopping")
         self._server.shutdown(self._queue, _SHUTDOWN)
         if not self._stopped.wait(grace_s):
             self._server.cancel_all_calls()
@@ -509,6 +653,12 @@ class GrpcServer:
         name = path.decode(errors="replace")
         left_s = deadline_s - time.time()
         deadline_ns = 0 if left_s > _NO_DEADLINE_S else time.perf_counter_ns() + int(left_s * 1e9)
+        feed = self._feeds.get(path)
+        if feed is not None:
+            opened = Feed(call, name, metadata, feed, self._open_feeds.discard)
+            self._open_feeds.add(opened)
+            opened.start()
+            return
         stream = self._streams.get(path)
         if stream is not None:
             Stream(call, name, self._run_later, deadline_ns, metadata, stream).start()
