@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from ortserve.cli import main
 from ortserve.examples.models import mlp, save
 from ortserve.optimize.commands import Judging, evaluate
 from ortserve.optimize.data import builtin_photos, load
+from ortserve.optimize.evaluate import _classification
 from ortserve.optimize.source import resolve
 from ortserve.runtime.signature import read_signature
 
@@ -123,3 +125,16 @@ def test_image_folder_with_numbered_class_folders_gives_labels(demo_repository: 
     samples = samples_for(source, str(tmp_path / "images"), 0, seed=0)
     assert len(samples) == 2
     assert sorted(samples.labels.tolist()) == [0, 281]
+
+
+def test_tied_scores_rank_as_argmax_ranks_them_on_every_cpu() -> None:
+    """Quantized outputs tie often; numpy's SIMD argsort (AVX2, AVX-512) breaks ties in no fixed order, which made
+    top-1 agreement differ from argmax's by machine. Ties go to the lower class index, as argmax and the served
+    classification extension break them."""
+    rng = np.random.default_rng(5)
+    variant = rng.uniform(-1.0, 0.5, (45 * 4, 10))
+    reference = variant.copy()
+    for row, (first, second) in enumerate(itertools.combinations(range(10), 2)):  # each pair tied at the top
+        variant[4 * row:4 * row + 4, [first, second]] = 1.0
+        reference[4 * row:4 * row + 4, [first, second]] = 1.01, 1.0  # the reference's best: the tie's first
+    assert _classification(reference, variant, None)["top1_agreement"] == 1.0

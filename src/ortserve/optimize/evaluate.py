@@ -114,8 +114,8 @@ def compare(reference_session: ort.InferenceSession, variant_session: ort.Infere
 
 def _classification(reference: np.ndarray, variant: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
     k = min(5, reference.shape[1])
-    best_reference = np.argsort(-reference, axis=1)[:, :k]
-    best_variant = np.argsort(-variant, axis=1)[:, :k]
+    best_reference = np.argsort(-reference, axis=1, kind="stable")[:, :k]
+    best_variant = np.argsort(-variant, axis=1, kind="stable")[:, :k]
     # membership of each reference class among the variant's k best, as one broadcast comparison
     overlap = (best_reference[:, :, None] == best_variant[:, None, :]).any(axis=2).mean()
     figures = {"top1_agreement": float(np.mean(best_reference[:, 0] == best_variant[:, 0])),
