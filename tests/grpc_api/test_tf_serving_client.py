@@ -78,3 +78,10 @@ def test_health_protos_match_grpcs() -> None:
     ours = _describe("ortserve.protos.health.health_pb2")
     theirs = _describe("grpc_health.v1.health_pb2")
     assert ours == theirs and "grpc.health.v1.Health/Check" in ours["methods"]
+
+
+def test_reflection_protos_match_grpcs() -> None:
+    theirs = _describe("grpc_reflection.v1alpha.reflection_pb2")
+    assert _describe("ortserve.protos.reflection.v1alpha.reflection_pb2") == theirs
+    v1 = json.dumps(_describe("ortserve.protos.reflection.v1.reflection_pb2"))  # the same messages, another package
+    assert json.loads(v1.replace("grpc.reflection.v1.", "grpc.reflection.v1alpha.")) == theirs

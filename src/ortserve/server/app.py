@@ -25,6 +25,7 @@ from ortserve.server.control import ControlMode, ModelControl, is_loopback
 from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import GrpcServer
 from ortserve.server.grpc_health import HealthService
+from ortserve.server.grpc_reflection import reflection_servicers
 from ortserve.server.grpc_tfserving import ModelService, PredictionService
 from ortserve.server.grpc_v2 import InferenceService
 from ortserve.server.guard import ClientLimits, guarded
@@ -79,6 +80,7 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
     }
     health = health_pb2.DESCRIPTOR.services_by_name["Health"]
     services[health] = HealthService(plane, [descriptor.full_name for descriptor in (*services, health)])
+    services.update(reflection_servicers([descriptor.full_name for descriptor in services]))
     for descriptor, servicer in services.items():
         server.add_service(descriptor, servicer, loop)
     return server
