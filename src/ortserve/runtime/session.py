@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -12,6 +13,9 @@ from google.protobuf.message import DecodeError
 
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
+from ortserve.runtime import int8_saturation
+from ortserve.runtime.cpu import has_vnni
+from ortserve.runtime.int8_saturation import saturating_weights
 from ortserve.runtime.onnx_versions import fit_to_runtime
 from ortserve.runtime.ort_guard import unsafe_for
 from ortserve.runtime.zipmap import without_zipmap
@@ -66,7 +70,8 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
     """Create the session on the most preferred provider that loads; report fallbacks as warnings."""
     options = session_options(config.session, intra_op_threads)
     providers = _usable_providers(model, config.execution_providers)
-    disabled, rewritten = _model_file(path)
+    file = _model_file(path)
+    rewritten = file.rewritten
     # the file itself, not a link to it: ONNX Runtime finds external data beside the path it is given, and
     # refuses data outside the directory the file really lives in (Engine.from_file links the caller's file)
     source = rewritten or str(path.resolve())
@@ -75,11 +80,11 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
                                          str(path.resolve().parent))
     while True:
         try:
-            return ort.InferenceSession(
+            session = ort.InferenceSession(
                 source,
                 sess_options=options,
                 providers=[(p.name, dict(p.options)) for p in providers],
-                disabled_optimizers=disabled,
+                disabled_optimizers=list(file.disabled_optimizers),
             )
         except Exception as exc:
             if len(providers) == 1:
@@ -87,29 +92,49 @@ def create_session(model: str, path: Path, config: ModelConfig, intra_op_threads
             log.warning("model %r: %s failed to start (%s); falling back to %s", model, providers[0].name,
                         exc, providers[1].name)
             providers = providers[1:]
+            continue
+        _check_int8_on_cpu(model, path, session, file.saturating_weights)
+        return session
 
 
-def _model_file(path: Path) -> tuple[list[str], bytes | None]:
-    """What a session of the file at `path` needs from the file itself, read once (a model's sessions share it):
-    ONNX Runtime's rewrites to turn off for it (runtime.ort_guard), and the model as served when that is not the
-    file (IR version and opset lowered to what ONNX Runtime reads: runtime.onnx_versions; ZipMap outputs served as
-    tensors: runtime.zipmap), None when it is. A file that cannot be read as a model gets neither: ONNX Runtime
-    then says what is wrong with it."""
+@dataclass(frozen=True)
+class _ModelFile:
+    """What a session of a file needs from the file itself, read once (a model's sessions share it)."""
+
+    disabled_optimizers: tuple[str, ...] = ()  # ONNX Runtime's rewrites to turn off for it (runtime.ort_guard)
+    # the model as served when that is not the file (IR version and opset lowered to what ONNX Runtime reads:
+    # runtime.onnx_versions; ZipMap outputs served as tensors: runtime.zipmap), None when it is
+    rewritten: bytes | None = None
+    saturating_weights: tuple[str, ...] = ()  # runtime.int8_saturation
+
+
+def _model_file(path: Path) -> _ModelFile:
+    """A file that cannot be read as a model gets nothing: ONNX Runtime then says what is wrong with it."""
     try:
         stat = path.stat()
     except OSError:
-        return [], None
-    disabled, rewritten = _read_model_file(str(path), stat.st_mtime_ns, stat.st_size)
-    return list(disabled), rewritten
+        return _ModelFile()
+    return _read_model_file(str(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=64)
-def _read_model_file(path: str, _mtime_ns: int, _size: int) -> tuple[tuple[str, ...], bytes | None]:
+def _read_model_file(path: str, _mtime_ns: int, _size: int) -> _ModelFile:
     try:
         model = onnx.load(path, load_external_data=False)
     except (DecodeError, OSError):
-        return (), None
+        return _ModelFile()
     fitted = fit_to_runtime(model, path)
     disabled = unsafe_for(model.graph, path)
+    saturating = tuple(saturating_weights(model.graph))
     rewritten = without_zipmap(model, path)
-    return disabled, model.SerializeToString() if rewritten is None and fitted else rewritten
+    return _ModelFile(disabled, model.SerializeToString() if rewritten is None and fitted else rewritten, saturating)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
+def _check_int8_on_cpu(model: str, path: Path, session: ort.InferenceSession, saturating: tuple[str, ...]) -> None:
+    if saturating and session.get_providers()[0] == _CPU and not has_vnni():
+        _warn_once(int8_saturation.describe(model, str(path.resolve()), list(saturating)))
