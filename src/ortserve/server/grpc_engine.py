@@ -257,6 +257,67 @@ class StreamItem(_Answering):
         self._stream.answered(self, response, error)
 
 
+class _Outbox:
+    """The sending half of a streaming call: messages in order, one batch in flight at a time (the initial
+    metadata with the first), then the status once every message before it is sent. Its owner calls it under
+    the lock it shares with it; the completion of each send takes that lock."""
+
+    def __init__(self, call: cygrpc.Call, lock: threading.Lock) -> None:
+        self._call = call
+        self._lock = lock
+        self._messages: deque[bytes] = deque()
+        self._status: tuple[grpc.StatusCode, str] | None = None
+        self._sending = False
+        self._metadata_sent = False
+        self.over = False  # the status is sent, or a send failed, or the call was cancelled
+        self._sent = _StreamEvent(self._was_sent)
+
+    @property
+    def ending(self) -> bool:
+        """No more messages are taken: the status is set or sent, or the call is over."""
+        return self.over or self._status is not None
+
+    def push(self, data: bytes) -> None:
+        if self.ending:
+            return
+        self._messages.append(data)
+        self._send_next()
+
+    def finish(self, code: grpc.StatusCode, details: str) -> None:
+        if self.ending:
+            return
+        self._status = (code, details)
+        self._send_next()
+
+    def _was_sent(self, event: Any) -> None:
+        with self._lock:
+            self._sending = False
+            if not event.success:
+                self.over = True
+                return
+            self._send_next()
+
+    def _send_next(self) -> None:
+        if self._sending or self.over:
+            return
+        if self._messages:
+            operations: list[Any] = [cygrpc.SendMessageOperation(self._messages.popleft(), 0)]
+        elif self._status is not None:
+            code, details = self._status
+            operations = [cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0)]
+            self.over = True
+        else:
+            return
+        if not self._metadata_sent:
+            operations.insert(0, cygrpc.SendInitialMetadataOperation(None, 0))
+            self._metadata_sent = True
+        try:
+            self._call.start_server_batch(operations, self._sent)
+            self._sending = True
+        except ValueError:  # the call is already over
+            self.over = True
+
+
 class Stream:
     """A bidirectional-streaming call: requests read one at a time, each handled as a StreamItem; answers sent one
     at a time, in the order they are ready."""
@@ -267,15 +328,11 @@ class Stream:
         self.name, self.run_later, self.deadline_ns, self.metadata = name, run_later, deadline_ns, metadata
         self._method = method
         self._lock = threading.Lock()
-        self._outgoing: deque[bytes] = deque()
-        self._sending = False
-        self._metadata_sent = False
+        self._outbox = _Outbox(call, self._lock)
         self._half_closed = False  # the client sent its last request
-        self._over = False  # the status is sent, or the stream was cancelled
         self._unanswered: dict[StreamItem, Callable[[], None] | None] = {}
         # the tags keep this object, so the core's call, alive while an operation is in flight
-        self._receiving, self._sent, self._closed = (_StreamEvent(self._received), _StreamEvent(self._was_sent),
-                                                     _StreamEvent(self._was_closed))
+        self._receiving, self._closed = _StreamEvent(self._received), _StreamEvent(self._was_closed)
 
     def start(self) -> None:
         try:
@@ -289,17 +346,16 @@ class Stream:
             if item in self._unanswered:
                 self._unanswered[item] = callback
                 return
-        if self._over:  # cancelled already
+            cancelled = self._outbox.over
+        if cancelled:
             callback()
 
     def answered(self, item: StreamItem, response: Message | None, error: str) -> None:
         data = self._method.wrap(response, error).SerializeToString()
         with self._lock:
             self._unanswered.pop(item, None)
-            if self._over:
-                return
-            self._outgoing.append(data)
-            self._send_next()
+            self._outbox.push(data)
+            self._finish_if_done()
 
     def _received(self, event: Any) -> None:
         if not event.success:  # the call ended (cancelled, deadline passed)
@@ -319,53 +375,20 @@ class Stream:
         except ValueError:
             log.debug("stream %s ended while reading", self.name)
 
-    def _was_sent(self, event: Any) -> None:
-        with self._lock:
-            self._sending = False
-            if not event.success:
-                self._over = True
-                return
-            self._send_next()
-
     def _was_closed(self, event: Any) -> None:
         if not event.batch_operations[0].cancelled():
             return
         with self._lock:
-            self._over = True
+            self._outbox.over = True
             callbacks = [callback for callback in self._unanswered.values() if callback is not None]
             self._unanswered.clear()
         for callback in callbacks:
             callback()
 
-    def _send_next(self) -> None:
-        """Under the lock: the next answer, when none is being sent; or the end, when all are."""
-        if self._sending or self._over:
-            return
-        if not self._outgoing:
-            self._finish_if_done()
-            return
-        operations = [cygrpc.SendMessageOperation(self._outgoing.popleft(), 0)]
-        if not self._metadata_sent:
-            operations.insert(0, cygrpc.SendInitialMetadataOperation(None, 0))
-            self._metadata_sent = True
-        self._start(operations, self._sent)
-
     def _finish_if_done(self) -> None:
-        """Under the lock: the OK status, once the client has half-closed and every request is answered and sent."""
-        if not self._half_closed or self._unanswered or self._outgoing or self._sending or self._over:
-            return
-        self._over = True
-        operations = [cygrpc.SendStatusFromServerOperation(None, grpc.StatusCode.OK.value[0], b"", 0)]
-        if not self._metadata_sent:
-            operations.insert(0, cygrpc.SendInitialMetadataOperation(None, 0))
-        self._start(operations, self._sent)
-
-    def _start(self, operations: list[Any], tag: _StreamEvent) -> None:
-        try:
-            self._call.start_server_batch(operations, tag)
-            self._sending = True
-        except ValueError:  # the call is already over
-            self._over = True
+        """Under the lock: the OK status, once the client has half-closed and every request is answered."""
+        if self._half_closed and not self._unanswered:
+            self._outbox.finish(grpc.StatusCode.OK, "")
 
 
 FeedHandler = Callable[[Message, "Feed"], None]
@@ -389,15 +412,10 @@ class Feed:
         self._method = method
         self._on_over = on_over
         self._lock = threading.Lock()
-        self._outgoing: deque[bytes] = deque()
-        self._status: tuple[grpc.StatusCode, str] | None = None  # to send once the messages before it are sent
-        self._sending = False
-        self._metadata_sent = False
-        self._over = False  # the status is sent, or the call was cancelled
+        self._outbox = _Outbox(call, self._lock)
         self._ended = False  # the on_end callbacks have run
         self._on_end: list[Callable[[], None]] = []
-        self._receiving, self._sent, self._closed = (_StreamEvent(self._received), _StreamEvent(self._was_sent),
-                                                     _StreamEvent(self._was_closed))
+        self._receiving, self._closed = _StreamEvent(self._received), _StreamEvent(self._was_closed)
 
     def start(self) -> None:
         try:
@@ -410,18 +428,12 @@ class Feed:
     def send(self, message: Message) -> None:
         data = message.SerializeToString()
         with self._lock:
-            if self._over or self._status is not None:
-                return
-            self._outgoing.append(data)
-            self._send_next()
+            self._outbox.push(data)
 
     def end(self, code: grpc.StatusCode, details: str) -> None:
         """Send the status after the messages already sent; later sends are dropped."""
         with self._lock:
-            if self._over or self._status is not None:
-                return
-            self._status = (code, details)
-            self._send_next()
+            self._outbox.finish(code, details)
 
     def fail(self, error: BaseException) -> None:
         code, details = status_of(error)
@@ -454,18 +466,10 @@ class Feed:
         except Exception as exc:  # the handler's errors are the caller's status (grpc_status maps them)
             self.fail(exc)
 
-    def _was_sent(self, event: Any) -> None:
-        with self._lock:
-            self._sending = False
-            if not event.success:
-                self._over = True
-                return
-            self._send_next()
-
     def _was_closed(self, event: Any) -> None:
         """The call is over: the status was sent, or the client cancelled (its deadline passed)."""
         with self._lock:
-            self._over = True
+            self._outbox.over = True
         self._end_callbacks()
 
     def _end_callbacks(self) -> None:
@@ -475,28 +479,6 @@ class Feed:
         self._on_over(self)
         for callback in callbacks:
             callback()
-
-    def _send_next(self) -> None:
-        """Under the lock: the next message when none is being sent; the status once all are."""
-        if self._sending or self._over:
-            return
-        operations: list[Any] = []
-        if not self._metadata_sent:
-            operations.append(cygrpc.SendInitialMetadataOperation(None, 0))
-            self._metadata_sent = True
-        if self._outgoing:
-            operations.append(cygrpc.SendMessageOperation(self._outgoing.popleft(), 0))
-        elif self._status is not None:
-            code, details = self._status
-            operations.append(cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), 0))
-            self._over = True
-        else:
-            return
-        try:
-            self._call.start_server_batch(operations, self._sent)
-            self._sending = True
-        except ValueError:  # the call is already over
-            self._over = True
 
 
 class _StreamEvent:
