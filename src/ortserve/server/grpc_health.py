@@ -17,6 +17,7 @@ Watch is open: readiness changes rarely (the first load, a drain) and has no eve
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -80,8 +81,8 @@ class HealthService:
 
     def _poll(self) -> None:
         """Send each open Watch its status when it changes; end once no Watch is open."""
-        stop = threading.Event()
-        while not stop.wait(WATCH_POLL_S):
+        while True:
+            time.sleep(WATCH_POLL_S)
             with self._watchers_lock:
                 if not self._watchers:
                     self._poller = None
