@@ -61,7 +61,7 @@ def test_watch_sends_the_status_at_once_and_stays_open_until_cancelled(server: R
 def test_watch_of_an_unknown_service_is_told_so_and_kept_open(server: RunningServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         request = health_pb2.HealthCheckRequest(service="tensorflow.serving.SessionService")
-        stream = health_pb2_grpc.HealthStub(channel).Watch(request, timeout=1)
+        stream = health_pb2_grpc.HealthStub(channel).Watch(request, timeout=3)
         assert next(stream).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
         with pytest.raises(grpc.RpcError) as waited:
             next(stream)
