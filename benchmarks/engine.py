@@ -128,6 +128,7 @@ def one_round(engine: ortserve.Engine, bare: dict[int, ort.InferenceSession], be
         "ceiling_1000": _rate(lambda: ceiling_run(1000), 1000, repeats=10),
         "batch": _rate(lambda: engine.predict_batch("mlp", rows[:1000]), 1000, repeats=10),
         "batch_one_request": _rate(lambda: engine.predict_batch("mlp", [stacked[:1000]]), 1000, repeats=10),
+        "predict_one_request": _rate(lambda: engine.predict("mlp", stacked[:1000]), 1000, repeats=10),
         "ceiling_1000_after": _rate(lambda: ceiling_run(1000), 1000, repeats=10),
     }
     result.update({f"{name}_rows_per_s": value for name, value in measured.items()})
@@ -136,6 +137,7 @@ def one_round(engine: ortserve.Engine, bare: dict[int, ort.InferenceSession], be
     result["concurrent_vs_thread_pool"] = measured["concurrent"] / measured["thread_pool"]
     result["batch_vs_ceiling"] = measured["batch"] / ceiling_1000
     result["batch_one_request_vs_ceiling"] = measured["batch_one_request"] / ceiling_1000
+    result["predict_one_request_vs_ceiling"] = measured["predict_one_request"] / ceiling_1000
     return result
 
 

@@ -164,6 +164,15 @@ def test_predict_of_more_rows_than_the_inferred_batch_limit(engine: ortserve.Eng
     np.testing.assert_array_equal(answer["label_bytes"], expected[2])
 
 
+def test_predict_past_the_batch_limit_with_inputs_that_disagree_names_the_problem(engine: ortserve.Engine) -> None:
+    rows = 2 * engine.model("multi").resolve().max_batch_size + 1
+    inputs = {"a": np.zeros((rows, 4), np.float32), "b": np.zeros((3, 4), np.int64),
+              "half": np.zeros((rows, 3), np.float16), "text": np.array([b"t"] * rows, object)}
+    with pytest.raises(ortserve.InvalidInput, match="disagree on the batch size"):
+        engine.predict("multi", inputs)
+    assert engine.predict("multi", {**inputs, "b": np.zeros((rows, 4), np.int64)})["total"].shape[0] == rows
+
+
 def test_predict_async(engine: ortserve.Engine, repo: Path) -> None:
     rows = np.random.default_rng(3).standard_normal((8, 784)).astype(np.float32)
 

@@ -207,7 +207,7 @@ class ServedVersion:
         try:
             batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
         except BatchTooLarge as exc:
-            if not self._slices_large_requests:
+            if not self.slices_large_requests:
                 raise
             return self._submit_slices(inputs, exc.rows, outputs, done, start, deadline_ns, run_later)
         observer = self.observer
@@ -223,7 +223,7 @@ class ServedVersion:
             raise
 
     @property
-    def _slices_large_requests(self) -> bool:
+    def slices_large_requests(self) -> bool:
         """Whether a request with more rows than a batch holds runs as slices: when the limit was not set in
         config.yaml. A TF Serving client may send thousands of rows in one request; only a limit the user set is
         a reason to refuse them, as Triton refuses them."""
@@ -277,7 +277,7 @@ class ServedVersion:
         try:
             batcher, inputs, rows, _, assembly = self._checked(inputs, outputs, start)
         except BatchTooLarge:
-            if self._slices_large_requests:
+            if self.slices_large_requests:
                 return None  # submit() runs it as slices
             raise
         result = batcher.run_now(inputs, rows, start, assembly, bulk=bulk)
@@ -301,7 +301,7 @@ class ServedVersion:
             check_outputs(signature, outputs)
             rows, key = check_inputs(signature, inputs, self.max_batch_size)
         except BatchTooLarge:
-            if not self._slices_large_requests:  # else run as slices: counted as they end
+            if not self.slices_large_requests:  # else run as slices: counted as they end
                 self.stats.request_done(time.perf_counter_ns() - start, False)
             raise
         except Exception:
