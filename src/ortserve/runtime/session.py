@@ -15,7 +15,6 @@ from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
 from ortserve.runtime import int8_saturation
 from ortserve.runtime.cpu import has_vnni
-from ortserve.runtime.int8_saturation import saturating_weights
 from ortserve.runtime.onnx_versions import fit_to_runtime
 from ortserve.runtime.ort_guard import unsafe_for
 from ortserve.runtime.zipmap import without_zipmap
@@ -125,7 +124,7 @@ def _read_model_file(path: str, _mtime_ns: int, _size: int) -> _ModelFile:
         return _ModelFile()
     fitted = fit_to_runtime(model, path)
     disabled = unsafe_for(model.graph, path)
-    saturating = tuple(saturating_weights(model.graph))
+    saturating = tuple(int8_saturation.saturating_weights(model.graph))
     rewritten = without_zipmap(model, path)
     return _ModelFile(disabled, model.SerializeToString() if rewritten is None and fitted else rewritten, saturating)
 
