@@ -21,7 +21,11 @@ def image_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFac
     """The demo model, plus copies with a long batching delay and with small upload limits, plus a tensor model."""
     repository = tmp_path_factory.mktemp("images")
     shutil.copytree(demo_repository / demo.MODEL, repository / demo.MODEL)
+    # batched_uploads: as slow_batch, for one test alone: a configured delay makes only a model's first batch wait
+    # for company whatever came before (after it, as many rows as the last batch had: model-repository.md), so
+    # requests other tests sent to slow_batch would leave its next lone upload running at once
     for name, changes in (("slow_batch", {"max_queue_delay_us": 300_000}),
+                          ("batched_uploads", {"max_queue_delay_us": 300_000}),
                           ("small_limits", {"image": {"max_image_pixels": 10_000, "max_image_bytes": 20_000}})):
         shutil.copytree(demo_repository / demo.MODEL, repository / name)
         config = yaml.safe_load((repository / name / "config.yaml").read_text())

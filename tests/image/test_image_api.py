@@ -93,11 +93,11 @@ def test_a_variant_group_classifies_under_its_own_name(image_server: RunningServ
 def test_concurrent_uploads_are_batched(image_server: RunningServer, cat: Image.Image) -> None:
     jpeg = encode(cat, "JPEG")
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: _predict(image_server, jpeg, "/v1/models/slow_batch:predict_image"),
+        answers = list(pool.map(lambda _: _predict(image_server, jpeg, "/v1/models/batched_uploads:predict_image"),
                                 range(6)))
     assert all(a.status_code == 200 for a in answers)
     assert len({a.json()["predictions"][0]["class_id"] for a in answers}) == 1
-    stats = httpx.get(f"{image_server.url}/v2/models/slow_batch/stats").json()["model_stats"][0]
+    stats = httpx.get(f"{image_server.url}/v2/models/batched_uploads/stats").json()["model_stats"][0]
     sizes = {entry["batch_size"] for entry in stats["batch_stats"]}
     assert max(sizes) > 1, sizes
 
