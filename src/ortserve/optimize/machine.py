@@ -8,8 +8,6 @@ from pathlib import Path
 from ortserve.runtime.cpu import cpu_flags, has_vnni
 from ortserve.runtime.instances import usable_cores
 
-__all__ = ["cpu_flags", "cpu_name", "describe", "has_vnni"]
-
 
 def cpu_name() -> str:
     try:

@@ -13,8 +13,8 @@ import onnx
 
 from ortserve.convert.chatter import hushed
 from ortserve.errors import InvalidInput
-from ortserve.optimize import machine
 from ortserve.optimize.data import Samples
+from ortserve.runtime.cpu import has_vnni
 
 log = logging.getLogger(__name__)
 # onnxruntime.quantization is imported where it is used: it costs half a second that `ortserve serve` need not pay.
@@ -33,7 +33,7 @@ class StaticOptions:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     # Without VNNI the u8 x s8 kernels can saturate; 7-bit weights avoid it at some accuracy cost.
-    reduce_range: bool = field(default_factory=lambda: not machine.has_vnni())
+    reduce_range: bool = field(default_factory=lambda: not has_vnni())
     exclude: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def dynamic(source: Path, target: Path, op_types: tuple[str, ...] = DYNAMIC_OP_T
     check_node_names(source, exclude)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    reduce_range = not machine.has_vnni()
+    reduce_range = not has_vnni()
     with hushed():
         quantize_dynamic(str(source), str(target), op_types_to_quantize=list(op_types), per_channel=per_channel,
                          reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
