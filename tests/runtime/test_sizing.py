@@ -196,30 +196,49 @@ def test_the_faster_session_runs_large_batches_and_the_other_is_tried_as_its_cos
     choice, run = _timed_choice(one, pool, {id(one): 2000, id(pool): 1000}, {8: (5.0, 1.0), 32: (50.0, 25.0)})
     run(8)  # under POOL_FROM_ROWS: always one thread, whatever was measured
     assert one.rows == [8] and pool.rows == []
-    for _ in range(300):
-        run(40)  # the 32-63 class: one thread takes twice the pool's time, so a try costs a batch
-    assert one.rows.count(40) == 3  # tried every (2 - 1) / EXPLORE_COST = 100 batches
+    for _ in range(450):
+        run(40)  # the 32-63 class: one thread takes twice the pool's time, so each of a try's two batches costs one
+    assert one.rows.count(40) == 4  # tried every 2 * (2 - 1) / EXPLORE_COST = 200 batches, two batches a try
     summary = choice.summary()["32-63"]
     assert summary["runs_on"] == "pool"
     assert summary["pool_us_per_row"] < summary["one_thread_us_per_row"]
 
     close_one, close_pool = Recording(), Recording()
-    _, run_close = _timed_choice(close_one, close_pool, {id(close_one): 1040, id(close_pool): 1000},
-                                 {32: (26.0, 25.0)})
+    _, run_close = _timed_choice(close_one, close_pool, {id(close_one): 1030, id(close_pool): 1000},
+                                 {32: (25.75, 25.0)})
     for _ in range(10 * EXPLORE_EVERY):
-        run_close(40)  # 4 % apart: a try costs little, so it comes every EXPLORE_EVERY batches
-    assert close_one.rows.count(40) == 10
+        run_close(40)  # 3 % apart: a try costs little, so it comes every EXPLORE_EVERY batches
+    assert close_one.rows.count(40) == 19  # ten tries, the last cut short by the end
+
+
+def test_a_try_is_timed_once_the_tried_session_is_awake() -> None:
+    one, pool = Recording(), Recording()
+    now, last = [0], [one]
+
+    def call(session: Recording) -> None:
+        # the pool takes 1 us a batch back to back, but 3 us on its first batch after the other session ran
+        # (its worker asleep), where one thread takes 2 us
+        session.rows.append(64)
+        now[0] += 2000 if session is one else 1000 if last[0] is pool else 3000
+        last[0] = session
+
+    choice = ThreadChoice(one, pool, {64: (2000 / 64, 3000 / 64)})  # type: ignore[arg-type]
+    for _ in range(300):
+        choice.run(64, call, lambda: now[0])
+    # tried after 2 * (1.5 - 1) / EXPLORE_COST = 100 batches: the try's second batch, awake, wins the class
+    assert choice.summary()["64-127"]["runs_on"] == "pool"
+    assert len(pool.rows) > 150
 
 
 def test_a_session_that_recovers_wins_its_batches_back_within_two_tries() -> None:
     one, pool = Recording(), Recording()
     # the pool's mean was left high (timed while other threads took its cores); now it runs twice as fast
     choice, run = _timed_choice(one, pool, {id(one): 2000, id(pool): 1000}, {32: (40.0, 100.0)})
-    for _ in range(200):
+    for _ in range(400):
         run(40)
-    # tried after ~100 batches (2x slower by then: 100 -> 62.5), again 25 later (-> 44 < 50) and kept; smoothed
+    # tried after ~200 batches (2x slower by then: 100 -> 62.5), again 50 later (-> 44 < 50) and kept; smoothed
     # in like any run, the tries would have moved it to 85 and 73 and the pool would have run twice
-    assert 60 <= len(pool.rows) <= 90
+    assert 140 <= len(pool.rows) <= 160
     assert choice.summary()["32-63"]["runs_on"] == "pool"
 
 
