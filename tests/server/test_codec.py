@@ -44,6 +44,9 @@ def test_lazy_arrays_decode_like_numpy(datatype: str, text: bytes, expected: lis
     ("INT8", b"[[-129, 0]]", "-129 is outside its range [-128, 127]"),
     ("INT64", b"[9223372036854775808]", "outside its range"),
     ("UINT64", b"[-1]", "-1 is outside its range"),
+    ("FP16", b"[1, 70000]", "70000 is outside its range [-65504, 65504]"),
+    ("FP16", b"[-65520]", "-65520 is outside its range"),
+    ("FP32", b"[1e39]", "1e+39 is outside its range [-3.40282e+38, 3.40282e+38]"),
     ("FP32", b"[null, 1]", "not numbers"),
     ("FP32", b'["1.5"]', "it holds text"),
     ("BOOL", b"[2, 0]", "numbers other than 0 and 1"),
@@ -58,7 +61,8 @@ def test_numbers_a_cast_would_change_are_refused(datatype: str, text: bytes, wor
 
 
 @pytest.mark.parametrize(("datatype", "text", "expected"), [
-    ("INT64", b"[1.0, -2.0]", [1, -2]), ("BOOL", b"[0, 1]", [False, True]), ("UINT8", b"[0, 255]", [0, 255])])
+    ("INT64", b"[1.0, -2.0]", [1, -2]), ("BOOL", b"[0, 1]", [False, True]), ("UINT8", b"[0, 255]", [0, 255]),
+    ("FP16", b"[65504, -65504, 0.1]", [65504, -65504, 0.1]), ("FP32", b"[3.4e38, 1e-50]", [3.4e38, 0])])
 def test_numbers_that_keep_their_value_are_taken(datatype: str, text: bytes, expected: list) -> None:
     array = array_from_json("x", loads(b'{"data": ' + text + b"}", LAZY)["data"], BY_V2[datatype])
     np.testing.assert_array_equal(array, np.asarray(expected, dtype=BY_V2[datatype].numpy))

@@ -191,7 +191,23 @@ def exact_numbers(name: str, values: np.ndarray, tensor_type: TensorType) -> np.
                                f" is outside its range [{bounds.min}, {bounds.max}]")
     elif target.kind == "b" and kind != "b" and values.size and not np.isin(values, (0, 1)).all():
         raise InvalidInput(f"input {name!r} cannot be read as BOOL: it holds numbers other than 0 and 1")
+    elif target.kind == "f" and kind in "iuf" and target.itemsize < values.dtype.itemsize and values.size:
+        return _finite_narrowed(name, values, tensor_type)
     return values.astype(target, copy=False)
+
+
+def _finite_narrowed(name: str, values: np.ndarray, tensor_type: TensorType) -> np.ndarray:
+    """Numbers as a narrower float type, refused where a finite one would become infinite (70000 as FP16)."""
+    with np.errstate(over="ignore"):
+        narrowed = values.astype(tensor_type.numpy)
+    overflowed = np.isinf(narrowed)
+    if values.dtype.kind == "f":
+        overflowed &= np.isfinite(values)  # an infinity sent as one stays one
+    if overflowed.any():
+        bound = float(np.finfo(tensor_type.numpy).max)
+        raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: {values[overflowed][0]:g} is outside "
+                           f"its range [{-bound:g}, {bound:g}]")
+    return narrowed
 
 
 def element_count(shape: list[int]) -> int:
