@@ -17,10 +17,12 @@ import yaml
 
 from ortserve.bench.loadgen import LoadResult, perf_analyzer
 from ortserve.bench.server import start_server
-from ortserve.examples.models import mlp, resnet50, save
+from ortserve.examples.models import dense_stack, mlp, resnet50, save
 
 WORK = Path(__file__).parent / "work" / "ab"
-BUILDERS = {"mlp": (mlp, [1, 784]), "resnet50": (resnet50, [1, 3, 224, 224])}
+BUILDERS = {"mlp": (mlp, [1, 784]), "resnet50": (resnet50, [1, 3, 224, 224]),
+            # 24 layers of 1024 x 1024, 96 MB of weights read once a batch: a batch of 8 costs 1.8x one row
+            "memory_bound": (lambda: dense_stack(layers=24, width=1024, distinct_weights=True), [1, 1024])}
 
 
 def point(args: argparse.Namespace, grpc_url: str, rest_url: str, protocol: str, concurrency: int) -> LoadResult:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ortserve.runtime.costs import BatchCosts
-from ortserve.runtime.scheduler import IDLE_SHARE, BatchingPolicy, Scheduler
+from ortserve.runtime.scheduler import IDLE_SHARE, REFILL_FRESH_NS, BatchingPolicy, Scheduler
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.warmup import ONE_THREAD_MARGIN, one_thread_wins
 from tests.runtime.test_batcher import Recorder, make_batcher
@@ -63,6 +63,30 @@ def test_a_slow_batch_waits_for_callers_expected_back_soon() -> None:
     assert scheduler.wait_ns(1, 8, int(cap) + 1, None) == 0  # waited as long as they are worth: not coming
     late = _scheduler(10 * MS, 37 * MS, refill_ns=100 * MS)  # callers back later than the cap: no wait at all
     assert late.wait_ns(1, 8, 0, None) == 0
+
+
+def test_a_batch_of_mostly_fixed_cost_waits_as_long_as_a_batch_of_the_rest_would_cost() -> None:
+    """Memory-bound: 4 ms a batch however few rows (its weights read once), 0.1 ms a row. Callers back within
+    1.5 ms are worth waiting for, though that is more than IDLE_SHARE of the batch: running without them costs
+    another 4 ms batch for them later."""
+    scheduler = _scheduler(4 * MS, 0.1 * MS, refill_ns=1.5 * MS)
+    assert IDLE_SHARE * scheduler.cost_ns(8) < 1.5 * MS
+    assert scheduler.wait_ns(queued_rows=4, expected_rows=8, waited_ns=0, head_deadline_left_ns=None) == 4 * MS
+    late = _scheduler(4 * MS, 0.1 * MS, refill_ns=5 * MS)
+    assert late.wait_ns(4, 8, 0, None) == 0
+
+
+def test_a_late_refill_is_measured_again_once_it_is_old() -> None:
+    """Callers measured to come back too late stop the waiting, which stops the measuring (a batch started at
+    once slows the callers it does not wait for): after REFILL_FRESH_NS, a batch waits again to find out."""
+    now = [0]
+    scheduler = Scheduler(BatchingPolicy(32), _costs(10 * MS, 37 * MS), clock=lambda: now[0])
+    scheduler.refilled(100 * MS)
+    assert scheduler.wait_ns(1, 8, 0, None) == 0
+    now[0] += REFILL_FRESH_NS // 2
+    assert scheduler.wait_ns(1, 8, 0, None) == 0
+    now[0] += REFILL_FRESH_NS // 2
+    assert scheduler.wait_ns(1, 8, 0, None) == int(IDLE_SHARE * scheduler.cost_ns(8))
 
 
 def test_a_lone_caller_and_a_fast_model_never_wait() -> None:
@@ -138,6 +162,52 @@ def test_steady_callers_get_full_batches_on_a_slow_model() -> None:
     assert sum(model.batches) == 4 * rounds
     settled = model.batches[4:]
     assert settled.count(4) >= len(settled) - 1, model.batches
+
+
+def test_callers_coming_back_one_by_one_get_full_batches_on_a_memory_bound_model() -> None:
+    """Four closed-loop callers back 2, 6, 10 and 14 ms after their answer, on a model that takes 30 ms a batch
+    and 1 ms a row: waiting 14 ms for the last is cheaper than the 30 ms batch it would take alone. With a wait
+    capped at IDLE_SHARE of the run (6.8 ms) the batches split, and then stopped waiting at all."""
+    model = KnownCost(0.03, 0.001)
+    batcher = make_batcher(model, VersionStats(), max_queue_delay_us=None)
+    rounds = 10
+
+    def caller(think_s: float) -> None:
+        for _ in range(rounds):
+            future: Future = Future()
+            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
+            future.result(timeout=30)
+            time.sleep(think_s)
+
+    threads = [threading.Thread(target=caller, args=(0.002 + 0.004 * index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert sum(model.batches) == 4 * rounds
+    settled = model.batches[4:]
+    assert settled.count(4) >= len(settled) - 1, model.batches
+
+
+def test_a_batch_started_at_once_does_not_time_the_callers_it_did_not_wait_for() -> None:
+    """Eight closed-loop callers, batches of at most 4: one half is always queued when the other's batch ends, so
+    every batch starts at once and the answered half comes back while the next batch runs: no refill time."""
+    batcher = make_batcher(KnownCost(0.005, 0.001), VersionStats(), max_batch_size=4, max_queue_delay_us=None)
+
+    def caller() -> None:
+        for _ in range(10):
+            future: Future = Future()
+            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
+            future.result(timeout=30)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert batcher.choices().refill_ns is None
 
 
 def test_one_thread_is_kept_when_faster_at_one_row_and_close_at_every_other_size_measured() -> None:

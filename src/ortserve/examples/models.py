@@ -98,23 +98,28 @@ def flattened(features: int = 4) -> onnx.ModelProto:
     return _model(graph)
 
 
-def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0) -> onnx.ModelProto:
+def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0, *, distinct_weights: bool = False
+                ) -> onnx.ModelProto:
     """`layers` MatMul + Tanh layers on `width` features sharing one weight matrix, with a dynamic batch
     dimension: a small file whose run time grows with `layers` (about 2 * layers * width^2 FLOPs a row), for
-    tests of queues, deadlines and shutdown."""
+    tests of queues, deadlines and shutdown. `distinct_weights`: a matrix per layer, so that the weights outgrow
+    the caches and are read from memory once a batch, whatever its rows (memory-bound, as a language model's
+    layers are: a batch of 8 costs little more than one row)."""
     rng = np.random.default_rng(seed)
-    weight = numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), "w")
+    count = layers if distinct_weights else 1
+    weights = [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32),
+                                       f"w{index}" if distinct_weights else "w") for index in range(count)]
     nodes, x = [], "input"
     for layer in range(layers):
         product, activated = f"product{layer}", ("output" if layer == layers - 1 else f"activated{layer}")
-        nodes += [helper.make_node("MatMul", [x, "w"], [product]),
+        nodes += [helper.make_node("MatMul", [x, weights[layer % count].name], [product]),
                   helper.make_node("Tanh", [product], [activated])]
         x = activated
     graph = helper.make_graph(
         nodes, "dense_stack",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
-        initializer=[weight],
+        initializer=weights,
     )
     return _model(graph)
 

@@ -223,7 +223,7 @@ class Batcher:
             instance = self._free_instance()
             if instance is None or not self._queue:
                 return
-            batch, dropped = self._start_batch(instance, time.perf_counter_ns())
+            batch, dropped = self._start_batch(instance, time.perf_counter_ns(), waited=False)
         self._drop(dropped)
         if batch:
             self._run(instance, batch)
@@ -337,10 +337,15 @@ class Batcher:
         deadline_left = head.deadline_ns - now if head.deadline_ns else None
         return self._scheduler.wait_ns(self._queued_rows, self._expected_rows, waited, deadline_left)
 
-    def _start_batch(self, instance: _Instance, now: int) -> tuple[list[_Pending], list[_Pending]]:
+    def _start_batch(self, instance: _Instance, now: int, *, waited: bool) -> tuple[list[_Pending], list[_Pending]]:
         """Take a batch for `instance` and mark it busy: the oldest live request first, then later ones with the
-        same key while the rows fit, in order. Also returns the requests dropped as past their deadline."""
+        same key while the rows fit, in order. Also returns the requests dropped as past their deadline.
+        `waited`: the batch waited for company first; if not, the last batch's callers still coming back are
+        slowed by this one, and their refill is not timed (runtime.scheduler), unless the model is fast: its
+        batch holds the cores for less than the callers' turnaround."""
         scheduler = self._scheduler
+        if not waited and not scheduler.fast:
+            self._refill_rows = 0
         target = scheduler.batch_rows(self._queued_rows)
         batch: list[_Pending] = []
         dropped: list[_Pending] = []
@@ -393,7 +398,7 @@ class Batcher:
                 if wait_ns <= 0:
                     if not waited:
                         self._scheduler.dispatched(now - max(self._queue[0].enqueued_ns, self._free_since_ns))
-                    return self._start_batch(instance, now)
+                    return self._start_batch(instance, now, waited=waited)
                 waited = True
                 self._lock.wait(wait_ns / 1e9)
 

@@ -4,12 +4,19 @@ Explicit settings (`max_queue_delay_us`, `preferred_batch_sizes`) are kept as gi
 chosen continuously from three measurements:
 - the batch cost line (runtime.costs): `fixed + per_row * rows` for one run;
 - the refill time: how long after a batch ends as many rows have arrived again as that batch answered
-  (callers in a closed loop come back once answered; in an open loop it is those rows' arrival time);
+  (callers in a closed loop come back once answered; in an open loop it is those rows' arrival time), measured
+  only while the model waits for them (runtime.batcher): a batch started at once takes the cores from the
+  returning callers and the gRPC or HTTP thread that reads them, so the refill it measures is its own doing (a
+  memory-bound model at c=8 measured 3.7 ms that way, ran halves of the callers in turn, and reached 863
+  requests/s, where waiting for all eight ran 1,110-1,265/s: docs/benchmarks.md). A refill time older than
+  REFILL_FRESH_NS is measured again by waiting once more: the callers may have changed;
 - the hand-over time: how long a request waits for a worker that was free when it came (a thread wake-up).
 
 Waiting: when an instance is free and fewer rows are queued than are expected (those left queued plus those the
 last batch answered), the batch waits for them only while they are expected within its wait cap: IDLE_SHARE of
-the expected batch's run, or one hand-over, whichever is longer (a batch of its own would cost a hand-over too).
+the expected batch's run, the batch's fixed cost (the missing rows in a batch of their own would cost it again:
+what a memory-bound model, whose weights are read once a batch, saves by waiting), or one hand-over (a batch of
+its own would cost a hand-over too), whichever is longest.
 It never waits past the oldest request's deadline; rows that do not come (an open loop) cost at most the cap.
 So a lone caller is never kept waiting (nothing more is expected), and a fast model, whose callers take longer
 to come back than its batch takes to run, never waits.
@@ -29,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ortserve.runtime.costs import BatchCosts
@@ -42,6 +51,7 @@ RUN_HERE_BELOW_NS = 1_000_000  # batches faster than this may run on the caller'
 FAST_SAMPLE = 8
 OUTLIER_RUNS = 20
 SLO_BATCH_SHARE = 0.5  # under a latency objective, one batch may take at most this share of it
+REFILL_FRESH_NS = 1_000_000_000
 _SMOOTHING = 0.2
 
 
@@ -73,11 +83,14 @@ class BatchingPolicy:
 class Scheduler:
     """Not thread-safe: the batcher calls it under its lock."""
 
-    def __init__(self, policy: BatchingPolicy, costs: BatchCosts | None = None, instances: int = 1) -> None:
+    def __init__(self, policy: BatchingPolicy, costs: BatchCosts | None = None, instances: int = 1, *,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.policy = policy
         self.costs = costs or BatchCosts()
         self._costs_by_instances = {instances: self.costs}
+        self._clock = clock
         self.refill_ns: float | None = None
+        self._refilled_at_ns = 0
         self.dispatch_ns = 0.0  # running mean of dispatched()
         self.drain_ns_per_row: float | None = None  # running mean of drained()
         self._run_ns = float(RUN_HERE_BELOW_NS)  # whole batch time (merge, run, split); starts undecided
@@ -109,6 +122,7 @@ class Scheduler:
 
     def refilled(self, ns: int) -> None:
         self.refill_ns = float(ns) if self.refill_ns is None else self.refill_ns + _SMOOTHING * (ns - self.refill_ns)
+        self._refilled_at_ns = self._clock()
 
     def dispatched(self, ns: int) -> None:
         """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
@@ -163,10 +177,13 @@ class Scheduler:
                        self.costs.per_row_ns, self.refill_ns, self.dispatch_ns, self.drain_ns_per_row, self.fast)
 
     def _wait_cap_ns(self, rows: int) -> float:
-        """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or one hand-over to a worker,
-        which a batch of its own would cost too; 0 when callers are measured to come back later than that."""
-        cap = max(IDLE_SHARE * self.cost_ns(rows), self.dispatch_ns)
-        return 0.0 if self.refill_ns is not None and self.refill_ns > cap else cap
+        """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or what a batch of the
+        missing rows would cost again (its fixed cost, a hand-over to a worker); 0 when callers were lately measured
+        to come back later than that."""
+        cap = max(IDLE_SHARE * self.cost_ns(rows), self.costs.fixed_ns, self.dispatch_ns)
+        if self.refill_ns is None or self.refill_ns <= cap:
+            return cap
+        return cap if self._clock() - self._refilled_at_ns >= REFILL_FRESH_NS else 0.0
 
     def _max_wait_ns(self) -> float:
         """The longest a batch may now wait for company."""
