@@ -5,11 +5,11 @@ chosen continuously from three measurements:
 - the batch cost line (runtime.costs): `fixed + per_row * rows` for one run;
 - the refill time: how long after a batch ends as many rows have arrived again as that batch answered
   (callers in a closed loop come back once answered; in an open loop it is those rows' arrival time), measured
-  only while the model waits for them (runtime.batcher): a batch started at once takes the cores from the
-  returning callers and the gRPC or HTTP thread that reads them, so the refill it measures is its own doing (a
-  memory-bound model at c=8 measured 3.7 ms that way, ran halves of the callers in turn, and reached 863
-  requests/s, where waiting for all eight ran 1,110-1,265/s: docs/benchmarks.md). A refill time older than
-  REFILL_FRESH_NS is measured again by waiting once more: the callers may have changed;
+  only while the model waits for them, or runs fast batches (runtime.batcher): a batch started at once takes the
+  cores from the returning callers and the gRPC or HTTP thread that reads them, so the refill it measures is its
+  own doing (a memory-bound model at c=8 measured 3.7 ms that way, ran halves of the callers in turn, and
+  reached 863 requests/s, where waiting for all eight ran 1,110-1,265/s: docs/benchmarks.md). A refill time older
+  than REFILL_FRESH_NS is measured again by waiting once more: the callers may have changed;
 - the hand-over time: how long a request waits for a worker that was free when it came (a thread wake-up).
 
 Waiting: when an instance is free and fewer rows are queued than are expected (those left queued plus those the
