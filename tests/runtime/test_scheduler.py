@@ -9,6 +9,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
+from ortserve.runtime.batcher import Batcher
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.scheduler import IDLE_SHARE, REFILL_FRESH_NS, BatchingPolicy, Scheduler
 from ortserve.runtime.stats import VersionStats
@@ -140,25 +141,32 @@ class KnownCost(Recorder):
         return super().__call__(inputs)
 
 
+def _closed_loop(batcher: Batcher, think_s: list[float], rounds: int) -> None:
+    """One thread a caller, each sending a one-row request, waiting for its answer, then for its think time,
+    `rounds` times; the batcher is closed after."""
+
+    def caller(think: float) -> None:
+        for _ in range(rounds):
+            future: Future = Future()
+            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
+            future.result(timeout=30)
+            time.sleep(think)
+
+    threads = [threading.Thread(target=caller, args=(think,)) for think in think_s]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+
+
 def test_steady_callers_get_full_batches_on_a_slow_model() -> None:
     """Four closed-loop callers of a 40 ms + 10 ms/row model: after the first batches, every batch holds all
     four (counting the delay from arrivals, a returning caller would run alone and split the rest)."""
     model = KnownCost(0.04, 0.01)
     batcher = make_batcher(model, VersionStats(), max_queue_delay_us=None)
     rounds = 12
-
-    def caller() -> None:
-        for _ in range(rounds):
-            future: Future = Future()
-            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
-            future.result(timeout=30)
-
-    threads = [threading.Thread(target=caller) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    batcher.close()
+    _closed_loop(batcher, [0.0] * 4, rounds)
     assert sum(model.batches) == 4 * rounds
     settled = model.batches[4:]
     assert settled.count(4) >= len(settled) - 1, model.batches
@@ -171,20 +179,7 @@ def test_callers_coming_back_one_by_one_get_full_batches_on_a_memory_bound_model
     model = KnownCost(0.03, 0.001)
     batcher = make_batcher(model, VersionStats(), max_queue_delay_us=None)
     rounds = 10
-
-    def caller(think_s: float) -> None:
-        for _ in range(rounds):
-            future: Future = Future()
-            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
-            future.result(timeout=30)
-            time.sleep(think_s)
-
-    threads = [threading.Thread(target=caller, args=(0.002 + 0.004 * index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    batcher.close()
+    _closed_loop(batcher, [0.002 + 0.004 * index for index in range(4)], rounds)
     assert sum(model.batches) == 4 * rounds
     settled = model.batches[4:]
     assert settled.count(4) >= len(settled) - 1, model.batches
@@ -194,19 +189,7 @@ def test_a_batch_started_at_once_does_not_time_the_callers_it_did_not_wait_for()
     """Eight closed-loop callers, batches of at most 4: one half is always queued when the other's batch ends, so
     every batch starts at once and the answered half comes back while the next batch runs: no refill time."""
     batcher = make_batcher(KnownCost(0.005, 0.001), VersionStats(), max_batch_size=4, max_queue_delay_us=None)
-
-    def caller() -> None:
-        for _ in range(10):
-            future: Future = Future()
-            batcher.submit({"x": np.ones((1, 3), np.float32)}, 1, (3,), future.set_result, time.perf_counter_ns())
-            future.result(timeout=30)
-
-    threads = [threading.Thread(target=caller) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    batcher.close()
+    _closed_loop(batcher, [0.0] * 8, 10)
     assert batcher.choices().refill_ns is None
 
 
