@@ -100,7 +100,7 @@ def flattened(features: int = 4) -> onnx.ModelProto:
 
 def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0, *, distinct_weights: bool = False
                 ) -> onnx.ModelProto:
-    """`layers` MatMul + Tanh layers on `width` features sharing one weight matrix, with a dynamic batch
+    """`layers` MatMul + Tanh layers on `width` features, sharing one weight matrix, with a dynamic batch
     dimension: a small file whose run time grows with `layers` (about 2 * layers * width^2 FLOPs a row), for
     tests of queues, deadlines and shutdown. `distinct_weights`: a matrix per layer, so that the weights outgrow
     the caches and are read from memory once a batch, whatever its rows (memory-bound, as a language model's

@@ -198,6 +198,7 @@ class Batcher:
                 return None
             start = time.perf_counter_ns()
             self._arrived(start, rows)
+            self._starting(waited=False)
             instance.busy = True
             instance.expected_end_ns = start + int(self._scheduler.cost_ns(rows))
         result = _execute(instance, inputs) if assembly is None else _execute_assembled(instance, assembly, inputs)
@@ -337,15 +338,19 @@ class Batcher:
         deadline_left = head.deadline_ns - now if head.deadline_ns else None
         return self._scheduler.wait_ns(self._queued_rows, self._expected_rows, waited, deadline_left)
 
+    def _starting(self, waited: bool) -> None:
+        """A batch starts. One that did not wait for company slows the last batch's callers still coming back,
+        so their refill is not timed (runtime.scheduler), unless the model is fast: its batch holds the cores for
+        less than the callers' turnaround."""
+        if not waited and not self._scheduler.fast:
+            self._refill_rows = 0
+
     def _start_batch(self, instance: _Instance, now: int, *, waited: bool) -> tuple[list[_Pending], list[_Pending]]:
         """Take a batch for `instance` and mark it busy: the oldest live request first, then later ones with the
         same key while the rows fit, in order. Also returns the requests dropped as past their deadline.
-        `waited`: the batch waited for company first; if not, the last batch's callers still coming back are
-        slowed by this one, and their refill is not timed (runtime.scheduler), unless the model is fast: its
-        batch holds the cores for less than the callers' turnaround."""
+        `waited`: the batch waited for company first (see _starting)."""
         scheduler = self._scheduler
-        if not waited and not scheduler.fast:
-            self._refill_rows = 0
+        self._starting(waited)
         target = scheduler.batch_rows(self._queued_rows)
         batch: list[_Pending] = []
         dropped: list[_Pending] = []

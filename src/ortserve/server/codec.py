@@ -175,7 +175,8 @@ def array_from_json(name: str, value: Any, tensor_type: TensorType) -> np.ndarra
 def exact_numbers(name: str, values: np.ndarray, tensor_type: TensorType) -> np.ndarray:
     """Numbers sent in a wider type (JSON's, or a protobuf field's) as the model's element type, refused where that
     would change them: strings or nulls for numbers, fractions for integers, integers past the type's range (which
-    a cast would wrap: 300 as UINT8 is 44), anything but true, false, 0 and 1 for BOOL."""
+    a cast would wrap: 300 as UINT8 is 44), finite numbers past a float type's range (70000 as FP16 would be
+    infinity), anything but true, false, 0 and 1 for BOOL."""
     target, kind = tensor_type.numpy, values.dtype.kind
     if kind not in "biuf":
         raise InvalidInput(f"input {name!r} cannot be read as {tensor_type.v2}: it holds "
@@ -201,6 +202,8 @@ def _finite_narrowed(name: str, values: np.ndarray, tensor_type: TensorType) -> 
     with np.errstate(over="ignore"):
         narrowed = values.astype(tensor_type.numpy)
     overflowed = np.isinf(narrowed)
+    if not overflowed.any():  # the usual case: one pass over the numbers
+        return narrowed
     if values.dtype.kind == "f":
         overflowed &= np.isfinite(values)  # an infinity sent as one stays one
     if overflowed.any():
