@@ -192,7 +192,7 @@ def open_loop(settings: Settings, server: RunningServer, model: str, rate: float
         "goodput_per_s": ok["count"] / wall, "ok_p50_ms": ok["p50_ms"], "ok_p99_ms": ok["p99_ms"],
         "past_deadline_share": count.get("DEADLINE_EXCEEDED", 0) / sent,
         "refused_p99_ms": max((entry["p99_ms"] for entry in refused.values()), default=None),
-        "rss_growth_mb": (memory.peak - memory.before) / 2**20,
+        "rss_growth_mb": (memory.peak - memory.before) / 2**20, "rss_before_mb": memory.before / 2**20,
         "generator_cpu_share": report["cpu_s"] / wall, "generator_late_ms": report["late_sends_ms"],
         "load_average": load_average(),
     }

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ortserve.errors import Cancelled, DeadlineExceeded, Overloaded
-from ortserve.runtime.admission import Admission, AdmissionPolicy
+from ortserve.runtime.admission import RECENT_ANSWERS, Admission, AdmissionPolicy
 from ortserve.runtime.batcher import Batcher
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
@@ -142,6 +142,18 @@ def test_the_correction_learns_how_late_answers_really_are() -> None:
     for _ in range(20):
         admission.answered(predicted_ns=1_000, actual_ns=1_000_000)  # too short to learn from
     assert admission.correction < 2.5
+
+
+def test_the_correction_covers_the_late_tail_not_the_mean_and_forgets_it() -> None:
+    """One admitted request in 20 taking 1.5x its prediction: admitting at the edge of a deadline by the mean
+    (1.025) would make each of those late; the correction is the tail's."""
+    admission = Admission(AdmissionPolicy())
+    for index in range(400):
+        admission.answered(predicted_ns=100 * MS, actual_ns=(150 if index % 20 == 0 else 100) * MS)
+    assert admission.correction == pytest.approx(1.5)
+    for _ in range(RECENT_ANSWERS):
+        admission.answered(predicted_ns=100 * MS, actual_ns=100 * MS)
+    assert admission.correction == pytest.approx(1.0)
 
 
 def test_a_request_already_past_its_deadline_is_reported_as_such_not_as_overload() -> None:

@@ -9,7 +9,12 @@ A request is refused (`Overloaded`: HTTP 503 with Retry-After, gRPC UNAVAILABLE)
 "Answered" is predicted from the work ahead of the request (what is left of the running batches, and the rows
 queued at the time per row the version measured while it had a backlog, or its batch cost line before that)
 plus its own batch, times a correction learnt from how long admitted requests really took against what was
-predicted for them.
+predicted for them: the TAIL_QUANTILE of that ratio over the last RECENT_ANSWERS, so that a request admitted at
+the edge of its deadline (under overload, most are: the queue fills to that edge) is late about 1 time in 100.
+A mean plus two mean deviations, used before, let 1.0-4.1 % of all requests sent to ResNet50 at 3x its capacity
+end past their 2 s deadlines on a busy 2-core machine in four runs (up to 8.5 % of those admitted), most of them
+answered late rather than dropped (the server dropped 0 of 64 and 20 of 90 in two runs): batches that ran slower
+than predicted carried the requests admitted closest to their deadlines past them.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ortserve.errors import Overloaded
 
 MIN_BOUND_BATCHES = 2
 _CALIBRATE_ABOVE_NS = 2_000_000  # shorter predictions are dominated by thread wake-ups, not by the queue
-_SMOOTHING = 0.05
-_SPREAD = 2.0  # deviations above the mean ratio the correction adds, so that few admitted requests run late
+TAIL_QUANTILE = 0.99
+RECENT_ANSWERS = 256  # admitted requests whose ratio of actual to predicted time the correction is taken from
+_RECOMPUTE_EVERY = 16  # answers between recomputations of the quantile
+_LEAST, _MOST = 0.5, 4.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +47,9 @@ class Admission:
 
     def __init__(self, policy: AdmissionPolicy) -> None:
         self.policy = policy
-        self._ratio = 1.0  # actual / predicted time to answer, running mean ...
-        self._deviation = 0.0  # ... and mean absolute deviation
-
-    @property
-    def correction(self) -> float:
-        return min(max(self._ratio + _SPREAD * self._deviation, 0.5), 4.0)
+        self._ratios = np.zeros(RECENT_ANSWERS)  # actual / predicted time to answer, a ring of the latest
+        self._seen = 0
+        self.correction = 1.0
 
     def queue_bound(self, row_ns: float, batch_rows: int) -> int | None:
         """Most rows the queue may hold, given the time the version takes per queued row; None: unbounded
@@ -83,6 +89,8 @@ class Admission:
         """Learn from an admitted request: how long it took against its prediction (as `admit` returned it)."""
         if predicted_ns < _CALIBRATE_ABOVE_NS:
             return
-        ratio = actual_ns / predicted_ns
-        self._deviation += _SMOOTHING * (abs(ratio - self._ratio) - self._deviation)
-        self._ratio += _SMOOTHING * (ratio - self._ratio)
+        self._ratios[self._seen % RECENT_ANSWERS] = actual_ns / predicted_ns
+        self._seen += 1
+        if self._seen % _RECOMPUTE_EVERY == 0 or self._seen < _RECOMPUTE_EVERY:
+            recent = self._ratios[:min(self._seen, RECENT_ANSWERS)]
+            self.correction = min(max(float(np.quantile(recent, TAIL_QUANTILE)), _LEAST), _MOST)
