@@ -12,17 +12,21 @@ The open-loop generator is benchmarks/openloop/openloop.cc (C++, grpc++), built 
 own CPU time and how far it fell behind its schedule. Run with `bash benchmarks/run.sh load.py` (it installs
 perf_analyzer, wrk and the compiler), or directly:
     python benchmarks/load.py --perf-analyzer PATH --cuda-lib DIR [--only floors overload sweep instances] [--quick]
+        [--pin]  (overload: the server on one core, the generators on the others)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +65,7 @@ class Settings:
     seconds: int  # per closed-loop point
     overload_s: int
     sweep_s: int
+    pin: bool = False  # overload: the server on the first core, the load generators on the others
 
 
 # -- models and repositories --
@@ -251,13 +256,27 @@ def floors(settings: Settings, files: dict[str, Path]) -> dict:
     return results
 
 
+@contextlib.contextmanager
+def _on_cpus(cpus: list[int]) -> Iterator[None]:
+    """This process (and what it starts meanwhile, which inherits the affinity) runs on `cpus`."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def overload(settings: Settings, files: dict[str, Path]) -> dict:
     print(f"overload: open loop at 3x closed-loop capacity, {DEADLINE_S:.0f} s deadlines", flush=True)
     repo = repository("overload", {"resnet50": (files["resnet50"], None),
                                    "resnet50_slo": (files["resnet50"], {"latency_slo_ms": 500}),
                                    "mlp": (files["mlp"], None)})
-    results: dict = {}
-    with start_server(repo, WORK / "overload.log") as server:
+    results: dict = {"pinned": settings.pin}
+    cores = sorted(os.sched_getaffinity(0))
+    with _on_cpus(cores[:1] if settings.pin else cores):
+        server_context = start_server(repo, WORK / "overload.log")
+    with server_context as server, _on_cpus(cores[1:] if settings.pin else cores):
         capacities: dict[str, LoadResult] = {}
         for model in ("resnet50", "resnet50_slo", "mlp"):
             # closed-loop callers would be refused over the objective: the same model's capacity stands for it
@@ -356,10 +375,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short points, for a smoke run")
     parser.add_argument("--only", nargs="+", choices=["floors", "overload", "sweep", "instances"],
                         default=["floors", "overload", "sweep", "instances"])
+    parser.add_argument("--pin", action="store_true",
+                        help="overload: the server on the first core, the load generators on the others (so that a "
+                             "fast model's 3x can be generated without taking the server's cores)")
     parser.add_argument("--out", type=Path, default=RESULTS / f"{time.strftime('%Y-%m-%d')}-load.json")
     args = parser.parse_args()
     settings = Settings(args.perf_analyzer, args.cuda_lib, build_openloop(), 2 if args.quick else 5,
-                        4 if args.quick else 20, 3 if args.quick else 10)
+                        4 if args.quick else 20, 3 if args.quick else 10, args.pin)
     files = model_files()
     results: dict = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "load_average": load_average()}

@@ -19,8 +19,17 @@ from ortserve.runtime.stats import VersionStats
 
 def test_instances_divide_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(instances, "usable_cores", lambda: 8)
+    monkeypatch.setattr(instances, "whole_machine", lambda: True)
     assert [threads_per_instance(0, count) for count in (1, 2, 3, 8, 16)] == [0, 4, 2, 1, 1]
     assert threads_per_instance(3, 2) == 3  # a configured count is kept
+
+
+def test_a_process_given_part_of_the_machine_sets_its_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime's default pool would take a thread per core of the machine, pinned to each."""
+    monkeypatch.setattr(instances, "usable_cores", lambda: 3)
+    monkeypatch.setattr(instances, "whole_machine", lambda: False)
+    assert [threads_per_instance(0, count) for count in (1, 2, 4)] == [3, 1, 1]
+    assert threads_per_instance(2, 1) == 2
 
 
 def _scaler(low: int = 1, high: int = 3) -> InstanceScaler:

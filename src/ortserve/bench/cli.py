@@ -171,7 +171,7 @@ def _measure(args: argparse.Namespace, console: Console) -> int:
     from ortserve.bench.drive import Load, closed_loop, open_loop
     from ortserve.bench.machine import machine
     from ortserve.bench.targets import build, metadata, sample_inputs
-    from ortserve.runtime.instances import usable_cores
+    from ortserve.runtime.cores import usable_cores
 
     if args.model is None:
         print("ortserve bench: give --model", file=sys.stderr)

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 
 from ortserve.optimize.machine import cpu_name
-from ortserve.runtime.instances import usable_cores
+from ortserve.runtime.cores import usable_cores
 
 
 def machine() -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from ortserve.runtime.cores import usable_cores
 from ortserve.runtime.cpu import cpu_flags, has_vnni
-from ortserve.runtime.instances import usable_cores
 
 
 def cpu_name() -> str:

@@ -21,7 +21,7 @@ from ortserve.optimize.evaluate import Comparison
 from ortserve.optimize.measure import batch_of, open_session, session_config, time_instances
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.repository.config import load_config, update_config
-from ortserve.runtime.instances import usable_cores
+from ortserve.runtime.cores import usable_cores
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

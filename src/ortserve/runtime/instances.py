@@ -21,7 +21,6 @@ moving back to a size used before builds nothing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ import onnxruntime as ort
 
 from ortserve.errors import OrtServeError
 from ortserve.runtime.batcher import Batcher, Execute
+from ortserve.runtime.cores import usable_cores, whole_machine
 from ortserve.runtime.stats import ScalingEvent, VersionStats
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,13 @@ FIRST_HOLD_OFF_S = 30.0
 LONGEST_HOLD_OFF_S = 600.0
 
 
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def threads_per_instance(configured: int, count: int) -> int:
-    """Intra-op threads for each of `count` instances; 0 leaves ONNX Runtime's default."""
-    if configured or count == 1:
+    """Intra-op threads for each of `count` instances; 0 leaves ONNX Runtime's default, which only one instance
+    on the whole machine gets (runtime.cores: that default ignores the cores the process was given)."""
+    if configured:
         return configured
+    if count == 1 and whole_machine():
+        return 0
     return max(1, usable_cores() // count)
 
 

@@ -10,9 +10,10 @@ import onnxruntime as ort
 from ortserve.errors import ConfigError
 from ortserve.repository.config import DEFAULT_MAX_BATCH_SIZE
 from ortserve.runtime.contract import check_contract
+from ortserve.runtime.cores import usable_cores
 from ortserve.runtime.gpu import device_of
 from ortserve.runtime.image import bind_image_classifier
-from ortserve.runtime.instances import SessionPool, threads_per_instance, usable_cores
+from ortserve.runtime.instances import SessionPool, threads_per_instance
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.rows import batching_problem
 from ortserve.runtime.session import create_session
