@@ -74,3 +74,21 @@ def test_configured_shapes_follow_a_model_found_not_to_batch(tmp_path: Path) -> 
         assert served.warmup.shapes == {"x": [1, 5]}
         x = np.arange(6, dtype=np.float32).reshape(2, 3)
         np.testing.assert_array_equal(engine.predict("flat", x)["y"], x.reshape(-1))
+
+
+def test_a_model_refusing_zero_values_is_served_without_warmup(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Expand's second input is a shape: zeros are not one, whatever its size (ONNX's test_expand_shape_model1)."""
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["y"])], "expand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    path = save(_model(graph), tmp_path, "expand")
+    with caplog.at_level(logging.INFO), ortserve.Engine.from_file(path, name="expand") as engine:
+        x = np.arange(3, dtype=np.float32).reshape(3, 1)
+        y = engine.predict("expand", {"x": x, "shape": np.array([3, 4], np.int64)})["y"]
+        np.testing.assert_array_equal(y, np.broadcast_to(x, (3, 4)))
+        with pytest.raises(ortserve.InvalidInput, match="invalid expand shape"):
+            engine.predict("expand", {"x": x, "shape": np.array([0, 0], np.int64)})
+    assert "served without warmup: it refused zero-filled inputs" in caplog.text

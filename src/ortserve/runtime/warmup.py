@@ -80,7 +80,8 @@ def settle_warmup(model: str, session: ort.InferenceSession, signature: Signatur
     """The warmup to run: config.yaml's when its inputs run. A dynamic dimension config.yaml leaves unsized is
     guessed (1, an image's side): a model that refuses that (a convolution over a time axis needs several
     samples) is tried with each of GUESSED_SIZES in turn, and when none runs it is served without warmup (its
-    batch costs then learned from its first requests) rather than not at all. Shapes config.yaml gives must run."""
+    batch costs then learned from its first requests) rather than not at all, as is a model that refuses zeros
+    whatever their shape (an input that is itself a shape, such as Expand's). Shapes config.yaml gives must run."""
     if not warmup.runs:
         return warmup
     failure = _refusal(session, zero_inputs(signature, 1, warmup.shapes, batched))
@@ -89,7 +90,12 @@ def settle_warmup(model: str, session: ort.InferenceSession, signature: Signatur
     unsized = [spec.name for spec in signature.inputs if spec.name not in warmup.shapes
                and any(dim == DYNAMIC for dim in spec.shape[1 if batched else 0:])]
     if not unsized:
-        raise ConfigError(f"model {model!r}: warmup failed (set warmup.shapes?): {failure}")
+        if warmup.shapes:
+            raise ConfigError(f"model {model!r}: warmup failed (set warmup.shapes?): {failure}")
+        # sizes are not the cause: values are (zeros as a shape for Expand or Reshape, as a divisor, ...)
+        log.warning("model %r: served without warmup: it refused zero-filled inputs (%s); its batch costs are "
+                    "learned from its first requests", model, failure)
+        return warmup.model_copy(update={"runs": 0})
     for size in GUESSED_SIZES:
         shapes = {**warmup.shapes, **{name: _sized(signature, name, size, batched) for name in unsized}}
         if _refusal(session, zero_inputs(signature, 1, shapes, batched)) is None:
