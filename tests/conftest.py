@@ -10,7 +10,7 @@ import yaml
 
 from ortserve.bench.server import RunningServer, start_server
 from ortserve.examples import demo
-from ortserve.examples.models import fixed_shape, flattened, mlp, multi_io, save
+from ortserve.examples.models import fixed_shape, flattened, mlp, multi_io, save, total
 
 # Models come from installed packages only: make any attempt to reach a model hub fail at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,6 +45,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Shapes that allow batching, an output that has no row per input row: served unbatched unless configured
     save(flattened(), repo, "flattened")
     save(flattened(), repo, "flattened_batched")
+    save(total(), repo, "total")  # a scalar output
     write_config(repo, "flattened_batched", {"max_batch_size": 8, "max_queue_delay_us": 200_000})
     # Asks for GPUs first: must fall back to the CPU and say so.
     save(mlp(), repo, "gpu_first")

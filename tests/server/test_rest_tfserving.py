@@ -127,3 +127,13 @@ def test_classify_and_regress_explain_they_need_examples(http: httpx.Client, met
     response = http.post(f"/v1/models/mlp:{method}", json={"examples": [{"x": 1}]})
     assert response.status_code == 400
     assert method in response.json()["error"]
+
+
+def test_a_scalar_output_is_written_as_a_scalar_in_columns_and_as_one_prediction_in_rows(http: httpx.Client) -> None:
+    x = [[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]]
+    columns = http.post("/v1/models/total:predict", json={"inputs": x})
+    assert columns.status_code == 200 and columns.json() == {"outputs": 12.0}
+    columns = http.post("/v1/models/total:predict", json={"inputs": {"x": x}})
+    assert columns.json() == {"outputs": 12.0}
+    rows = http.post("/v1/models/total:predict", json={"instances": x})
+    assert rows.status_code == 200 and rows.json() == {"predictions": [12.0]}

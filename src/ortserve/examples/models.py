@@ -98,6 +98,17 @@ def flattened(features: int = 4) -> onnx.ModelProto:
     return _model(graph)
 
 
+def total(features: int = 4) -> onnx.ModelProto:
+    """A scalar output: the sum of every element of x, of [batch, features] (served unbatched: the output has no
+    batch dimension)."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["sum"], keepdims=0)], "total",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [])],
+    )
+    return _model(graph)
+
+
 def dense_stack(layers: int = 16, width: int = 1024, seed: int = 0, *, distinct_weights: bool = False
                 ) -> onnx.ModelProto:
     """`layers` MatMul + Tanh layers on `width` features, sharing one weight matrix, with a dynamic batch

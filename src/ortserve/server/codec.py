@@ -265,8 +265,9 @@ _LONG_LONGS = {np.dtype(np.longlong).char: np.dtype(np.int64), np.dtype(np.ulong
 def json_tensor(array: np.ndarray) -> Any:
     """What orjson can write for a tensor: the array itself when numeric, nested lists for strings. ONNX Runtime's
     64-bit integers are C long longs ('q', 'Q'), whose numpy scalars orjson does not know (the rows of a rank-1
-    output are scalars): they are viewed as numpy's int64 and uint64, the same bits."""
-    if array.dtype == object:
+    output are scalars): they are viewed as numpy's int64 and uint64, the same bits. A scalar (rank 0) is written
+    as one (TF Serving's columnar `outputs`), not as a list of one."""
+    if array.dtype == object or array.ndim == 0:
         return array.tolist()
     if array.dtype.char in _LONG_LONGS:
         array = array.view(_LONG_LONGS[array.dtype.char])

@@ -81,9 +81,9 @@ def _columnar_inputs(signature: Signature, value: Any) -> dict[str, np.ndarray]:
 
 
 def _row_predictions(results: dict[str, np.ndarray]) -> Any:
-    if len(results) == 1:
+    if len(results) == 1:  # predictions are a list, even of a scalar output's one value
         ((name, array),) = results.items()
-        return _output_value(name, array)
+        return _output_value(name, array.reshape(1) if array.ndim == 0 else array)
     rows = {array.shape[0] if array.ndim else 0 for array in results.values()}
     require(len(rows) == 1 and 0 not in rows,
              "the outputs do not share a batch dimension; ask for the columnar format ('inputs')")
