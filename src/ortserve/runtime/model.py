@@ -125,7 +125,10 @@ class ServedVersion:
                     rows = next(iter(inputs.values())).shape[0]
                     results = choice.run(rows, lambda chosen: chosen.run(None, inputs), time.perf_counter_ns)
             except Exception as exc:
-                raise InvalidInput(f"model {self.model!r} version {self.version} failed to run: {exc}") from None
+                assert self.signature is not None
+                cause = self.signature.dimension_disagreement(inputs)
+                raise InvalidInput(f"model {self.model!r} version {self.version} failed to run"
+                                   + (f" ({cause})" if cause else "") + f": {exc}") from None
             return dict(zip(names, results, strict=True))
 
         return execute

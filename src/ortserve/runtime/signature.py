@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import onnxruntime as ort
 
 from ortserve.dtypes import BY_ONNX, TensorType, from_onnx
@@ -18,6 +19,7 @@ class TensorSpec:
     name: str
     type: TensorType
     shape: tuple[int, ...]  # DYNAMIC (-1) where the dimension is symbolic or unknown
+    dimension_names: tuple[str, ...] = ()  # the model's name of each symbolic dimension ("" for the others)
 
     @property
     def rank(self) -> int:
@@ -40,6 +42,28 @@ class Signature:
     def output(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.outputs if spec.name == name), None)
 
+    @functools.cached_property
+    def named_dimensions(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Each dimension name the model gives on more than one input, with the (input, axis) that carry it."""
+        places: dict[str, list[tuple[str, int]]] = {}
+        for spec in self.inputs:
+            for axis, name in enumerate(spec.dimension_names):
+                if name:
+                    places.setdefault(name, []).append((spec.name, axis))
+        return {name: tuple(where) for name, where in places.items() if len(where) > 1}
+
+    def dimension_disagreement(self, inputs: dict[str, np.ndarray]) -> str | None:
+        """Where inputs differ in a dimension the model names alike (input_ids and attention_mask of different
+        lengths): said after a failed run, as the likely cause. Not checked before a run: ONNX Runtime does not
+        enforce the names, and an exporter may give two independent dimensions one name."""
+        for name, where in self.named_dimensions.items():
+            sizes = {(tensor, axis): inputs[tensor].shape[axis] for tensor, axis in where
+                     if tensor in inputs and inputs[tensor].ndim > axis}
+            if len(set(sizes.values())) > 1:
+                listed = ", ".join(f"{tensor!r} {size}" for (tensor, _), size in sizes.items())
+                return f"the model names dimension {name!r} alike on several inputs, and they differ here ({listed})"
+        return None
+
     @property
     def fixed_batch_size(self) -> int | None:
         """The first input's leading dimension when the model fixes it; None when it is dynamic."""
@@ -55,13 +79,14 @@ class Signature:
 
 def _spec(node: ort.NodeArg, kind: str) -> TensorSpec:
     shape = tuple(dim if isinstance(dim, int) and dim >= 0 else DYNAMIC for dim in (node.shape or ()))
+    names = tuple(dim if isinstance(dim, str) else "" for dim in (node.shape or ()))
     try:
         tensor_type = from_onnx(node.type)
     except InvalidInput:
         served = ", ".join(name.removeprefix("tensor(").removesuffix(")") for name in BY_ONNX)
         raise InvalidInput(f"{kind} {node.name!r} is a {node.type}, which ortserve does not serve (tensors of "
                            f"{served})") from None
-    return TensorSpec(name=node.name, type=tensor_type, shape=shape)
+    return TensorSpec(name=node.name, type=tensor_type, shape=shape, dimension_names=names)
 
 
 def read_signature(session: ort.InferenceSession) -> Signature:
