@@ -380,6 +380,8 @@ def main() -> None:
                              "fast model's 3x can be generated without taking the server's cores)")
     parser.add_argument("--out", type=Path, default=RESULTS / f"{time.strftime('%Y-%m-%d')}-load.json")
     args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs two cores: one for the server, one for the load generators")
     settings = Settings(args.perf_analyzer, args.cuda_lib, build_openloop(), 2 if args.quick else 5,
                         4 if args.quick else 20, 3 if args.quick else 10, args.pin)
     files = model_files()

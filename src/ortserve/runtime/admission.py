@@ -11,7 +11,7 @@ queued at the time per row the version measured while it had a backlog, or its b
 plus its own batch, times a correction learnt from how long admitted requests really took against what was
 predicted for them: the TAIL_QUANTILE of that ratio over the last RECENT_ANSWERS, so that a request admitted at
 the edge of its deadline (under overload, most are: the queue fills to that edge) is late about 1 time in 100.
-A mean plus two mean deviations, used before, let 1.0-4.1 % of all requests sent to ResNet50 at 3x its capacity
+A mean plus two mean deviations, used before, let 0.95-4.1 % of all requests sent to ResNet50 at 3x its capacity
 end past their 2 s deadlines on a busy 2-core machine in four runs (up to 8.5 % of those admitted), most of them
 answered late rather than dropped (the server dropped 0 of 64 and 20 of 90 in two runs): batches that ran slower
 than predicted carried the requests admitted closest to their deadlines past them.
