@@ -274,9 +274,10 @@ def overload(settings: Settings, files: dict[str, Path]) -> dict:
                                    "mlp": (files["mlp"], None)})
     results: dict = {"pinned": settings.pin}
     cores = sorted(os.sched_getaffinity(0))
-    with _on_cpus(cores[:1] if settings.pin else cores):
+    server_cores, generator_cores = (cores[:1], cores[1:]) if settings.pin else (cores, cores)
+    with _on_cpus(server_cores):
         server_context = start_server(repo, WORK / "overload.log")
-    with server_context as server, _on_cpus(cores[1:] if settings.pin else cores):
+    with server_context as server, _on_cpus(generator_cores):
         capacities: dict[str, LoadResult] = {}
         for model in ("resnet50", "resnet50_slo", "mlp"):
             # closed-loop callers would be refused over the objective: the same model's capacity stands for it
