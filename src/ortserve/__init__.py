@@ -12,6 +12,8 @@ from ortserve.errors import (
     NotFound,
     OrtServeError,
     Overloaded,
+    ResourceExhausted,
+    RunFailed,
     ShuttingDown,
     Unavailable,
 )
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = ["Cancelled", "ConfigError", "DeadlineExceeded", "Engine", "InvalidInput", "NotFound", "OrtServeError",
-           "Overloaded", "ShuttingDown", "Unavailable", "__version__"]
+           "Overloaded", "ResourceExhausted", "RunFailed", "ShuttingDown", "Unavailable", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -40,6 +40,16 @@ class Cancelled(OrtServeError):
     """The caller went away (cancelled, disconnected) while its request was queued: it was dropped, never run."""
 
 
+class ResourceExhausted(OrtServeError):
+    """The run could not get the memory it needed (HTTP 507, RESOURCE_EXHAUSTED), as a request whose shape
+    input asks for terabytes."""
+
+
+class RunFailed(OrtServeError):
+    """The model's execution provider failed while running the request: the server's fault, not the request's
+    (HTTP 500, INTERNAL), with the provider's message."""
+
+
 class Unauthenticated(OrtServeError):
     """The call needs the admin token and did not carry the right one (HTTP 401, UNAUTHENTICATED)."""
 

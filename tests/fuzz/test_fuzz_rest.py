@@ -40,14 +40,16 @@ def client(fuzzed: RunningServer) -> Iterator[httpx.Client]:
 
 
 def _answered_well(response: httpx.Response) -> None:
-    """A 2xx, a 4xx, the 503 of a model that cannot serve (one that failed to load, or overloaded), or the 504 of
-    a request whose own `timeout` parameter (microseconds) passed before it could run."""
+    """A 2xx, a 4xx, the 503 of a model that cannot serve (one that failed to load, or overloaded), the 504 of
+    a request whose own `timeout` parameter (microseconds) passed before it could run, or the 507 of a run that
+    could not get the memory the request asked for."""
     try:
         timed = b'"timeout"' in response.request.content
     except httpx.RequestNotRead:  # a streamed (multipart) upload: no V2 parameters
         timed = False
-    assert response.status_code < 500 or response.status_code == 503 or (response.status_code == 504 and timed), (
-        response.request.url, response.status_code, response.text[:500])
+    out_of_memory = response.status_code == 507 and b"ran out of memory" in response.content
+    assert (response.status_code < 500 or response.status_code == 503 or (response.status_code == 504 and timed)
+            or out_of_memory), (response.request.url, response.status_code, response.text[:500])
     if response.status_code >= 400:
         assert response.headers.get("content-type", "").startswith("application/json"), (
             response.request.url, response.status_code, response.text[:500])

@@ -23,8 +23,8 @@ from ortserve.optimize.measure import open_session
 from ortserve.repository.config import ModelConfig, load_config
 from ortserve.repository.layout import version_paths
 from ortserve.runtime.onnx_versions import runnable_file
+from ortserve.runtime.run_errors import RUN_ERRORS
 from ortserve.runtime.signature import Signature, read_signature
-from ortserve.runtime.warmup import RUN_ERRORS
 
 _ORT = ort.capi.onnxruntime_pybind11_state
 # what creating a session raises for a file onnxruntime cannot load

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import onnxruntime as ort
 
-from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
+from ortserve.errors import NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig, Warmup
 from ortserve.repository.layout import Fingerprint
 from ortserve.routing.cache import ResponseCache, request_key
@@ -26,6 +26,7 @@ from ortserve.runtime.batcher import Assembly, Batcher, Cancel, Done, Execute, R
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.instances import InstanceScaler, SessionPool
+from ortserve.runtime.run_errors import RUN_ERRORS, run_error
 from ortserve.runtime.scheduler import BatchingPolicy, Scheduler
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.runtime.slices import JoinedAnswer, row_slices
@@ -124,11 +125,9 @@ class ServedVersion:
                 else:
                     rows = next(iter(inputs.values())).shape[0]
                     results = choice.run(rows, lambda chosen: chosen.run(None, inputs), time.perf_counter_ns)
-            except Exception as exc:
+            except RUN_ERRORS as exc:
                 assert self.signature is not None
-                cause = self.signature.dimension_disagreement(inputs)
-                raise InvalidInput(f"model {self.model!r} version {self.version} failed to run"
-                                   + (f" ({cause})" if cause else "") + f": {exc}") from None
+                raise run_error(self.model, self.version, exc, self.signature.dimension_disagreement(inputs)) from None
             return dict(zip(names, results, strict=True))
 
         return execute

@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from ortserve.runtime.run_errors import RUN_ERRORS
 from ortserve.runtime.signature import Signature
-from ortserve.runtime.warmup import RUN_ERRORS, zero_inputs
+from ortserve.runtime.warmup import zero_inputs
 
 Tensors = dict[str, np.ndarray]
 PROBE_ROWS = 3  # not 2 or 4, which fixed sizes of other dimensions often are

@@ -24,16 +24,13 @@ import onnxruntime as ort
 from ortserve.errors import ConfigError
 from ortserve.repository.config import Warmup
 from ortserve.runtime.costs import BatchCosts
+from ortserve.runtime.run_errors import RUN_ERRORS
 from ortserve.runtime.signature import DYNAMIC, Signature
 from ortserve.shapes import IMAGE_SIDE, image_axes
 
 log = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
-_ORT = ort.capi.onnxruntime_pybind11_state
-# what session.run raises for inputs a model refuses (their types share no base but Exception)
-RUN_ERRORS: tuple[type[Exception], ...] = (_ORT.InvalidArgument, _ORT.Fail, _ORT.RuntimeException,
-                                            _ORT.NotImplemented, _ORT.EPFail)
 PROBE_ROWS = 8
 PROBE_BUDGET_NS = 1_000_000_000  # skip the larger batch when it would take longer than this
 TIMED_RUNS_BELOW_NS = 20_000_000  # runs faster than this are timed TURNS * TURN_RUNS times (median), slower ones once
@@ -70,7 +67,7 @@ def _run(model: str, session: ort.InferenceSession, feeds: Tensors) -> int:
     started = time.perf_counter_ns()
     try:
         session.run(None, feeds)
-    except Exception as exc:
+    except RUN_ERRORS as exc:
         raise ConfigError(f"model {model!r}: warmup failed (set warmup.shapes?): {exc}") from None
     return time.perf_counter_ns() - started
 

@@ -13,6 +13,8 @@ from ortserve.errors import (
     NotFound,
     OrtServeError,
     PermissionDenied,
+    ResourceExhausted,
+    RunFailed,
     Unauthenticated,
     Unavailable,
 )
@@ -28,6 +30,8 @@ _CODES = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Cancelled: grpc.StatusCode.CANCELLED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RunFailed: grpc.StatusCode.INTERNAL,
 }
 
 

@@ -26,6 +26,8 @@ from ortserve.errors import (
     OrtServeError,
     Overloaded,
     PermissionDenied,
+    ResourceExhausted,
+    RunFailed,
     Unauthenticated,
     Unavailable,
 )
@@ -74,7 +76,7 @@ Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 # 499: the client closed the connection (nginx's code); nobody reads the answer
 _STATUS = {ImageTooLarge: 413, InvalidInput: 400, ConfigError: 400, ControlDisabled: 400,
            Unauthenticated: 401, PermissionDenied: 403, NotFound: 404, Unavailable: 503,
-           DeadlineExceeded: 504, Cancelled: 499}
+           DeadlineExceeded: 504, Cancelled: 499, ResourceExhausted: 507, RunFailed: 500}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
