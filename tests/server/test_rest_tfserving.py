@@ -123,10 +123,10 @@ def test_non_finite_values_are_accepted_and_returned(http: httpx.Client) -> None
 
 
 @pytest.mark.parametrize("method", ["classify", "regress"])
-def test_classify_and_regress_explain_they_need_examples(http: httpx.Client, method: str) -> None:
+def test_classify_and_regress_name_the_input_no_feature_gives(http: httpx.Client, method: str) -> None:
     response = http.post(f"/v1/models/mlp:{method}", json={"examples": [{"x": 1}]})
     assert response.status_code == 400
-    assert method in response.json()["error"]
+    assert response.json()["error"] == "example 0 has no feature 'input' (an input of the model)"
 
 
 def test_a_scalar_output_is_written_as_a_scalar_in_columns_and_as_one_prediction_in_rows(http: httpx.Client) -> None:

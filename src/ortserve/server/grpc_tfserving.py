@@ -6,13 +6,18 @@ import grpc
 import numpy as np
 
 from ortserve.errors import InvalidInput
+from ortserve.protos.tensorflow.core.example.example_pb2 import Example
+from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from ortserve.protos.tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef, TensorInfo
 from ortserve.protos.tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    input_pb2,
     model_pb2,
     predict_pb2,
+    regression_pb2,
     unsupported_pb2,
 )
 from ortserve.runtime.model import ServedVersion, State
@@ -20,10 +25,19 @@ from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.tensor_proto import from_numpy_array, to_numpy
+from ortserve.server.tf_examples import (
+    Features,
+    check_signature,
+    classes_of,
+    classifications,
+    example_inputs,
+    regressions,
+    values_output,
+)
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, PREDICT_METHOD
 
 _STATE = {state: getattr(get_model_status_pb2.ModelVersionStatus, state.value) for state in State}
-_UNSUPPORTED = "{} needs a tensorflow.Example signature, which ONNX models do not have; use Predict"
+_UNSUPPORTED = "{} runs several signatures of one TensorFlow model at once, which ONNX models do not have; use Predict"
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -59,6 +73,34 @@ def _signature_def(signature: Signature) -> SignatureDef:
         outputs={spec.name: _tensor_info(spec) for spec in signature.outputs},
         method_name=PREDICT_METHOD,
     )
+
+
+def _examples(given: input_pb2.Input) -> tuple[list[Features], Features]:
+    """The request's examples and context, each feature's values as an array."""
+    kind = given.WhichOneof("kind")
+    if kind == "example_list":
+        return [_features(example) for example in given.example_list.examples], {}
+    if kind == "example_list_with_context":
+        listed = given.example_list_with_context
+        return [_features(example) for example in listed.examples], _features(listed.context)
+    raise InvalidInput("the request's input has no examples (example_list or example_list_with_context)")
+
+
+def _features(example: Example) -> Features:
+    return {name: _values(feature) for name, feature in example.features.feature.items()}
+
+
+def _values(feature: Feature) -> np.ndarray:
+    kind = feature.WhichOneof("kind")
+    if kind == "bytes_list":
+        values = np.empty(len(feature.bytes_list.value), dtype=object)
+        values[:] = list(feature.bytes_list.value)
+        return values
+    if kind == "int64_list":
+        return np.array(feature.int64_list.value, dtype=np.int64)
+    if kind == "float_list":
+        return np.array(feature.float_list.value, dtype=np.float32)
+    return np.empty(0, dtype=np.float32)  # a feature with no list: no values
 
 
 class PredictionService:
@@ -103,11 +145,46 @@ class PredictionService:
         response.metadata["signature_def"].Pack(signatures)
         return response
 
-    def Classify(self, request: unsupported_pb2.ClassificationRequest, call: Call) -> None:
-        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Classify"))
+    def Classify(self, request: classification_pb2.ClassificationRequest, call: Call) -> None:
+        """Each example's features as the model's inputs (server.tf_examples); its scores as classes."""
+        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
+        check_signature("classify", request.model_spec.signature_name)
+        assert served.interface is not None
+        examples, context = _examples(request.input)
+        inputs = example_inputs(served.interface, examples, context)
+        chosen = classes_of(served)
 
-    def Regress(self, request: unsupported_pb2.RegressionRequest, call: Call) -> None:
-        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("Regress"))
+        def answer(outputs: dict[str, np.ndarray]) -> classification_pb2.ClassificationResponse:
+            result = classification_pb2.ClassificationResult(classifications=[
+                classification_pb2.Classifications(classes=[classification_pb2.Class(label=label, score=score)
+                                                            for label, score in row])
+                for row in classifications(served, chosen, outputs, len(examples))])
+            return classification_pb2.ClassificationResponse(model_spec=_answering_spec(served), result=result)
+
+        cancel = served.submit(inputs, chosen.outputs, call.answer_with(answer), deadline_ns=call.deadline_ns,
+                               run_later=call.run_later)
+        if cancel is not None:
+            call.on_cancel(cancel)
+
+    def Regress(self, request: regression_pb2.RegressionRequest, call: Call) -> None:
+        """Each example's features as the model's inputs (server.tf_examples); one value per example."""
+        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
+        check_signature("regress", request.model_spec.signature_name)
+        assert served.interface is not None
+        examples, context = _examples(request.input)
+        inputs = example_inputs(served.interface, examples, context)
+        output = values_output(served)
+
+        def answer(outputs: dict[str, np.ndarray]) -> regression_pb2.RegressionResponse:
+            values = regressions(output, outputs, len(examples))
+            result = regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=value)
+                                                                  for value in values])
+            return regression_pb2.RegressionResponse(model_spec=_answering_spec(served), result=result)
+
+        cancel = served.submit(inputs, [output], call.answer_with(answer), deadline_ns=call.deadline_ns,
+                               run_later=call.run_later)
+        if cancel is not None:
+            call.on_cancel(cancel)
 
     def MultiInference(self, request: unsupported_pb2.MultiInferenceRequest, call: Call) -> None:
         call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("MultiInference"))

@@ -1,4 +1,4 @@
-"""TF Serving REST front end: model status, metadata and predict in row and columnar form."""
+"""TF Serving REST front end: model status, metadata, predict in row and columnar form, classify and regress."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from ortserve.runtime.validate import input_spec
 from ortserve.server.codec import array_from_json, dumps, is_array, is_lazy_array, json_tensor, loads, text_elements
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router, json_response
+from ortserve.server.tf_examples import (
+    Features,
+    check_signature,
+    classes_of,
+    classifications,
+    example_inputs,
+    regressions,
+    values_output,
+)
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, signature_def, version_status
 
 MODEL_PATH = r"/v1/models/(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -91,6 +100,30 @@ def _row_predictions(results: dict[str, np.ndarray]) -> Any:
     return [{name: values[row] for name, values in encoded.items()} for row in range(rows.pop())]
 
 
+def _features(where: str, value: Any) -> Features:
+    """An example (or the context) in TF Serving's JSON: each feature a value or a flat list of them, numbers
+    (whole ones an int64_list, any fraction a float_list) or strings and {"b64": ...} (a bytes_list)."""
+    require(isinstance(value, dict), f"{where} must be an object of features, got {type(value).__name__}")
+    return {name: _feature(where, name, values) for name, values in value.items()}
+
+
+def _feature(where: str, name: str, value: Any) -> np.ndarray:
+    values = value if isinstance(value, list) else [value]
+    if values and all(isinstance(item, str | dict) for item in values):
+        decoded = [item.encode() if isinstance(item, str) else _unwrap_b64(item) for item in values]
+        array = np.empty(len(decoded), dtype=object)
+        array[:] = decoded
+        return array
+    require(all(isinstance(item, int | float) for item in values),
+            f"{where}: feature {name!r} must be a number, a string or a flat list of one kind of them")
+    if all(isinstance(item, int) for item in values):
+        try:
+            return np.array(values, dtype=np.int64)
+        except OverflowError:
+            raise InvalidInput(f"{where}: feature {name!r} has a whole number past 64 bits") from None
+    return np.array(values, dtype=np.float32)
+
+
 class TfServingRest:
     def __init__(self, plane: DataPlane) -> None:
         self._plane = plane
@@ -99,7 +132,7 @@ class TfServingRest:
         router.add("POST", MODEL_PATH + ":predict", self.predict)
         router.add("GET", MODEL_PATH, self.status)
         router.add("GET", MODEL_PATH + "/metadata", self.metadata)
-        router.add("POST", MODEL_PATH + r":(?P<method>classify|regress)", self.unsupported)
+        router.add("POST", MODEL_PATH + r":(?P<method>classify|regress)", self.classify_or_regress)
 
     def _served(self, params: dict[str, str], routing_key: str | None = None) -> ServedVersion:
         return self._plane.version(params["model"], parse_version(params.get("version")), params.get("label"),
@@ -123,9 +156,30 @@ class TfServingRest:
             },
         })
 
-    async def unsupported(self, request: Request, params: dict[str, str]) -> Response:
-        raise InvalidInput(f"{params['method']} needs a tensorflow.Example signature, which ONNX models do not have; "
-                           "use :predict")
+    async def classify_or_regress(self, request: Request, params: dict[str, str]) -> Response:
+        method = params["method"]
+        served = self._served(params, request.routing_key)
+        signature = served.interface
+        assert signature is not None
+        document = loads(request.body)
+        require(isinstance(document, dict), "the request body must be a JSON object")
+        name = document.get("signature_name", "")
+        require(isinstance(name, str), "'signature_name' must be a string")
+        check_signature(method, name)
+        examples = document.get("examples")
+        require(isinstance(examples, list), "'examples' must be a list of objects, one per example")
+        inputs = example_inputs(signature, [_features(f"example {index}", example)
+                                            for index, example in enumerate(examples)],
+                                _features("'context'", document.get("context", {})))
+        served.precheck()
+        if method == "classify":
+            chosen = classes_of(served)
+            results = await served.infer(inputs, chosen.outputs, gone=request.disconnected)
+            pairs = classifications(served, chosen, results, len(examples))
+            return json_response({"result": [[[label, score] for label, score in row] for row in pairs]})
+        output = values_output(served)
+        results = await served.infer(inputs, [output], gone=request.disconnected)
+        return json_response({"result": regressions(output, results, len(examples))})
 
     async def predict(self, request: Request, params: dict[str, str]) -> Response:
         served = self._served(params, request.routing_key)

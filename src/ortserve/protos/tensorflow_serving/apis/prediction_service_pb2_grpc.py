@@ -3,8 +3,10 @@
 import grpc
 import warnings
 
+from ortserve.protos.tensorflow_serving.apis import classification_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2
 from ortserve.protos.tensorflow_serving.apis import get_model_metadata_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_get__model__metadata__pb2
 from ortserve.protos.tensorflow_serving.apis import predict_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_predict__pb2
+from ortserve.protos.tensorflow_serving.apis import regression_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2
 from ortserve.protos.tensorflow_serving.apis import unsupported_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -38,13 +40,13 @@ class PredictionServiceStub:
         """
         self.Classify = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/Classify',
-                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationRequest.SerializeToString,
-                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationResponse.FromString,
+                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationRequest.SerializeToString,
+                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationResponse.FromString,
                 _registered_method=True)
         self.Regress = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/Regress',
-                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionRequest.SerializeToString,
-                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionResponse.FromString,
+                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionRequest.SerializeToString,
+                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionResponse.FromString,
                 _registered_method=True)
         self.Predict = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/Predict',
@@ -101,13 +103,13 @@ def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Classify': grpc.unary_unary_rpc_method_handler(
                     servicer.Classify,
-                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationRequest.FromString,
-                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationResponse.SerializeToString,
+                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationRequest.FromString,
+                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationResponse.SerializeToString,
             ),
             'Regress': grpc.unary_unary_rpc_method_handler(
                     servicer.Regress,
-                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionRequest.FromString,
-                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionResponse.SerializeToString,
+                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionRequest.FromString,
+                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionResponse.SerializeToString,
             ),
             'Predict': grpc.unary_unary_rpc_method_handler(
                     servicer.Predict,
@@ -150,8 +152,8 @@ class PredictionService:
             request,
             target,
             '/tensorflow.serving.PredictionService/Classify',
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationRequest.SerializeToString,
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ClassificationResponse.FromString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationRequest.SerializeToString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2.ClassificationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -177,8 +179,8 @@ class PredictionService:
             request,
             target,
             '/tensorflow.serving.PredictionService/Regress',
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionRequest.SerializeToString,
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.RegressionResponse.FromString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionRequest.SerializeToString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2.RegressionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,30 +22,21 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from ortserve.protos.tensorflow_serving.apis import model_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__pb2
 
 
-DESCRIPTOR = POOL.AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\x1a\x33ortserve/protos/tensorflow_serving/apis/model.proto\"J\n\x15\x43lassificationRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"K\n\x16\x43lassificationResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"F\n\x11RegressionRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"G\n\x12RegressionResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponse\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponse\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ortserve.protos.tensorflow_serving.apis.unsupported_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLASSIFICATIONREQUEST']._serialized_start=134
-  _globals['_CLASSIFICATIONREQUEST']._serialized_end=208
-  _globals['_CLASSIFICATIONRESPONSE']._serialized_start=210
-  _globals['_CLASSIFICATIONRESPONSE']._serialized_end=285
-  _globals['_REGRESSIONREQUEST']._serialized_start=287
-  _globals['_REGRESSIONREQUEST']._serialized_end=357
-  _globals['_REGRESSIONRESPONSE']._serialized_start=359
-  _globals['_REGRESSIONRESPONSE']._serialized_end=430
-  _globals['_MULTIINFERENCEREQUEST']._serialized_start=432
-  _globals['_MULTIINFERENCEREQUEST']._serialized_end=455
-  _globals['_MULTIINFERENCERESPONSE']._serialized_start=457
-  _globals['_MULTIINFERENCERESPONSE']._serialized_end=481
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=483
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=504
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=506
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=528
+  _globals['_MULTIINFERENCEREQUEST']._serialized_start=81
+  _globals['_MULTIINFERENCEREQUEST']._serialized_end=104
+  _globals['_MULTIINFERENCERESPONSE']._serialized_start=106
+  _globals['_MULTIINFERENCERESPONSE']._serialized_end=130
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=132
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=153
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=155
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=177
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,214 @@
+"""TF Serving's Classify and Regress, over gRPC with TF Serving's own client (tensorflow-serving-api and
+tf.train.Example) and over REST: each example's features are the ONNX model's inputs of the same names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from onnx import TensorProto, helper, numpy_helper
+
+from ortserve.bench.server import RunningServer, start_server
+from ortserve.examples.models import _model, save
+
+WEIGHTS = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], np.float32)
+BUCKET_WEIGHTS = np.array([[0.1, 0.2, -0.3]], np.float32)
+CLASS_NAMES = ["cat", "dog", "fish"]
+
+
+def _inputs() -> list[helper.ValueInfoProto]:
+    return [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2]),
+            helper.make_tensor_value_info("bucket", TensorProto.INT64, ["batch", 1])]
+
+
+def _logits_nodes() -> list[helper.NodeProto]:
+    return [helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Cast", ["bucket"], ["bucket_f"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["bucket_f", "bw"], ["bucket_term"]),
+            helper.make_node("Add", ["xw", "bucket_term"], ["logits"])]
+
+
+def _weights() -> list[TensorProto]:
+    return [numpy_helper.from_array(WEIGHTS, "w"), numpy_helper.from_array(BUCKET_WEIGHTS, "bw")]
+
+
+def _classifier(with_classes: bool) -> helper.ModelProto:
+    """Softmax scores over 3 classes from x [batch, 2] and bucket [batch, 1]; with a `classes` output naming them
+    for every row when `with_classes`."""
+    nodes = [*_logits_nodes(), helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)]
+    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])]
+    initializers = _weights()
+    if with_classes:
+        names = np.array([CLASS_NAMES], dtype=object)
+        initializers += [numpy_helper.from_array(names, "names"),
+                         numpy_helper.from_array(np.array([0], np.int64), "zero"),
+                         numpy_helper.from_array(np.array([1], np.int64), "one")]
+        nodes += [helper.make_node("Shape", ["x"], ["x_shape"]),
+                  helper.make_node("Slice", ["x_shape", "zero", "one"], ["rows"]),
+                  helper.make_node("Concat", ["rows", "one"], ["repeats"], axis=0),
+                  helper.make_node("Tile", ["names", "repeats"], ["classes"])]
+        outputs.append(helper.make_tensor_value_info("classes", TensorProto.STRING, ["batch", 3]))
+    return _model(helper.make_graph(nodes, "classifier", _inputs(), outputs, initializer=initializers))
+
+
+def _regressor() -> helper.ModelProto:
+    """The first logit, one value per row, as the output `value` [batch, 1]."""
+    starts, ends = (numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((0, "s"), (1, "e")))
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [*_logits_nodes(), helper.make_node("Slice", ["logits", "s", "e", "axes"], ["value"])]
+    return _model(helper.make_graph(nodes, "regressor", _inputs(),
+                                    [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["batch", 1])],
+                                    initializer=[*_weights(), starts, ends, axes]))
+
+
+def _logits(x: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) @ WEIGHTS + bucket.astype(np.float32) @ BUCKET_WEIGHTS
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+X = np.array([[1.0, 2.0], [-0.5, 0.25], [3.0, -1.0]], np.float32)
+BUCKETS = np.array([[2], [0], [7]], np.int64)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    repository = tmp_path_factory.mktemp("examples")
+    save(_classifier(with_classes=False), repository, "classifier")
+    save(_classifier(with_classes=True), repository, "named_classes")
+    save(_regressor(), repository, "regressor")
+    with start_server(repository, repository / ".server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tf_serving(server: RunningServer):
+    """TF Serving's own client: its PredictionService stub, and tf.train.Example."""
+    tf = pytest.importorskip("tensorflow")
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    yield tf, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel.close()
+
+
+def _example(tf, **features: list) -> object:
+    def feature(values: list) -> object:
+        if isinstance(values[0], bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        if isinstance(values[0], int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    return tf.train.Example(features=tf.train.Features(feature={name: feature(v) for name, v in features.items()}))
+
+
+def _classify_request(tf, model: str, examples: list, context: object | None = None, signature: str = ""):
+    from tensorflow_serving.apis import classification_pb2
+
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    if context is None:
+        request.input.example_list.examples.extend(examples)
+    else:
+        request.input.example_list_with_context.examples.extend(examples)
+        request.input.example_list_with_context.context.CopyFrom(context)
+    return request
+
+
+def test_classify_over_grpc_answers_each_examples_scores_in_the_models_order(tf_serving) -> None:
+    tf, stub = tf_serving
+    examples = [_example(tf, x=row.tolist(), bucket=bucket.tolist(), unused=[b"ignored"])
+                for row, bucket in zip(X, BUCKETS, strict=True)]
+    response = stub.Classify(_classify_request(tf, "classifier", examples), timeout=30)
+    assert response.model_spec.name == "classifier" and response.model_spec.version.value == 1
+    expected = _softmax(_logits(X, BUCKETS))
+    got = [[(c.label, c.score) for c in row.classes] for row in response.result.classifications]
+    assert [[label for label, _ in row] for row in got] == [["0", "1", "2"]] * 3
+    np.testing.assert_allclose([[score for _, score in row] for row in got], expected, rtol=1e-5)
+
+
+def test_classify_takes_the_models_classes_and_a_shared_context(tf_serving) -> None:
+    tf, stub = tf_serving
+    examples = [_example(tf, x=row.tolist()) for row in X]
+    context = _example(tf, bucket=[3])
+    response = stub.Classify(_classify_request(tf, "named_classes", examples, context, "classification"), timeout=30)
+    expected = _softmax(_logits(X, np.full((3, 1), 3)))
+    for row, scores in zip(response.result.classifications, expected, strict=True):
+        assert [c.label for c in row.classes] == CLASS_NAMES
+        np.testing.assert_allclose([c.score for c in row.classes], scores, rtol=1e-5)
+
+
+def test_regress_over_grpc_answers_one_value_per_example(tf_serving) -> None:
+    from tensorflow_serving.apis import regression_pb2
+
+    tf, stub = tf_serving
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "regressor"
+    request.input.example_list.examples.extend(_example(tf, x=row.tolist(), bucket=bucket.tolist())
+                                               for row, bucket in zip(X, BUCKETS, strict=True))
+    response = stub.Regress(request, timeout=30)
+    np.testing.assert_allclose([r.value for r in response.result.regressions], _logits(X, BUCKETS)[:, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("features", "context", "signature", "message"), [
+    ({"x": [1.0, 2.0]}, None, "", "example 0 has no feature 'bucket'"),
+    ({"x": [1.0, 2.0], "bucket": [0.5]}, None, "", "its feature must be an int64_list, not a float_list"),
+    ({"x": [1.0, 2.0, 3.0], "bucket": [1]}, None, "", "feature 'x' has 3 values; input 'x' takes 2"),
+    ({"x": [1.0, 2.0], "bucket": [1]}, {"bucket": [2]}, "", "is in example 0 and in the context"),
+    ({"x": [1.0, 2.0], "bucket": [1]}, None, "predict_images", "signature 'predict_images' not found"),
+])
+def test_examples_that_do_not_fit_the_model_are_refused_by_name(tf_serving, features: dict, context: dict | None,
+                                                              signature: str, message: str) -> None:
+    tf, stub = tf_serving
+    request = _classify_request(tf, "classifier", [_example(tf, **features)],
+                                None if context is None else _example(tf, **context), signature)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Classify(request, timeout=30)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.details()
+
+
+def test_classify_and_regress_over_rest(server: RunningServer) -> None:
+    examples = [{"x": row.tolist()} for row in X]
+    answer = requests.post(f"{server.url}/v1/models/named_classes:classify", timeout=30,
+                           json={"signature_name": "tensorflow/serving/classify", "context": {"bucket": 1},
+                                 "examples": examples})
+    assert answer.status_code == 200, answer.text
+    expected = _softmax(_logits(X, np.ones((3, 1))))
+    result = answer.json()["result"]
+    assert [[label for label, _ in row] for row in result] == [CLASS_NAMES] * 3
+    np.testing.assert_allclose([[score for _, score in row] for row in result], expected, rtol=1e-5)
+
+    answer = requests.post(f"{server.url}/v1/models/regressor/versions/1:regress", timeout=30,
+                           json={"examples": [{"x": row.tolist(), "bucket": int(b[0])} for row, b in zip(X, BUCKETS,
+                                                                                                  strict=True)]})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["result"], _logits(X, BUCKETS)[:, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"examples": [{"x": [1.0, 2.0], "bucket": "one"}]}, "takes INT64; its feature is a bytes_list"),
+    ({"examples": [{"x": [[1.0, 2.0]], "bucket": 1}]}, "a flat list of one kind of them"),
+    ({"examples": [{"x": [1.0, 2.0], "bucket": 1}, {"x": [1.0], "bucket": 1}]}, "has 2 values in example 0 and 1"),
+    ({"examples": []}, "the request has no examples"),
+    ({"instances": [[1.0, 2.0]]}, "'examples' must be a list"),
+])
+def test_bad_classify_bodies_are_400_naming_the_problem(server: RunningServer, body: dict, message: str) -> None:
+    answer = requests.post(f"{server.url}/v1/models/classifier:classify", json=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_regress_refuses_a_model_with_several_values_per_example(server: RunningServer) -> None:
+    answer = requests.post(f"{server.url}/v1/models/classifier:regress", timeout=30,
+                           json={"examples": [{"x": [1.0, 2.0], "bucket": 1}]})
+    assert answer.status_code == 400
+    assert "regress answers one value per example; output 'probabilities' has 3" in answer.json()["error"]
