@@ -183,7 +183,7 @@ def test_classify_and_regress_over_rest(server: RunningServer) -> None:
                                  "examples": examples})
     assert answer.status_code == 200, answer.text
     expected = _softmax(_logits(X, np.ones((3, 1))))
-    result = answer.json()["result"]
+    result = answer.json()["results"]
     assert [[label for label, _ in row] for row in result] == [CLASS_NAMES] * 3
     np.testing.assert_allclose([[score for _, score in row] for row in result], expected, rtol=1e-5)
 
@@ -191,7 +191,7 @@ def test_classify_and_regress_over_rest(server: RunningServer) -> None:
                            json={"examples": [{"x": row.tolist(), "bucket": int(b[0])} for row, b in zip(X, BUCKETS,
                                                                                                   strict=True)]})
     assert answer.status_code == 200, answer.text
-    np.testing.assert_allclose(answer.json()["result"], _logits(X, BUCKETS)[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(answer.json()["results"], _logits(X, BUCKETS)[:, 0], rtol=1e-5)
 
 
 @pytest.mark.parametrize(("body", "message"), [

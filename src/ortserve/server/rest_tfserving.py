@@ -176,10 +176,10 @@ class TfServingRest:
             chosen = classes_of(served)
             results = await served.infer(inputs, chosen.outputs, gone=request.disconnected)
             pairs = classifications(served, chosen, results, len(examples))
-            return json_response({"result": [[[label, score] for label, score in row] for row in pairs]})
+            return json_response({"results": [[[label, score] for label, score in row] for row in pairs]})
         output = values_output(served)
         results = await served.infer(inputs, [output], gone=request.disconnected)
-        return json_response({"result": regressions(output, results, len(examples))})
+        return json_response({"results": regressions(output, results, len(examples))})
 
     async def predict(self, request: Request, params: dict[str, str]) -> Response:
         served = self._served(params, request.routing_key)
