@@ -92,3 +92,59 @@ def test_a_model_refusing_zero_values_is_served_without_warmup(tmp_path: Path,
         with pytest.raises(ortserve.InvalidInput, match="invalid expand shape"):
             engine.predict("expand", {"x": x, "shape": np.array([0, 0], np.int64)})
     assert "served without warmup: it refused zero-filled inputs" in caplog.text
+
+
+def _expand() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Expand", ["x", "shape"], ["y"])], "expand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 1]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    return _model(graph)
+
+
+def test_the_models_own_samples_warm_up_what_zeros_cannot(tmp_path: Path) -> None:
+    """warmup.npz beside model.onnx (numbers cast to the input's type where the kind is kept: float64 to float32)."""
+    version_dir = save(_expand(), tmp_path, "expand").parent
+    np.savez(version_dir / "warmup.npz", x=np.ones((3, 1)), shape=np.array([3, 4]))
+    with ortserve.Engine(tmp_path) as engine:
+        served = engine.model("expand").resolve()
+        assert served.warmup is not None and served.warmup.runs == 1
+        assert served.calibration is not None and served.calibration.measured
+
+
+def test_samples_set_the_lengths_warmup_measures(tmp_path: Path) -> None:
+    """A convolution over 1,500 samples refuses every guessed length; the model directory's samples of 1,600 run,
+    in batches of any size (their 2 rows taken in turn), and the batch costs are measured on them."""
+    save(_conv_over_time(kernel=1500), tmp_path, "audio")
+    audio = np.random.default_rng(2).standard_normal((2, 1, 1600)).astype(np.float32)
+    np.savez(tmp_path / "audio" / "recorded.npz", audio=audio)
+    (tmp_path / "audio" / "config.yaml").write_text("warmup: {data: recorded.npz, batch_size: 5}\n")
+    with ortserve.Engine(tmp_path) as engine:
+        served = engine.model("audio").resolve()
+        assert served.samples is not None and served.samples["audio"].shape == (2, 1, 1600)
+        assert served.calibration is not None and served.calibration.measured
+        assert served.max_batch_size > 1  # sized on the samples: zeros of a guessed length never ran
+        np.testing.assert_allclose(engine.predict("audio", audio)["frames"], _moving_sums(audio, 1500), rtol=1e-4)
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"x": np.ones((3, 1), np.float32)}, "missing input 'shape'"),
+    ({"x": np.ones((3, 1), np.float32), "shape": np.array([3, 4]), "extra": np.ones(2)}, "unknown input 'extra'"),
+    ({"x": np.ones((3, 2), np.float32), "shape": np.array([3, 4])}, "'x'"),
+    ({"x": np.ones((3, 1), np.float32), "shape": np.array([2, 4])}, "warmup failed on the model's warmup data"),
+    ({"x": np.array(["a", "b", "c"]).reshape(3, 1), "shape": np.array([3, 4])}, "'x'"),
+])
+def test_samples_that_do_not_fit_the_model_fail_its_load_by_name(tmp_path: Path, arrays: dict, message: str) -> None:
+    version_dir = save(_expand(), tmp_path, "expand").parent
+    np.savez(version_dir / "warmup.npz", **arrays)
+    with ortserve.Engine(tmp_path) as engine:
+        failure = engine.model("expand").versions[1].error
+    assert failure.startswith("model 'expand': warmup") and message in failure
+
+
+def test_a_configured_samples_file_that_is_not_there_fails_the_load(tmp_path: Path) -> None:
+    save(_expand(), tmp_path, "expand")
+    (tmp_path / "expand" / "config.yaml").write_text("warmup: {data: missing.npz}\n")
+    with ortserve.Engine(tmp_path) as engine:
+        assert "warmup.data: no file 'missing.npz'" in engine.model("expand").versions[1].error

@@ -91,12 +91,16 @@ class VersionPolicy(_Strict):
 
 
 class Warmup(_Strict):
-    """Runs made on each version before it is reported AVAILABLE, with zero-filled inputs."""
+    """Runs made on each version before it is reported AVAILABLE, with zero-filled inputs or the model's own
+    samples."""
 
     runs: Annotated[int, Field(ge=0)] = 1
     batch_size: Annotated[int, Field(ge=1)] = 1
     # Sizes for dynamic dimensions other than the batch one, per input name; unset ones default to 1.
     shapes: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(default_factory=dict)
+    # A .npz of sample inputs by input name (runtime.samples), in the version directory or the model's; unset:
+    # warmup.npz there, when present
+    data: Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")] | None = None
 
 
 class Resize(_Strict):

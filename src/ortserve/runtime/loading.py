@@ -16,6 +16,7 @@ from ortserve.runtime.image import bind_image_classifier
 from ortserve.runtime.instances import SessionPool, threads_per_instance
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.rows import batching_problem
+from ortserve.runtime.samples import read_samples, samples_path
 from ortserve.runtime.session import create_session
 from ortserve.runtime.signature import read_signature
 from ortserve.runtime.sizing import describe, size_batches
@@ -77,7 +78,7 @@ def _one_thread_if_faster(served: ServedVersion, session: ort.InferenceSession
     single = create_session(served.model, served.path, served.config, 1)
     assert served.signature is not None and served.warmup is not None
     default_costs, single_costs = calibrate(served.model, [session, single], served.signature,
-                                            served.warmup.shapes, served.max_batch_size)
+                                            served.warmup.shapes, served.max_batch_size, served.samples)
     wins = one_thread_wins(default_costs, single_costs)
     log.info("model %r version %d runs on %s (one row: %.0f us on one thread, %.0f us on ONNX Runtime's default "
              "thread pool)", served.model, served.version, "one thread" if wins else "the default thread pool",
@@ -101,7 +102,11 @@ def load_sessions(served: ServedVersion) -> None:
     served.providers = session.get_providers()
     served.gpu = device_of(served.providers, session.get_provider_options())
     served.max_batch_size = _effective_max_batch_size(served)
-    served.warmup = warmup = settle_warmup(served.model, session, signature, config.warmup, served.max_batch_size > 0)
+    samples_file = samples_path(served.model, served.path.parent, config.warmup.data)
+    if samples_file is not None:
+        served.samples = read_samples(served.model, samples_file, signature, served.max_batch_size > 0)
+    served.warmup = warmup = settle_warmup(served.model, session, signature, config.warmup, served.max_batch_size > 0,
+                                           served.samples)
     if config.max_batch_size is None and served.max_batch_size > 0:
         _unbatch_if_rowless(served, session)
         warmup = served.warmup
@@ -113,13 +118,13 @@ def load_sessions(served: ServedVersion) -> None:
                               "first dimension on every input and output and max_batch_size above 0"
                               + (f" ({served.unbatched_reason})" if served.unbatched_reason else ""))
         served.text = bind_text_model(served.model, served.path.parent, config.text, signature)
-    served.calibration = warm_up(served.model, session, signature, warmup, served.max_batch_size)
+    served.calibration = warm_up(served.model, session, signature, warmup, served.max_batch_size, served.samples)
     wide = None
     if _may_prefer_one_thread(served, configured_threads):
         session, configured_threads, wide = _one_thread_if_faster(served, session)
     if served.max_batch_size > 0 and served.calibration is not None:
         sizing = size_batches(served.model, session, wide, signature, warmup.shapes, served.max_batch_size,
-                              grow=config.max_batch_size is None, costs=served.calibration)
+                              grow=config.max_batch_size is None, costs=served.calibration, samples=served.samples)
         served.max_batch_size = sizing.max_batch_size
         if wide is not None and sizing.both:
             served.pool_session, served.pool_timings = wide, sizing.both
@@ -128,7 +133,7 @@ def load_sessions(served: ServedVersion) -> None:
 
     def build(threads: int) -> ort.InferenceSession:
         extra = create_session(served.model, served.path, config, threads)
-        prime(served.model, extra, signature, warmup, served.max_batch_size > 0)
+        prime(served.model, extra, signature, warmup, served.max_batch_size > 0, served.samples)
         return extra
 
     served.sessions = SessionPool(build, configured_threads)

@@ -63,6 +63,7 @@ class ServedVersion:
     signature: Signature | None = None
     max_batch_size: int = 0
     warmup: Warmup | None = None  # run at load: config.yaml's, with shapes guessed where it leaves them
+    samples: Tensors | None = None  # the model's own warmup inputs (runtime.samples), if it has them
     unbatched_reason: str | None = None  # why batching was not inferred for a model whose shapes allow it
     threads: int = 0  # intra-op threads of each instance; 0: ONNX Runtime's default
     # A one-thread version's session on ONNX Runtime's default thread pool, and warmup's timings of both by batch

@@ -176,7 +176,8 @@ class ModelRegistry:
         def build() -> ort.InferenceSession:
             assert target.signature is not None
             session = create_session(name, target.path, target.config, 1)
-            prime(name, session, target.signature, target.warmup or target.config.warmup, target.max_batch_size > 0)
+            prime(name, session, target.signature, target.warmup or target.config.warmup, target.max_batch_size > 0,
+                  target.samples)
             return session
 
         try:

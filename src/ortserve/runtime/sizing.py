@@ -35,7 +35,7 @@ from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.scheduler import ROW_COST_TOLERANCE
 from ortserve.runtime.signature import Signature
 from ortserve.runtime.threads import POOL_FROM_ROWS
-from ortserve.runtime.warmup import runs_per_timing, timed, zero_inputs
+from ortserve.runtime.warmup import Tensors, runs_per_timing, timed, warmup_inputs
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class Sizing:
 
 
 def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSession | None, signature: Signature,
-                 shapes: dict[str, list[int]], max_batch_size: int, *, grow: bool, costs: BatchCosts) -> Sizing:
+                 shapes: dict[str, list[int]], max_batch_size: int, *, grow: bool, costs: BatchCosts,
+                 samples: Tensors | None = None) -> Sizing:
     """Time larger batches on `narrow` (the version's session) and on `pool` (the default thread pool's, beside a
     one-thread narrow session), observing the faster time of each size into `costs`. `grow`: the limit was not
     configured and may double past `max_batch_size` while that pays."""
@@ -70,7 +71,7 @@ def size_batches(model: str, narrow: ort.InferenceSession, pool: ort.InferenceSe
         nonlocal spent
         if spent + costs.cost_ns(rows) * runs * len(sessions) > SIZING_BUDGET_NS:
             return False
-        times = timed(model, sessions, zero_inputs(signature, rows, shapes, True))
+        times = timed(model, sessions, warmup_inputs(signature, rows, shapes, True, samples))
         spent += sum(times) * runs
         costs.observe(rows, min(times))
         per_row[rows] = min(per_row.get(rows, math.inf), min(times) / rows)

@@ -1,4 +1,5 @@
-"""Warmup before a version is reported AVAILABLE: the configured runs on zero-filled inputs, then timed runs
+"""Warmup before a version is reported AVAILABLE: the configured runs on zero-filled inputs (or the model's own
+samples: runtime.samples), then timed runs
 at one row and at a larger batch, so that the scheduler and admission start from measured batch costs instead
 of learning them from the first callers.
 
@@ -25,6 +26,7 @@ from ortserve.errors import ConfigError
 from ortserve.repository.config import Warmup
 from ortserve.runtime.costs import BatchCosts
 from ortserve.runtime.run_errors import RUN_ERRORS
+from ortserve.runtime.samples import sample_batch
 from ortserve.runtime.signature import DYNAMIC, Signature
 from ortserve.shapes import IMAGE_SIDE, image_axes
 
@@ -62,6 +64,14 @@ def zero_inputs(signature: Signature, batch_size: int, shapes: dict[str, list[in
     return feeds
 
 
+def warmup_inputs(signature: Signature, rows: int, shapes: dict[str, list[int]], batched: bool,
+                  samples: Tensors | None) -> Tensors:
+    """The model's own samples (runtime.samples) when it has them, else zeros."""
+    if samples is not None:
+        return sample_batch(samples, rows, batched)
+    return zero_inputs(signature, rows, shapes, batched)
+
+
 def _run(model: str, session: ort.InferenceSession, feeds: Tensors) -> int:
     """One timed run, in ns; a failure is the config's (warmup shapes), named as such."""
     started = time.perf_counter_ns()
@@ -73,13 +83,19 @@ def _run(model: str, session: ort.InferenceSession, feeds: Tensors) -> int:
 
 
 def settle_warmup(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup,
-                  batched: bool) -> Warmup:
-    """The warmup to run: config.yaml's when its inputs run. A dynamic dimension config.yaml leaves unsized is
-    guessed (1, an image's side): a model that refuses that (a convolution over a time axis needs several
-    samples) is tried with each of GUESSED_SIZES in turn, and when none runs it is served without warmup (its
-    batch costs then learned from its first requests) rather than not at all, as is a model that refuses zeros
-    whatever their shape (an input that is itself a shape, such as Expand's). Shapes config.yaml gives must run."""
+                  batched: bool, samples: Tensors | None = None) -> Warmup:
+    """The warmup to run: config.yaml's when its inputs run. The model's own samples must run. Else a dynamic
+    dimension config.yaml leaves unsized is guessed (1, an image's side): a model that refuses that (a
+    convolution over a time axis needs several samples) is tried with each of GUESSED_SIZES in turn, and when
+    none runs it is served without warmup (its batch costs then learned from its first requests) rather than not
+    at all, as is a model that refuses zeros whatever their shape (an input that is itself a shape, such as
+    Expand's). Shapes config.yaml gives must run."""
     if not warmup.runs:
+        return warmup
+    if samples is not None:
+        refused = _refusal(session, sample_batch(samples, 1, batched))
+        if refused is not None:
+            raise ConfigError(f"model {model!r}: warmup failed on the model's warmup data: {refused}")
         return warmup
     failure = _refusal(session, zero_inputs(signature, 1, warmup.shapes, batched))
     if failure is None:
@@ -130,21 +146,22 @@ def _refusal(session: ort.InferenceSession, feeds: Tensors) -> str | None:
     return None
 
 
-def prime(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup, batched: bool) -> None:
+def prime(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup, batched: bool,
+          samples: Tensors | None = None) -> None:
     """The configured warmup runs."""
     for _ in range(warmup.runs):
-        _run(model, session, zero_inputs(signature, warmup.batch_size, warmup.shapes, batched))
+        _run(model, session, warmup_inputs(signature, warmup.batch_size, warmup.shapes, batched, samples))
 
 
 def warm_up(model: str, session: ort.InferenceSession, signature: Signature, warmup: Warmup,
-            max_batch_size: int) -> BatchCosts:
+            max_batch_size: int, samples: Tensors | None = None) -> BatchCosts:
     """The configured warmup runs, then calibration: the batch costs measured (none when warmup is off)."""
     costs = BatchCosts()
     if not warmup.runs:
         return costs
     batched = max_batch_size > 0
-    prime(model, session, signature, warmup, batched)
-    return calibrate(model, [session], signature, warmup.shapes, max_batch_size)[0]
+    prime(model, session, signature, warmup, batched, samples)
+    return calibrate(model, [session], signature, warmup.shapes, max_batch_size, samples)[0]
 
 
 def timed(model: str, sessions: list[ort.InferenceSession], feeds: Tensors, budget_ns: int = 0) -> list[int]:
@@ -175,7 +192,7 @@ def runs_per_timing(sessions: int) -> int:
 
 
 def calibrate(model: str, sessions: list[ort.InferenceSession], signature: Signature, shapes: dict[str, list[int]],
-              max_batch_size: int) -> list[BatchCosts]:
+              max_batch_size: int, samples: Tensors | None = None) -> list[BatchCosts]:
     """Batch costs of each session at one row and, when it fits the time budget, at PROBE_ROWS. Several sessions
     (a choice between them) are timed over more turns, in CHOICE_PASSES passes over both sizes, each session
     keeping its cheaper figure of a size."""
@@ -184,11 +201,11 @@ def calibrate(model: str, sessions: list[ort.InferenceSession], signature: Signa
     budget = CHOICE_BUDGET_NS if choosing else 0
     best: dict[int, list[int]] = {}
     for _ in range(CHOICE_PASSES if choosing else 1):
-        singles = timed(model, sessions, zero_inputs(signature, 1, shapes, batched), budget)
+        singles = timed(model, sessions, warmup_inputs(signature, 1, shapes, batched, samples), budget)
         best[1] = [min(pair) for pair in zip(best.get(1, singles), singles, strict=True)]
         probe = min(PROBE_ROWS, max_batch_size)
         if probe > 1 and max(singles) * probe <= PROBE_BUDGET_NS:
-            probes = timed(model, sessions, zero_inputs(signature, probe, shapes, batched), budget)
+            probes = timed(model, sessions, warmup_inputs(signature, probe, shapes, batched, samples), budget)
             best[probe] = [min(pair) for pair in zip(best.get(probe, probes), probes, strict=True)]
     costs = [BatchCosts() for _ in sessions]
     for rows, times in best.items():
