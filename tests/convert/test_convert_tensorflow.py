@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from ortserve.convert.pipeline import ConvertRequest, convert
+from ortserve.errors import InvalidInput
 
 pytestmark = pytest.mark.slow
 tf = pytest.importorskip("tensorflow")
@@ -63,9 +64,52 @@ def test_saved_model_directory(tmp_path: Path) -> None:
     assert _check(result.version_dir, model) == "features"
 
 
-def test_broken_keras_file_and_empty_directory(tmp_path: Path) -> None:
-    from ortserve.errors import InvalidInput
+def _warmup_requests(saved_model: Path, batches: list[np.ndarray]) -> None:
+    """TF Serving's warmup file, written as its documentation shows: PredictionLogs in a TFRecord file, beside
+    one Classify log that has no place in a Predict model's samples."""
+    from tensorflow_serving.apis import classification_pb2, model_pb2, predict_pb2, prediction_log_pb2
 
+    (saved_model / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(saved_model / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for batch in batches:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="sm"))
+            request.inputs["features"].CopyFrom(tf.make_tensor_proto(batch))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+        classify = prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=classification_pb2.ClassificationRequest()))
+        writer.write(classify.SerializeToString())
+
+
+def test_a_saved_models_warmup_requests_become_the_models_warmup_samples(tmp_path: Path) -> None:
+    import ortserve
+
+    model = _functional()
+    model.export(str(tmp_path / "saved"))
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal((2, 5)).astype(np.float32), rng.standard_normal((3, 5)).astype(np.float32)]
+    _warmup_requests(tmp_path / "saved", batches)
+    result = convert(ConvertRequest(source=str(tmp_path / "saved"), repository=tmp_path / "repo", model="sm",
+                                    inputs=[]))
+    with np.load(result.version_dir / "warmup.npz") as samples:
+        assert samples.files == ["features"]
+        np.testing.assert_array_equal(samples["features"], np.concatenate(batches))
+    with ortserve.Engine(tmp_path / "repo") as engine:
+        served = engine.model("sm").resolve()
+        assert served.samples is not None and served.samples["features"].shape == (5, 5)
+        assert served.calibration is not None and served.calibration.measured
+
+
+def test_a_truncated_warmup_file_is_named(tmp_path: Path) -> None:
+    _functional().export(str(tmp_path / "saved"))
+    _warmup_requests(tmp_path / "saved", [np.zeros((2, 5), np.float32)])
+    warmup = tmp_path / "saved" / "assets.extra" / "tf_serving_warmup_requests"
+    warmup.write_bytes(warmup.read_bytes()[:-3])  # into the last record's checksum
+    with pytest.raises(InvalidInput, match=r"warmup_requests: a TFRecord of \d+ bytes at byte \d+ runs past the end"):
+        convert(ConvertRequest(source=str(tmp_path / "saved"), repository=tmp_path / "repo", model="sm", inputs=[]))
+
+
+def test_broken_keras_file_and_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(InvalidInput, match="cannot be loaded by TensorFlow"):
         convert(ConvertRequest(source=str(tmp_path / "broken.keras"), repository=tmp_path / "repo", model="m",

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortserve.convert import huggingface, pytorch, sklearn, tensorflow
+from ortserve.convert import huggingface, pytorch, sklearn, tensorflow, tf_warmup
 from ortserve.convert.chatter import hushed
 from ortserve.convert.parity import ParityReport, compare, instability, nudged
 from ortserve.convert.spec import InputSpec
@@ -163,15 +163,21 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         import tf2onnx
 
         tf_model = tensorflow.load(Path(request.source), request.inputs)
+        files: dict[str, Path] = {}
         if Path(request.source).is_file():
             record["source_sha256"] = file_sha256(Path(request.source))
+        else:
+            warmup = tf_warmup.warmup_samples(Path(request.source), tf_model.inputs,
+                                              Path(tempfile.mkdtemp(prefix="ortserve-warmup-")))
+            if warmup is not None:
+                files[warmup.name] = warmup
 
         def export_tf(path: Path) -> str:
             tensorflow.convert(tf_model, request.opset, path)
             return "tf2onnx"
 
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
-                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record)
+                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, files=files)
     estimator = sklearn.load_estimator(Path(request.source))
     name = request.inputs[0].name if request.inputs else "input"
     features = sklearn.features(estimator)

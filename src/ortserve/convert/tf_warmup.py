@@ -1,0 +1,85 @@
+"""A SavedModel's TF Serving warmup requests (`assets.extra/tf_serving_warmup_requests`, a TFRecord file of
+PredictionLogs) as the converted model's warmup samples (`warmup.npz`: runtime.samples), so the ONNX model is
+warmed up and measured on the inputs its team chose for TF Serving."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from pathlib import Path
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from ortserve.convert.spec import InputSpec
+from ortserve.errors import InvalidInput
+from ortserve.protos.tensorflow_serving.apis.prediction_log_pb2 import PredictionLog
+from ortserve.runtime.samples import SAMPLES_FILE
+from ortserve.server.tensor_proto import to_numpy
+
+log = logging.getLogger(__name__)
+WARMUP_REQUESTS = Path("assets.extra") / "tf_serving_warmup_requests"
+MOST_ROWS = 256  # of a batched model's samples: enough to fill its largest batches in turn
+_LENGTH = struct.Struct("<Q")  # a record: length, its CRC, the data, the data's CRC (CRCs of 4 bytes)
+
+
+def records(path: Path) -> list[bytes]:
+    """The records of a TFRecord file (uncompressed, as TF Serving reads its warmup file); checksums are not
+    verified, lengths are."""
+    data = path.read_bytes()
+    found, offset = [], 0
+    while offset < len(data):
+        if offset + _LENGTH.size + 4 > len(data):
+            raise InvalidInput(f"{path}: truncated TFRecord header at byte {offset}")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        start = offset + _LENGTH.size + 4
+        if start + length + 4 > len(data):
+            raise InvalidInput(f"{path}: a TFRecord of {length} bytes at byte {offset} runs past the end of the file")
+        found.append(data[start:start + length])
+        offset = start + length + 4
+    return found
+
+
+def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path) -> Path | None:
+    """Write the SavedModel's Predict warmup requests, joined along the batch dimension, as SAMPLES_FILE in
+    `folder`; None when it has none that name exactly the model's inputs."""
+    path = saved_model / WARMUP_REQUESTS
+    if not path.is_file():
+        return None
+    names = {spec.name for spec in inputs}
+    requests: list[dict[str, np.ndarray]] = []
+    skipped = 0
+    for record in records(path):
+        try:
+            logged = PredictionLog.FromString(record)
+        except DecodeError as exc:
+            raise InvalidInput(f"{path}: a record is not a PredictionLog: {exc}") from None
+        request = logged.predict_log.request
+        if not logged.HasField("predict_log") or set(request.inputs) != names:
+            skipped += 1  # Classify, Regress and MultiInference logs, or another signature's Predict
+            continue
+        requests.append({name: to_numpy(name, tensor) for name, tensor in request.inputs.items()})
+    if skipped:
+        log.info("%s: %d warmup records skipped (not Predict requests naming the inputs %s)", path, skipped,
+                 sorted(names))
+    if not requests:
+        return None
+    samples = _joined(requests, inputs)
+    written = folder / SAMPLES_FILE
+    # text as fixed-width bytes: an .npz of Python objects would need pickle to be read
+    np.savez(written, **{name: array.astype(np.bytes_) if array.dtype == object else array
+                         for name, array in samples.items()})
+    log.info("the SavedModel's %d warmup requests become %s (%s)", len(requests), SAMPLES_FILE,
+             ", ".join(f"{name} {list(array.shape)}" for name, array in samples.items()))
+    return written
+
+
+def _joined(requests: list[dict[str, np.ndarray]], inputs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """The requests' rows one after another (those shaped as the first past the batch dimension), up to
+    MOST_ROWS; an unbatched model's first request."""
+    first = requests[0]
+    if not all(spec.dims and spec.dims[0] == "batch" for spec in inputs):
+        return first
+    alike = [request for request in requests
+             if all(request[name].shape[1:] == first[name].shape[1:] for name in first)]
+    return {name: np.concatenate([request[name] for request in alike])[:MOST_ROWS] for name in first}
