@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from ortserve.errors import InvalidInput
 from ortserve.protos.tensorflow.core.example.example_pb2 import Example
@@ -20,6 +23,7 @@ from ortserve.protos.tensorflow_serving.apis import (
     regression_pb2,
     unsupported_pb2,
 )
+from ortserve.runtime.batcher import Tensors
 from ortserve.runtime.model import ServedVersion, State
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.server.dataplane import DataPlane
@@ -103,6 +107,16 @@ def _values(feature: Feature) -> np.ndarray:
     return np.empty(0, dtype=np.float32)  # a feature with no list: no values
 
 
+def _submit(served: ServedVersion, inputs: Tensors, outputs: list[str] | None, call: Call,
+            answer: Callable[[dict[str, np.ndarray]], Message]) -> None:
+    """Queue the call's request; the batch's thread answers it with `answer(outputs)`. A caller who leaves
+    takes its queued request with it."""
+    cancel = served.submit(inputs, outputs, call.answer_with(answer), deadline_ns=call.deadline_ns,
+                           run_later=call.run_later)
+    if cancel is not None:
+        call.on_cancel(cancel)
+
+
 class PredictionService:
     """tensorflow.serving.PredictionService's methods, served by grpc_engine."""
 
@@ -127,10 +141,7 @@ class PredictionService:
                 response.outputs[name].CopyFrom(from_numpy_array(array))
             return response
 
-        cancel = served.submit(inputs, list(request.output_filter) or None, call.answer_with(answer),
-                               deadline_ns=call.deadline_ns, run_later=call.run_later)
-        if cancel is not None:
-            call.on_cancel(cancel)
+        _submit(served, inputs, list(request.output_filter) or None, call, answer)
 
     async def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                                ) -> get_model_metadata_pb2.GetModelMetadataResponse:
@@ -147,44 +158,38 @@ class PredictionService:
 
     def Classify(self, request: classification_pb2.ClassificationRequest, call: Call) -> None:
         """Each example's features as the model's inputs (server.tf_examples); its scores as classes."""
-        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
-        check_signature("classify", request.model_spec.signature_name)
-        assert served.interface is not None
-        examples, context = _examples(request.input)
-        inputs = example_inputs(served.interface, examples, context)
+        served, inputs, examples = self._example_inputs("classify", request, call)
         chosen = classes_of(served)
 
         def answer(outputs: dict[str, np.ndarray]) -> classification_pb2.ClassificationResponse:
             result = classification_pb2.ClassificationResult(classifications=[
                 classification_pb2.Classifications(classes=[classification_pb2.Class(label=label, score=score)
                                                             for label, score in row])
-                for row in classifications(served, chosen, outputs, len(examples))])
+                for row in classifications(served, chosen, outputs, examples)])
             return classification_pb2.ClassificationResponse(model_spec=_answering_spec(served), result=result)
 
-        cancel = served.submit(inputs, chosen.outputs, call.answer_with(answer), deadline_ns=call.deadline_ns,
-                               run_later=call.run_later)
-        if cancel is not None:
-            call.on_cancel(cancel)
+        _submit(served, inputs, chosen.outputs, call, answer)
 
     def Regress(self, request: regression_pb2.RegressionRequest, call: Call) -> None:
         """Each example's features as the model's inputs (server.tf_examples); one value per example."""
-        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
-        check_signature("regress", request.model_spec.signature_name)
-        assert served.interface is not None
-        examples, context = _examples(request.input)
-        inputs = example_inputs(served.interface, examples, context)
+        served, inputs, examples = self._example_inputs("regress", request, call)
         output = values_output(served)
 
         def answer(outputs: dict[str, np.ndarray]) -> regression_pb2.RegressionResponse:
-            values = regressions(output, outputs, len(examples))
-            result = regression_pb2.RegressionResult(regressions=[regression_pb2.Regression(value=value)
-                                                                  for value in values])
+            result = regression_pb2.RegressionResult(regressions=[
+                regression_pb2.Regression(value=value) for value in regressions(output, outputs, examples)])
             return regression_pb2.RegressionResponse(model_spec=_answering_spec(served), result=result)
 
-        cancel = served.submit(inputs, [output], call.answer_with(answer), deadline_ns=call.deadline_ns,
-                               run_later=call.run_later)
-        if cancel is not None:
-            call.on_cancel(cancel)
+        _submit(served, inputs, [output], call, answer)
+
+    def _example_inputs(self, method: str, request: classification_pb2.ClassificationRequest
+                        | regression_pb2.RegressionRequest, call: Call) -> tuple[ServedVersion, Tensors, int]:
+        """The version a Classify or Regress call names, its inputs read from the examples, and their count."""
+        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
+        check_signature(method, request.model_spec.signature_name)
+        assert served.interface is not None
+        examples, context = _examples(request.input)
+        return served, example_inputs(served.interface, examples, context), len(examples)
 
     def MultiInference(self, request: unsupported_pb2.MultiInferenceRequest, call: Call) -> None:
         call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("MultiInference"))
