@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import onnxruntime as ort
 
-from ortserve.errors import NotFound, ShuttingDown, Unavailable
+from ortserve.errors import InvalidInput, NotFound, ShuttingDown, Unavailable
 from ortserve.repository.config import ModelConfig, Warmup
 from ortserve.repository.layout import Fingerprint
 from ortserve.routing.cache import ResponseCache, request_key
@@ -24,6 +24,7 @@ from ortserve.routing.split import Split
 from ortserve.runtime.admission import Admission, AdmissionPolicy
 from ortserve.runtime.batcher import Assembly, Batcher, Cancel, Done, Execute, RunLater, Tensors
 from ortserve.runtime.costs import BatchCosts
+from ortserve.runtime.encoded_images import carries_encoded_images, decode_then, decoded
 from ortserve.runtime.image import ImageClassifier
 from ortserve.runtime.instances import InstanceScaler, SessionPool
 from ortserve.runtime.run_errors import RUN_ERRORS, run_error
@@ -205,8 +206,20 @@ class ServedVersion:
         thread that ran the batch (the caller's own, when it offers `run_later` and the batcher takes it up:
         runtime.batcher). `deadline_ns` (time.perf_counter_ns; 0: none) is when the caller stops waiting. Returns
         a callable that withdraws the request while it is queued (the caller has gone), or None when it runs at
-        once on the caller's thread."""
+        once on the caller's thread. Encoded images for an image model are decoded first, off this thread
+        (runtime.encoded_images)."""
         start = time.perf_counter_ns()
+        image = self.image
+        if image is not None and carries_encoded_images(image, inputs):
+            def decode_and_submit() -> Cancel | None:
+                try:
+                    pixels = decoded(image, inputs)
+                except InvalidInput:  # counted as the checks count a bad request; submit() counts its own
+                    self.stats.request_done(time.perf_counter_ns() - start, False)
+                    raise
+                return self.submit(pixels, outputs, done, deadline_ns=deadline_ns)
+
+            return decode_then(decode_and_submit, done)
         try:
             batcher, inputs, rows, key, assembly = self._checked(inputs, outputs, start)
         except BatchTooLarge as exc:
@@ -274,7 +287,8 @@ class ServedVersion:
         run_now), returning the outputs or raising the error.
         None when it is not taken that way (a batch is running or queued, or the version is observed, caches or
         shadows): then submit it."""
-        if self.observer is not None or self.cache is not None or self.shadow is not None:
+        if (self.observer is not None or self.cache is not None or self.shadow is not None
+                or carries_encoded_images(self.image, inputs)):
             return None
         start = time.perf_counter_ns()
         try:

@@ -43,6 +43,12 @@ class Signature:
         return next((spec for spec in self.outputs if spec.name == name), None)
 
     @functools.cached_property
+    def number_inputs(self) -> frozenset[str]:
+        """The inputs that take numbers: bytes sent for one stay bytes, for an image model's image input to
+        decode (runtime.encoded_images) and any other to refuse by their type."""
+        return frozenset(spec.name for spec in self.inputs if not spec.type.is_bytes)
+
+    @functools.cached_property
     def named_dimensions(self) -> dict[str, tuple[tuple[str, int], ...]]:
         """Each dimension name the model gives on more than one input, with the (input, axis) that carry it."""
         places: dict[str, list[tuple[str, int]]] = {}

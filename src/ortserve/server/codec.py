@@ -115,6 +115,15 @@ def text_elements(name: str, values: np.ndarray) -> np.ndarray:
     return result.reshape(values.shape)
 
 
+def byte_elements(name: str, values: np.ndarray) -> np.ndarray:
+    """BYTES given for an input of numbers, kept as bytes: an image model's image input takes encoded images
+    (runtime.encoded_images); any other refuses them by their type."""
+    flat = values.reshape(-1)
+    if not all(isinstance(item, bytes) for item in flat):
+        raise InvalidInput(f"input {name!r} takes numbers or, for an image model, images' bytes; got text")
+    return values
+
+
 _BUFFER_TYPES = {"f": ("d", np.float64), "i": ("i", np.int64), "u": ("u", np.uint64)}
 
 
@@ -217,11 +226,14 @@ def element_count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def array_from_bytes(name: str, buffer: memoryview, tensor_type: TensorType, shape: list[int]) -> np.ndarray:
-    """Raw little-endian tensor bytes as an array, without copying; BYTES use 4-byte length prefixes."""
+def array_from_bytes(name: str, buffer: memoryview, tensor_type: TensorType, shape: list[int], *,
+                     keep_bytes: bool = False) -> np.ndarray:
+    """Raw little-endian tensor bytes as an array, without copying; BYTES use 4-byte length prefixes, and are
+    text unless `keep_bytes` (sent for an input of numbers: byte_elements)."""
     count = element_count(shape)
     if tensor_type.is_bytes:
-        return text_elements(name, _length_prefixed(name, buffer, count)).reshape(shape)
+        strings = _length_prefixed(name, buffer, count)
+        return (byte_elements(name, strings) if keep_bytes else text_elements(name, strings)).reshape(shape)
     expected = count * tensor_type.numpy.itemsize
     if len(buffer) != expected:
         raise InvalidInput(

@@ -133,7 +133,9 @@ class PredictionService:
         """On the gRPC thread: decode and queue; the batch worker builds and sends the answer."""
         served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
         _check_signature(request.model_spec)
-        inputs = {name: to_numpy(name, tensor) for name, tensor in request.inputs.items()}
+        assert served.interface is not None
+        numbers = served.interface.number_inputs
+        inputs = {name: to_numpy(name, tensor, keep_bytes=name in numbers) for name, tensor in request.inputs.items()}
 
         def answer(outputs: dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
             response = predict_pb2.PredictResponse(model_spec=_answering_spec(served))

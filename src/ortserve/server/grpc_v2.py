@@ -19,7 +19,14 @@ from ortserve.protos.inference.model_config_pb2 import ModelConfig
 from ortserve.runtime.model import ServedVersion
 from ortserve.server import triton
 from ortserve.server.classification import PARAMETER, class_count, classified
-from ortserve.server.codec import array_from_bytes, array_to_bytes, element_count, exact_numbers, text_elements
+from ortserve.server.codec import (
+    array_from_bytes,
+    array_to_bytes,
+    byte_elements,
+    element_count,
+    exact_numbers,
+    text_elements,
+)
 from ortserve.server.dataplane import DataPlane, earliest, parse_version, timeout_deadline
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.rest_v2 import EXTENSIONS
@@ -33,14 +40,16 @@ _CONTENTS_FIELD = {
 }
 
 
-def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int]) -> np.ndarray:
+def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int], keep_bytes: bool = False
+                    ) -> np.ndarray:
     tensor_type = from_v2(tensor.datatype)
     field = _CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
         raise InvalidInput(f"input {tensor.name!r}: {tensor.datatype} travels only in raw_input_contents")
     values = getattr(tensor.contents, field)
     if tensor_type.is_bytes:
-        array = text_elements(tensor.name, np.array(list(values), dtype=object))
+        strings = np.array(list(values), dtype=object)
+        array = byte_elements(tensor.name, strings) if keep_bytes else text_elements(tensor.name, strings)
     else:  # int_contents holds INT8 and INT16 as int32: a value past the type's range is refused, not wrapped
         array = exact_numbers(tensor.name, np.array(values), tensor_type)
     if array.size != element_count(shape):
@@ -66,7 +75,9 @@ def _placement(regions: SharedMemoryRegions, what: str, parameters: Any) -> Plac
                      _value(parameters, "shared_memory_offset", 0))
 
 
-def _decode_inputs(request: pb.ModelInferRequest, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
+def _decode_inputs(request: pb.ModelInferRequest, regions: SharedMemoryRegions, numbers: frozenset[str]
+                   ) -> dict[str, np.ndarray]:
+    """The request's tensors; BYTES sent for an input in `numbers` stay bytes (codec.byte_elements)."""
     raw = request.raw_input_contents
     # inputs in shared memory have no raw_input_contents entry: with one entry per input, none is
     placed = {} if raw and len(raw) == len(request.inputs) else {
@@ -84,14 +95,15 @@ def _decode_inputs(request: pb.ModelInferRequest, regions: SharedMemoryRegions) 
         if any(size < 0 for size in shape):
             raise InvalidInput(f"input {tensor.name!r}: shape {shape} has a negative dimension")
         where = placed.get(tensor.name)
+        keep_bytes = tensor.name in numbers
         if where is not None:
             inputs[tensor.name] = array_from_bytes(tensor.name, where.view(f"input {tensor.name!r}"),
-                                                   from_v2(tensor.datatype), shape)
+                                                   from_v2(tensor.datatype), shape, keep_bytes=keep_bytes)
         elif raw:
             inputs[tensor.name] = array_from_bytes(tensor.name, memoryview(next(contents)),
-                                                   from_v2(tensor.datatype), shape)
+                                                   from_v2(tensor.datatype), shape, keep_bytes=keep_bytes)
         else:
-            inputs[tensor.name] = _typed_contents(tensor, shape)
+            inputs[tensor.name] = _typed_contents(tensor, shape, keep_bytes)
     return inputs
 
 
@@ -201,7 +213,9 @@ class InferenceService:
         classes, placements = _output_options(served, request, regions)
         wanted = [output.name for output in request.outputs] or None
         deadline = earliest(call.deadline_ns, _timeout_deadline(request))
-        cancel = served.submit(_decode_inputs(request, regions), wanted, call.answer_with(answer), deadline_ns=deadline,
+        assert served.interface is not None
+        inputs = _decode_inputs(request, regions, served.interface.number_inputs)
+        cancel = served.submit(inputs, wanted, call.answer_with(answer), deadline_ns=deadline,
                                run_later=call.run_later)
         if cancel is not None:
             call.on_cancel(cancel)

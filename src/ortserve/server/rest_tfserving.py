@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 import numpy as np
+import simdjson
 
 from ortserve.errors import InvalidInput, require
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import Signature, TensorSpec
 from ortserve.runtime.validate import input_spec
-from ortserve.server.codec import array_from_json, dumps, is_array, is_lazy_array, json_tensor, loads, text_elements
+from ortserve.server.codec import (
+    MAX_DIMENSIONS,
+    array_from_json,
+    byte_elements,
+    dumps,
+    is_array,
+    is_lazy_array,
+    json_tensor,
+    loads,
+    text_elements,
+)
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router, json_response
 from ortserve.server.tf_examples import (
@@ -44,9 +56,45 @@ def _unwrap_b64(value: Any) -> Any:
 
 def _tensor(spec: TensorSpec, value: Any) -> np.ndarray:
     if spec.type.is_bytes:
-        plain = value.as_list() if is_lazy_array(value) else value
-        return text_elements(spec.name, np.array(_unwrap_b64(plain), dtype=object))
+        return text_elements(spec.name, np.array(_unwrapped(spec.name, value), dtype=object))
+    if _holds_objects(value):  # {"b64": ...} for numbers: an image model's encoded images
+        return byte_elements(spec.name, _object_array(_unwrapped(spec.name, value)))
     return array_from_json(spec.name, value, spec.type)
+
+
+def _unwrapped(name: str, value: Any) -> Any:
+    """The value as Python lists, every {"b64": ...} in it decoded."""
+    plain = value.as_list() if is_lazy_array(value) else value
+    try:
+        return _unwrap_b64(plain)
+    except RecursionError:
+        raise InvalidInput(f"input {name!r} is nested too deeply for a tensor (at most {MAX_DIMENSIONS} "
+                           "dimensions)") from None
+
+
+def _holds_objects(value: Any) -> bool:
+    """Whether a tensor's first element is a JSON object (looked up without converting a lazy array)."""
+    while (isinstance(value, list) or is_lazy_array(value)) and len(value):
+        value = value[0]
+    return isinstance(value, dict | simdjson.Object)
+
+
+def _object_array(nested: Any) -> np.ndarray:
+    """A nested list of bytes as an object array of its shape (numpy would make bytes a fixed-width type)."""
+    shape: list[int] = []
+    probe = nested
+    while isinstance(probe, list):
+        shape.append(len(probe))
+        probe = probe[0] if probe else None
+    if len(shape) > MAX_DIMENSIONS:
+        raise InvalidInput(f"a tensor of {{\"b64\": ...}} values is nested {len(shape)} lists deep; a tensor has at "
+                           f"most {MAX_DIMENSIONS} dimensions")
+    flat = np.empty(math.prod(shape), dtype=object)
+    try:
+        flat[:] = np.array(nested, dtype=object).reshape(-1)
+    except ValueError:
+        raise InvalidInput("a tensor of {\"b64\": ...} values is ragged: its lists differ in length") from None
+    return flat.reshape(shape)
 
 
 def _wrap_b64(array: np.ndarray) -> Any:

@@ -172,13 +172,16 @@ class V2Rest:
         choice = self._requested_outputs(served, document, self._plane.shared_memory)
         deadline = timeout_deadline(choice.parameters.get("timeout"), arrived)
         served.precheck(deadline)
-        inputs = self._decode_inputs(document.get("inputs"), binary, self._plane.shared_memory)
+        inputs = self._decode_inputs(document.get("inputs"), binary, self._plane.shared_memory,
+                                     served.interface.number_inputs)
         results = await served.infer(inputs, list(choice.binary) or None, deadline_ns=deadline,
                                      gone=request.disconnected)
         return self._encode(served, document.get("id"), results, choice)
 
     @staticmethod
-    def _decode_inputs(items: Any, binary: memoryview, regions: SharedMemoryRegions) -> dict[str, np.ndarray]:
+    def _decode_inputs(items: Any, binary: memoryview, regions: SharedMemoryRegions, numbers: frozenset[str]
+                       ) -> dict[str, np.ndarray]:
+        """The request's tensors; binary BYTES sent for an input in `numbers` stay bytes (codec.byte_elements)."""
         require(isinstance(items, list), "'inputs' must be a list")  # empty for a model with no inputs
         inputs: dict[str, np.ndarray] = {}
         offset = 0
@@ -196,14 +199,16 @@ class V2Rest:
             if REGION in parameters:
                 where = placement(regions, f"input {name!r}", parameters[REGION],
                                   parameters.get("shared_memory_byte_size"), parameters.get("shared_memory_offset", 0))
-                inputs[name] = array_from_bytes(name, where.view(f"input {name!r}"), tensor_type, shape)
+                inputs[name] = array_from_bytes(name, where.view(f"input {name!r}"), tensor_type, shape,
+                                                keep_bytes=name in numbers)
             elif size is not None:
                 require(isinstance(size, int) and size >= 0,
                          f"input {name!r}: binary_data_size must be a non-negative integer")
                 require(offset + size <= len(binary),
                          f"binary payload is truncated: input {name!r} needs {size} bytes at offset {offset}, "
                          f"but only {len(binary) - offset} remain")
-                inputs[name] = array_from_bytes(name, binary[offset : offset + size], tensor_type, shape)
+                inputs[name] = array_from_bytes(name, binary[offset : offset + size], tensor_type, shape,
+                                                keep_bytes=name in numbers)
                 offset += size
             else:
                 require("data" in item, f"input {name!r} has neither 'data' nor a binary_data_size parameter")

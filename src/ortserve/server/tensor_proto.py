@@ -9,7 +9,7 @@ import numpy as np
 from ortserve.dtypes import BY_TF_ENUM, TensorType, from_numpy
 from ortserve.errors import InvalidInput
 from ortserve.protos.tensorflow.core.framework.tensor_pb2 import TensorProto
-from ortserve.server.codec import exact_numbers, text_elements
+from ortserve.server.codec import byte_elements, exact_numbers, text_elements
 
 # Which repeated field carries the values of each dtype when tensor_content is empty (tensor.proto).
 _TYPED_FIELD = {
@@ -27,7 +27,9 @@ def _tensor_type(name: str, proto: TensorProto) -> TensorType:
     return tensor_type
 
 
-def to_numpy(name: str, proto: TensorProto) -> np.ndarray:
+def to_numpy(name: str, proto: TensorProto, *, keep_bytes: bool = False) -> np.ndarray:
+    """The tensor as an array; strings as text, or as bytes with `keep_bytes` (an input of numbers, which only
+    an image model's image input takes as strings: codec.byte_elements)."""
     tensor_type = _tensor_type(name, proto)
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if any(size < 0 for size in shape):
@@ -42,7 +44,8 @@ def to_numpy(name: str, proto: TensorProto) -> np.ndarray:
         return np.frombuffer(content, dtype=tensor_type.numpy).reshape(shape)
     values = getattr(proto, _TYPED_FIELD[tensor_type.tf])
     if tensor_type.is_bytes:
-        array = text_elements(name, np.array(list(values), dtype=object))
+        strings = np.array(list(values), dtype=object)
+        array = byte_elements(name, strings) if keep_bytes else text_elements(name, strings)
     elif tensor_type.tf == "DT_HALF":
         array = np.array(values, dtype=np.uint16).view(np.float16)
     else:  # int_val holds DT_INT8 to DT_UINT16 as int32: a value past the type's range is refused, not wrapped
