@@ -134,6 +134,7 @@ def test_samples_set_the_lengths_warmup_measures(tmp_path: Path) -> None:
     ({"x": np.ones((3, 2), np.float32), "shape": np.array([3, 4])}, "'x'"),
     ({"x": np.ones((3, 1), np.float32), "shape": np.array([2, 4])}, "warmup failed on the model's warmup data"),
     ({"x": np.array(["a", "b", "c"]).reshape(3, 1), "shape": np.array([3, 4])}, "'x'"),
+    ({"x": np.ones((3, 1), np.float32), "shape": np.array([3.0, 4.0])}, "'shape'"),
 ])
 def test_samples_that_do_not_fit_the_model_fail_its_load_by_name(tmp_path: Path, arrays: dict, message: str) -> None:
     version_dir = save(_expand(), tmp_path, "expand").parent

@@ -49,10 +49,10 @@ def read_samples(model: str, path: Path, signature: Signature, batched: bool) ->
             samples[name] = array  # check_inputs names the unknown input or the type
         elif spec.type.is_bytes:
             samples[name] = array.astype(object)
-        elif array.dtype.kind in "SU":
-            samples[name] = array  # refused below: text for a number input
+        elif array.dtype.kind in "SU" or not np.can_cast(array.dtype, spec.type.numpy, "same_kind"):
+            samples[name] = array  # refused below by its type: text, or fractions for integers
         else:
-            samples[name] = array.astype(spec.type.numpy, casting="same_kind", copy=False)
+            samples[name] = array.astype(spec.type.numpy, copy=False)
     try:
         check_inputs(signature, samples, _NO_LIMIT if batched else 0)
     except InvalidInput as exc:
