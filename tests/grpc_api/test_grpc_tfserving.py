@@ -14,7 +14,6 @@ from ortserve.protos.tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    unsupported_pb2,
 )
 
 DT_FLOAT, DT_INT64, DT_STRING, DT_HALF, DT_DOUBLE = 1, 9, 7, 19, 2
@@ -113,13 +112,6 @@ def test_model_status(channel: grpc.Channel) -> None:
     (status,) = stub.GetModelStatus(failed).model_version_status
     assert status.state == get_model_status_pb2.ModelVersionStatus.END
     assert "warmup" in status.status.error_message
-
-
-def test_multi_inference_says_it_is_not_supported(predict) -> None:
-    with pytest.raises(grpc.RpcError) as error:
-        predict.MultiInference(unsupported_pb2.MultiInferenceRequest())
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "MultiInference" in error.value.details()
 
 
 def _request(model: str, **tensors: TensorProto) -> predict_pb2.PredictRequest:

@@ -57,13 +57,15 @@ def test_tf_serving_protos_match_the_published_ones() -> None:
     apis = "ortserve.protos.tensorflow_serving.apis"
     ours = _describe(*(f"{apis}.{m}" for m in (
         "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
-        "model_service_pb2")), "ortserve.protos.tensorflow.core.framework.tensor_pb2")
+        "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2")),
+        *(f"ortserve.protos.tensorflow.core.{m}" for m in (
+            "framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")))
     theirs = _describe(*(f"tensorflow_serving.apis.{m}" for m in (
         "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
-        "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "model_management_pb2")),
-        "tensorflow.core.framework.tensor_pb2")
-    placeholders = {"tensorflow.serving.MultiInferenceRequest", "tensorflow.serving.MultiInferenceResponse",
-                    "tensorflow.serving.ReloadConfigRequest", "tensorflow.serving.ReloadConfigResponse"}
+        "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2",
+        "model_management_pb2")),
+        *(f"tensorflow.core.{m}" for m in ("framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")))
+    placeholders = {"tensorflow.serving.ReloadConfigRequest", "tensorflow.serving.ReloadConfigResponse"}
     assert placeholders <= set(theirs["messages"])
     _assert_subset(ours, theirs)
 

@@ -64,6 +64,17 @@ def _regressor() -> helper.ModelProto:
                                     initializer=[*_weights(), starts, ends, axes]))
 
 
+def _classifier_and_regressor() -> helper.ModelProto:
+    """Both of the above, under TensorFlow's output keys: `scores` [batch, 3] and `outputs` [batch, 1]."""
+    starts, ends = (numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((0, "s"), (1, "e")))
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [*_logits_nodes(), helper.make_node("Softmax", ["logits"], ["scores"], axis=1),
+             helper.make_node("Slice", ["logits", "s", "e", "axes"], ["outputs"])]
+    outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3]),
+               helper.make_tensor_value_info("outputs", TensorProto.FLOAT, ["batch", 1])]
+    return _model(helper.make_graph(nodes, "both", _inputs(), outputs, initializer=[*_weights(), starts, ends, axes]))
+
+
 def _logits(x: np.ndarray, bucket: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) @ WEIGHTS + bucket.astype(np.float32) @ BUCKET_WEIGHTS
 
@@ -83,6 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     save(_classifier(with_classes=False), repository, "classifier")
     save(_classifier(with_classes=True), repository, "named_classes")
     save(_regressor(), repository, "regressor")
+    save(_classifier_and_regressor(), repository, "both")
     with start_server(repository, repository / ".server.log") as running:
         yield running
 
@@ -212,3 +224,51 @@ def test_regress_refuses_a_model_with_several_values_per_example(server: Running
                            json={"examples": [{"x": [1.0, 2.0], "bucket": 1}]})
     assert answer.status_code == 400
     assert "regress answers one value per example; output 'probabilities' has 3" in answer.json()["error"]
+
+
+def _multi_request(tf, tasks: list[tuple[str, str, str]], examples: list):
+    """A MultiInferenceRequest of (model, signature, method) tasks on `examples`."""
+    from tensorflow_serving.apis import inference_pb2
+
+    request = inference_pb2.MultiInferenceRequest()
+    for model, signature, method in tasks:
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name = model
+        task.model_spec.signature_name = signature
+    request.input.example_list.examples.extend(examples)
+    return request
+
+
+CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
+
+
+def test_multi_inference_answers_each_task_in_order_from_one_model(tf_serving) -> None:
+    tf, stub = tf_serving
+    examples = [_example(tf, x=row.tolist(), bucket=bucket.tolist()) for row, bucket in zip(X, BUCKETS, strict=True)]
+    request = _multi_request(tf, [("both", "regression", REGRESS), ("both", "classification", CLASSIFY)], examples)
+    response = stub.MultiInference(request, timeout=30)
+    regression, classification = response.results
+    assert [r.model_spec.signature_name for r in response.results] == ["regression", "classification"]
+    assert regression.model_spec.name == "both" and regression.model_spec.version.value == 1
+    logits = _logits(X, BUCKETS)
+    np.testing.assert_allclose([r.value for r in regression.regression_result.regressions], logits[:, 0], rtol=1e-5)
+    rows = classification.classification_result.classifications
+    np.testing.assert_allclose([[c.score for c in row.classes] for row in rows], _softmax(logits), rtol=1e-5)
+    assert [[c.label for c in row.classes] for row in rows] == [["0", "1", "2"]] * 3
+
+
+@pytest.mark.parametrize(("tasks", "message"), [
+    ([], "the request has no tasks"),
+    ([("both", "classification", CLASSIFY), ("classifier", "regression", REGRESS)],
+     "task 1 names model 'classifier' and task 0 'both'"),
+    ([("both", "", CLASSIFY), ("both", "serving_default", REGRESS)], "signature 'serving_default' is evaluated twice"),
+    ([("both", "", "tensorflow/serving/predict")], "method_name 'tensorflow/serving/predict' is not supported"),
+    ([("both", "predict_images", CLASSIFY)], "signature 'predict_images' not found"),
+])
+def test_multi_inference_refuses_tasks_tf_serving_refuses(tf_serving, tasks: list, message: str) -> None:
+    tf, stub = tf_serving
+    request = _multi_request(tf, tasks, [_example(tf, x=[1.0, 2.0], bucket=[1])])
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.MultiInference(request, timeout=30)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.details()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from ortserve.errors import InvalidInput
+from ortserve.errors import InvalidInput, require
 from ortserve.protos.tensorflow.core.example.example_pb2 import Example
 from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
@@ -17,6 +17,7 @@ from ortserve.protos.tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     input_pb2,
     model_pb2,
     predict_pb2,
@@ -30,6 +31,7 @@ from ortserve.server.dataplane import DataPlane
 from ortserve.server.grpc_engine import ROUTING_KEY, Call
 from ortserve.server.tensor_proto import from_numpy_array, to_numpy
 from ortserve.server.tf_examples import (
+    Classes,
     Features,
     check_signature,
     classes_of,
@@ -41,7 +43,8 @@ from ortserve.server.tf_examples import (
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, PREDICT_METHOD
 
 _STATE = {state: getattr(get_model_status_pb2.ModelVersionStatus, state.value) for state in State}
-_UNSUPPORTED = "{} runs several signatures of one TensorFlow model at once, which ONNX models do not have; use Predict"
+# MultiInference's method names, as the Classify and Regress methods they stand for
+_TASK_METHODS = {"tensorflow/serving/classify": "classify", "tensorflow/serving/regress": "regress"}
 
 
 def _version_choice(spec: model_pb2.ModelSpec) -> tuple[int | None, str | None]:
@@ -60,8 +63,8 @@ def _check_signature(spec: model_pb2.ModelSpec) -> None:
         raise InvalidInput(f"signature {spec.signature_name!r} not found; the model has only {DEFAULT_SIGNATURE!r}")
 
 
-def _answering_spec(served: ServedVersion) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=served.model, signature_name=DEFAULT_SIGNATURE)
+def _answering_spec(served: ServedVersion, signature: str = "") -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=served.model, signature_name=signature or DEFAULT_SIGNATURE)
     spec.version.value = served.version
     return spec
 
@@ -160,41 +163,102 @@ class PredictionService:
 
     def Classify(self, request: classification_pb2.ClassificationRequest, call: Call) -> None:
         """Each example's features as the model's inputs (server.tf_examples); its scores as classes."""
-        served, inputs, examples = self._example_inputs("classify", request, call)
+        check_signature("classify", request.model_spec.signature_name)
+        served, inputs, examples = self._example_inputs(request.model_spec, request.input, call)
         chosen = classes_of(served)
 
         def answer(outputs: dict[str, np.ndarray]) -> classification_pb2.ClassificationResponse:
-            result = classification_pb2.ClassificationResult(classifications=[
-                classification_pb2.Classifications(classes=[classification_pb2.Class(label=label, score=score)
-                                                            for label, score in row])
-                for row in classifications(served, chosen, outputs, examples)])
-            return classification_pb2.ClassificationResponse(model_spec=_answering_spec(served), result=result)
+            return classification_pb2.ClassificationResponse(
+                model_spec=_answering_spec(served, request.model_spec.signature_name),
+                result=_classification_result(served, chosen, outputs, examples))
 
         _submit(served, inputs, chosen.outputs, call, answer)
 
     def Regress(self, request: regression_pb2.RegressionRequest, call: Call) -> None:
         """Each example's features as the model's inputs (server.tf_examples); one value per example."""
-        served, inputs, examples = self._example_inputs("regress", request, call)
+        check_signature("regress", request.model_spec.signature_name)
+        served, inputs, examples = self._example_inputs(request.model_spec, request.input, call)
         output = values_output(served)
 
         def answer(outputs: dict[str, np.ndarray]) -> regression_pb2.RegressionResponse:
-            result = regression_pb2.RegressionResult(regressions=[
-                regression_pb2.Regression(value=value) for value in regressions(output, outputs, examples)])
-            return regression_pb2.RegressionResponse(model_spec=_answering_spec(served), result=result)
+            return regression_pb2.RegressionResponse(
+                model_spec=_answering_spec(served, request.model_spec.signature_name),
+                result=_regression_result(output, outputs, examples))
 
         _submit(served, inputs, [output], call, answer)
 
-    def _example_inputs(self, method: str, request: classification_pb2.ClassificationRequest
-                        | regression_pb2.RegressionRequest, call: Call) -> tuple[ServedVersion, Tensors, int]:
-        """The version a Classify or Regress call names, its inputs read from the examples, and their count."""
-        served = self._served(request.model_spec, call.metadata_value(ROUTING_KEY))
-        check_signature(method, request.model_spec.signature_name)
+    def MultiInference(self, request: inference_pb2.MultiInferenceRequest, call: Call) -> None:
+        """Classify and Regress tasks on one model's examples (each on a signature of its own, as TF Serving
+        requires), answered from one run of the model."""
+        methods = _task_methods(request.tasks)
+        spec = request.tasks[0].model_spec
+        served, inputs, examples = self._example_inputs(spec, request.input, call)
+        chosen = classes_of(served) if "classify" in methods else None
+        output = values_output(served) if "regress" in methods else None
+        wanted = [*(chosen.outputs if chosen is not None else []), *([output] if output is not None else [])]
+
+        def answer(outputs: dict[str, np.ndarray]) -> inference_pb2.MultiInferenceResponse:
+            response = inference_pb2.MultiInferenceResponse()
+            for task, method in zip(request.tasks, methods, strict=True):
+                result = response.results.add(model_spec=_answering_spec(served, task.model_spec.signature_name))
+                if method == "classify":
+                    assert chosen is not None
+                    result.classification_result.CopyFrom(_classification_result(served, chosen, outputs, examples))
+                else:
+                    assert output is not None
+                    result.regression_result.CopyFrom(_regression_result(output, outputs, examples))
+            return response
+
+        _submit(served, inputs, list(dict.fromkeys(wanted)), call, answer)
+
+    def _example_inputs(self, spec: model_pb2.ModelSpec, given: input_pb2.Input, call: Call
+                        ) -> tuple[ServedVersion, Tensors, int]:
+        """The version `spec` names, its inputs read from the examples, and their count."""
+        served = self._served(spec, call.metadata_value(ROUTING_KEY))
         assert served.interface is not None
-        examples, context = _examples(request.input)
+        examples, context = _examples(given)
         return served, example_inputs(served.interface, examples, context), len(examples)
 
-    def MultiInference(self, request: unsupported_pb2.MultiInferenceRequest, call: Call) -> None:
-        call.abort(grpc.StatusCode.UNIMPLEMENTED, _UNSUPPORTED.format("MultiInference"))
+
+def _task_methods(tasks: Sequence[inference_pb2.InferenceTask]) -> list[str]:
+    """Each task's method ("classify" or "regress"), once the tasks are found to name one model and version and
+    each a signature of its own, as TF Serving checks them."""
+    require(len(tasks) > 0, "the request has no tasks")
+    first = tasks[0].model_spec
+    evaluated: set[str] = set()
+    methods = []
+    for index, task in enumerate(tasks):
+        spec = task.model_spec
+        require(spec.name == first.name, f"task {index} names model {spec.name!r} and task 0 {first.name!r}: the "
+                                         "tasks of a MultiInference request must name the same model")
+        require(_version_choice(spec) == _version_choice(first), f"task {index} names another version or label "
+                                                                 "than task 0: the tasks must name the same one")
+        method = _TASK_METHODS.get(task.method_name)
+        if method is None:
+            raise InvalidInput(f"task {index}: method_name {task.method_name!r} is not supported; MultiInference "
+                               f"runs {' and '.join(map(repr, _TASK_METHODS))}")
+        check_signature(method, spec.signature_name)
+        signature = spec.signature_name or DEFAULT_SIGNATURE
+        require(signature not in evaluated, f"task {index}: signature {signature!r} is evaluated twice; give each "
+                                            "task a signature of its own (for example 'classification' and "
+                                            "'regression')")
+        evaluated.add(signature)
+        methods.append(method)
+    return methods
+
+
+def _classification_result(served: ServedVersion, chosen: Classes, outputs: dict[str, np.ndarray], examples: int
+                           ) -> classification_pb2.ClassificationResult:
+    return classification_pb2.ClassificationResult(classifications=[
+        classification_pb2.Classifications(classes=[classification_pb2.Class(label=label, score=score)
+                                                    for label, score in row])
+        for row in classifications(served, chosen, outputs, examples)])
+
+
+def _regression_result(output: str, outputs: dict[str, np.ndarray], examples: int
+                       ) -> regression_pb2.RegressionResult:
+    return regression_pb2.RegressionResult(regressions=[
+        regression_pb2.Regression(value=value) for value in regressions(output, outputs, examples)])
 
 
 class ModelService:

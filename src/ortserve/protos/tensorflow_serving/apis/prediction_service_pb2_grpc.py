@@ -5,9 +5,9 @@ import warnings
 
 from ortserve.protos.tensorflow_serving.apis import classification_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2
 from ortserve.protos.tensorflow_serving.apis import get_model_metadata_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_get__model__metadata__pb2
+from ortserve.protos.tensorflow_serving.apis import inference_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2
 from ortserve.protos.tensorflow_serving.apis import predict_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_predict__pb2
 from ortserve.protos.tensorflow_serving.apis import regression_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2
-from ortserve.protos.tensorflow_serving.apis import unsupported_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -55,8 +55,8 @@ class PredictionServiceStub:
                 _registered_method=True)
         self.MultiInference = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/MultiInference',
-                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceRequest.SerializeToString,
-                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceResponse.FromString,
+                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceRequest.SerializeToString,
+                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceResponse.FromString,
                 _registered_method=True)
         self.GetModelMetadata = channel.unary_unary(
                 '/tensorflow.serving.PredictionService/GetModelMetadata',
@@ -118,8 +118,8 @@ def add_PredictionServiceServicer_to_server(servicer, server):
             ),
             'MultiInference': grpc.unary_unary_rpc_method_handler(
                     servicer.MultiInference,
-                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceRequest.FromString,
-                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceResponse.SerializeToString,
+                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceRequest.FromString,
+                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceResponse.SerializeToString,
             ),
             'GetModelMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelMetadata,
@@ -233,8 +233,8 @@ class PredictionService:
             request,
             target,
             '/tensorflow.serving.PredictionService/MultiInference',
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceRequest.SerializeToString,
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.MultiInferenceResponse.FromString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceRequest.SerializeToString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_inference__pb2.MultiInferenceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,19 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = POOL.AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\"\x17\n\x15MultiInferenceRequest\"\x18\n\x16MultiInferenceResponse\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n9ortserve/protos/tensorflow_serving/apis/unsupported.proto\x12\x12tensorflow.serving\"\x15\n\x13ReloadConfigRequest\"\x16\n\x14ReloadConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ortserve.protos.tensorflow_serving.apis.unsupported_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MULTIINFERENCEREQUEST']._serialized_start=81
-  _globals['_MULTIINFERENCEREQUEST']._serialized_end=104
-  _globals['_MULTIINFERENCERESPONSE']._serialized_start=106
-  _globals['_MULTIINFERENCERESPONSE']._serialized_end=130
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=132
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=153
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=155
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=177
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=81
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=102
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=104
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=126
 # @@protoc_insertion_point(module_scope)

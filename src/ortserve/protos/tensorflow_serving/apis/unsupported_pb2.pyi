@@ -4,14 +4,6 @@ from typing import ClassVar as _ClassVar
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class MultiInferenceRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class MultiInferenceResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
 class ReloadConfigRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
