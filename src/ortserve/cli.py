@@ -14,10 +14,12 @@ import uvloop
 
 from ortserve import __version__, ray_cli
 from ortserve.bench import cli as bench_cli
-from ortserve.errors import OrtServeError
+from ortserve.errors import ConfigError, OrtServeError
 from ortserve.optimize import cli as optimize_cli
+from ortserve.protos.tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
 from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
 from ortserve.repository.single import single_model_repository
+from ortserve.repository.tf_model_config import ConfiguredRepository, model_entries, read_config_file
 from ortserve.server.app import ServerSettings, serve
 from ortserve.server.control import CONTROL_MODES, TOKEN_VARIABLE, admin_token
 from ortserve.server.guard import ClientLimits
@@ -32,6 +34,11 @@ EVENT_LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"uvloop": uvl
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.model_config_file is not None or args.model_base_path is not None:
+        return _serve_model_config(args)
+    if args.model_name is not None:
+        print("ortserve serve: --model-name goes with --model-base-path", file=sys.stderr)
+        return 2
     remote = None
     if args.repository is not None and is_remote(args.repository):
         try:
@@ -59,7 +66,37 @@ def _serve(args: argparse.Namespace) -> int:
     return _run_server(args, repository, remote)
 
 
-def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteRepository | None) -> int:
+def _serve_model_config(args: argparse.Namespace) -> int:
+    """Serve what a TF Serving model config lists (--model-config-file), or the one model of
+    --model-base-path/--model-name, as tensorflow_model_server takes them."""
+    if args.repository is not None:
+        print("ortserve serve: give a repository or a model config (--model-config-file, --model-base-path), not "
+              "both", file=sys.stderr)
+        return 2
+    if args.model_config_file is not None and args.model_base_path is not None:
+        print("ortserve serve: give --model-config-file or --model-base-path, not both", file=sys.stderr)
+        return 2
+    try:
+        if args.model_config_file is not None:
+            config = read_config_file(Path(args.model_config_file))
+        else:
+            config = ModelServerConfig()
+            config.model_config_list.config.add(name=args.model_name or "default", base_path=args.model_base_path)
+        entries = model_entries(config)
+    except ConfigError as exc:
+        print(f"ortserve serve: {exc}", file=sys.stderr)
+        return 2
+    configured = ConfiguredRepository()
+    try:
+        configured.apply(entries)
+        config_file = Path(args.model_config_file).absolute() if args.model_config_file is not None else None
+        return _run_server(args, configured.path, None, configured, config_file)
+    finally:
+        configured.close()
+
+
+def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteRepository | None,
+                configured: ConfiguredRepository | None = None, model_config_file: Path | None = None) -> int:
     settings = ServerSettings(
         repository=repository,
         remote=remote,
@@ -76,6 +113,8 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
                                    args.max_connections),
         keep_alive_timeout_s=args.keep_alive_timeout,
         grpc_max_streams=args.grpc_max_streams,
+        configured=configured,
+        model_config_file=model_config_file,
     )
     # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
     with asyncio.Runner(loop_factory=EVENT_LOOPS[args.event_loop]) as runner:
@@ -159,8 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
              "(s3://bucket/prefix, gs://, az://, file://), mirrored into --cache-dir; or one .onnx file, served "
              "as the model named by its file name (resnet.onnx: model 'resnet', version 1), with every default")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve_parser.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
-    serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve_parser.add_argument("--rest-port", "--rest_api_port", type=int, default=8501,
+                              help="REST port (default 8501)")
+    serve_parser.add_argument("--grpc-port", "--port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve_parser.add_argument(
+        "--model-config-file", "--model_config_file",
+        help="serve the models a TF Serving model config lists (a ModelServerConfig in text format: name, "
+             "base_path, model_version_policy, version_labels), instead of a repository; under poll the file is "
+             "read again when it changes, and ModelService.HandleReloadConfigRequest replaces it at run time")
+    serve_parser.add_argument("--model-base-path", "--model_base_path",
+                              help="serve the one model in this directory (<dir>/<version>/model.onnx), as "
+                                   "tensorflow_model_server --model_base_path does")
+    serve_parser.add_argument("--model-name", "--model_name",
+                              help="the name of the --model-base-path model (default 'default', as TF Serving's)")
     serve_parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024,
                               help="largest request body accepted, in bytes (default 64 MiB)")
     serve_parser.add_argument("--grpc-max-message-bytes", type=int, default=64 * 1024 * 1024,

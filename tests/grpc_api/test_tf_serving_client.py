@@ -54,19 +54,18 @@ def _assert_subset(ours: dict, theirs: dict) -> None:
 
 @pytest.mark.slow
 def test_tf_serving_protos_match_the_published_ones() -> None:
-    apis = "ortserve.protos.tensorflow_serving.apis"
-    ours = _describe(*(f"{apis}.{m}" for m in (
-        "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
-        "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2")),
-        *(f"ortserve.protos.tensorflow.core.{m}" for m in (
-            "framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")))
-    theirs = _describe(*(f"tensorflow_serving.apis.{m}" for m in (
-        "predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
-        "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2",
-        "model_management_pb2")),
-        *(f"tensorflow.core.{m}" for m in ("framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")))
-    placeholders = {"tensorflow.serving.ReloadConfigRequest", "tensorflow.serving.ReloadConfigResponse"}
-    assert placeholders <= set(theirs["messages"])
+    apis = ("predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
+            "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2",
+            "model_management_pb2")
+    configs = ("model_server_config_pb2", "file_system_storage_path_source_pb2", "logging_config_pb2")
+    core = ("framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")
+    ours = _describe(*(f"ortserve.protos.tensorflow_serving.apis.{m}" for m in apis),
+                     *(f"ortserve.protos.tensorflow_serving.config.{m}" for m in configs),
+                     *(f"ortserve.protos.tensorflow.core.{m}" for m in core))
+    theirs = _describe(*(f"tensorflow_serving.apis.{m}" for m in apis),
+                       *(f"tensorflow_serving.config.{m}" for m in (*configs, "log_collector_config_pb2")),
+                       *(f"tensorflow.core.{m}" for m in core))
+    assert "tensorflow.serving.ModelConfig" in ours["messages"]
     _assert_subset(ours, theirs)
 
 

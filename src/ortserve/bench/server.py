@@ -53,11 +53,13 @@ class RunningServer:
             self.process.kill()
 
 
-def start_server(repository: Path | str, log_path: Path, *extra: str, timeout_s: float = 120,
+def start_server(repository: Path | str | None, log_path: Path, *extra: str, timeout_s: float = 120,
                  env: dict[str, str] | None = None, wait_ready: bool = True) -> RunningServer:
-    """Start `ortserve serve` on free loopback ports; return once it is ready (or only live: `wait_ready`)."""
+    """Start `ortserve serve` on free loopback ports; return once it is ready (or only live: `wait_ready`).
+    No repository: `extra` names what to serve (--model-config-file, say)."""
     rest_port, grpc_port = free_port(), free_port()
-    command = [sys.executable, "-m", "ortserve", "serve", str(repository), "--host", "127.0.0.1",
+    served = [] if repository is None else [str(repository)]
+    command = [sys.executable, "-m", "ortserve", "serve", *served, "--host", "127.0.0.1",
                "--rest-port", str(rest_port), "--grpc-port", str(grpc_port), *extra]
     log_file = log_path.open("wb")
     process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,

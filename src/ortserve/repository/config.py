@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -367,29 +368,32 @@ def _field_path(location: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in location) or "(top level)"
 
 
-def parse_config(model_name: str, data: Any) -> ModelConfig:
+def parse_config(model_name: str, data: Any, source: str = CONFIG_FILE) -> ModelConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"model {model_name!r}: {CONFIG_FILE} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"model {model_name!r}: {source} must be a mapping, got {type(data).__name__}")
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"field {_field_path(err['loc'])!r}: {err['msg']}" for err in exc.errors(include_url=False)
         )
-        raise ConfigError(f"model {model_name!r}: invalid {CONFIG_FILE}: {problems}") from None
+        raise ConfigError(f"model {model_name!r}: invalid {source}: {problems}") from None
 
 
-def load_config(model_dir: Path) -> ModelConfig:
-    """Read REPO/<model>/config.yaml; a missing file means all defaults."""
+def load_config(model_dir: Path, overrides: Mapping[str, Any] | None = None) -> ModelConfig:
+    """Read REPO/<model>/config.yaml (a missing file means all defaults), with `overrides` in place of its
+    top-level fields of the same names (the version policy and labels of a TF Serving model config)."""
     path = model_dir / CONFIG_FILE
-    if not path.exists():
-        return ModelConfig()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"model {model_dir.name!r}: {CONFIG_FILE} is not valid YAML: {exc}") from None
+    data: Any = None
+    if path.exists():
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"model {model_dir.name!r}: {CONFIG_FILE} is not valid YAML: {exc}") from None
+    if overrides and (data is None or isinstance(data, dict)):
+        data = {**(data or {}), **overrides}
     return parse_config(model_dir.name, data)
 
 

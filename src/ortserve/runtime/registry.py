@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -71,9 +72,12 @@ class ModelRegistry:
     what leaves finishes its queued and running requests before it unloads. A request never meets a model
     without an available version while one could serve it."""
 
-    def __init__(self, repository: Path, refresh: Callable[[], Awaitable[object]] | None = None) -> None:
+    def __init__(self, repository: Path, refresh: Callable[[], Awaitable[object]] | None = None,
+                 overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.repository = repository
         self._refresh = refresh  # brings a mirrored repository up to date (repository.remote) before each look
+        # config.yaml fields set from outside the model's directory, by model (repository.tf_model_config)
+        self._overrides = overrides if overrides is not None else {}
         self.models: dict[str, ServedModel] = {}
         self.loaded = False  # the first load of the whole repository has finished
         self.fingerprints: dict[str, Fingerprint] = {}  # each model directory as its last load read it
@@ -109,7 +113,7 @@ class ModelRegistry:
             self.fingerprints[name] = await asyncio.to_thread(fingerprint, model_dir)
             current = self.models.get(name)
             try:
-                config = load_config(model_dir)
+                config = load_config(model_dir, self._overrides.get(name))
                 if config.group is not None:
                     group = VariantGroup(name, config.group, self.models.get, self._group_contract(name, config.group))
                     self._replace(name, ServedModel(name, config, group=group))

@@ -19,6 +19,7 @@ from ortserve.protos.health import health_pb2
 from ortserve.protos.inference import grpc_service_pb2
 from ortserve.protos.tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from ortserve.repository.remote import RemoteRepository, redacted
+from ortserve.repository.tf_model_config import ConfiguredRepository, model_entries, read_config_file
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.registry import ModelRegistry
 from ortserve.server.control import ControlMode, ModelControl, is_loopback
@@ -57,6 +58,10 @@ class ServerSettings:
     client_limits: ClientLimits = field(default_factory=ClientLimits)
     keep_alive_timeout_s: float = 60.0  # an idle keep-alive HTTP connection is closed after this
     grpc_max_streams: int = 100  # concurrent calls on one gRPC connection
+    # a TF Serving model config: `repository` is then its scratch repository (repository.tf_model_config), and
+    # under poll the file is read again when it changes
+    configured: ConfiguredRepository | None = None
+    model_config_file: Path | None = None
 
 
 def build_http_app(plane: DataPlane, settings: ServerSettings) -> HttpApp:
@@ -86,9 +91,39 @@ def build_grpc_server(plane: DataPlane, settings: ServerSettings, loop: asyncio.
     return server
 
 
-async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) -> None:
+async def _follow_config_file(plane: DataPlane, path: Path, interval_s: float) -> None:
+    """Apply the TF Serving model config at `path` again each time the file changes (as TF Serving does with
+    --model_config_file_poll_wait_seconds); a file that does not read as one is logged and the models stay as they
+    are. Runs until cancelled."""
+    seen = await asyncio.to_thread(_file_stamp, path)
+    while True:
+        await asyncio.sleep(interval_s)
+        stamp = await asyncio.to_thread(_file_stamp, path)
+        if stamp == seen:
+            continue
+        seen = stamp
+        try:
+            entries = model_entries(await asyncio.to_thread(read_config_file, path))
+        except ConfigError as exc:
+            log.error("the model config file changed, but is not applied: %s", exc)
+            continue
+        log.info("the model config file %s changed: serving the %d models it lists", path, len(entries))
+        for failure in await plane.reconfigure(entries):
+            log.error("%s", failure)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+async def _load_then_watch(plane: DataPlane, settings: ServerSettings) -> None:
     """Load the repository (a remote one mirrored first); then, under `--model-control poll`, follow its changes
-    until cancelled."""
+    (and those of a TF Serving model config file) until cancelled."""
+    registry = plane.registry
     if settings.remote is not None:
         try:
             await registry.refresh()
@@ -96,11 +131,15 @@ async def _load_then_watch(registry: ModelRegistry, settings: ServerSettings) ->
             log.error("reading the model repository %s failed: %s", redacted(settings.remote.url), exc)
     await registry.load_all()
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    source = settings.repository if settings.model_config_file is None else settings.model_config_file
     log.info("repository %s loaded; REST on http://%s:%d, gRPC on %s:%d; model control %s; event loop %s",
-             settings.repository, settings.host, settings.rest_port, settings.host, settings.grpc_port,
+             source, settings.host, settings.rest_port, settings.host, settings.grpc_port,
              settings.model_control, loop)
     if settings.model_control == "poll":
-        await registry.watch(settings.poll_interval_s)
+        watches = [registry.watch(settings.poll_interval_s)]
+        if settings.model_config_file is not None:
+            watches.append(_follow_config_file(plane, settings.model_config_file, settings.poll_interval_s))
+        await asyncio.gather(*watches)
 
 
 class _HttpServer(uvicorn.Server):
@@ -138,10 +177,12 @@ async def serve(settings: ServerSettings) -> None:
     drain: readiness goes false and new requests are refused, what is queued and running is answered within
     `drain_timeout_s`, what is left is refused, and the servers stop. A second signal stops the wait."""
     remote = settings.remote
+    configured = settings.configured
     registry = ModelRegistry(settings.repository,
-                             None if remote is None else functools.partial(asyncio.to_thread, remote.sync))
+                             None if remote is None else functools.partial(asyncio.to_thread, remote.sync),
+                             None if configured is None else configured.overrides)
     control = ModelControl(settings.model_control, settings.admin_token, loopback_only=is_loopback(settings.host))
-    plane = DataPlane(registry, GpuMonitor.open(), control)
+    plane = DataPlane(registry, GpuMonitor.open(), control, configured)
     config = uvicorn.Config(
         build_http_app(plane, settings),
         host=settings.host,
@@ -163,7 +204,7 @@ async def serve(settings: ServerSettings) -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, signals.put_nowait, number)
     try:
-        loading = asyncio.create_task(_load_then_watch(registry, settings))
+        loading = asyncio.create_task(_load_then_watch(plane, settings))
         signalled = asyncio.create_task(signals.get())
         await asyncio.wait((signalled, http_task), return_when=asyncio.FIRST_COMPLETED)
         if not signalled.done():  # the HTTP server ended by itself: it could not start (the port is taken)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 from collections.abc import Mapping
 from typing import Any
 
 from ortserve.digits import is_decimal
-from ortserve.errors import InvalidInput, NotFound, ShuttingDown
+from ortserve.errors import ConfigError, ControlDisabled, InvalidInput, NotFound, ShuttingDown
+from ortserve.repository.tf_model_config import ConfiguredRepository, ModelEntry
 from ortserve.runtime.gpu import GpuMonitor
 from ortserve.runtime.model import ServedModel, ServedVersion
 from ortserve.runtime.registry import ModelRegistry
@@ -42,12 +45,14 @@ def earliest(*deadlines_ns: int) -> int:
 
 class DataPlane:
     def __init__(self, registry: ModelRegistry, gpus: GpuMonitor | None = None,
-                 control: ModelControl | None = None) -> None:
+                 control: ModelControl | None = None, configured: ConfiguredRepository | None = None) -> None:
         self.registry = registry
         self.gpus = gpus or GpuMonitor(None, [])
         self.control = control or ModelControl("explicit", None, loopback_only=True)
         self.shared_memory = SharedMemoryRegions()  # Triton's system shared memory extension
         self.draining = False
+        self.configured = configured  # the repository of a TF Serving model config, when one was given
+        self._reconfiguring = asyncio.Lock()
 
     @property
     def live(self) -> bool:
@@ -137,6 +142,38 @@ class DataPlane:
             self.control.authorize(authorization, "changing the log settings")
             return self._log_settings.update(changes)
         return self._log_settings.current()
+
+    async def reload_config(self, entries: list[ModelEntry], authorization: str | None) -> None:
+        """TF Serving's HandleReloadConfigRequest: serve the models `entries` list and no others; fail with the
+        reasons when a listed model did not come up (the others still follow the new list)."""
+        self.control.authorize(authorization, "HandleReloadConfigRequest")
+        self.control.allow_load()
+        failures = await self.reconfigure(entries)
+        if failures:
+            raise ConfigError("the model config was applied, but " + "; ".join(failures))
+
+    async def reconfigure(self, entries: list[ModelEntry]) -> list[str]:
+        """Serve the models of a TF Serving model config: each listed one loaded or rolled out to its entry (a
+        changed base path, version policy or labels), then the models no longer listed unloaded. Returns why
+        listed models are not serving (none: all are)."""
+        if self.configured is None:
+            raise ControlDisabled("this server serves a model repository, not a TF Serving model config; start it "
+                                  "with --model-config-file to manage its models by ModelServerConfig")
+        async with self._reconfiguring:
+            dropped = self.configured.apply(entries)
+            for entry in entries:
+                await self.registry.load(entry.name)
+            for name in dropped:
+                with contextlib.suppress(NotFound):  # the poll saw its link go and unloaded it first
+                    await self.registry.unload(name)
+        failures = []
+        for entry in entries:
+            model = self.registry.models.get(entry.name)
+            if model is None or model.error or model.reload_error or not model.is_ready():
+                reasons = "not loaded" if model is None else (model.error or model.reload_error or "; ".join(
+                    served.error for served in model.versions.values() if served.error))
+                failures.append(f"model {entry.name!r} failed: {reasons}")
+        return failures
 
     async def unload(self, name: str, authorization: str | None) -> None:
         self.control.authorize(authorization)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from ortserve.errors import InvalidInput, require
+from ortserve.errors import ConfigError, InvalidInput, require
 from ortserve.protos.tensorflow.core.example.example_pb2 import Example
 from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
@@ -19,11 +18,13 @@ from ortserve.protos.tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     input_pb2,
+    model_management_pb2,
     model_pb2,
     predict_pb2,
     regression_pb2,
-    unsupported_pb2,
 )
+from ortserve.protos.tensorflow_serving.util.status_pb2 import StatusProto
+from ortserve.repository.tf_model_config import model_entries
 from ortserve.runtime.batcher import Tensors
 from ortserve.runtime.model import ServedVersion, State
 from ortserve.runtime.signature import Signature, TensorSpec
@@ -278,6 +279,13 @@ class ModelService:
             status.status.error_code = 2 if served.state is State.END and served.error else 0  # UNKNOWN or OK
         return response
 
-    def HandleReloadConfigRequest(self, request: unsupported_pb2.ReloadConfigRequest, call: Call) -> None:
-        call.abort(grpc.StatusCode.UNIMPLEMENTED, "HandleReloadConfigRequest is not supported: ortserve reads "
-                   "models from its repository; reload one with POST /v2/repository/models/{m}/load")
+    async def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, call: Call
+                                        ) -> model_management_pb2.ReloadConfigResponse:
+        """Serve the models the ModelServerConfig lists, and no others (a server started with
+        --model-config-file); answers once each listed model has loaded or failed."""
+        try:
+            entries = model_entries(request.config)
+        except ConfigError as exc:  # the request's config itself: its problem, not the server's
+            raise InvalidInput(str(exc)) from None
+        await self._plane.reload_config(entries, call.metadata_value("authorization"))
+        return model_management_pb2.ReloadConfigResponse(status=StatusProto(error_code=0))

@@ -4,7 +4,7 @@ import grpc
 import warnings
 
 from ortserve.protos.tensorflow_serving.apis import get_model_status_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_get__model__status__pb2
-from ortserve.protos.tensorflow_serving.apis import unsupported_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2
+from ortserve.protos.tensorflow_serving.apis import model_management_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -42,8 +42,8 @@ class ModelServiceStub:
                 _registered_method=True)
         self.HandleReloadConfigRequest = channel.unary_unary(
                 '/tensorflow.serving.ModelService/HandleReloadConfigRequest',
-                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigRequest.SerializeToString,
-                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigResponse.FromString,
+                request_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
 
 
@@ -72,8 +72,8 @@ def add_ModelServiceServicer_to_server(servicer, server):
             ),
             'HandleReloadConfigRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.HandleReloadConfigRequest,
-                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigRequest.FromString,
-                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigResponse.SerializeToString,
+                    request_deserializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -128,8 +128,8 @@ class ModelService:
             request,
             target,
             '/tensorflow.serving.ModelService/HandleReloadConfigRequest',
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigRequest.SerializeToString,
-            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_unsupported__pb2.ReloadConfigResponse.FromString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigRequest.SerializeToString,
+            ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_model__management__pb2.ReloadConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
