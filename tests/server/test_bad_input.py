@@ -154,10 +154,11 @@ def test_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:
     assert ok.status_code == 200
 
 
-def test_chunked_body_over_the_limit_is_413(small_limit_server: RunningServer) -> None:
-    def chunks() -> Iterator[bytes]:
-        for _ in range(30):
-            yield b" " * 1000
+@pytest.mark.parametrize("chunk_bytes", [1000, 30_000], ids=["many-chunks", "one-chunk"])
+def test_chunked_body_over_the_limit_is_413(small_limit_server: RunningServer, chunk_bytes: int) -> None:
+    def chunks() -> Iterator[bytes]:  # one chunk: it arrives whole, with its end, in one ASGI message
+        for _ in range(30_000 // chunk_bytes):
+            yield b" " * chunk_bytes
 
     response = httpx.post(f"{small_limit_server.url}/v1/models/mlp:predict", content=chunks())
     assert response.status_code == 413

@@ -179,6 +179,8 @@ class HttpApp:
         if message["type"] == "http.disconnect":
             raise _ClientGone
         body = message.get("body", b"")
+        if len(body) > self._max_body:  # the server may hand over several chunks in one message
+            return None
         if not message.get("more_body", False):
             return body
         chunks, size = [body], len(body)
