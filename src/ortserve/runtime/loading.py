@@ -17,7 +17,7 @@ from ortserve.runtime.instances import SessionPool, threads_per_instance
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.rows import batching_problem
 from ortserve.runtime.samples import read_samples, samples_path
-from ortserve.runtime.session import create_session
+from ortserve.runtime.session import class_labels_of, create_session
 from ortserve.runtime.signature import read_signature
 from ortserve.runtime.sizing import describe, size_batches
 from ortserve.runtime.text import bind_text_model
@@ -100,6 +100,7 @@ def load_sessions(served: ServedVersion) -> None:
     served.signature = signature = read_signature(session)
     check_contract(served.model, served.version, config, signature)
     served.providers = session.get_providers()
+    served.class_labels = class_labels_of(served.path)
     served.gpu = device_of(served.providers, session.get_provider_options())
     served.max_batch_size = _effective_max_batch_size(served)
     samples_file = samples_path(served.model, served.path.parent, config.warmup.data)

@@ -8,7 +8,7 @@ import copy
 import enum
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -76,6 +76,7 @@ class ServedVersion:
     gpu: int | None = None  # the GPU it runs on (CUDA, TensorRT)
     image: ImageClassifier | None = None  # set when config.yaml declares image preprocessing
     text: TextModel | None = None  # set when config.yaml declares text preprocessing
+    class_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the model's own (runtime.class_labels)
     stats: VersionStats = field(default_factory=VersionStats)
     files: Fingerprint = ()  # the version directory as it was loaded: a poll reloads the version when it changes
     shared: Fingerprint = ()  # the model's other files it read (repository.layout.shared_fingerprint), likewise
@@ -109,6 +110,14 @@ class ServedVersion:
             if spec is not None:
                 return spec
         return None
+
+    def labels_of(self, output: str) -> Sequence[str] | None:
+        """The class names of an output's scores, by index: an image model's labels file for its scores output,
+        else those the ONNX model carries (a scikit-learn classifier's); None when there are none."""
+        image = self.image
+        if image is not None and image.output.name == output and image.labels:
+            return image.labels
+        return self.class_labels.get(output)
 
     @property
     def batcher(self) -> Batcher | None:

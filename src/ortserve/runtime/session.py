@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from ortserve.errors import ConfigError
 from ortserve.repository.config import ExecutionProvider, ModelConfig, SessionOptions
 from ortserve.runtime import int8_saturation
+from ortserve.runtime.class_labels import class_labels
 from ortserve.runtime.cpu import has_vnni
 from ortserve.runtime.onnx_versions import fit_to_runtime
 from ortserve.runtime.ort_guard import unsafe_for
@@ -105,6 +106,7 @@ class _ModelFile:
     # runtime.onnx_versions; ZipMap outputs served as tensors: runtime.zipmap), None when it is
     rewritten: bytes | None = None
     saturating_weights: tuple[str, ...] = ()  # runtime.int8_saturation
+    class_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime.class_labels
 
 
 def _model_file(path: Path) -> _ModelFile:
@@ -125,8 +127,15 @@ def _read_model_file(path: str, _mtime_ns: int, _size: int) -> _ModelFile:
     fitted = fit_to_runtime(model, path)
     disabled = unsafe_for(model.graph, path)
     saturating = tuple(int8_saturation.saturating_weights(model.graph))
+    labels = class_labels(model.graph)
     rewritten = without_zipmap(model, path)
-    return _ModelFile(disabled, model.SerializeToString() if rewritten is None and fitted else rewritten, saturating)
+    return _ModelFile(disabled, model.SerializeToString() if rewritten is None and fitted else rewritten, saturating,
+                      labels)
+
+
+def class_labels_of(path: Path) -> dict[str, tuple[str, ...]]:
+    """The class names of the model file's classifier outputs (runtime.class_labels), read with its session."""
+    return _model_file(path).class_labels
 
 
 @functools.cache

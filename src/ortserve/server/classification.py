@@ -2,7 +2,7 @@
 parameter (tritonclient's `class_count`) is answered as its `count` highest values instead of its tensor, each as
 the string "<value>:<index>[:<label>]", a BYTES tensor of shape [batch, count] (batched models: per row, over
 every element past the batch dimension) or [count]. Labels are an image model's (config.yaml `image.labels_file`)
-for the output its scores come from."""
+for the output its scores come from, or the class names a classifier in the model carries (runtime.class_labels)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ def classified(served: ServedVersion, name: str, array: np.ndarray, count: int) 
     rows = array.reshape(len(array), -1) if batched else array.reshape(1, -1)
     count = min(count, rows.shape[1])
     best = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :count]
-    image = served.image
-    labels = image.labels if image is not None and image.output.name == name else None
+    labels = served.labels_of(name)
     integral = array.dtype.kind in "biu"
     answers = np.empty(best.shape, dtype=object)
     for row_index, (row, indices) in enumerate(zip(rows, best, strict=True)):

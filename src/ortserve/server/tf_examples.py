@@ -8,7 +8,8 @@ parse_example ignores them.
 
 Classify answers, for every example, a (label, score) per element of its scores output, in the model's order:
 scores from the output named `scores` or the model's only floating-point output; labels from an output named
-`classes` when there is one, the image labels of config.yaml, or the class index. Regress answers the one value
+`classes` when there is one, the image labels of config.yaml or the class names of a classifier in the model
+(runtime.class_labels), or the class index. Regress answers the one value
 per example of the output named `outputs` or the model's only floating-point output.
 """
 
@@ -158,8 +159,7 @@ def classifications(served: ServedVersion, chosen: Classes, outputs: dict[str, n
                                               f"of shape {list(scores.shape)}: no label for each score")
         names = [[_label(value) for value in row] for row in labels.tolist()]
     else:
-        image = served.image
-        known = image.labels if image is not None and image.output.name == chosen.scores and image.labels else None
+        known = served.labels_of(chosen.scores)
         per_class = [known[index] if known is not None and index < len(known) else str(index)
                      for index in range(scores.shape[1])]
         names = [per_class] * examples
