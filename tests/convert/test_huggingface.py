@@ -108,3 +108,14 @@ def test_a_directory_without_architectures_is_refused_in_one_line(tmp_path: Path
     (path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ortserve.InvalidInput, match="names no `architectures`"):
         convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="m", inputs=[]))
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path: Path) -> None:
+    """transformers raises a RuntimeError for a checkpoint whose tensors disagree with its config.json."""
+    config = transformers.BertConfig(**SMALL, vocab_size=30, num_labels=3)
+    path = _saved(tmp_path, "edited", transformers.BertForSequenceClassification(config))
+    edited = json.loads((path / "config.json").read_text())
+    edited["id2label"], edited["label2id"] = {"0": "no", "1": "yes"}, {"no": 0, "yes": 1}
+    (path / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(ortserve.InvalidInput, match="cannot be loaded as BertForSequenceClassification"):
+        convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="m", inputs=[]))

@@ -80,7 +80,8 @@ def load(path: Path) -> HfModel:
         raise InvalidInput(f"transformers {transformers.__version__} has no class {architecture!r}")
     try:
         model = model_class.from_pretrained(str(path)).eval()
-    except (OSError, ValueError) as exc:
+    # RuntimeError: tensors that disagree with config.json (after transformers' report of them), a torn checkpoint
+    except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidInput(f"{str(path)!r} cannot be loaded as {architecture}: {str(exc).splitlines()[0]}") from None
     inputs, sample = _inputs(path, model.config)
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
