@@ -14,6 +14,7 @@ import uvloop
 
 from ortserve import __version__, ray_cli
 from ortserve.bench import cli as bench_cli
+from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError, OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.protos.tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
@@ -127,6 +128,7 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from ortserve.convert.base_path import convert_versions, saved_model_versions
     from ortserve.convert.pipeline import ConvertRequest, convert
     from ortserve.convert.spec import InputSpec
 
@@ -141,14 +143,16 @@ def _convert(args: argparse.Namespace) -> int:
             inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
             weights=Path(args.weights) if args.weights else None, opset=args.opset, samples=args.samples,
             value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
-            atol=args.atol, rtol=args.rtol, exporter=args.exporter)
-        result = convert(request)
+            atol=args.atol, rtol=args.rtol, exporter=args.exporter, version=args.version)
+        versions = saved_model_versions(Path(args.source))
+        results = convert_versions(request, versions) if versions else iter([(args.version, convert(request))])
+        for _, result in results:
+            print(result.parity.text())
+            print(f"wrote {result.version_dir / 'model.onnx'} ({result.exporter}); provenance in "
+                  f"{result.version_dir / 'provenance.json'}")
     except OrtServeError as exc:
         print(f"ortserve convert: {exc}", file=sys.stderr)
         return 1
-    print(result.parity.text())
-    print(f"wrote {result.version_dir / 'model.onnx'} ({result.exporter}); provenance in "
-          f"{result.version_dir / 'provenance.json'}")
     return 0
 
 
@@ -182,6 +186,12 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
     return value
+
+
+def _positive_int(text: str) -> int:
+    if not is_decimal(text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="convert a PyTorch, TensorFlow/Keras, Hugging Face or scikit-learn model to ONNX, prove "
                         "parity, add it as a new version")
     convert_parser.add_argument("source", help="package.module:factory or a .pt/.pt2 file (PyTorch), a SavedModel "
-                                               "directory or .keras/.h5 file (TensorFlow), a Hugging Face directory "
-                                               "(save_pretrained), or a .pkl/.joblib file (scikit-learn)")
+                                               "directory or .keras/.h5 file (TensorFlow), a TF Serving model base "
+                                               "path (numbered SavedModel versions, each converted into the same "
+                                               "version), a Hugging Face directory (save_pretrained), or a "
+                                               ".pkl/.joblib file (scikit-learn)")
     convert_parser.add_argument("--repository", required=True, help="model repository to write into")
     convert_parser.add_argument("--model", required=True, help="model name in the repository")
     convert_parser.add_argument("--input", action="append", default=[],
@@ -273,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--samples-file", help=".npz with one array per input, instead of generated ones")
     convert_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     convert_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    convert_parser.add_argument("--version", type=_positive_int,
+                                help="the version number to write, which must not exist yet (default: the next)")
     convert_parser.set_defaults(handler=_convert)
     export_parser = commands.add_parser(
         "export-tf", help="convert an ONNX model to a TF SavedModel for TF Serving, with parity proven")

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from ortserve.convert.pipeline import ConvertRequest, convert
-from ortserve.errors import InvalidInput
+from ortserve.errors import ConfigError, InvalidInput
 
 pytestmark = pytest.mark.slow
 tf = pytest.importorskip("tensorflow")
@@ -190,3 +190,52 @@ def test_a_large_model_goes_through_tf2onnx_without_its_weights(tmp_path: Path, 
     x = np.random.default_rng(5).standard_normal((3, 16, 16, 3)).astype(np.float32)
     (got,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"image": x})
     np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-4, atol=1e-5)
+
+
+def _dense(seed: int) -> tf.keras.Model:
+    tf.keras.utils.set_random_seed(seed)
+    features = tf.keras.Input((5,), name="features")
+    return tf.keras.Model(features, tf.keras.layers.Dense(3, name="scores")(features))
+
+
+def test_a_tf_serving_base_path_converts_into_the_same_version_numbers(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """TF Serving's layout, /models/<name>/<version>/saved_model.pb: each version converted, numbers kept."""
+    from ortserve.cli import main
+    from ortserve.repository.layout import version_paths
+
+    base = tmp_path / "tf_models" / "scorer"
+    models = {1: _dense(1), 3: _dense(3)}
+    for number, model in models.items():
+        model.export(str(base / str(number)))
+    (base / "notes").mkdir()  # what TF Serving ignores, so does the conversion
+    with pytest.raises(ConfigError, match=f"ortserve convert {base} --repository REPOSITORY --model scorer"):
+        version_paths(base)  # served as it is: the load error says how to convert it
+
+    repository = tmp_path / "onnx_models"
+    assert main(["convert", str(base), "--repository", str(repository), "--model", "scorer"]) == 0
+    assert sorted(version_paths(repository / "scorer")) == [1, 3]
+    rows = np.random.default_rng(4).standard_normal((4, 5)).astype(np.float32)
+    for number, model in models.items():
+        session = ort.InferenceSession(str(repository / "scorer" / str(number) / "model.onnx"))
+        np.testing.assert_allclose(session.run(None, {"features": rows})[0], np.asarray(model(rows)), rtol=1e-5,
+                                   atol=1e-6)
+        provenance = json.loads((repository / "scorer" / str(number) / "provenance.json").read_text())
+        assert provenance["version"] == number and provenance["source"] == str(base / str(number))
+
+    capsys.readouterr()
+    assert main(["convert", str(base), "--repository", str(repository), "--model", "scorer"]) == 1
+    assert "has version(s) 1, 3 already; nothing was converted" in capsys.readouterr().err
+
+
+def test_one_saved_model_into_a_chosen_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ortserve.cli import main
+
+    _dense(7).export(str(tmp_path / "saved"))
+    repository = tmp_path / "repo"
+    command = ["convert", str(tmp_path / "saved"), "--repository", str(repository), "--model", "m", "--version", "7"]
+    assert main(command) == 0
+    assert (repository / "m" / "7" / "model.onnx").is_file() and not (repository / "m" / "1").exists()
+    capsys.readouterr()
+    assert main(command) == 1
+    assert "model 'm' has a version 7 already; nothing was written" in capsys.readouterr().err

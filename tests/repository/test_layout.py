@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
+from ortserve.errors import ConfigError
 from ortserve.examples.models import mlp, save
 from ortserve.repository.layout import version_paths
 
@@ -15,3 +19,21 @@ def test_only_ascii_positive_integers_are_versions(tmp_path: Path) -> None:
         (tmp_path / "m" / odd).mkdir()
         (tmp_path / "m" / odd / "model.onnx").write_bytes((tmp_path / "m" / "1" / "model.onnx").read_bytes())
     assert sorted(version_paths(tmp_path / "m")) == [1, 3]
+
+
+def test_a_tf_serving_base_path_is_refused_with_the_command_that_converts_it(tmp_path: Path,
+                                                                             caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "resnet" / "1" / "variables").mkdir(parents=True)
+    (tmp_path / "resnet" / "1" / "saved_model.pb").write_bytes(b"\x08\x01")
+    with caplog.at_level(logging.WARNING), pytest.raises(ConfigError) as refused:
+        version_paths(tmp_path / "resnet")
+    command = f"ortserve convert {tmp_path / 'resnet'} --repository REPOSITORY --model resnet"
+    assert "holds a TensorFlow SavedModel" in str(refused.value) and command in str(refused.value)
+    assert "skipping version 1" in caplog.text
+
+
+def test_a_version_without_a_model_names_no_conversion(tmp_path: Path) -> None:
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    with pytest.raises(ConfigError) as refused:
+        version_paths(tmp_path / "m")
+    assert "expected m/1/model.onnx" in str(refused.value) and "convert" not in str(refused.value)

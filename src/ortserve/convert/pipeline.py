@@ -49,6 +49,7 @@ class ConvertRequest:
     samples_file: Path | None = None  # .npz with one array per input name
     atol: float = 1e-4
     rtol: float = 1e-3
+    version: int | None = None  # the version number to write (default: the model's next)
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,8 @@ def _load_huggingface(request: ConvertRequest, record: dict[str, Any]) -> Loaded
 def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> ConvertResult:
     """Convert the source (`loaded`, when the caller has loaded it already), prove parity, publish."""
     started = time.perf_counter()
+    if request.version is not None and (request.repository / request.model / str(request.version)).exists():
+        raise InvalidInput(f"model {request.model!r} has a version {request.version} already; nothing was written")
     loaded = loaded or load_source(request)
     framework, inputs, source, versions = loaded.framework, loaded.inputs, loaded.record, loaded.versions
     with scratch_dir(request.repository) as scratch:
@@ -248,7 +251,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         version_dir = publish(request.repository, request.model, onnx_path, provenance, loaded.files,
-                              loaded.settings)
+                              loaded.settings, request.version)
     return ConvertResult(version_dir, parity, exporter)
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from ortserve.convert.naming import rename
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
+from ortserve.repository.layout import SAVED_MODEL_FILE
 
-SAVED_MODEL_FILE = "saved_model.pb"
 KERAS_SUFFIXES = {".keras", ".h5"}
 
 

@@ -62,10 +62,12 @@ def _versions(model_dir: Path) -> dict[int, Path]:
 
 
 def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str, Any],
-            files: dict[str, Path] | None = None, settings: dict[str, Any] | None = None) -> Path:
-    """Move the checked model in as REPO/<model>/<next version>/model.onnx with provenance.json (and copies of
-    `files`, by name: a tokenizer, labels) beside it. `settings` (config.yaml sections, e.g. its `text:`
-    preprocessing) are written into a config.yaml that does not set those sections yet.
+            files: dict[str, Path] | None = None, settings: dict[str, Any] | None = None,
+            version: int | None = None) -> Path:
+    """Move the checked model in as REPO/<model>/<version>/model.onnx (by default the next version; a given one
+    must not exist yet) with provenance.json (and copies of `files`, by name: a tokenizer, labels) beside it.
+    `settings` (config.yaml sections, e.g. its `text:` preprocessing) are written into a config.yaml that does not
+    set those sections yet.
 
     The model's config.yaml declares its inputs and outputs (a new version must keep them, or the server would
     refuse it); a model without a declaration gets its newest version's, or this one's when it is the first.
@@ -85,10 +87,13 @@ def publish(repository: Path, model: str, onnx_path: Path, provenance: dict[str,
     except ConfigError as exc:
         raise InvalidInput(f"the new version breaks the model's declared contract; nothing was written: {exc}") \
             from None
+    if version is not None and (model_dir / str(version)).exists():
+        raise InvalidInput(f"model {model!r} has a version {version} already; nothing was written")
     model_dir.mkdir(parents=True, exist_ok=True)
     if declaration or unset:
         update_config(model_dir, {**declaration, **unset})
-    version = next_version(model_dir)
+    if version is None:
+        version = next_version(model_dir)
     staged = onnx_path.parent / "staged"
     staged.mkdir()
     shutil.move(str(onnx_path), staged / MODEL_FILE)

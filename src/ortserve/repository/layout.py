@@ -9,6 +9,9 @@ from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError
 
 MODEL_FILE = "model.onnx"
+SAVED_MODEL_FILE = "saved_model.pb"  # a TF Serving version directory: converted, never served as it is
+_CONVERT_HINT = ("it holds a TensorFlow SavedModel; convert the model's versions to ONNX with "
+                 "`ortserve convert {0} --repository REPOSITORY --model {0.name}`")
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +24,7 @@ def model_names(repository: Path) -> list[str]:
 
 def version_paths(model_dir: Path) -> dict[int, Path]:
     """Version directories (positive integers) that hold a model.onnx; anything else is skipped with a warning."""
-    versions = {}
+    versions, saved_models = {}, False
     for entry in model_dir.iterdir():
         if not entry.is_dir() or entry.name.startswith("."):
             continue
@@ -31,12 +34,16 @@ def version_paths(model_dir: Path) -> dict[int, Path]:
             continue
         model_file = entry / MODEL_FILE
         if not model_file.is_file():
-            log.warning("model %r: skipping version %s: no %s in it", model_dir.name, entry.name, MODEL_FILE)
+            saved_model = (entry / SAVED_MODEL_FILE).is_file()
+            log.warning("model %r: skipping version %s: no %s in it%s", model_dir.name, entry.name, MODEL_FILE,
+                        f" ({_CONVERT_HINT.format(model_dir)})" if saved_model else "")
+            saved_models = saved_models or saved_model
             continue
         versions[int(entry.name)] = model_file
     if not versions:
         raise ConfigError(f"model {model_dir.name!r}: no version directory with a {MODEL_FILE} "
-                          f"(expected {model_dir.name}/1/{MODEL_FILE})")
+                          f"(expected {model_dir.name}/1/{MODEL_FILE})"
+                          + (f"; {_CONVERT_HINT.format(model_dir)}" if saved_models else ""))
     return versions
 
 
