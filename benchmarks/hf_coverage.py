@@ -1,6 +1,5 @@
 """Conversion coverage of Hugging Face sources: each common `transformers` family (ortserve.examples.hf_families:
-BERT, DistilBERT, RoBERTa, GPT-2, T5's encoder, ViT, Swin, ConvNeXt, ResNet, MobileViT, Wav2Vec2), built from a
-small config with random weights, saved with save_pretrained, through `ortserve convert` (export, checker, parity
+29 of them, from BERT and GPT-2 to Llama, Qwen2, DINOv2 and HuBERT), built from a small config with random weights, saved with save_pretrained, through `ortserve convert` (export, checker, parity
 with transformers). Writes a JSON and a Markdown table.
 
     python benchmarks/hf_coverage.py

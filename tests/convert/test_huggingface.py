@@ -68,7 +68,16 @@ FAMILY_TASKS = {"bert": ("sequence-classification", "logits"),
                 "vit": ("image-classification", "logits"), "swin": ("image-classification", "logits"),
                 "convnext": ("image-classification", "logits"), "resnet": ("image-classification", "logits"),
                 "mobilevit": ("image-classification", "logits"),
-                "wav2vec2": ("feature-extraction", "last_hidden_state")}
+                "wav2vec2": ("feature-extraction", "last_hidden_state"),
+                "albert": ("sequence-classification", "logits"), "electra": ("token-classification", "logits"),
+                "deberta-v2": ("sequence-classification", "logits"), "xlm-roberta": ("masked-lm", "logits"),
+                "mpnet": ("feature-extraction", "last_hidden_state"), "llama": ("causal-lm", "logits"),
+                "mistral": ("causal-lm", "logits"), "qwen2": ("causal-lm", "logits"), "phi": ("causal-lm", "logits"),
+                "opt": ("causal-lm", "logits"), "bloom": ("causal-lm", "logits"),
+                "deit": ("image-classification", "logits"), "dinov2": ("feature-extraction", "last_hidden_state"),
+                "regnet": ("image-classification", "logits"), "mobilenet-v2": ("image-classification", "logits"),
+                "segformer": ("image-classification", "logits"), "poolformer": ("image-classification", "logits"),
+                "hubert": ("feature-extraction", "last_hidden_state")}
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -39,11 +39,43 @@ def _builders(transformers: Any) -> dict[str, Callable[[], Any]]:
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=[16, 16], conv_stride=[5, 4], conv_kernel=[10, 8], num_conv_pos_embeddings=16,
             num_conv_pos_embedding_groups=4)),
+        "albert": lambda: t.AlbertForSequenceClassification(t.AlbertConfig(**TEXT, embedding_size=16, num_labels=2)),
+        "electra": lambda: t.ElectraForTokenClassification(t.ElectraConfig(**TEXT, embedding_size=16, num_labels=5)),
+        "deberta-v2": lambda: t.DebertaV2ForSequenceClassification(t.DebertaV2Config(**TEXT, num_labels=2)),
+        "xlm-roberta": lambda: t.XLMRobertaForMaskedLM(t.XLMRobertaConfig(**{**TEXT, "max_position_embeddings": 80})),
+        "mpnet": lambda: t.MPNetModel(t.MPNetConfig(**TEXT)),
+        "llama": lambda: t.LlamaForCausalLM(t.LlamaConfig(**TEXT, num_key_value_heads=1)),
+        "mistral": lambda: t.MistralForCausalLM(t.MistralConfig(**TEXT, num_key_value_heads=1)),
+        "qwen2": lambda: t.Qwen2ForCausalLM(t.Qwen2Config(**TEXT, num_key_value_heads=1)),
+        "phi": lambda: t.PhiForCausalLM(t.PhiConfig(**TEXT)),
+        "opt": lambda: t.OPTForCausalLM(t.OPTConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
+                                                    num_attention_heads=2, max_position_embeddings=64,
+                                                    word_embed_proj_dim=32)),
+        "bloom": lambda: t.BloomForCausalLM(t.BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=2)),
+        "deit": lambda: t.DeiTForImageClassification(t.DeiTConfig(**{k: TEXT[k] for k in (
+            "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")},
+            image_size=32, patch_size=8, num_labels=4)),
+        "dinov2": lambda: t.Dinov2Model(t.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                       image_size=32, patch_size=8)),
+        "regnet": lambda: t.RegNetForImageClassification(t.RegNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8, num_labels=4)),
+        "mobilenet-v2": lambda: t.MobileNetV2ForImageClassification(t.MobileNetV2Config(
+            image_size=32, depth_multiplier=0.25, num_labels=4)),
+        "segformer": lambda: t.SegformerForImageClassification(t.SegformerConfig(
+            image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 1, 2], depths=[1, 1, 1, 1],
+            decoder_hidden_size=32, num_labels=4)),
+        "poolformer": lambda: t.PoolFormerForImageClassification(t.PoolFormerConfig(
+            image_size=32, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_labels=4)),
+        "hubert": lambda: t.HubertModel(t.HubertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            conv_dim=[16, 16], conv_stride=[5, 4], conv_kernel=[10, 8], num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4)),
     }
 
 
 FAMILIES = ("bert", "distilbert", "roberta", "gpt2", "t5-encoder", "vit", "swin", "convnext", "resnet", "mobilevit",
-            "wav2vec2")
+            "wav2vec2", "albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "llama", "mistral", "qwen2", "phi",
+            "opt", "bloom", "deit", "dinov2", "regnet", "mobilenet-v2", "segformer", "poolformer", "hubert")
 
 
 def save_family(name: str, directory: Path, seed: int = 0) -> Path:
