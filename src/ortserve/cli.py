@@ -128,7 +128,7 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ortserve.convert.base_path import convert_versions, saved_model_versions
+    from ortserve.convert.base_path import convert_versions, migrate, plan_migration, saved_model_versions
     from ortserve.convert.pipeline import ConvertRequest, convert
     from ortserve.convert.spec import InputSpec
 
@@ -137,22 +137,36 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError:  # only the parsing of --range: an error of the conversion is its own
         print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
         return 2
+    if args.model_config_file is not None and (args.source is not None or args.model is not None):
+        print("ortserve convert: --model-config-file names the sources and models; give no SOURCE or --model",
+              file=sys.stderr)
+        return 2
+    if args.model_config_file is None and (args.source is None or args.model is None):
+        print("ortserve convert: give SOURCE and --model (or --model-config-file)", file=sys.stderr)
+        return 2
     try:
         request = ConvertRequest(
-            source=args.source, repository=Path(args.repository), model=args.model,
+            source=args.source or "", repository=Path(args.repository), model=args.model or "",
             inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
             weights=Path(args.weights) if args.weights else None, opset=args.opset, samples=args.samples,
             value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
             atol=args.atol, rtol=args.rtol, exporter=args.exporter, version=args.version)
-        versions = saved_model_versions(Path(args.source))
-        results = convert_versions(request, versions) if versions else iter([(args.version, convert(request))])
-        for _, result in results:
+        if args.model_config_file is not None:
+            plan = plan_migration(args.model_config_file, request.repository)
+            results = (result for _, _, result in migrate(plan, request))
+        else:
+            versions = saved_model_versions(Path(args.source))
+            results = (result for _, result in convert_versions(request, versions)) if versions \
+                else iter([convert(request)])
+        for result in results:
             print(result.parity.text())
             print(f"wrote {result.version_dir / 'model.onnx'} ({result.exporter}); provenance in "
                   f"{result.version_dir / 'provenance.json'}")
     except OrtServeError as exc:
         print(f"ortserve convert: {exc}", file=sys.stderr)
         return 1
+    if args.model_config_file is not None:
+        print(f"wrote {plan.config_out}: serve it with `ortserve serve --model_config_file {plan.config_out}`")
     return 0
 
 
@@ -265,13 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser = commands.add_parser(
         "convert", help="convert a PyTorch, TensorFlow/Keras, Hugging Face or scikit-learn model to ONNX, prove "
                         "parity, add it as a new version")
-    convert_parser.add_argument("source", help="package.module:factory or a .pt/.pt2 file (PyTorch), a SavedModel "
-                                               "directory or .keras/.h5 file (TensorFlow), a TF Serving model base "
-                                               "path (numbered SavedModel versions, each converted into the same "
-                                               "version), a Hugging Face directory (save_pretrained), or a "
-                                               ".pkl/.joblib file (scikit-learn)")
+    convert_parser.add_argument(
+        "source", nargs="?",
+        help="package.module:factory or a .pt/.pt2 file (PyTorch), a SavedModel directory or .keras/.h5 file "
+             "(TensorFlow), a TF Serving model base path (numbered SavedModel versions, each converted into the same "
+             "version), a Hugging Face directory (save_pretrained), or a .pkl/.joblib file (scikit-learn)")
     convert_parser.add_argument("--repository", required=True, help="model repository to write into")
-    convert_parser.add_argument("--model", required=True, help="model name in the repository")
+    convert_parser.add_argument("--model", help="model name in the repository (required with a source)")
+    convert_parser.add_argument(
+        "--model-config-file", "--model_config_file", type=Path,
+        help="instead of a source: TF Serving's model config; every entry's base path is converted into the model "
+             "of its name in --repository, keeping version numbers, and REPOSITORY/models.config lists them")
     convert_parser.add_argument("--input", action="append", default=[],
                                 help="name:dtype:dims, dims with names for dynamic ones (input:float32:batch,784)")
     convert_parser.add_argument("--output", action="append", help="output names, in order")

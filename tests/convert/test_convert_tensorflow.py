@@ -239,3 +239,50 @@ def test_one_saved_model_into_a_chosen_version(tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(command) == 1
     assert "model 'm' has a version 7 already; nothing was written" in capsys.readouterr().err
+
+
+def test_a_tf_serving_model_config_moves_whole_and_serves_with_its_labels(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The team's models.config and its SavedModel base paths in; ONNX versions and a models.config that
+    `ortserve serve --model_config_file` serves out, labels and version policies kept."""
+    import httpx
+
+    from ortserve.bench.server import start_server
+    from ortserve.cli import main
+
+    models = {("scorer", 1): _dense(1), ("scorer", 2): _dense(2), ("ranker", 4): _dense(4)}
+    for (name, number), model in models.items():
+        model.export(str(tmp_path / "tf" / name / str(number)))
+    config_file = tmp_path / "tf" / "models.config"
+    config_file.write_text(f"""model_config_list {{
+  config {{ name: "scorer" base_path: "{tmp_path / 'tf' / 'scorer'}" model_platform: "tensorflow"
+           model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+           version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }} }}
+  config {{ name: "ranker" base_path: "{tmp_path / 'tf' / 'ranker'}" model_platform: "tensorflow" }}
+}}""")
+    repository = tmp_path / "onnx"
+    assert main(["convert", "--model-config-file", str(config_file), "--repository", str(repository)]) == 0
+    migrated = repository / "models.config"
+    assert f"ortserve serve --model_config_file {migrated}" in capsys.readouterr().out
+    assert f'base_path: "{repository / "scorer"}"' in migrated.read_text()
+
+    rows = np.random.default_rng(5).standard_normal((2, 5)).astype(np.float32)
+    with start_server(None, tmp_path / "server.log", "--model_config_file", str(migrated)) as server:
+        for path, (name, number) in (("scorer/labels/canary", ("scorer", 2)), ("scorer/labels/stable", ("scorer", 1)),
+                                     ("ranker", ("ranker", 4))):
+            answer = httpx.post(f"{server.url}/v1/models/{path}:predict", json={"instances": rows.tolist()})
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_allclose(answer.json()["predictions"], np.asarray(models[name, number](rows)),
+                                       rtol=1e-5, atol=1e-6)
+
+    assert main(["convert", "--model-config-file", str(config_file), "--repository", str(repository)]) == 1
+    assert "model 'scorer' in" in capsys.readouterr().err  # its versions exist: nothing converted again
+
+
+def test_convert_asks_for_a_source_or_a_model_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ortserve.cli import main
+
+    assert main(["convert", "--repository", str(tmp_path)]) == 2
+    assert "give SOURCE and --model (or --model-config-file)" in capsys.readouterr().err
+    assert main(["convert", "x.keras", "--model-config-file", "models.config", "--repository", str(tmp_path)]) == 2
+    assert "give no SOURCE or --model" in capsys.readouterr().err
