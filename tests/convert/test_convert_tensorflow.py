@@ -286,3 +286,75 @@ def test_convert_asks_for_a_source_or_a_model_config(tmp_path: Path, capsys: pyt
     assert "give SOURCE and --model (or --model-config-file)" in capsys.readouterr().err
     assert main(["convert", "x.keras", "--model-config-file", "models.config", "--repository", str(tmp_path)]) == 2
     assert "give no SOURCE or --model" in capsys.readouterr().err
+
+
+def _parsing_saved_model(path: Path) -> tuple[object, object]:
+    """A Keras model behind a signature that parses serialized tf.Examples (TF Serving's classic export): features
+    `x` (2 floats) and `bucket` (1 int64)."""
+    tf.keras.utils.set_random_seed(6)
+    x, bucket = tf.keras.Input((2,), name="x"), tf.keras.Input((1,), name="bucket")
+    joined = tf.keras.layers.Concatenate()([x, tf.keras.layers.Lambda(lambda b: tf.cast(b, tf.float32))(bucket)])
+    model = tf.keras.Model([x, bucket], tf.keras.layers.Dense(3, activation="softmax")(joined))
+    spec = {"x": tf.io.FixedLenFeature([2], tf.float32), "bucket": tf.io.FixedLenFeature([1], tf.int64)}
+
+    class Parsing(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(examples, spec)
+            return {"scores": self.model([parsed["x"], parsed["bucket"]])}
+
+    module = Parsing()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return module, model
+
+
+def test_a_signature_that_parses_tf_examples_converts_from_its_features_and_serves_them(tmp_path: Path) -> None:
+    import base64
+
+    import httpx
+
+    from ortserve.bench.server import start_server
+
+    module, _ = _parsing_saved_model(tmp_path / "tf" / "1")
+    repository = tmp_path / "repo"
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=repository, model="parsing",
+                                    inputs=[]))
+    assert result.parity.passed
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert sorted((spec["name"], spec["dtype"], spec["dims"]) for spec in provenance["inputs"]) == [
+        ("bucket", "int64", ["batch", 1]), ("x", "float32", ["batch", 2])]  # in the parser's order
+    assert "examples_input: examples" in (repository / "parsing" / "config.yaml").read_text()
+
+    rng = np.random.default_rng(8)
+    x, bucket = rng.standard_normal((4, 2)).astype(np.float32), rng.integers(0, 9, (4, 1))
+    serialized = [tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist())),
+        "bucket": tf.train.Feature(int64_list=tf.train.Int64List(value=b.tolist()))})).SerializeToString()
+        for row, b in zip(x, bucket, strict=True)]
+    expected = module.serve(tf.constant(serialized))["scores"].numpy()
+    with start_server(repository, tmp_path / "server.log") as server:
+        body = {"instances": [{"b64": base64.b64encode(item).decode()} for item in serialized]}
+        answer = httpx.post(f"{server.url}/v1/models/parsing:predict", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_signature_parsing_sparse_features_is_refused_by_name(tmp_path: Path) -> None:
+    spec = {"tokens": tf.io.VarLenFeature(tf.int64), "x": tf.io.FixedLenFeature([2], tf.float32)}
+
+    class Sparse(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            parsed = tf.io.parse_example(examples, spec)
+            counted = tf.cast(tf.sparse.reduce_sum(parsed["tokens"], axis=1), tf.float32)
+            return {"total": counted + tf.reduce_sum(parsed["x"], axis=1)}
+
+    module = Sparse()
+    tf.saved_model.save(module, str(tmp_path / "sparse"), signatures={"serving_default": module.serve})
+    with pytest.raises(InvalidInput, match="parses 1 sparse and 0 ragged features"):
+        convert(ConvertRequest(source=str(tmp_path / "sparse"), repository=tmp_path / "repo", model="m", inputs=[]))
+    assert not (tmp_path / "repo" / "m").exists()

@@ -3,6 +3,7 @@ tf.train.Example) and over REST: each example's features are the ONNX model's in
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 
 import grpc
@@ -95,6 +96,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     save(_classifier(with_classes=True), repository, "named_classes")
     save(_regressor(), repository, "regressor")
     save(_classifier_and_regressor(), repository, "both")
+    save(_classifier_and_regressor(), repository, "parsing")  # as `convert` writes a parsing SavedModel
+    (repository / "parsing" / "config.yaml").write_text("examples_input: examples\n")
     with start_server(repository, repository / ".server.log") as running:
         yield running
 
@@ -272,3 +275,45 @@ def test_multi_inference_refuses_tasks_tf_serving_refuses(tf_serving, tasks: lis
         stub.MultiInference(request, timeout=30)
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
+
+
+def _serialized(tf) -> list[bytes]:
+    return [_example(tf, x=row.tolist(), bucket=bucket.tolist()).SerializeToString()
+            for row, bucket in zip(X, BUCKETS, strict=True)]
+
+
+def test_predict_of_serialized_examples_for_a_model_converted_from_a_parsing_signature(tf_serving) -> None:
+    """TF Serving's Predict to a model whose signature parsed tf.Examples: `inputs["examples"]`, strings."""
+    from tensorflow_serving.apis import predict_pb2
+
+    tf, stub = tf_serving
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "parsing"
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(_serialized(tf), dtype=tf.string))
+    response = stub.Predict(request, timeout=30)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["scores"]), _softmax(_logits(X, BUCKETS)),
+                               rtol=1e-5)
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"\xff not a proto"], dtype=tf.string))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'examples': element 0 is not a serialized tf.Example" in refused.value.details()
+
+
+def test_predict_of_serialized_examples_over_rest_in_both_formats(tf_serving, server: RunningServer) -> None:
+    tf, _ = tf_serving
+    encoded = [{"b64": base64.b64encode(item).decode()} for item in _serialized(tf)]
+    expected = _softmax(_logits(X, BUCKETS))
+    for body in ({"instances": encoded}, {"instances": [{"examples": item} for item in encoded]},
+                 {"inputs": {"examples": encoded}}):
+        answer = requests.post(f"{server.url}/v1/models/parsing:predict", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        values = answer.json()["predictions" if "instances" in body else "outputs"]
+        np.testing.assert_allclose(values["scores"] if isinstance(values, dict) else
+                                   [row["scores"] for row in values], expected, rtol=1e-5)
+    features = {"inputs": {"x": X.tolist(), "bucket": BUCKETS.tolist()}}  # the model's own inputs still work
+    answer = requests.post(f"{server.url}/v1/models/parsing:predict", json=features, timeout=30)
+    np.testing.assert_allclose(answer.json()["outputs"]["scores"], expected, rtol=1e-5)
+    refused = requests.post(f"{server.url}/v1/models/both:predict", json={"inputs": {"examples": encoded}},
+                            timeout=30)  # a model that takes no examples: the input is unknown
+    assert refused.status_code == 400 and "examples" in refused.json()["error"]

@@ -177,8 +177,12 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
             tensorflow.convert(tf_model, request.opset, path)
             return "tf2onnx"
 
+        settings = {} if tf_model.parsed is None else {"examples_input": tf_model.parsed.string_input}
+        if tf_model.parsed is not None:
+            record["parsed_examples"] = tf_model.parsed.string_input
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
-                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, files=files)
+                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, files=files,
+                            settings=settings)
     estimator = sklearn.load_estimator(Path(request.source))
     name = request.inputs[0].name if request.inputs else "input"
     features = sklearn.features(estimator)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ortserve.convert.naming import rename
+from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
 from ortserve.repository.layout import SAVED_MODEL_FILE
@@ -27,6 +28,9 @@ class TfModel:
     inputs: list[InputSpec]
     outputs: list[str]
     owner: Any  # the loaded object holding the variables: they live only as long as it does
+    # a signature that parses serialized tf.Examples: converted from its parser's outputs on, with its frozen graph
+    parsed: ParsedExamples | None = None
+    frozen: tuple[Any, list[str]] | None = None  # the signature's frozen GraphDef and output tensors
 
 
 def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
@@ -45,6 +49,10 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
             named = signature.structured_input_signature[1]
             names = sorted(named)
             outputs = sorted(signature.structured_outputs)
+            if not declared and len(names) == 1 and named[names[0]].dtype == tf.string:
+                parsing = _parsing_model(loaded, signature, names[0], outputs)
+                if parsing is not None:
+                    return parsing
             inputs = declared or [_spec_from_tf(name, named[name]) for name in names]
 
             def call(*tensors: Any) -> list[Any]:
@@ -69,14 +77,35 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
     return TfModel(call_keras, inputs, outputs, model)
 
 
+def _parsing_model(loaded: Any, signature: Any, string_input: str, outputs: list[str]) -> TfModel | None:
+    """The signature as a model of the features it parses from its examples (convert.parsed_examples), or None
+    when it does not parse tf.Examples."""
+    import tensorflow as tf
+
+    graph_def, _, output_tensors = _frozen(signature)
+    parsed = find_parser(graph_def, string_input)
+    if parsed is None:
+        return None
+
+    def call(*tensors: Any) -> list[Any]:
+        examples = serialized(parsed.features, [np.asarray(tensor) for tensor in tensors])
+        result = signature(**{string_input: tf.constant(examples, dtype=tf.string)})
+        return [result[name] for name in outputs]
+
+    return TfModel(call, parsed.features, outputs, loaded, parsed, (graph_def, output_tensors))
+
+
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
-                               name=spec.name) for spec in tf_model.inputs]
-    function = tf.function(tf_model.function, input_signature=signature)
-    graph_def, input_names, output_names = _frozen(function.get_concrete_function())
+    if tf_model.parsed is not None and tf_model.frozen is not None:
+        (graph_def, output_names), input_names = tf_model.frozen, tf_model.parsed.tensors
+    else:
+        signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
+                                   name=spec.name) for spec in tf_model.inputs]
+        function = tf.function(tf_model.function, input_signature=signature)
+        graph_def, input_names, output_names = _frozen(function.get_concrete_function())
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
     lifted_inputs = [f"{name}:0" for name in weights]
     try:

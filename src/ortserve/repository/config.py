@@ -301,6 +301,9 @@ class ModelConfig(_Strict):
     warmup: Warmup = Warmup()
     image: ImagePreprocessing | None = None
     text: TextPreprocessing | None = None
+    # TF Serving Predict: an input of serialized tf.Examples, read into the model's inputs by feature name (written
+    # by `convert` for a SavedModel whose signature parsed them: server.tf_examples)
+    examples_input: str | None = None
     # The model's contract (as TF Serving's signature and Triton's config declare it); empty: not checked.
     inputs: list[TensorDeclaration] = Field(default_factory=list)
     outputs: list[TensorDeclaration] = Field(default_factory=list)

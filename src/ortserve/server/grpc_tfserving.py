@@ -8,8 +8,6 @@ import numpy as np
 from google.protobuf.message import Message
 
 from ortserve.errors import ConfigError, InvalidInput, require
-from ortserve.protos.tensorflow.core.example.example_pb2 import Example
-from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.protos.tensorflow.core.framework.tensor_shape_pb2 import TensorShapeProto
 from ortserve.protos.tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef, TensorInfo
 from ortserve.protos.tensorflow_serving.apis import (
@@ -37,8 +35,11 @@ from ortserve.server.tf_examples import (
     check_signature,
     classes_of,
     classifications,
+    example_features,
     example_inputs,
     regressions,
+    serialized_example_inputs,
+    takes_serialized_examples,
     values_output,
 )
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, PREDICT_METHOD
@@ -87,28 +88,11 @@ def _examples(given: input_pb2.Input) -> tuple[list[Features], Features]:
     """The request's examples and context, each feature's values as an array."""
     kind = given.WhichOneof("kind")
     if kind == "example_list":
-        return [_features(example) for example in given.example_list.examples], {}
+        return [example_features(example) for example in given.example_list.examples], {}
     if kind == "example_list_with_context":
         listed = given.example_list_with_context
-        return [_features(example) for example in listed.examples], _features(listed.context)
+        return [example_features(example) for example in listed.examples], example_features(listed.context)
     raise InvalidInput("the request's input has no examples (example_list or example_list_with_context)")
-
-
-def _features(example: Example) -> Features:
-    return {name: _values(feature) for name, feature in example.features.feature.items()}
-
-
-def _values(feature: Feature) -> np.ndarray:
-    kind = feature.WhichOneof("kind")
-    if kind == "bytes_list":
-        values = np.empty(len(feature.bytes_list.value), dtype=object)
-        values[:] = list(feature.bytes_list.value)
-        return values
-    if kind == "int64_list":
-        return np.array(feature.int64_list.value, dtype=np.int64)
-    if kind == "float_list":
-        return np.array(feature.float_list.value, dtype=np.float32)
-    return np.empty(0, dtype=np.float32)  # a feature with no list: no values
 
 
 def _submit(served: ServedVersion, inputs: Tensors, outputs: list[str] | None, call: Call,
@@ -139,7 +123,12 @@ class PredictionService:
         _check_signature(request.model_spec)
         assert served.interface is not None
         numbers = served.interface.number_inputs
-        inputs = {name: to_numpy(name, tensor, keep_bytes=name in numbers) for name, tensor in request.inputs.items()}
+        if takes_serialized_examples(served, request.inputs):
+            ((name, tensor),) = request.inputs.items()
+            inputs = serialized_example_inputs(served, to_numpy(name, tensor, keep_bytes=True))
+        else:
+            inputs = {name: to_numpy(name, tensor, keep_bytes=name in numbers)
+                      for name, tensor in request.inputs.items()}
 
         def answer(outputs: dict[str, np.ndarray]) -> predict_pb2.PredictResponse:
             response = predict_pb2.PredictResponse(model_spec=_answering_spec(served))

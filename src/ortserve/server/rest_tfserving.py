@@ -33,6 +33,8 @@ from ortserve.server.tf_examples import (
     classifications,
     example_inputs,
     regressions,
+    serialized_example_inputs,
+    takes_serialized_examples,
     values_output,
 )
 from ortserve.server.tfserving import DEFAULT_SIGNATURE, signature_def, version_status
@@ -135,6 +137,25 @@ def _columnar_inputs(signature: Signature, value: Any) -> dict[str, np.ndarray]:
              f"the model has {len(signature.inputs)} inputs: 'inputs' must be an object naming them")
     spec = signature.inputs[0]
     return {spec.name: _tensor(spec, value)}
+
+
+def _serialized_examples(served: ServedVersion, value: Any) -> np.ndarray | None:
+    """The serialized tf.Examples of a Predict to a model that takes them (tf_examples.takes_serialized_examples):
+    named as its examples input in either format ({"inputs": {"examples": [...]}}, or instances {"examples": ...}),
+    or unnamed {"b64": ...} values; None for a request of the model's own inputs."""
+    name = served.config.examples_input
+    if name is None:
+        return None
+    if isinstance(value, dict) and takes_serialized_examples(served, value):
+        value = value[name]
+    elif isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        if all(takes_serialized_examples(served, row) for row in value):
+            value = [row[name] for row in value]
+        elif not all(set(row) == {"b64"} for row in value):
+            return None
+    else:
+        return None
+    return byte_elements(name, _object_array(_unwrapped(name, value)))
 
 
 def _row_predictions(results: dict[str, np.ndarray]) -> Any:
@@ -242,7 +263,10 @@ class TfServingRest:
         require(has_rows != has_columns,
                  "give exactly one of 'instances' (row format) or 'inputs' (columnar format)")
         served.precheck()
-        if has_rows:
+        examples = _serialized_examples(served, document["instances"] if has_rows else document["inputs"])
+        if examples is not None:
+            inputs = serialized_example_inputs(served, examples)
+        elif has_rows:
             inputs = _row_inputs(signature, document["instances"])
         else:
             inputs = _columnar_inputs(signature, document["inputs"])

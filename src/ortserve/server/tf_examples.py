@@ -16,11 +16,15 @@ per example of the output named `outputs` or the model's only floating-point out
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from ortserve.errors import InvalidInput, require
+from ortserve.protos.tensorflow.core.example.example_pb2 import Example
+from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 from ortserve.server.tfserving import DEFAULT_SIGNATURE
@@ -31,6 +35,48 @@ Features = dict[str, np.ndarray]
 SIGNATURE_KEYS = {"classify": ("classification", "tensorflow/serving/classify"),
                   "regress": ("regression", "tensorflow/serving/regress")}
 SCORES, CLASSES, VALUES = "scores", "classes", "outputs"  # TensorFlow's output keys of the two methods
+
+
+def example_features(example: Example) -> Features:
+    return {name: _values(feature) for name, feature in example.features.feature.items()}
+
+
+def _values(feature: Feature) -> np.ndarray:
+    kind = feature.WhichOneof("kind")
+    if kind == "bytes_list":
+        values = np.empty(len(feature.bytes_list.value), dtype=object)
+        values[:] = list(feature.bytes_list.value)
+        return values
+    if kind == "int64_list":
+        return np.array(feature.int64_list.value, dtype=np.int64)
+    if kind == "float_list":
+        return np.array(feature.float_list.value, dtype=np.float32)
+    return np.empty(0, dtype=np.float32)  # a feature with no list: no values
+
+
+def takes_serialized_examples(served: ServedVersion, names: Iterable[str]) -> bool:
+    """Whether a Predict naming these inputs sends serialized tf.Examples: only config.yaml's `examples_input`, of
+    a model converted from a signature that parsed them (convert.parsed_examples)."""
+    return served.config.examples_input is not None and set(names) == {served.config.examples_input}
+
+
+def serialized_example_inputs(served: ServedVersion, strings: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's inputs from a Predict's serialized tf.Examples (a 1-D tensor, one example a row), as
+    Classify reads examples."""
+    name = served.config.examples_input
+    require(strings.dtype == object and strings.ndim == 1,
+            f"input {name!r} takes a 1-D tensor of serialized tf.Examples, got {strings.dtype} {list(strings.shape)}")
+    examples = []
+    for index, item in enumerate(strings):
+        require(isinstance(item, bytes), f"input {name!r}: element {index} is text, not a serialized tf.Example")
+        example = Example()
+        try:
+            example.ParseFromString(item)
+        except DecodeError:
+            raise InvalidInput(f"input {name!r}: element {index} is not a serialized tf.Example") from None
+        examples.append(example_features(example))
+    assert served.interface is not None
+    return example_inputs(served.interface, examples, {})
 
 
 def check_signature(method: str, name: str) -> None:
