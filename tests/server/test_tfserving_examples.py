@@ -76,6 +76,17 @@ def _classifier_and_regressor() -> helper.ModelProto:
     return _model(helper.make_graph(nodes, "both", _inputs(), outputs, initializer=[*_weights(), starts, ends, axes]))
 
 
+def _city_scorer() -> helper.ModelProto:
+    """A text input: `city` [batch, 1] mapped to a value each (ai.onnx.ml LabelEncoder), -1 for others."""
+    node = helper.make_node("LabelEncoder", ["city"], ["outputs"], domain="ai.onnx.ml",
+                            keys_strings=["Paris", "Lyon", "Nice"], values_floats=[1.0, 2.0, 3.0], default_float=-1.0)
+    graph = helper.make_graph([node], "city_scorer",
+                              [helper.make_tensor_value_info("city", TensorProto.STRING, ["batch", 1])],
+                              [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, ["batch", 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)],
+                             ir_version=9)
+
+
 def _logits(x: np.ndarray, bucket: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) @ WEIGHTS + bucket.astype(np.float32) @ BUCKET_WEIGHTS
 
@@ -96,6 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     save(_classifier(with_classes=True), repository, "named_classes")
     save(_regressor(), repository, "regressor")
     save(_classifier_and_regressor(), repository, "both")
+    save(_city_scorer(), repository, "city_scorer")
     save(_classifier_and_regressor(), repository, "parsing")  # as `convert` writes a parsing SavedModel
     (repository / "parsing" / "config.yaml").write_text("examples_input: examples\n")
     with start_server(repository, repository / ".server.log") as running:
@@ -317,3 +329,18 @@ def test_predict_of_serialized_examples_over_rest_in_both_formats(tf_serving, se
     refused = requests.post(f"{server.url}/v1/models/both:predict", json={"inputs": {"examples": encoded}},
                             timeout=30)  # a model that takes no examples: the input is unknown
     assert refused.status_code == 400 and "examples" in refused.json()["error"]
+
+
+def test_a_text_feature_reaches_a_text_input_as_text(tf_serving, server: RunningServer) -> None:
+    """A bytes_list feature for a string input is decoded: ONNX Runtime would read bytes as "b'Nice'"."""
+    from tensorflow_serving.apis import regression_pb2
+
+    tf, stub = tf_serving
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "city_scorer"
+    request.input.example_list.examples.extend([_example(tf, city=[b"Nice"]), _example(tf, city=[b"Oslo"])])
+    response = stub.Regress(request, timeout=30)
+    assert [result.value for result in response.result.regressions] == [3.0, -1.0]
+    body = {"examples": [{"city": "Lyon"}, {"city": {"b64": base64.b64encode(b"Paris").decode()}}]}
+    answer = requests.post(f"{server.url}/v1/models/city_scorer:regress", json=body, timeout=30)
+    assert answer.json() == {"results": [2.0, 1.0]}

@@ -27,6 +27,7 @@ from ortserve.protos.tensorflow.core.example.example_pb2 import Example
 from ortserve.protos.tensorflow.core.example.feature_pb2 import Feature
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
+from ortserve.server.codec import text_elements
 from ortserve.server.tfserving import DEFAULT_SIGNATURE
 
 # a feature's values: float32 (float_list), int64 (int64_list) or an object array of bytes (bytes_list)
@@ -136,9 +137,9 @@ def _typed(spec: TensorSpec, values: np.ndarray) -> np.ndarray:
     out-of-range numbers for integers)."""
     target = spec.type
     kind = values.dtype.kind
-    if target.is_bytes:
+    if target.is_bytes:  # ONNX Runtime's strings are text: bytes would reach the model as "b'...'"
         require(kind == "O", f"input {spec.name!r} takes text; its feature must be a bytes_list")
-        return values
+        return text_elements(spec.name, values)
     require(kind != "O", f"input {spec.name!r} takes {target.v2}; its feature is a bytes_list")
     wanted = target.numpy
     if wanted.kind == "f":
