@@ -240,3 +240,45 @@ def test_an_export_that_fails_names_its_step(tmp_path: Path) -> None:
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("ortserve convert:")]
     assert "could not export the model" in line and "RuntimeError" in line
     assert not _versions(tmp_path, "m") and not _leftovers(tmp_path)
+
+
+def test_a_dataframe_pipeline_converts_column_by_column_and_serves_rows_of_named_columns(tmp_path: Path) -> None:
+    """The usual tabular model: a ColumnTransformer scaling numbers and one-hot encoding a text column, fitted on
+    a DataFrame; one input per column, and clients send the columns by name (TF Serving rows, classify)."""
+    import httpx
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    from ortserve.bench.server import start_server
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.integers(18, 80, 300).astype(float), "income": rng.normal(5e4, 1e4, 300),
+                          "city": rng.choice(["Paris", "Lyon", "Nice"], 300)})
+    churned = np.where((frame.age > 50) | (frame.city == "Nice"), "churn", "stay")
+    prepare = ColumnTransformer([("numbers", StandardScaler(), ["age", "income"]),
+                                 ("cities", OneHotEncoder(handle_unknown="ignore"), ["city"])])
+    pipeline = make_pipeline(prepare, LogisticRegression(max_iter=500)).fit(frame, churned)
+    joblib.dump(pipeline, tmp_path / "churn.joblib")
+    result = convert(ConvertRequest(source=str(tmp_path / "churn.joblib"), repository=tmp_path / "repo",
+                                    model="churn", inputs=[]))
+    assert result.parity.passed
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert [(spec["name"], spec["dtype"], spec["dims"]) for spec in provenance["inputs"]] == [
+        ("age", "float32", ["batch", 1]), ("income", "float32", ["batch", 1]), ("city", "object", ["batch", 1])]
+
+    rows = frame.iloc[:5]
+    expected = pipeline.predict_proba(rows)
+    instances = [{"age": [row.age], "income": [row.income], "city": [row.city]} for row in rows.itertuples()]
+    examples = [{"age": row.age, "income": row.income, "city": row.city} for row in rows.itertuples()]
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        predicted = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": instances}, timeout=30)
+        classified = httpx.post(f"{server.url}/v1/models/churn:classify", json={"examples": examples}, timeout=30)
+    assert predicted.status_code == 200, predicted.text
+    answers = predicted.json()["predictions"]
+    np.testing.assert_allclose([row["probabilities"] for row in answers], expected, rtol=1e-4, atol=1e-5)
+    assert [row["label"] for row in answers] == list(pipeline.predict(rows))
+    assert classified.status_code == 200, classified.text
+    for result_row, probabilities in zip(classified.json()["results"], expected, strict=True):
+        assert [label for label, _ in result_row] == ["churn", "stay"]
+        np.testing.assert_allclose([score for _, score in result_row], probabilities, rtol=1e-4, atol=1e-5)

@@ -1,12 +1,21 @@
-"""scikit-learn to ONNX with skl2onnx: an estimator or pipeline from a pickle or joblib file."""
+"""scikit-learn to ONNX with skl2onnx: an estimator or pipeline from a pickle or joblib file.
+
+Most are converted with one FP32 input of all the features. An estimator fitted on a DataFrame whose columns a
+ColumnTransformer selects by name (numbers scaled, categories one-hot encoded: the usual tabular pipeline) has no
+such matrix: it is converted with one input per column, named by the column, of shape [batch, 1]; a column an
+encoder of text categories reads is a string input, the others FP32. Parity feeds it a DataFrame of the same
+columns (values drawn from each encoder's categories for the text ones).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
 
 
@@ -30,12 +39,85 @@ def features(estimator: Any) -> int:
     return int(count)
 
 
-def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: Path) -> None:
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
+def columns(estimator: Any) -> list[InputSpec] | None:
+    """One input per column for an estimator whose ColumnTransformer selects DataFrame columns by name (see the
+    module's note); None for any other."""
+    transformer = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None or not hasattr(transformer, "transformers_"):
+        return None
+    text = set()
+    for _, part, selected in transformer.transformers_:
+        if isinstance(part, str) or not _reads_text(part):
+            continue
+        text.update(_selected_names(selected, names))
+    return [InputSpec(str(name), np.dtype(object) if name in text else np.dtype(np.float32), ("batch", 1))
+            for name in names]
 
+
+def _reads_text(part: Any) -> bool:
+    """Whether a ColumnTransformer's part (a transformer or a pipeline of them) encodes text categories."""
+    for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
+        categories = getattr(step, "categories_", None)
+        if categories is not None and any(np.asarray(each).dtype.kind in "OUS" for each in categories):
+            return True
+    return False
+
+
+def _selected_names(selected: Any, names: np.ndarray) -> list[str]:
+    """The column names a ColumnTransformer part selects: by name, or by position or mask."""
+    if isinstance(selected, str):
+        return [selected]
+    listed = list(selected) if not isinstance(selected, slice) else None
+    if listed is not None and all(isinstance(item, str) for item in listed):
+        return listed
+    return [str(name) for name in np.atleast_1d(np.asarray(names)[selected])]
+
+
+def column_samples(estimator: Any, specs: list[InputSpec], low: float, high: float
+                   ) -> Callable[[int, np.random.Generator], list[np.ndarray]]:
+    """Parity rows for column inputs: numbers in [low, high), text from the categories its encoder knows."""
+    known = _known_categories(estimator)
+
+    def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        feeds = []
+        for spec in specs:
+            if spec.dtype == object:
+                values = known.get(spec.name) or ["a"]
+                feeds.append(np.array([[str(values[index])] for index in rng.integers(0, len(values), count)],
+                                      dtype=object))
+            else:
+                feeds.append(rng.uniform(low, high, (count, 1)).astype(np.float32))
+        return feeds
+
+    return sample
+
+
+def _known_categories(estimator: Any) -> dict[str, list[Any]]:
+    transformer = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    names = estimator.feature_names_in_
+    known: dict[str, list[Any]] = {}
+    for _, part, selected in transformer.transformers_:
+        if isinstance(part, str):
+            continue
+        for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
+            categories = getattr(step, "categories_", None)
+            if categories is not None:
+                for name, values in zip(_selected_names(selected, names), categories, strict=False):
+                    known[name] = [value for value in values if isinstance(value, str)]
+    return known
+
+
+def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: Path,
+            column_inputs: list[InputSpec] | None = None) -> None:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    types = [(input_name, FloatTensorType([None, n_features]))] if column_inputs is None else [
+        (spec.name, StringTensorType([None, 1]) if spec.dtype == object else FloatTensorType([None, 1]))
+        for spec in column_inputs]
     try:
-        model = to_onnx(estimator, initial_types=[(input_name, FloatTensorType([None, n_features]))],
+        model = to_onnx(estimator, initial_types=types,
                         target_opset={"": opset, "ai.onnx.ml": 3},
                         options={"zipmap": False} if hasattr(estimator, "predict_proba") else None)
     except Exception as exc:
@@ -44,8 +126,16 @@ def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: 
     path.write_bytes(model.SerializeToString())
 
 
-def run(estimator: Any, features_matrix: np.ndarray) -> list[np.ndarray]:
+def run(estimator: Any, features_matrix: Any) -> list[np.ndarray]:
     """The outputs skl2onnx produces, in its order: labels, then probabilities for classifiers."""
     if hasattr(estimator, "predict_proba"):
         return [estimator.predict(features_matrix), estimator.predict_proba(features_matrix)]
     return [np.asarray(estimator.predict(features_matrix)).reshape(len(features_matrix), -1)]
+
+
+def run_columns(estimator: Any, specs: list[InputSpec], feeds: list[np.ndarray]) -> list[np.ndarray]:
+    """run() on a DataFrame of the column inputs' values."""
+    import pandas as pd
+
+    frame = pd.DataFrame({spec.name: feed[:, 0] for spec, feed in zip(specs, feeds, strict=True)})
+    return run(estimator, frame)
