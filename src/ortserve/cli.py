@@ -18,6 +18,7 @@ from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError, OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.protos.tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
+from ortserve.repository.layout import misplaced_repository
 from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
 from ortserve.repository.single import single_model_repository
 from ortserve.repository.tf_model_config import ConfiguredRepository, model_entries, read_config_file
@@ -63,6 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
     if not repository.is_dir():
         print(f"ortserve: model repository {str(repository)!r} is not a directory (nor an .onnx file)",
               file=sys.stderr)
+        return 2
+    misplaced = misplaced_repository(repository)
+    if misplaced is not None:
+        print(f"ortserve: {misplaced}", file=sys.stderr)
         return 2
     return _run_server(args, repository, remote)
 

@@ -10,7 +10,7 @@ from ortserve.errors import ConfigError
 
 MODEL_FILE = "model.onnx"
 SAVED_MODEL_FILE = "saved_model.pb"  # a TF Serving version directory: converted, never served as it is
-_CONVERT_HINT = ("it holds a TensorFlow SavedModel; convert the model's versions to ONNX with "
+_CONVERT_HINT = ("it holds TensorFlow SavedModels; convert the model's versions to ONNX with "
                  "`ortserve convert {0} --repository REPOSITORY --model {0.name}`")
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,23 @@ def model_names(repository: Path) -> list[str]:
     if not repository.is_dir():
         raise ConfigError(f"model repository {str(repository)!r} is not a directory")
     return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def misplaced_repository(repository: Path) -> str | None:
+    """What a directory given as the repository is instead, when it is plainly something else: a SavedModel, a
+    TF Serving model base path, or one model's directory of versions (every entry a number); None otherwise."""
+    if (repository / SAVED_MODEL_FILE).is_file():
+        return (f"{str(repository)!r} is a TensorFlow SavedModel, not a model repository; convert it with "
+                f"`ortserve convert {repository} --repository REPOSITORY --model NAME`")
+    entries = [path for path in repository.iterdir() if path.is_dir() and not path.name.startswith((".", "_"))]
+    if not entries or not all(is_decimal(path.name) for path in entries):
+        return None
+    if any((path / SAVED_MODEL_FILE).is_file() for path in entries):
+        return f"{str(repository)!r} is a TF Serving model base path; {_CONVERT_HINT.format(repository)}"
+    if any((path / MODEL_FILE).is_file() for path in entries):
+        return (f"{str(repository)!r} holds versions of one model ({entries[0].name}/{MODEL_FILE}), not models: "
+                f"serve the directory above it, or this one as `--model_base_path {repository} --model_name NAME`")
+    return None
 
 
 def version_paths(model_dir: Path) -> dict[int, Path]:
