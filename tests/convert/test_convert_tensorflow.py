@@ -316,10 +316,23 @@ def test_a_signature_that_parses_tf_examples_converts_from_its_features_and_serv
     import base64
 
     import httpx
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     from ortserve.bench.server import start_server
 
     module, _ = _parsing_saved_model(tmp_path / "tf" / "1")
+    rng = np.random.default_rng(8)
+    x, bucket = rng.standard_normal((4, 2)).astype(np.float32), rng.integers(0, 9, (4, 1))
+    serialized = [tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist())),
+        "bucket": tf.train.Feature(int64_list=tf.train.Int64List(value=b.tolist()))})).SerializeToString()
+        for row, b in zip(x, bucket, strict=True)]
+    (tmp_path / "tf" / "1" / "assets.extra").mkdir()  # its TF Serving warmup: a Predict of the examples
+    with tf.io.TFRecordWriter(str(tmp_path / "tf" / "1" / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        request = predict_pb2.PredictRequest()
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(serialized, dtype=tf.string))
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
     repository = tmp_path / "repo"
     result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=repository, model="parsing",
                                     inputs=[]))
@@ -328,13 +341,10 @@ def test_a_signature_that_parses_tf_examples_converts_from_its_features_and_serv
     assert sorted((spec["name"], spec["dtype"], spec["dims"]) for spec in provenance["inputs"]) == [
         ("bucket", "int64", ["batch", 1]), ("x", "float32", ["batch", 2])]  # in the parser's order
     assert "examples_input: examples" in (repository / "parsing" / "config.yaml").read_text()
+    with np.load(result.version_dir / "warmup.npz") as samples:  # the warmup's examples, as features
+        np.testing.assert_array_equal(samples["x"], x)
+        np.testing.assert_array_equal(samples["bucket"], bucket)
 
-    rng = np.random.default_rng(8)
-    x, bucket = rng.standard_normal((4, 2)).astype(np.float32), rng.integers(0, 9, (4, 1))
-    serialized = [tf.train.Example(features=tf.train.Features(feature={
-        "x": tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist())),
-        "bucket": tf.train.Feature(int64_list=tf.train.Int64List(value=b.tolist()))})).SerializeToString()
-        for row, b in zip(x, bucket, strict=True)]
     expected = module.serve(tf.constant(serialized))["scores"].numpy()
     with start_server(repository, tmp_path / "server.log") as server:
         body = {"instances": [{"b64": base64.b64encode(item).decode()} for item in serialized]}

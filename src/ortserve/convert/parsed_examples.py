@@ -88,3 +88,20 @@ def serialized(features: list[InputSpec], arrays: list[np.ndarray]) -> np.ndarra
                     value=[item if isinstance(item, bytes) else str(item).encode() for item in flat]))
         examples.append(tf.train.Example(features=tf.train.Features(feature=values)).SerializeToString())
     return np.array(examples, dtype=object)
+
+
+def parsed(features: list[InputSpec], examples: np.ndarray) -> dict[str, np.ndarray]:
+    """Serialized tf.Examples (a 1-D array of bytes) read into the features, as the signature's parser reads them
+    (TF Serving's warmup requests of such a model)."""
+    import tensorflow as tf
+
+    spec = {feature.name: tf.io.FixedLenFeature(list(feature.dims[1:]), tf.as_dtype(feature.dtype))
+            for feature in features if feature.dtype != object}
+    spec.update({feature.name: tf.io.FixedLenFeature(list(feature.dims[1:]), tf.string)
+                 for feature in features if feature.dtype == object})
+    try:
+        values = tf.io.parse_example(tf.constant(list(examples.reshape(-1)), dtype=tf.string), spec)
+    except (tf.errors.InvalidArgumentError, ValueError) as exc:
+        raise InvalidInput(f"a warmup request's examples do not parse: {str(exc).splitlines()[0]}") from None
+    return {name: np.asarray(value.numpy(), dtype=object) if value.dtype == tf.string else value.numpy()
+            for name, value in values.items()}

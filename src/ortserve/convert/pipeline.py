@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortserve.convert import huggingface, pytorch, sklearn, tensorflow, tf_warmup
+from ortserve.convert import huggingface, parsed_examples, pytorch, sklearn, tensorflow, tf_warmup
 from ortserve.convert.chatter import hushed
 from ortserve.convert.parity import ParityReport, compare, instability, nudged
 from ortserve.convert.spec import InputSpec
@@ -168,8 +168,11 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         if Path(request.source).is_file():
             record["source_sha256"] = file_sha256(Path(request.source))
         else:
+            parsing = tf_model.parsed
+            examples = None if parsing is None else (
+                parsing.string_input, lambda strings: parsed_examples.parsed(parsing.features, strings))
             warmup = tf_warmup.warmup_samples(Path(request.source), tf_model.inputs,
-                                              Path(tempfile.mkdtemp(prefix="ortserve-warmup-")))
+                                              Path(tempfile.mkdtemp(prefix="ortserve-warmup-")), examples)
             if warmup is not None:
                 files[warmup.name] = warmup
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,16 @@ def records(path: Path) -> list[bytes]:
     return found
 
 
-def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path) -> Path | None:
+def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
+                   examples: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]] | None = None) -> Path | None:
     """Write the SavedModel's Predict warmup requests, joined along the batch dimension, as SAMPLES_FILE in
-    `folder`; None when it has none that name exactly the model's inputs."""
+    `folder`; None when it has none that name exactly the model's inputs. `examples`: the signature's input of
+    serialized tf.Examples and their parser into the model's inputs, for a model converted from a parsing
+    signature (convert.parsed_examples), whose warmup requests send examples."""
     path = saved_model / WARMUP_REQUESTS
     if not path.is_file():
         return None
-    names = {spec.name for spec in inputs}
+    names = {spec.name for spec in inputs} if examples is None else {examples[0]}
     requests: list[dict[str, np.ndarray]] = []
     skipped = 0
     for record in records(path):
@@ -57,6 +61,10 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path) -> 
         request = logged.predict_log.request
         if not logged.HasField("predict_log") or set(request.inputs) != names:
             skipped += 1  # Classify, Regress and MultiInference logs, or another signature's Predict
+            continue
+        if examples is not None:
+            ((name, tensor),) = request.inputs.items()
+            requests.append(examples[1](to_numpy(name, tensor, keep_bytes=True)))
             continue
         requests.append({name: to_numpy(name, tensor) for name, tensor in request.inputs.items()})
     if skipped:
