@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import shutil
 import sys
@@ -142,6 +143,12 @@ def _convert(args: argparse.Namespace) -> int:
     except ValueError:  # only the parsing of --range: an error of the conversion is its own
         print(f"ortserve convert: --range {args.range!r} must be LOW,HIGH", file=sys.stderr)
         return 2
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # its own errors are its own: only a module that cannot be found is named here
+            print(f"ortserve convert: --import {module}: {exc}", file=sys.stderr)
+            return 2
     if args.model_config_file is not None and (args.source is not None or args.model is not None):
         print("ortserve convert: --model-config-file names the sources and models; give no SOURCE or --model",
               file=sys.stderr)
@@ -308,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert_parser.add_argument("--samples-file", help=".npz with one array per input, instead of generated ones")
     convert_parser.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     convert_parser.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    convert_parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="a Python module to import first (on PYTHONPATH): one that registers a Keras model's custom layers "
+             "(keras.saving.register_keras_serializable), or defines what a pickle refers to; repeatable")
     convert_parser.add_argument("--version", type=_positive_int,
                                 help="the version number to write, which must not exist yet (default: the next)")
     convert_parser.set_defaults(handler=_convert)

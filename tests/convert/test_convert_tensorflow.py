@@ -368,3 +368,49 @@ def test_a_signature_parsing_sparse_features_is_refused_by_name(tmp_path: Path) 
     with pytest.raises(InvalidInput, match="parses 1 sparse and 0 ragged features"):
         convert(ConvertRequest(source=str(tmp_path / "sparse"), repository=tmp_path / "repo", model="m", inputs=[]))
     assert not (tmp_path / "repo" / "m").exists()
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="ortserve_test_layers")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+'''
+
+
+def test_a_keras_model_with_custom_layers_converts_once_their_module_is_imported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "ortserve_test_layers.py").write_text(CUSTOM_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layers = importlib.import_module("ortserve_test_layers")
+    features = tf.keras.Input((4,), name="features")
+    model = tf.keras.Model(features, tf.keras.layers.Dense(2, name="out")(layers.Scale(3.0)(features)))
+    model.save(tmp_path / "custom.keras")
+
+    command = [sys.executable, "-m", "ortserve", "convert", str(tmp_path / "custom.keras"), "--repository",
+               str(tmp_path / "repo"), "--model", "custom"]
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    refused = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert refused.returncode == 1 and "ortserve convert --import MODULE" in refused.stderr
+    converted = subprocess.run([*command, "--import", "ortserve_test_layers"], capture_output=True, text=True,
+                               env=environment, timeout=300)
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    rows = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "repo" / "custom" / "1" / "model.onnx"))
+    np.testing.assert_allclose(session.run(None, {"features": rows})[0], np.asarray(model(rows)), rtol=1e-5,
+                               atol=1e-6)

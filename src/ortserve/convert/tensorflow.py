@@ -62,7 +62,10 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
             return TfModel(call, inputs, outputs, loaded)
         model = tf.keras.models.load_model(str(path), compile=False)
     except Exception as exc:
-        raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {str(exc).splitlines()[0]}") from None
+        hint = "" if path.is_dir() else (" (a model with custom layers or functions loads once the module that "
+                                         "registers them is imported: ortserve convert --import MODULE)")
+        raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {str(exc).splitlines()[0]}{hint}"
+                           ) from None
     # Sequential models name their inputs keras_tensor_N, which means nothing to a client
     names = [t.name if not t.name.startswith("keras_tensor") else f"input_{i}" if i else "input"
              for i, t in enumerate(model.inputs)]
