@@ -282,3 +282,19 @@ def test_a_dataframe_pipeline_converts_column_by_column_and_serves_rows_of_named
     for result_row, probabilities in zip(classified.json()["results"], expected, strict=True):
         assert [label for label, _ in result_row] == ["churn", "stay"]
         np.testing.assert_allclose([score for _, score in result_row], probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_a_module_saved_whole_converts_and_a_state_dict_is_told_what_to_give(tmp_path: Path) -> None:
+    module = factories.small_net()
+    torch.save(module, tmp_path / "whole.pt")  # torch.save(model): a pickle of the module, not TorchScript
+    result = convert(ConvertRequest(source=str(tmp_path / "whole.pt"), repository=tmp_path / "repo", model="whole",
+                                    inputs=[InputSpec.parse("features:float32:batch,6")]))
+    rows = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    (answer,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"features": rows})
+    with torch.no_grad():
+        np.testing.assert_allclose(answer, module(torch.from_numpy(rows)).numpy(), rtol=1e-5, atol=1e-6)
+
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(InvalidInput, match=r"holds a dict of \d+ entries .* and this file as --weights"):
+        convert(ConvertRequest(source=str(tmp_path / "weights.pt"), repository=tmp_path / "repo", model="w",
+                               inputs=[InputSpec.parse("features:float32:batch,6")]))

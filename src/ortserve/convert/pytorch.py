@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def load_file(path: Path) -> Any:
-    """A TorchScript file (.pt, .pth, .torchscript) or a torch.export program (.pt2), as a callable module."""
+    """A TorchScript file (.pt, .pth, .torchscript), a torch.export program (.pt2), or a whole module saved with
+    `torch.save(model)` (.pt, .pth: unpickled, so its classes must be importable), as a callable module."""
     import torch
 
     try:
@@ -30,8 +31,30 @@ def load_file(path: Path) -> Any:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript file"
-        raise InvalidInput(f"{str(path)!r} is not a {kind}: {str(exc).splitlines()[0] if str(exc) else exc}") \
-            from None
+        reason = f"{str(path)!r} is not a {kind}: {str(exc).splitlines()[0] if str(exc) else exc}"
+    if path.suffix == ".pt2":
+        raise InvalidInput(reason)
+    return _pickled_module(path, reason)
+
+
+def _pickled_module(path: Path, not_torchscript: str) -> Any:
+    """A module saved whole with torch.save; a state dict or checkpoint is refused with what to give instead."""
+    import torch
+
+    try:  # the user's own file, named on the command line: unpickling runs its code, as torch.load always did
+        loaded = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure means: not a pickled module either
+        raise InvalidInput(f"{not_torchscript}; nor a module saved with torch.save ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else exc}; its classes must be importable: "
+                           "--import MODULE)") from None
+    if isinstance(loaded, torch.nn.Module):
+        log.warning("%s is a module saved whole with torch.save, not TorchScript: converted from its classes",
+                    path)
+        return loaded.eval()
+    if isinstance(loaded, dict):
+        raise InvalidInput(f"{str(path)!r} holds a dict of {len(loaded)} entries (a state dict or checkpoint), not a "
+                           "model: give the model's entry point, package.module:factory, and this file as --weights")
+    raise InvalidInput(f"{not_torchscript}; it unpickles to a {type(loaded).__name__}, not a torch.nn.Module")
 
 
 def load_module(entry_point: str, weights: Path | None) -> Any:
