@@ -329,6 +329,10 @@ def test_predict_of_serialized_examples_over_rest_in_both_formats(tf_serving, se
     refused = requests.post(f"{server.url}/v1/models/both:predict", json={"inputs": {"examples": encoded}},
                             timeout=30)  # a model that takes no examples: the input is unknown
     assert refused.status_code == 400 and "examples" in refused.json()["error"]
+    text = requests.post(f"{server.url}/v1/models/parsing:predict", json={"inputs": {"examples": ["x: 1"]}},
+                         timeout=30)  # a serialized example is binary: JSON carries it as {"b64": ...}
+    assert text.status_code == 400
+    assert "input 'examples': element 0 is text, not a serialized tf.Example" in text.json()["error"]
 
 
 def test_a_text_feature_reaches_a_text_input_as_text(tf_serving, server: RunningServer) -> None:

@@ -42,26 +42,50 @@ def features(estimator: Any) -> int:
 def columns(estimator: Any) -> list[InputSpec] | None:
     """One input per column for an estimator whose ColumnTransformer selects DataFrame columns by name (see the
     module's note); None for any other."""
-    transformer = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
     names = getattr(estimator, "feature_names_in_", None)
-    if names is None or not hasattr(transformer, "transformers_"):
+    if names is None or not hasattr(_column_transformer(estimator), "transformers_"):
         return None
-    text = set()
-    for _, part, selected in transformer.transformers_:
-        if isinstance(part, str) or not _reads_text(part):
-            continue
-        text.update(_selected_names(selected, names))
+    text = _text_categories(estimator)
     return [InputSpec(str(name), np.dtype(object) if name in text else np.dtype(np.float32), ("batch", 1))
             for name in names]
 
 
-def _reads_text(part: Any) -> bool:
-    """Whether a ColumnTransformer's part (a transformer or a pipeline of them) encodes text categories."""
-    for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
-        categories = getattr(step, "categories_", None)
-        if categories is not None and any(np.asarray(each).dtype.kind in "OUS" for each in categories):
-            return True
-    return False
+def column_samples(estimator: Any, specs: list[InputSpec], low: float, high: float
+                   ) -> Callable[[int, np.random.Generator], list[np.ndarray]]:
+    """Parity rows for column inputs: numbers in [low, high), text from the categories its encoder knows."""
+    text = _text_categories(estimator)
+
+    def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        feeds = []
+        for spec in specs:
+            if spec.dtype == object:
+                values = text.get(spec.name) or ["a"]
+                feeds.append(np.array([[values[index]] for index in rng.integers(0, len(values), count)],
+                                      dtype=object))
+            else:
+                feeds.append(rng.uniform(low, high, (count, 1)).astype(np.float32))
+        return feeds
+
+    return sample
+
+
+def _column_transformer(estimator: Any) -> Any:
+    return estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+
+
+def _text_categories(estimator: Any) -> dict[str, list[str]]:
+    """The columns an encoder of text categories reads (OneHotEncoder, OrdinalEncoder, alone or in a pipeline of
+    the ColumnTransformer), with those categories."""
+    found: dict[str, list[str]] = {}
+    for _, part, selected in _column_transformer(estimator).transformers_:
+        if isinstance(part, str):  # "drop", "passthrough"
+            continue
+        for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
+            for name, values in zip(_selected_names(selected, estimator.feature_names_in_),
+                                    getattr(step, "categories_", ()), strict=False):
+                if np.asarray(values).dtype.kind in "OUS":
+                    found[name] = [value for value in values if isinstance(value, str)]
+    return found
 
 
 def _selected_names(selected: Any, names: np.ndarray) -> list[str]:
@@ -72,40 +96,6 @@ def _selected_names(selected: Any, names: np.ndarray) -> list[str]:
     if listed is not None and all(isinstance(item, str) for item in listed):
         return listed
     return [str(name) for name in np.atleast_1d(np.asarray(names)[selected])]
-
-
-def column_samples(estimator: Any, specs: list[InputSpec], low: float, high: float
-                   ) -> Callable[[int, np.random.Generator], list[np.ndarray]]:
-    """Parity rows for column inputs: numbers in [low, high), text from the categories its encoder knows."""
-    known = _known_categories(estimator)
-
-    def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
-        feeds = []
-        for spec in specs:
-            if spec.dtype == object:
-                values = known.get(spec.name) or ["a"]
-                feeds.append(np.array([[str(values[index])] for index in rng.integers(0, len(values), count)],
-                                      dtype=object))
-            else:
-                feeds.append(rng.uniform(low, high, (count, 1)).astype(np.float32))
-        return feeds
-
-    return sample
-
-
-def _known_categories(estimator: Any) -> dict[str, list[Any]]:
-    transformer = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
-    names = estimator.feature_names_in_
-    known: dict[str, list[Any]] = {}
-    for _, part, selected in transformer.transformers_:
-        if isinstance(part, str):
-            continue
-        for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
-            categories = getattr(step, "categories_", None)
-            if categories is not None:
-                for name, values in zip(_selected_names(selected, names), categories, strict=False):
-                    known[name] = [value for value in values if isinstance(value, str)]
-    return known
 
 
 def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: Path,

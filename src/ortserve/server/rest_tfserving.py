@@ -155,7 +155,7 @@ def _serialized_examples(served: ServedVersion, value: Any) -> np.ndarray | None
             return None
     else:
         return None
-    return byte_elements(name, _object_array(_unwrapped(name, value)))
+    return _object_array(_unwrapped(name, value))  # serialized_example_inputs names what is not bytes
 
 
 def _row_predictions(results: dict[str, np.ndarray]) -> Any:
