@@ -298,3 +298,38 @@ def test_a_module_saved_whole_converts_and_a_state_dict_is_told_what_to_give(tmp
     with pytest.raises(InvalidInput, match=r"holds a dict of \d+ entries .* and this file as --weights"):
         convert(ConvertRequest(source=str(tmp_path / "weights.pt"), repository=tmp_path / "repo", model="w",
                                inputs=[InputSpec.parse("features:float32:batch,6")]))
+
+
+def test_dataframe_pipelines_with_imputers_and_ordinal_codes_convert_column_by_column(tmp_path: Path) -> None:
+    """Missing text filled by a SimpleImputer (fitted on NaN, taken as "" in the ONNX model: a string tensor
+    holds no NaN), and an OrdinalEncoder feeding a random forest."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"age": rng.integers(18, 80, 200).astype(float), "city": rng.choice(["Paris", "Lyon"], 200),
+                          "plan": rng.choice(["basic", "pro", "max"], 200)})
+    frame.loc[::7, "city"] = np.nan  # missing text, as a DataFrame holds it
+    labels = np.where((frame.age > 50) | (frame.plan == "max"), 1, 0)
+    text = make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore"))
+    pipelines = {
+        "imputed": make_pipeline(ColumnTransformer([("age", StandardScaler(), ["age"]),
+                                                    ("text", text, ["city", "plan"])]), LogisticRegression()),
+        "ordinal": make_pipeline(ColumnTransformer([("age", "passthrough", ["age"]),
+                                                    ("text", OrdinalEncoder(), ["plan"])]),
+                                 RandomForestClassifier(n_estimators=8, random_state=0)),
+    }
+    for name, pipeline in pipelines.items():
+        columns = ["age", "city", "plan"] if name == "imputed" else ["age", "plan"]
+        pipeline.fit(frame[columns], labels)
+        joblib.dump(pipeline, tmp_path / f"{name}.joblib")
+        result = convert(ConvertRequest(source=str(tmp_path / f"{name}.joblib"), repository=tmp_path / "repo",
+                                        model=name, inputs=[]))
+        rows = frame[columns].iloc[:14]  # row 0 and row 7 miss their city
+        feeds = {column: (rows[column].to_numpy(np.float32) if pd.api.types.is_numeric_dtype(rows[column])
+                          else rows[column].fillna("").to_numpy(object)).reshape(-1, 1) for column in columns}
+        _, probabilities = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, feeds)
+        np.testing.assert_allclose(probabilities, pipeline.predict_proba(rows), rtol=1e-4, atol=1e-5)

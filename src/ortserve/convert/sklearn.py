@@ -9,6 +9,7 @@ columns (values drawn from each encoder's categories for the text ones).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 
 def load_estimator(path: Path) -> Any:
@@ -69,8 +72,35 @@ def column_samples(estimator: Any, specs: list[InputSpec], low: float, high: flo
     return sample
 
 
+def _text_imputers_marked(estimator: Any) -> Any:
+    """A copy of the estimator whose SimpleImputers of text columns take "" as the missing value: fitted with NaN
+    (scikit-learn's default), which a string tensor cannot hold and skl2onnx refuses for text."""
+    import copy
+    import math
+
+    marked = copy.deepcopy(estimator)
+    for _, part, _ in _column_transformer(marked).transformers_:
+        for step in _steps(part):
+            statistics = getattr(step, "statistics_", None)
+            missing = getattr(step, "missing_values", None)
+            if statistics is not None and np.asarray(statistics).dtype.kind == "O" and isinstance(missing, float) \
+                    and math.isnan(missing):
+                step.missing_values = ""
+                log.info("a SimpleImputer of text columns fills \"\" (missing text) in the ONNX model, where it "
+                         "was fitted to fill NaN")
+    return marked
+
+
 def _column_transformer(estimator: Any) -> Any:
     return estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+
+
+def _steps(part: Any) -> list[Any]:
+    """The transformers of a ColumnTransformer's part: itself, a pipeline's steps, none for "drop" and
+    "passthrough"."""
+    if isinstance(part, str):
+        return []
+    return [step for _, step in part.steps] if hasattr(part, "steps") else [part]
 
 
 def _text_categories(estimator: Any) -> dict[str, list[str]]:
@@ -78,9 +108,7 @@ def _text_categories(estimator: Any) -> dict[str, list[str]]:
     the ColumnTransformer), with those categories."""
     found: dict[str, list[str]] = {}
     for _, part, selected in _column_transformer(estimator).transformers_:
-        if isinstance(part, str):  # "drop", "passthrough"
-            continue
-        for step in [step for _, step in part.steps] if hasattr(part, "steps") else [part]:
+        for step in _steps(part):
             for name, values in zip(_selected_names(selected, estimator.feature_names_in_),
                                     getattr(step, "categories_", ()), strict=False):
                 if np.asarray(values).dtype.kind in "OUS":
@@ -106,6 +134,8 @@ def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: 
     types = [(input_name, FloatTensorType([None, n_features]))] if column_inputs is None else [
         (spec.name, StringTensorType([None, 1]) if spec.dtype == object else FloatTensorType([None, 1]))
         for spec in column_inputs]
+    if column_inputs is not None:
+        estimator = _text_imputers_marked(estimator)
     try:
         model = to_onnx(estimator, initial_types=types,
                         target_opset={"": opset, "ai.onnx.ml": 3},
