@@ -414,3 +414,28 @@ def test_a_keras_model_with_custom_layers_converts_once_their_module_is_imported
     session = ort.InferenceSession(str(tmp_path / "repo" / "custom" / "1" / "model.onnx"))
     np.testing.assert_allclose(session.run(None, {"features": rows})[0], np.asarray(model(rows)), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_a_saved_model_without_serving_default_converts_the_signature_named(tmp_path: Path) -> None:
+    class Two(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def doubled(self, x):
+            return {"y": x * 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def shifted(self, x):
+            return {"y": x + 1.0}
+
+    module = Two()
+    tf.saved_model.save(module, str(tmp_path / "two"), signatures={"doubled": module.doubled,
+                                                                   "shifted": module.shifted})
+    tf.saved_model.save(module, str(tmp_path / "one"), signatures={"shifted": module.shifted})
+    with pytest.raises(InvalidInput, match="has no signature 'serving_default'; its signatures are 'doubled', "
+                                           "'shifted': give one with --signature"):
+        convert(ConvertRequest(source=str(tmp_path / "two"), repository=tmp_path / "repo", model="m", inputs=[]))
+    rows = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for source, signature, expected in (("two", "doubled", rows * 2), ("one", None, rows + 1)):
+        result = convert(ConvertRequest(source=str(tmp_path / source), repository=tmp_path / "repo", model=source,
+                                        inputs=[], signature=signature))
+        (answer,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"x": rows})
+        np.testing.assert_allclose(answer, expected)

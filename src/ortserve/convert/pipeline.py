@@ -50,6 +50,7 @@ class ConvertRequest:
     atol: float = 1e-4
     rtol: float = 1e-3
     version: int | None = None  # the version number to write (default: the model's next)
+    signature: str | None = None  # a SavedModel's signature (default: serving_default, or its only one)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         import tensorflow as tf
         import tf2onnx
 
-        tf_model = tensorflow.load(Path(request.source), request.inputs)
+        tf_model = tensorflow.load(Path(request.source), request.inputs, request.signature)
         files: dict[str, Path] = {}
         if Path(request.source).is_file():
             record["source_sha256"] = file_sha256(Path(request.source))

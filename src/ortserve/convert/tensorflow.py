@@ -6,6 +6,7 @@ Every source is converted as a tf.function: tf2onnx's Keras path fails on Keras 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from ortserve.errors import InvalidInput
 from ortserve.repository.layout import SAVED_MODEL_FILE
 
 KERAS_SUFFIXES = {".keras", ".h5"}
+DEFAULT_SIGNATURE = "serving_default"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,13 +42,13 @@ def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
     return InputSpec(name, np.dtype(tensor_spec.dtype.as_numpy_dtype), dims)
 
 
-def load(path: Path, declared: list[InputSpec]) -> TfModel:
+def load(path: Path, declared: list[InputSpec], signature_name: str | None = None) -> TfModel:
     import tensorflow as tf
 
     try:
         if path.is_dir():
             loaded = tf.saved_model.load(str(path))
-            signature = loaded.signatures["serving_default"]
+            signature = loaded.signatures[_signature_key(path, loaded.signatures, signature_name)]
             named = signature.structured_input_signature[1]
             names = sorted(named)
             outputs = sorted(signature.structured_outputs)
@@ -61,6 +64,8 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
 
             return TfModel(call, inputs, outputs, loaded)
         model = tf.keras.models.load_model(str(path), compile=False)
+    except InvalidInput:
+        raise
     except Exception as exc:
         hint = "" if path.is_dir() else (" (a model with custom layers or functions loads once the module that "
                                          "registers them is imported: ortserve convert --import MODULE)")
@@ -78,6 +83,19 @@ def load(path: Path, declared: list[InputSpec]) -> TfModel:
         return list(result) if isinstance(result, list | tuple) else [result]
 
     return TfModel(call_keras, inputs, outputs, model)
+
+
+def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
+    """The signature to convert: the one asked for; else serving_default, or the only one the SavedModel has."""
+    keys = sorted(signatures.keys())
+    wanted = asked or DEFAULT_SIGNATURE
+    if wanted in keys:
+        return wanted
+    if asked is None and len(keys) == 1:
+        log.info("%s has no %r signature: converting its only one, %r", path, DEFAULT_SIGNATURE, keys[0])
+        return keys[0]
+    raise InvalidInput(f"the SavedModel {str(path)!r} has no signature {wanted!r}; its signatures are "
+                       f"{', '.join(map(repr, keys)) or 'none'}" + ("" if asked else ": give one with --signature"))
 
 
 def _parsing_model(loaded: Any, signature: Any, string_input: str, outputs: list[str]) -> TfModel | None:
