@@ -50,3 +50,19 @@ def test_serve_one_onnx_file(tmp_path: Path) -> None:
     (expected,) = ort.InferenceSession(str(path)).run(None, {"input": rows})
     np.testing.assert_allclose(answer, expected, rtol=1e-6)
     assert scratch is not None and not Path(scratch.group(1)).exists()
+
+
+def test_serve_refuses_a_model_config_whose_base_paths_hold_saved_models(tmp_path: Path, capsys) -> None:
+    """TF Serving's config pointed at before its models were converted: said at start, with the command."""
+    from ortserve.cli import main
+
+    (tmp_path / "tf" / "resnet" / "1").mkdir(parents=True)
+    (tmp_path / "tf" / "resnet" / "1" / "saved_model.pb").write_bytes(b"\x08\x01")
+    config = tmp_path / "models.config"
+    config.write_text(f'model_config_list {{ config {{ name: "resnet" base_path: "{tmp_path / "tf" / "resnet"}" }} }}')
+    assert main(["serve", "--model_config_file", str(config)]) == 2
+    said = capsys.readouterr().err
+    assert "model 'resnet': base_path" in said and "holds TensorFlow SavedModels, not ONNX models" in said
+    assert f"ortserve convert --model_config_file {config} --repository REPOSITORY" in said
+    assert main(["serve", "--model_base_path", str(tmp_path / "tf" / "resnet"), "--model_name", "resnet"]) == 2
+    assert "then serve --model_base_path REPOSITORY/resnet" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from ortserve.digits import is_decimal
 from ortserve.errors import ConfigError, OrtServeError
 from ortserve.optimize import cli as optimize_cli
 from ortserve.protos.tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
-from ortserve.repository.layout import misplaced_repository
+from ortserve.repository.layout import holds_saved_models, misplaced_repository
 from ortserve.repository.remote import DEFAULT_CACHE, RemoteRepository, is_remote
 from ortserve.repository.single import single_model_repository
 from ortserve.repository.tf_model_config import ConfiguredRepository, model_entries, read_config_file
@@ -92,6 +92,16 @@ def _serve_model_config(args: argparse.Namespace) -> int:
         entries = model_entries(config)
     except ConfigError as exc:
         print(f"ortserve serve: {exc}", file=sys.stderr)
+        return 2
+    unconverted = [entry for entry in entries if holds_saved_models(entry.base_path)]
+    if unconverted:
+        entry = unconverted[0]
+        how = (f"`ortserve convert --model_config_file {args.model_config_file} --repository REPOSITORY`, then serve "
+               "REPOSITORY/models.config" if args.model_config_file is not None else
+               f"`ortserve convert {entry.base_path} --repository REPOSITORY --model {entry.name}`, then serve "
+               f"--model_base_path REPOSITORY/{entry.name}")
+        print(f"ortserve serve: model {entry.name!r}: base_path {str(entry.base_path)!r} holds TensorFlow "
+              f"SavedModels, not ONNX models; convert them with {how}", file=sys.stderr)
         return 2
     configured = ConfiguredRepository()
     try:

@@ -22,6 +22,13 @@ def model_names(repository: Path) -> list[str]:
     return sorted(p.name for p in repository.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+def holds_saved_models(model_dir: Path) -> bool:
+    """A TF Serving base path not converted yet: numbered versions with a SavedModel, none with a model.onnx."""
+    versions = [path for path in model_dir.iterdir() if path.is_dir() and is_decimal(path.name)]
+    return any((path / SAVED_MODEL_FILE).is_file() for path in versions) and not any(
+        (path / MODEL_FILE).is_file() for path in versions)
+
+
 def misplaced_repository(repository: Path) -> str | None:
     """What a directory given as the repository is instead, when it is plainly something else: a SavedModel, a
     TF Serving model base path, or one model's directory of versions (every entry a number); None otherwise."""
@@ -31,7 +38,7 @@ def misplaced_repository(repository: Path) -> str | None:
     entries = [path for path in repository.iterdir() if path.is_dir() and not path.name.startswith((".", "_"))]
     if not entries or not all(is_decimal(path.name) for path in entries):
         return None
-    if any((path / SAVED_MODEL_FILE).is_file() for path in entries):
+    if holds_saved_models(repository):
         return f"{str(repository)!r} is a TF Serving model base path; {_CONVERT_HINT.format(repository)}"
     if any((path / MODEL_FILE).is_file() for path in entries):
         return (f"{str(repository)!r} holds versions of one model ({entries[0].name}/{MODEL_FILE}), not models: "
