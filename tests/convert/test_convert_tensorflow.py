@@ -439,3 +439,26 @@ def test_a_saved_model_without_serving_default_converts_the_signature_named(tmp_
                                         inputs=[], signature=signature))
         (answer,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"x": rows})
         np.testing.assert_allclose(answer, expected)
+
+
+def test_a_keras_model_of_dict_inputs_and_outputs_keeps_their_keys(tmp_path: Path) -> None:
+    tf.keras.utils.set_random_seed(3)
+    numbers = tf.keras.Input((4,), name="numbers")
+    tokens = tf.keras.Input((6,), dtype="int32", name="tokens")
+    pooled = tf.keras.layers.GlobalAveragePooling1D()(tf.keras.layers.Embedding(10, 8)(tokens))
+    hidden = tf.keras.layers.Concatenate()([tf.keras.layers.Dense(8, activation="relu")(numbers), pooled])
+    model = tf.keras.Model({"numbers": numbers, "tokens": tokens},  # output keys other than the layers' names
+                           {"score": tf.keras.layers.Dense(1, name="regression_head")(hidden),
+                            "probs": tf.keras.layers.Dense(3, activation="softmax", name="classifier")(hidden)})
+    model.save(tmp_path / "multi.keras")
+    result = convert(ConvertRequest(source=str(tmp_path / "multi.keras"), repository=tmp_path / "repo",
+                                    model="multi", inputs=[], value_range=(0.0, 9.0)))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    assert [spec.name for spec in session.get_inputs()] == ["numbers", "tokens"]
+    assert [spec.name for spec in session.get_outputs()] == ["probs", "score"]
+    rng = np.random.default_rng(5)
+    feeds = {"numbers": rng.standard_normal((3, 4)).astype(np.float32),
+             "tokens": rng.integers(0, 10, (3, 6)).astype(np.int32)}
+    expected = model(feeds)
+    for name, answer in zip(["probs", "score"], session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(answer, np.asarray(expected[name]), rtol=1e-5, atol=1e-6)

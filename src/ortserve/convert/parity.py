@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ortserve.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class OutputParity:
@@ -42,6 +44,9 @@ class ParityReport:
 
 def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarray], atol: float, rtol: float,
             samples: int) -> ParityReport:
+    if not len(names) == len(expected) == len(actual):
+        raise InvalidInput(f"the source model answered {len(expected)} outputs and the ONNX model "
+                           f"{len(actual)} ({', '.join(names)}): they cannot be compared; nothing was written")
     outputs = []
     for name, want, got in zip(names, expected, actual, strict=True):
         want, got = np.asarray(want), np.asarray(got)

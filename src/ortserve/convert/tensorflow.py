@@ -71,18 +71,31 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
                                          "registers them is imported: ortserve convert --import MODULE)")
         raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {str(exc).splitlines()[0]}{hint}"
                            ) from None
+    # a model of dict inputs or outputs (functional, Keras 3) takes and answers them by key; its inputs and outputs
+    # lists are flattened from those dicts, in the keys' sorted order
+    input_keys, output_keys = (_dict_keys(getattr(model, attribute, None))
+                               for attribute in ("_inputs_struct", "_outputs_struct"))
     # Sequential models name their inputs keras_tensor_N, which means nothing to a client
-    names = [t.name if not t.name.startswith("keras_tensor") else f"input_{i}" if i else "input"
-             for i, t in enumerate(model.inputs)]
+    names = input_keys or [t.name if not t.name.startswith("keras_tensor") else f"input_{i}" if i else "input"
+                           for i, t in enumerate(model.inputs)]
     inputs = declared or [_spec_from_tf(name, tf.TensorSpec(t.shape, t.dtype)) for name, t in zip(
         names, model.inputs, strict=True)]
-    outputs = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+    outputs = output_keys or list(getattr(model, "output_names", None)
+                                  or [f"output_{i}" for i in range(len(model.outputs))])
 
     def call_keras(*tensors: Any) -> list[Any]:
-        result = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
+        given = dict(zip(input_keys, tensors, strict=True)) if input_keys else (
+            list(tensors) if len(tensors) > 1 else tensors[0])
+        result = model(given, training=False)
+        if isinstance(result, dict):
+            return [result[name] for name in outputs]
         return list(result) if isinstance(result, list | tuple) else [result]
 
     return TfModel(call_keras, inputs, outputs, model)
+
+
+def _dict_keys(structure: Any) -> list[str]:
+    return sorted(structure) if isinstance(structure, dict) else []
 
 
 def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
