@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -462,3 +463,21 @@ def test_a_keras_model_of_dict_inputs_and_outputs_keeps_their_keys(tmp_path: Pat
     expected = model(feeds)
     for name, answer in zip(["probs", "score"], session.run(None, feeds), strict=True):
         np.testing.assert_allclose(answer, np.asarray(expected[name]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["LSTM", "GRU"])
+def test_keras_recurrent_layers_convert(tmp_path: Path, layer: str) -> None:
+    """Keras 3 runs them in a while loop over TensorLists; frozen with its control flow lowered, tf2onnx could not
+    recognise the loop and left TensorListReserve, which onnx.checker refuses."""
+    tf.keras.utils.set_random_seed(4)
+    model = tf.keras.Sequential([tf.keras.Input((10,)), tf.keras.layers.Reshape((5, 2)),
+                                 getattr(tf.keras.layers, layer)(8), tf.keras.layers.Dense(2)])
+    model.save(tmp_path / "recurrent.keras")
+    result = convert(ConvertRequest(source=str(tmp_path / "recurrent.keras"), repository=tmp_path / "repo",
+                                    model="recurrent", inputs=[]))
+    operators = {node.op_type for node in onnx.load(result.version_dir / "model.onnx").graph.node}
+    assert not any(operator.startswith("TensorList") for operator in operators)
+    rows = np.random.default_rng(6).standard_normal((3, 10)).astype(np.float32)
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    (answer,) = session.run(None, {session.get_inputs()[0].name: rows})
+    np.testing.assert_allclose(answer, np.asarray(model(rows)), rtol=1e-4, atol=1e-5)

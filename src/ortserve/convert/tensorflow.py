@@ -218,10 +218,12 @@ def _frozen(concrete: Any) -> tuple[Any, list[str], list[str]]:
     as graph inputs a client would have had to send), and nested functions made inlinable. Keras 3 runs grouped
     and depthwise-as-grouped convolutions (ConvNeXt) in a nested XLA-compiled function, which grappler does not
     inline and tf2onnx then cannot convert (a StatefulPartitionedCall node): the XLA marks are dropped, since
-    the ONNX graph is not compiled by XLA anyway."""
+    the ONNX graph is not compiled by XLA anyway. Control flow stays as While loops (not lowered to TF1's
+    Switch/Merge), which tf2onnx turns into ONNX Loop, LSTM and GRU ops: lowered, Keras 3's recurrent layers left
+    TensorList ops that no ONNX opset has."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    frozen = convert_variables_to_constants_v2(concrete, aggressive_inlining=True)
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
     graph_def = frozen.graph.as_graph_def()
     for function in graph_def.library.function:
         for key in [key for key in function.attr if key in _NOT_INLINED]:
