@@ -128,3 +128,23 @@ def test_weights_that_do_not_fit_the_config_are_refused_in_one_line(tmp_path: Pa
     (path / "config.json").write_text(json.dumps(edited))
     with pytest.raises(ortserve.InvalidInput, match="cannot be loaded as BertForSequenceClassification"):
         convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="m", inputs=[]))
+
+
+def test_inputs_come_from_what_forward_takes(tmp_path: Path) -> None:
+    """A raw-audio model with a vocabulary (a CTC head's) is audio, by its forward(); a spectrogram model is
+    refused by name."""
+    torch.manual_seed(0)
+    conformer = transformers.Wav2Vec2ConformerForCTC(transformers.Wav2Vec2ConformerConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=[16, 16],
+        conv_stride=[5, 4], conv_kernel=[10, 8], num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        vocab_size=32)).eval()
+    result = convert(ConvertRequest(source=str(_saved(tmp_path, "conformer", conformer)), repository=tmp_path / "repo",
+                                    model="conformer", inputs=[]))
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert [(spec["name"], spec["dims"]) for spec in provenance["inputs"]] == [("input_values", ["batch", "samples"])]
+    whisper = transformers.WhisperForAudioClassification(transformers.WhisperConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=16, max_source_positions=32, num_labels=3))
+    with pytest.raises(ortserve.InvalidInput, match="WhisperForAudioClassification takes input_features"):
+        convert(ConvertRequest(source=str(_saved(tmp_path, "whisper", whisper)), repository=tmp_path / "repo",
+                               model="whisper", inputs=[]))

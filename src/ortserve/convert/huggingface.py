@@ -8,6 +8,7 @@ that PyTorch's exporters (convert.pytorch) see a plain module.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,11 +84,12 @@ def load(path: Path) -> HfModel:
     # RuntimeError: tensors that disagree with config.json (after transformers' report of them), a torn checkpoint
     except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidInput(f"{str(path)!r} cannot be loaded as {architecture}: {str(exc).splitlines()[0]}") from None
-    inputs, sample = _inputs(path, model.config)
+    names = _input_names(model)
+    inputs, sample = _inputs(names, model.config)
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
     files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
     settings: dict[str, Any] = {}
-    text = text_settings(path, task, model.config) if "tokenizer.json" in files else None
+    text = text_settings(path, task, model.config, names) if "tokenizer.json" in files else None
     if text:
         settings["text"] = text
     if [spec.name for spec in inputs] == ["input_values"]:  # warm up on a second of audio, not on one sample
@@ -123,10 +125,10 @@ def _positional(torch: Any, count: int) -> Any:
     return {1: One, 2: Two, 3: Three}[count]
 
 
-def text_settings(path: Path, task: str, config: Any) -> dict[str, Any] | None:
+def text_settings(path: Path, task: str, config: Any, names: list[str]) -> dict[str, Any] | None:
     """The server's text preprocessing for a sequence classifier or an encoder: the tokenizer's length limit, and
     for a sentence-transformers directory (modules.json) its pooling and normalization."""
-    if task not in ("sequence-classification", "feature-extraction") or "input_ids" not in _input_names(config):
+    if task not in ("sequence-classification", "feature-extraction") or "input_ids" not in names:
         return None
     settings: dict[str, Any] = {"task": "classify" if task == "sequence-classification" else "embed",
                                 "max_length": _max_length(path, config)}
@@ -172,10 +174,10 @@ def labels(path: Path) -> list[str] | None:
     return [str(id2label.get(str(index), index)) for index in range(len(id2label))]
 
 
-def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np.random.Generator], list[np.ndarray]]]:
-    """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values) and a maker
-    of valid samples for them."""
-    names = _input_names(config)
+def _inputs(names: list[str], config: Any
+            ) -> tuple[list[InputSpec], Callable[[int, np.random.Generator], list[np.ndarray]]]:
+    """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values; or raw
+    audio) and a maker of valid samples for them."""
     if names == ["input_values"]:  # raw audio: one float per sample, any length
         audio = InputSpec("input_values", np.dtype(np.float32), ("batch", "samples"))
         return [audio], lambda count, rng: [rng.standard_normal((count, AUDIO_SAMPLES)).astype(np.float32)]
@@ -197,18 +199,23 @@ def _inputs(path: Path, config: Any) -> tuple[list[InputSpec], Callable[[int, np
     return [InputSpec(name, np.dtype(np.int64), ("batch", "sequence")) for name in names], sample
 
 
-def _input_names(config: Any) -> list[str]:
-    if getattr(config, "model_type", "") in _AUDIO_MODEL_TYPES:
-        return ["input_values"]
-    if getattr(config, "model_type", "") in _IMAGE_MODEL_TYPES or not hasattr(config, "vocab_size"):
-        return ["pixel_values"]
-    names = ["input_ids", "attention_mask"]
-    if getattr(config, "type_vocab_size", 0) and config.model_type not in _NO_TOKEN_TYPES:
+def _input_names(model: Any) -> list[str]:
+    """What the model's forward() takes: token ids (with their mask, and token types where the model has them),
+    else raw audio samples, else pixels."""
+    config = model.config
+    accepted = inspect.signature(model.forward).parameters
+    if "input_ids" not in accepted:
+        if "input_values" in accepted and not hasattr(config, "num_mel_bins"):
+            return ["input_values"]
+        if "pixel_values" in accepted:
+            return ["pixel_values"]
+        raise InvalidInput(f"{type(model).__name__} takes {', '.join(list(accepted)[:3])}, ...: ortserve converts "
+                           "models of token ids, pixel values or raw audio samples (not spectrogram frames)")
+    names = ["input_ids"] + (["attention_mask"] if "attention_mask" in accepted else [])
+    if "token_type_ids" in accepted and getattr(config, "type_vocab_size", 0) \
+            and config.model_type not in _NO_TOKEN_TYPES:
         names.append("token_type_ids")
     return names
 
 
-_AUDIO_MODEL_TYPES = frozenset({"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat",
-                                "sew", "sew-d"})
-_IMAGE_MODEL_TYPES = frozenset({"vit", "swin", "convnext", "resnet", "mobilevit", "deit", "beit", "regnet"})
 _NO_TOKEN_TYPES = frozenset({"roberta", "distilbert", "gpt2", "xlm-roberta", "camembert"})
