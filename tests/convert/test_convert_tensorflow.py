@@ -481,3 +481,32 @@ def test_keras_recurrent_layers_convert(tmp_path: Path, layer: str) -> None:
     session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
     (answer,) = session.run(None, {session.get_inputs()[0].name: rows})
     np.testing.assert_allclose(answer, np.asarray(model(rows)), rtol=1e-4, atol=1e-5)
+
+
+def test_classify_and_regress_warmup_logs_become_samples_too(tmp_path: Path) -> None:
+    """TF Serving's warmup file of a model served for Classify: the examples' features, by input name."""
+    from tensorflow_serving.apis import classification_pb2, prediction_log_pb2, regression_pb2
+
+    _functional().export(str(tmp_path / "saved"))
+    rows = np.random.default_rng(7).standard_normal((3, 5)).astype(np.float32)
+
+    def example(row: np.ndarray) -> object:
+        return tf.train.Example(features=tf.train.Features(feature={
+            "features": tf.train.Feature(float_list=tf.train.FloatList(value=row.tolist())),
+            "ignored": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"]))}))
+
+    classify = classification_pb2.ClassificationRequest()
+    classify.input.example_list.examples.extend([example(rows[0]), example(rows[1])])
+    regress = regression_pb2.RegressionRequest()
+    regress.input.example_list.examples.append(example(rows[2]))
+    (tmp_path / "saved" / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(tmp_path / "saved" / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        writer.write(prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=classify)).SerializeToString())
+        writer.write(prediction_log_pb2.PredictionLog(
+            regress_log=prediction_log_pb2.RegressLog(request=regress)).SerializeToString())
+    result = convert(ConvertRequest(source=str(tmp_path / "saved"), repository=tmp_path / "repo", model="sm",
+                                    inputs=[]))
+    with np.load(result.version_dir / "warmup.npz") as samples:
+        assert samples.files == ["features"]
+        np.testing.assert_array_equal(samples["features"], rows)

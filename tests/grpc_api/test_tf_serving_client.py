@@ -56,7 +56,7 @@ def _assert_subset(ours: dict, theirs: dict) -> None:
 def test_tf_serving_protos_match_the_published_ones() -> None:
     apis = ("predict_pb2", "get_model_metadata_pb2", "get_model_status_pb2", "prediction_service_pb2",
             "model_service_pb2", "classification_pb2", "regression_pb2", "inference_pb2", "input_pb2",
-            "model_management_pb2")
+            "model_management_pb2", "prediction_log_pb2")
     configs = ("model_server_config_pb2", "file_system_storage_path_source_pb2", "logging_config_pb2")
     core = ("framework.tensor_pb2", "example.example_pb2", "example.feature_pb2")
     ours = _describe(*(f"ortserve.protos.tensorflow_serving.apis.{m}" for m in apis),

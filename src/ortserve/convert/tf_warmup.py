@@ -5,6 +5,7 @@ warmed up and measured on the inputs its team chose for TF Serving."""
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,11 @@ from google.protobuf.message import DecodeError
 
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
+from ortserve.protos.tensorflow_serving.apis.input_pb2 import Input
 from ortserve.protos.tensorflow_serving.apis.prediction_log_pb2 import PredictionLog
 from ortserve.runtime.samples import SAMPLES_FILE
 from ortserve.server.tensor_proto import to_numpy
+from ortserve.server.tf_examples import example_features
 
 log = logging.getLogger(__name__)
 WARMUP_REQUESTS = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -58,9 +61,17 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
             logged = PredictionLog.FromString(record)
         except DecodeError as exc:
             raise InvalidInput(f"{path}: a record is not a PredictionLog: {exc}") from None
+        kind = logged.WhichOneof("log_type")
+        if kind in ("classify_log", "regress_log"):
+            found = _example_request(getattr(logged, kind).request.input, inputs, examples)
+            if found is None:
+                skipped += 1
+            else:
+                requests.append(found)
+            continue
         request = logged.predict_log.request
-        if not logged.HasField("predict_log") or set(request.inputs) != names:
-            skipped += 1  # Classify, Regress and MultiInference logs, or another signature's Predict
+        if kind != "predict_log" or set(request.inputs) != names:
+            skipped += 1  # MultiInference logs, or another signature's Predict
             continue
         if examples is not None:
             ((name, tensor),) = request.inputs.items()
@@ -68,8 +79,8 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
             continue
         requests.append({name: to_numpy(name, tensor) for name, tensor in request.inputs.items()})
     if skipped:
-        log.info("%s: %d warmup records skipped (not Predict requests naming the inputs %s)", path, skipped,
-                 sorted(names))
+        log.info("%s: %d warmup records skipped (not Predict requests naming the inputs %s, nor Classify or "
+                 "Regress requests of examples with those features)", path, skipped, sorted(names))
     if not requests:
         return None
     samples = _joined(requests, inputs)
@@ -80,6 +91,38 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
     log.info("the SavedModel's %d warmup requests become %s (%s)", len(requests), SAMPLES_FILE,
              ", ".join(f"{name} {list(array.shape)}" for name, array in samples.items()))
     return written
+
+
+def _example_request(given: Input, inputs: list[InputSpec],
+                     examples: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]] | None
+                     ) -> dict[str, np.ndarray] | None:
+    """A Classify or Regress log's examples as the model's inputs: each input the feature of its name, one row an
+    example (context features shared), as the server reads them (server.tf_examples); through the signature's
+    parser for a parsing model. None when they do not fit the inputs."""
+    kind = given.WhichOneof("kind")
+    listed = given.example_list.examples if kind == "example_list" else given.example_list_with_context.examples
+    context = example_features(given.example_list_with_context.context) if kind == "example_list_with_context" \
+        else {}
+    if not listed:
+        return None
+    if examples is not None:
+        if context:
+            return None
+        return examples[1](np.array([example.SerializeToString() for example in listed], dtype=object))
+    rows = [{**context, **example_features(example)} for example in listed]
+    found = {}
+    for spec in inputs:
+        if not (spec.dims and spec.dims[0] == "batch" and all(isinstance(dim, int) for dim in spec.dims[1:])):
+            return None  # a row per example needs a batch axis and a fixed row shape
+        shape = tuple(int(dim) for dim in spec.dims[1:])
+        values = [row.get(spec.name) for row in rows]
+        if any(value is None or value.size != math.prod(shape) for value in values):
+            return None
+        stacked = np.stack([value.reshape(shape) for value in values])
+        if (stacked.dtype == object) != (spec.dtype == object):
+            return None
+        found[spec.name] = stacked if spec.dtype == object else stacked.astype(spec.dtype)
+    return found
 
 
 def _joined(requests: list[dict[str, np.ndarray]], inputs: list[InputSpec]) -> dict[str, np.ndarray]:

@@ -22,18 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ortserve.protos.tensorflow_serving.apis import classification_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_classification__pb2
 from ortserve.protos.tensorflow_serving.apis import predict_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_predict__pb2
+from ortserve.protos.tensorflow_serving.apis import regression_pb2 as ortserve_dot_protos_dot_tensorflow__serving_dot_apis_dot_regression__pb2
 
 
-DESCRIPTOR = POOL.AddSerializedFile(b'\n<ortserve/protos/tensorflow_serving/apis/prediction_log.proto\x12\x12tensorflow.serving\x1a\x35ortserve/protos/tensorflow_serving/apis/predict.proto\"x\n\nPredictLog\x12\x33\n\x07request\x18\x01 \x01(\x0b\x32\".tensorflow.serving.PredictRequest\x12\x35\n\x08response\x18\x02 \x01(\x0b\x32#.tensorflow.serving.PredictResponse\"R\n\rPredictionLog\x12\x35\n\x0bpredict_log\x18\x06 \x01(\x0b\x32\x1e.tensorflow.serving.PredictLogH\x00\x42\n\n\x08log_typeb\x06proto3')
+DESCRIPTOR = POOL.AddSerializedFile(b'\n<ortserve/protos/tensorflow_serving/apis/prediction_log.proto\x12\x12tensorflow.serving\x1a<ortserve/protos/tensorflow_serving/apis/classification.proto\x1a\x35ortserve/protos/tensorflow_serving/apis/predict.proto\x1a\x38ortserve/protos/tensorflow_serving/apis/regression.proto\"\x87\x01\n\x0b\x43lassifyLog\x12:\n\x07request\x18\x01 \x01(\x0b\x32).tensorflow.serving.ClassificationRequest\x12<\n\x08response\x18\x02 \x01(\x0b\x32*.tensorflow.serving.ClassificationResponse\"~\n\nRegressLog\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32%.tensorflow.serving.RegressionRequest\x12\x38\n\x08response\x18\x02 \x01(\x0b\x32&.tensorflow.serving.RegressionResponse\"x\n\nPredictLog\x12\x33\n\x07request\x18\x01 \x01(\x0b\x32\".tensorflow.serving.PredictRequest\x12\x35\n\x08response\x18\x02 \x01(\x0b\x32#.tensorflow.serving.PredictResponse\"\xc2\x01\n\rPredictionLog\x12\x37\n\x0c\x63lassify_log\x18\x02 \x01(\x0b\x32\x1f.tensorflow.serving.ClassifyLogH\x00\x12\x35\n\x0bregress_log\x18\x03 \x01(\x0b\x32\x1e.tensorflow.serving.RegressLogH\x00\x12\x35\n\x0bpredict_log\x18\x06 \x01(\x0b\x32\x1e.tensorflow.serving.PredictLogH\x00\x42\n\n\x08log_typeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ortserve.protos.tensorflow_serving.apis.prediction_log_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTLOG']._serialized_start=139
-  _globals['_PREDICTLOG']._serialized_end=259
-  _globals['_PREDICTIONLOG']._serialized_start=261
-  _globals['_PREDICTIONLOG']._serialized_end=343
+  _globals['_CLASSIFYLOG']._serialized_start=260
+  _globals['_CLASSIFYLOG']._serialized_end=395
+  _globals['_REGRESSLOG']._serialized_start=397
+  _globals['_REGRESSLOG']._serialized_end=523
+  _globals['_PREDICTLOG']._serialized_start=525
+  _globals['_PREDICTLOG']._serialized_end=645
+  _globals['_PREDICTIONLOG']._serialized_start=648
+  _globals['_PREDICTIONLOG']._serialized_end=842
 # @@protoc_insertion_point(module_scope)
