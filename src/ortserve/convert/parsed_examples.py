@@ -95,10 +95,9 @@ def parsed(features: list[InputSpec], examples: np.ndarray) -> dict[str, np.ndar
     (TF Serving's warmup requests of such a model)."""
     import tensorflow as tf
 
-    spec = {feature.name: tf.io.FixedLenFeature(list(feature.dims[1:]), tf.as_dtype(feature.dtype))
-            for feature in features if feature.dtype != object}
-    spec.update({feature.name: tf.io.FixedLenFeature(list(feature.dims[1:]), tf.string)
-                 for feature in features if feature.dtype == object})
+    spec = {feature.name: tf.io.FixedLenFeature(list(feature.dims[1:]), tf.string if feature.dtype == object
+                                                else tf.as_dtype(feature.dtype))
+            for feature in features}
     try:
         values = tf.io.parse_example(tf.constant(list(examples.reshape(-1)), dtype=tf.string), spec)
     except (tf.errors.InvalidArgumentError, ValueError) as exc:
