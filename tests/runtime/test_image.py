@@ -121,3 +121,32 @@ def test_a_sideways_jpeg_decoded_at_reduced_size_comes_out_upright(tmp_path: Pat
     turned, reference = classifier.preprocess(stored.getvalue()), classifier.preprocess(straight.getvalue())
     assert turned.shape == reference.shape == (1, 3, 60, 80)
     assert np.abs(turned.astype(int) - reference.astype(int)).mean() < 3
+
+
+def test_tensorflow_resize_reads_the_nearest_two_by_two_pixels(tmp_path: Path) -> None:
+    """`antialias: false` is tf.image.resize's bilinear (half-pixel centres): halving a picture averages each
+    2x2 block, where Pillow's filter, widened by the scale, also reads the pixels around it."""
+    rng = np.random.default_rng(4)
+    picture = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    tf_style = bind_image_classifier("m", tmp_path, ImagePreprocessing(
+        layout="nhwc", resize={"exact": [4, 6], "antialias": False}), _signature((-1, 4, 6, 3)))
+    blocks = picture.astype(np.float32).reshape(4, 2, 6, 2, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(tf_style.preprocess(_png(picture))[0], blocks, atol=1e-4)
+    pillow = bind_image_classifier("m", tmp_path, ImagePreprocessing(layout="nhwc", resize={"exact": [4, 6]}),
+                                   _signature((-1, 4, 6, 3)))
+    assert np.abs(pillow.preprocess(_png(picture))[0] - blocks).max() > 5
+    # enlarging: positions between pixels weigh their two neighbours by distance; edges repeat the border
+    row = np.array([[[0, 0, 0], [100, 100, 100]]], dtype=np.uint8)  # 1 x 2
+    enlarged = bind_image_classifier("m", tmp_path, ImagePreprocessing(
+        layout="nhwc", resize={"exact": [1, 4], "antialias": False}), _signature((-1, 1, 4, 3)))
+    np.testing.assert_allclose(enlarged.preprocess(_png(row))[0, 0, :, 0], [0, 25, 75, 100])
+
+
+def test_a_crop_fraction_keeps_the_centre_before_resizing(tmp_path: Path) -> None:
+    """tf.image.central_crop's margins: truncated, so 0.5 of 9 rows keeps rows 2 to 6 (5 rows)."""
+    picture = np.zeros((9, 10, 3), dtype=np.uint8)
+    picture[2:7, 2:8] = 200  # the part kept: rows 2-6, columns 2.5 -> 2 to 7
+    classifier = bind_image_classifier("m", tmp_path, ImagePreprocessing(layout="nhwc", crop_fraction=0.5),
+                                       _signature((-1, 5, 6, 3), "UINT8"))
+    kept = classifier.preprocess(_png(picture))[0]
+    assert kept.shape == (5, 6, 3) and (kept == 200).all()

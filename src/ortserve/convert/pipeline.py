@@ -169,11 +169,9 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         if Path(request.source).is_file():
             record["source_sha256"] = file_sha256(Path(request.source))
         else:
-            parsing = tf_model.parsed
-            examples = None if parsing is None else (
-                parsing.string_input, lambda strings: parsed_examples.parsed(parsing.features, strings))
             warmup = tf_warmup.warmup_samples(Path(request.source), tf_model.inputs,
-                                              Path(tempfile.mkdtemp(prefix="ortserve-warmup-")), examples)
+                                              Path(tempfile.mkdtemp(prefix="ortserve-warmup-")),
+                                              _string_input(tf_model))
             if warmup is not None:
                 files[warmup.name] = warmup
 
@@ -181,12 +179,16 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
             tensorflow.convert(tf_model, request.opset, path)
             return "tf2onnx"
 
-        settings = {} if tf_model.parsed is None else {"examples_input": tf_model.parsed.string_input}
+        settings: dict[str, Any] = {}
         if tf_model.parsed is not None:
-            record["parsed_examples"] = tf_model.parsed.string_input
+            settings["examples_input"] = record["parsed_examples"] = tf_model.parsed.string_input
+        images = tf_model.images
+        if images is not None:
+            settings["image"] = images.settings
+            record["decoded_images"] = {"input": images.string_input, "pixel_levels_off": images.pixel_levels_off}
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
-                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, files=files,
-                            settings=settings)
+                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record,
+                            None if images is None else images.sample, files, settings)
     estimator = sklearn.load_estimator(Path(request.source))
     name = request.inputs[0].name if request.inputs else "input"
     features = sklearn.features(estimator)
@@ -205,6 +207,17 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
     return LoadedSource(framework, [InputSpec(name, np.dtype(np.float32), ("batch", features))],
                         lambda feeds: sklearn.run(estimator, feeds[0]), export_sklearn,
                         {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}, record)
+
+
+def _string_input(tf_model: tensorflow.TfModel) -> tf_warmup.StringInput | None:
+    """The signature's string input of a model converted from behind it (parsed tf.Examples, decoded images)."""
+    parsing, images = tf_model.parsed, tf_model.images
+    if parsing is not None:
+        return tf_warmup.StringInput(parsing.string_input,
+                                     lambda strings: parsed_examples.parsed(parsing.features, strings), True)
+    if images is not None:
+        return tf_warmup.StringInput(images.string_input, images.read, False)
+    return None
 
 
 def _load_huggingface(request: ConvertRequest, record: dict[str, Any]) -> LoadedSource:

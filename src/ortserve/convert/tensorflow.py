@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.convert.decoded_images import DecodedImages, find_decoder
 from ortserve.convert.naming import rename
 from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
 from ortserve.convert.spec import InputSpec
@@ -31,9 +32,20 @@ class TfModel:
     inputs: list[InputSpec]
     outputs: list[str]
     owner: Any  # the loaded object holding the variables: they live only as long as it does
-    # a signature that parses serialized tf.Examples: converted from its parser's outputs on, with its frozen graph
+    # a signature of a string input that the graph parses as tf.Examples or decodes as images: converted from the
+    # parsed features or the decoded images on, in its frozen graph
     parsed: ParsedExamples | None = None
-    frozen: tuple[Any, list[str]] | None = None  # the signature's frozen GraphDef and output tensors
+    images: DecodedImages | None = None
+    frozen: FrozenCut | None = None
+
+
+@dataclass(frozen=True)
+class FrozenCut:
+    """A signature's frozen GraphDef, converted from `starts` (one tensor per model input) to its outputs."""
+
+    graph_def: Any
+    starts: list[str]
+    outputs: list[str]
 
 
 def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
@@ -53,9 +65,9 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
             names = sorted(named)
             outputs = sorted(signature.structured_outputs)
             if not declared and len(names) == 1 and named[names[0]].dtype == tf.string:
-                parsing = _parsing_model(loaded, signature, names[0], outputs)
-                if parsing is not None:
-                    return parsing
+                cut = _cut_model(loaded, signature, names[0], outputs)
+                if cut is not None:
+                    return cut
             inputs = declared or [_spec_from_tf(name, named[name]) for name in names]
 
             def call(*tensors: Any) -> list[Any]:
@@ -111,30 +123,35 @@ def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
                        f"{', '.join(map(repr, keys)) or 'none'}" + ("" if asked else ": give one with --signature"))
 
 
-def _parsing_model(loaded: Any, signature: Any, string_input: str, outputs: list[str]) -> TfModel | None:
-    """The signature as a model of the features it parses from its examples (convert.parsed_examples), or None
-    when it does not parse tf.Examples."""
+def _cut_model(loaded: Any, signature: Any, string_input: str, outputs: list[str]) -> TfModel | None:
+    """The signature as a model of the features it parses from its examples (convert.parsed_examples) or of the
+    images it decodes (convert.decoded_images); None when it does neither."""
     import tensorflow as tf
 
-    graph_def, _, output_tensors = _frozen(signature)
+    graph_def, input_tensors, output_tensors = _frozen(signature)
     parsed = find_parser(graph_def, string_input)
-    if parsed is None:
+    if parsed is not None:
+        def call(*tensors: Any) -> list[Any]:
+            examples = serialized(parsed.features, [np.asarray(tensor) for tensor in tensors])
+            result = signature(**{string_input: tf.constant(examples, dtype=tf.string)})
+            return [result[name] for name in outputs]
+
+        return TfModel(call, parsed.features, outputs, loaded, parsed=parsed,
+                       frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
+    images = find_decoder(graph_def, input_tensors[0], output_tensors, string_input)
+    if images is None:
         return None
-
-    def call(*tensors: Any) -> list[Any]:
-        examples = serialized(parsed.features, [np.asarray(tensor) for tensor in tensors])
-        result = signature(**{string_input: tf.constant(examples, dtype=tf.string)})
-        return [result[name] for name in outputs]
-
-    return TfModel(call, parsed.features, outputs, loaded, parsed, (graph_def, output_tensors))
+    return TfModel(lambda batch: images.run(np.asarray(batch)), [images.spec], outputs, loaded, images=images,
+                   frozen=FrozenCut(images.graph_def, [images.tensor], output_tensors))
 
 
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    if tf_model.parsed is not None and tf_model.frozen is not None:
-        (graph_def, output_names), input_names = tf_model.frozen, tf_model.parsed.tensors
+    if tf_model.frozen is not None:
+        graph_def, input_names, output_names = (tf_model.frozen.graph_def, tf_model.frozen.starts,
+                                                tf_model.frozen.outputs)
     else:
         signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
                                    name=spec.name) for spec in tf_model.inputs]
@@ -143,8 +160,11 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
     lifted_inputs = [f"{name}:0" for name in weights]
     try:
+        # a start inside the graph has the shape of its input, batch dimension dynamic
+        shapes = {name: [None if isinstance(dim, str) else dim for dim in spec.dims]
+                  for name, spec in zip(input_names, tf_model.inputs, strict=True)}
         model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names + lifted_inputs,
-                                                  output_names=output_names, opset=opset,
+                                                  output_names=output_names, opset=opset, shape_override=shapes,
                                                   custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None

@@ -8,6 +8,7 @@ import logging
 import math
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 WARMUP_REQUESTS = Path("assets.extra") / "tf_serving_warmup_requests"
 MOST_ROWS = 256  # of a batched model's samples: enough to fill its largest batches in turn
 _LENGTH = struct.Struct("<Q")  # a record: length, its CRC, the data, the data's CRC (CRCs of 4 bytes)
+
+
+@dataclass(frozen=True)
+class StringInput:
+    """The signature's string input of a model converted from behind it (parsed tf.Examples, decoded images)."""
+
+    name: str
+    read: Callable[[np.ndarray], dict[str, np.ndarray]]  # its values (a 1-D array of bytes) as the model's inputs
+    examples: bool  # its values are serialized tf.Examples: a Classify or Regress log's examples serialized
 
 
 def records(path: Path) -> list[bytes]:
@@ -45,15 +55,14 @@ def records(path: Path) -> list[bytes]:
 
 
 def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
-                   examples: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]] | None = None) -> Path | None:
+                   string_input: StringInput | None = None) -> Path | None:
     """Write the SavedModel's Predict warmup requests, joined along the batch dimension, as SAMPLES_FILE in
-    `folder`; None when it has none that name exactly the model's inputs. `examples`: the signature's input of
-    serialized tf.Examples and their parser into the model's inputs, for a model converted from a parsing
-    signature (convert.parsed_examples), whose warmup requests send examples."""
+    `folder`; None when it has none that name exactly the model's inputs. `string_input`: for a model converted
+    from behind its signature's string input, whose warmup requests send that input."""
     path = saved_model / WARMUP_REQUESTS
     if not path.is_file():
         return None
-    names = {spec.name for spec in inputs} if examples is None else {examples[0]}
+    names = {spec.name for spec in inputs} if string_input is None else {string_input.name}
     requests: list[dict[str, np.ndarray]] = []
     skipped = 0
     for record in records(path):
@@ -63,7 +72,7 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
             raise InvalidInput(f"{path}: a record is not a PredictionLog: {exc}") from None
         kind = logged.WhichOneof("log_type")
         if kind in ("classify_log", "regress_log"):
-            found = _example_request(getattr(logged, kind).request.input, inputs, examples)
+            found = _example_request(getattr(logged, kind).request.input, inputs, string_input)
             if found is None:
                 skipped += 1
             else:
@@ -73,9 +82,9 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
         if kind != "predict_log" or set(request.inputs) != names:
             skipped += 1  # MultiInference logs, or another signature's Predict
             continue
-        if examples is not None:
+        if string_input is not None:
             ((name, tensor),) = request.inputs.items()
-            requests.append(examples[1](to_numpy(name, tensor, keep_bytes=True)))
+            requests.append(string_input.read(to_numpy(name, tensor, keep_bytes=True)))
             continue
         requests.append({name: to_numpy(name, tensor) for name, tensor in request.inputs.items()})
     if skipped:
@@ -93,22 +102,23 @@ def warmup_samples(saved_model: Path, inputs: list[InputSpec], folder: Path,
     return written
 
 
-def _example_request(given: Input, inputs: list[InputSpec],
-                     examples: tuple[str, Callable[[np.ndarray], dict[str, np.ndarray]]] | None
+def _example_request(given: Input, inputs: list[InputSpec], string_input: StringInput | None
                      ) -> dict[str, np.ndarray] | None:
     """A Classify or Regress log's examples as the model's inputs: each input the feature of its name, one row an
     example (context features shared), as the server reads them (server.tf_examples); through the signature's
     parser for a parsing model. None when they do not fit the inputs."""
+    if string_input is not None and not string_input.examples:
+        return None
     kind = given.WhichOneof("kind")
     listed = given.example_list.examples if kind == "example_list" else given.example_list_with_context.examples
     context = example_features(given.example_list_with_context.context) if kind == "example_list_with_context" \
         else {}
     if not listed:
         return None
-    if examples is not None:
+    if string_input is not None:
         if context:
             return None
-        return examples[1](np.array([example.SerializeToString() for example in listed], dtype=object))
+        return string_input.read(np.array([example.SerializeToString() for example in listed], dtype=object))
     rows = [{**context, **example_features(example)} for example in listed]
     found = {}
     for spec in inputs:

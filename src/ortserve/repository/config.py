@@ -109,6 +109,9 @@ class Resize(_Strict):
 
     shorter_side: Annotated[int, Field(ge=1)] | None = None
     exact: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None = None
+    # Bilinear either way. On: Pillow's, whose filter widens as it shrinks a picture. Off: TensorFlow's
+    # tf.image.resize (half-pixel centres, the 2x2 nearest pixels), for a model trained behind it (runtime.resize)
+    antialias: bool = True
 
     @model_validator(mode="after")
     def _one_kind(self) -> Resize:
@@ -125,6 +128,9 @@ class ImagePreprocessing(_Strict):
 
     input: str | None = None  # the model input fed with the image; unset: the model's only input
     output: str | None = None  # the output holding class scores; unset: the model's first output
+    # Before resizing, keep the central part of this fraction of each side (tf.image.central_crop's
+    # central_fraction: Inception's 0.875)
+    crop_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     resize: Resize | None = None
     center_crop: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None = None
     color: Literal["rgb", "bgr"] = "rgb"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ImagePreprocessing
 from ortserve.runtime.pixels import SIDEWAYS_ORIENTATIONS, orientation, to_rgb
+from ortserve.runtime.resize import bilinear_half_pixel
 from ortserve.runtime.scores import probabilities, ranked
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
@@ -59,13 +61,14 @@ class ImageClassifier:
 
     def tensor(self, image: Image.Image) -> np.ndarray:
         """Resize, crop and normalize a decoded RGB image: one batch row of the model's input."""
-        image = self._resize_and_crop(image)
-        pixels = np.asarray(image)  # height x width x 3, uint8
+        pixels = self._resize_and_crop(image)  # height x width x 3: uint8, or float32 from TensorFlow's resize
         if self.config.color == "bgr":
             pixels = pixels[:, :, ::-1]
         if self.config.layout == "nchw":
             pixels = pixels.transpose(2, 0, 1)
         if self.input.type.numpy == np.uint8:
+            if pixels.dtype != np.uint8:
+                pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
             return np.ascontiguousarray(pixels)[np.newaxis]
         # (pixel * scale - mean) / std as one multiply-add into the output, in float32
         channel_shape = (3, 1, 1) if self.config.layout == "nchw" else (3,)
@@ -79,9 +82,9 @@ class ImageClassifier:
 
     def _draft(self, image: Image.Image) -> None:
         """Let the JPEG decoder scale down by 2, 4 or 8 when the image is that much larger than needed."""
-        if image.format != "JPEG":
-            return
         resize = self.config.resize
+        if image.format != "JPEG" or (resize is not None and not resize.antialias):
+            return  # TensorFlow's resize reads the full-size pixels: so must its replica
         if resize is not None and resize.shorter_side is not None:
             width, height = image.size
             factor = resize.shorter_side / min(width, height)
@@ -92,33 +95,51 @@ class ImageClassifier:
                 needed = (needed[1], needed[0])
         else:
             return  # without a resize the crop needs the full-size pixels
-        # draft keeps at least the requested size; asking twice that keeps the bilinear resize's quality
-        image.draft("RGB", (needed[0] * 2, needed[1] * 2))
+        # draft keeps at least the requested size; asking twice that keeps the bilinear resize's quality (of the
+        # central part that crop_fraction keeps: the whole picture is decoded)
+        enlarge = 2 / (self.config.crop_fraction or 1)
+        image.draft("RGB", (math.ceil(needed[0] * enlarge), math.ceil(needed[1] * enlarge)))
 
-    def _resize_and_crop(self, image: Image.Image) -> Image.Image:
+    def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
         resize, crop = self.config.resize, self.config.center_crop
+        if self.config.crop_fraction is not None:
+            image = image.crop(_central_box(image.size, self.config.crop_fraction))
+        size = None  # height, width
         if resize is not None and resize.exact is not None:
-            image = image.resize((resize.exact[1], resize.exact[0]), Image.Resampling.BILINEAR)
+            size = (resize.exact[0], resize.exact[1])
         elif resize is not None and resize.shorter_side is not None:
             width, height = image.size
             factor = resize.shorter_side / min(width, height)
-            image = image.resize((max(1, round(width * factor)), max(1, round(height * factor))),
-                                 Image.Resampling.BILINEAR)
+            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        if size is None:
+            pixels = np.asarray(image)
+        elif resize is not None and not resize.antialias:
+            pixels = bilinear_half_pixel(np.asarray(image), *size)
+        else:
+            pixels = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
         if crop is not None:
-            width, height = image.size
+            height, width = pixels.shape[:2]
             crop_height, crop_width = crop
             if crop_height > height or crop_width > width:
                 raise InvalidInput(f"the image is {width}x{height} after resizing, smaller than the "
                                    f"{crop_width}x{crop_height} crop")
-            left, top = (width - crop_width) // 2, (height - crop_height) // 2
-            image = image.crop((left, top, left + crop_width, top + crop_height))
-        return image
+            top, left = (height - crop_height) // 2, (width - crop_width) // 2
+            pixels = pixels[top:top + crop_height, left:left + crop_width]
+        return pixels
 
     def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, object]]:
         """The k best classes of one row of scores, as probabilities."""
         row = probabilities(scores.reshape(-1).astype(np.float64), self.config.scores)
         labels = self.labels
         return ranked(row, k, lambda i: labels[i] if labels and i < len(labels) else str(i))
+
+
+def _central_box(size: tuple[int, int], fraction: float) -> tuple[int, int, int, int]:
+    """The central part of a picture of `size` (width, height) that keeps `fraction` of each side, as
+    tf.image.central_crop rounds it: the margins truncated, the box what they leave."""
+    width, height = size
+    top, left = int((height - height * fraction) / 2), int((width - width * fraction) / 2)
+    return left, top, width - left, height - top
 
 
 def _tensor(signature: Signature, name: str | None, kind: str, model: str) -> TensorSpec:

@@ -1,0 +1,366 @@
+"""SavedModels whose signature takes encoded images (TF Serving's image models: a string tensor of JPEG or PNG
+bytes, sent as `{"b64": ...}`) and decodes, resizes and scales them in the graph. ONNX has no image decoder, and
+ortserve decodes images itself (config.yaml `image:`, runtime.image), so the model is converted from the decoded
+image batch on, and its `image:` section is fitted to what the graph does to test pictures:
+
+- where: the first tensor after the string input that every output depends on and that holds a batch of 3-channel
+  images of a fixed size (`tf.map_fn` over `tf.io.decode_jpeg` and `tf.image.resize` stacks one);
+- how: the graph decodes smooth test pictures of other sizes and shapes, and each resize and crop ortserve can do
+  (resize to the size, or to a larger one and crop its centre, or the shorter side then the centre) in either
+  colour order is compared with it: the closest one, with the per-channel scale and offset that fit its pixels to
+  the graph's (least squares), becomes the model's `image:` section, provided it is within
+  MOST_PIXEL_LEVELS_OFF of the graph's pixels (rms, on the 0-255 scale), else the model is refused by name.
+
+The ONNX input keeps the signature's input name, so TF Serving's clients send their images unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ortserve.convert.spec import InputSpec
+from ortserve.dtypes import from_numpy
+from ortserve.errors import InvalidInput
+from ortserve.repository.config import ImagePreprocessing
+from ortserve.runtime.image import ImageClassifier
+from ortserve.runtime.signature import TensorSpec
+
+# the decoders' ops, and the format test pictures are written in for each: PNG is lossless and DecodeImage reads it
+_DECODERS = {"DecodeJpeg": "JPEG", "DecodeAndCropJpeg": "JPEG", "DecodePng": "PNG", "DecodeImage": "PNG",
+             "DecodeBmp": "BMP", "DecodeGif": "GIF"}
+MOST_PIXEL_LEVELS_OFF = 4.0
+# TensorFlow decodes JPEGs with libjpeg's fast integer DCT, Pillow with its accurate one: ~1.6 levels apart (rms),
+# some of which a fitted slope and offset absorb
+USUAL_WITHIN_LEVELS = 1.0
+_CROP_FRACTIONS = (0.875,)  # Inception's and Keras' central crop, before the resize
+_CONVENTIONS: list[dict[str, Any]] = [  # usual normalizations, as config.yaml's `image:` writes them
+    {},  # pixels as they are, 0-255
+    {"std": [255.0] * 3},  # 0 to 1
+    {"mean": [127.5] * 3, "std": [127.5] * 3},  # -1 to 1 (Inception, MobileNet)
+    {"mean": [127.0] * 3, "std": [128.0] * 3},  # TF-Lite
+    {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},  # ImageNet (torchvision)
+    {"mean": [103.939, 116.779, 123.68]},  # Caffe's means, BGR (Keras' ResNet50, VGG)
+    {"mean": [123.68, 116.779, 103.939]},  # the same means, RGB
+]
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    string_input: str  # the signature's input of encoded images
+    tensor: str  # the decoded image batch in the frozen graph, where the ONNX graph starts
+    spec: InputSpec  # what the ONNX model takes: the batch, named as the signature's input
+    settings: dict[str, Any]  # the model's config.yaml `image:` section
+    pixel_levels_off: float  # how far ortserve's preprocessing is from the graph's (rms, 0-255 scale)
+    decode: Callable[[np.ndarray], np.ndarray]  # the graph's own: encoded images (1-D, bytes) into the batch
+    run: Callable[[np.ndarray], list[np.ndarray]]  # the graph from the decoded batch on: its outputs
+    picture_format: str  # test pictures' format, one the graph decodes
+    graph_def: Any  # the frozen graph, without its control dependencies (see _without_control_inputs)
+
+    def read(self, encoded: np.ndarray) -> dict[str, np.ndarray]:
+        """Encoded images (a TF Serving warmup request's) as the model's input, decoded by the graph."""
+        import tensorflow as tf
+
+        try:
+            return {self.string_input: self.decode(encoded)}
+        except tf.errors.InvalidArgumentError as exc:
+            raise InvalidInput(f"a warmup request's images do not decode: {str(exc).splitlines()[0]}") from None
+
+    def sample(self, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Parity samples: pictures decoded by the graph itself, so the model sees images, not noise."""
+        if isinstance(self.spec.dims[0], int):  # a graph that decodes one image at a time
+            count = self.spec.dims[0]
+        height, width = self.spec.dims[1:3] if self.settings["layout"] == "nhwc" else self.spec.dims[2:4]
+        pictures = [_smooth_picture(rng, round(int(height) * rng.uniform(0.8, 1.6)),
+                                    round(int(width) * rng.uniform(0.8, 1.6))) for _ in range(count)]
+        return [np.concatenate([self.decode(np.array([_encoded(picture, self.picture_format)], dtype=object))
+                                for picture in pictures])]
+
+
+def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str],
+                 string_input: str) -> DecodedImages | None:
+    """The image decoding of a frozen graph whose one input is a string tensor; None when it decodes none."""
+    import tensorflow as tf
+
+    ops = {node.op for node in graph_def.node} | {node.op for function in graph_def.library.function
+                                                   for node in function.node_def}
+    formats = sorted({_DECODERS[op] for op in ops if op in _DECODERS})
+    if not formats:
+        return None
+    graph_def = _without_control_inputs(graph_def)
+    wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
+    graph = wrapped.graph
+    start = _image_batch(graph_def, graph, input_tensor, output_tensors)
+    tensor = graph.get_tensor_by_name(start)
+    to_batch = wrapped.prune(feeds=[graph.get_tensor_by_name(input_tensor)], fetches=[tensor])
+    from_batch = wrapped.prune(feeds=[tensor], fetches=[graph.get_tensor_by_name(name) for name in output_tensors])
+
+    def decode(encoded: np.ndarray) -> np.ndarray:
+        return np.asarray(to_batch(tf.constant(list(encoded.reshape(-1)), dtype=tf.string))[0])
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(output) for output in from_batch(tf.constant(batch))]
+
+    shape = tensor.shape.as_list()
+    layout = "nhwc" if shape[3] in (3, None) and shape[1] != 3 else "nchw"
+    height, width = (shape[1], shape[2]) if layout == "nhwc" else (shape[2], shape[3])
+    dtype = np.dtype(tensor.dtype.as_numpy_dtype)
+    fitted = _fit(decode, formats, layout, int(height), int(width), dtype, string_input)
+    dims = ("batch", height, width, 3) if layout == "nhwc" else ("batch", 3, height, width)
+    if shape[0] is not None:  # a graph that decodes one image
+        dims = (shape[0], *dims[1:])
+    settings = {"input": string_input, **fitted.settings, "layout": layout}
+    if all(_probabilities(run(batch)[0]) for batch in fitted.decoded):
+        settings["scores"] = "probabilities"  # POST /predict ranks them as they are, with no softmax
+    return DecodedImages(string_input, start, InputSpec(string_input, dtype, dims), settings, fitted.levels_off,
+                         decode, run, fitted.picture_format, graph_def)
+
+
+def _without_control_inputs(graph_def: Any) -> Any:
+    """A copy of the frozen graph whose nodes wait for nothing but their data: its outputs' control dependencies
+    on the decoding loop (a stateful op in it makes the loop one) would tie the network behind the decoded images
+    to the string input, which neither the pruned TensorFlow graph nor the ONNX model has."""
+    import tensorflow as tf
+
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    for node in copy.node:
+        data = [given for given in node.input if not given.startswith("^")]
+        del node.input[:]
+        node.input.extend(data)
+    return copy
+
+
+def _image_batch(graph_def: Any, graph: Any, input_tensor: str, output_tensors: list[str]) -> str:
+    """The first tensor after the string input that every output depends on only through it, of a batch of
+    fixed-size 3-channel images."""
+    producers = {node.name: node for node in graph_def.node}
+    source = input_tensor.split(":")[0]
+    after = _downstream(graph_def, source)
+    candidates = []
+    for node in graph_def.node:
+        if node.name not in after or node.name == source:
+            continue
+        for output in graph.get_operation_by_name(node.name).outputs:
+            if _holds_images(output) and _cuts_off(producers, source, output.name, output_tensors):
+                candidates.append(output.name)
+    if not candidates:
+        raise InvalidInput("the signature decodes images, but no batch of fixed-size 3-channel images (shape "
+                           "[batch, height, width, 3]) lies between its string input and its outputs; ortserve "
+                           "converts a model that decodes, resizes and stacks its images before the network")
+    # the earliest: every later candidate depends on it
+    return next(name for name in candidates
+                if not any(other != name and other in _upstream_tensors(producers, name) for other in candidates))
+
+
+def _downstream(graph_def: Any, source: str) -> set[str]:
+    consumers: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        for given in node.input:
+            if not given.startswith("^"):
+                consumers.setdefault(given.split(":")[0], []).append(node.name)
+    reached, frontier = {source}, [source]
+    while frontier:
+        for consumer in consumers.get(frontier.pop(), []):
+            if consumer not in reached:
+                reached.add(consumer)
+                frontier.append(consumer)
+    return reached
+
+
+def _holds_images(tensor: Any) -> bool:
+    shape = tensor.shape
+    if shape.rank != 4 or not (tensor.dtype.is_floating or tensor.dtype.name == "uint8"):
+        return False
+    dims = shape.as_list()
+    if dims[3] in (3, None) and dims[1] != 3:
+        return dims[1] is not None and dims[2] is not None
+    return dims[1] == 3 and dims[2] is not None and dims[3] is not None
+
+
+def _data_inputs(node: Any) -> Iterator[str]:
+    for given in node.input:
+        if not given.startswith("^"):
+            yield given if ":" in given else f"{given}:0"
+
+
+def _cuts_off(producers: dict[str, Any], source: str, cut: str, output_tensors: list[str]) -> bool:
+    """Whether the outputs reach the source only through `cut`."""
+    seen: set[str] = set()
+    frontier = [name for name in output_tensors if name != cut]
+    while frontier:
+        tensor = frontier.pop()
+        node_name = tensor.split(":")[0]
+        if node_name == source:
+            return False
+        if node_name in seen:
+            continue
+        seen.add(node_name)
+        frontier.extend(given for given in _data_inputs(producers[node_name]) if given != cut)
+    return True
+
+
+def _upstream_tensors(producers: dict[str, Any], tensor: str) -> set[str]:
+    found: set[str] = set()
+    frontier = [tensor]
+    while frontier:
+        for given in _data_inputs(producers[frontier.pop().split(":")[0]]):
+            if given not in found:
+                found.add(given)
+                frontier.append(given)
+    return found
+
+
+@dataclass(frozen=True)
+class _Fit:
+    settings: dict[str, Any]  # resize, crop, colour, scale, mean, std
+    levels_off: float
+    picture_format: str  # the one the graph decodes
+    decoded: list[np.ndarray]  # the test pictures, as the graph decoded them (one batch each)
+
+
+def _fit(decode: Callable[[np.ndarray], np.ndarray], formats: list[str], layout: str, height: int, width: int,
+         dtype: np.dtype, string_input: str) -> _Fit:
+    """The resize, crop, colour order and per-channel scale and offset with which ortserve's preprocessing of
+    test pictures comes closest to the graph's."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    picture_format = formats[0] if len(formats) == 1 else "PNG"
+    sizes = [(round(height * 1.25) + 7, round(width * 1.7) + 11), (round(height * 1.6) + 9, round(width * 1.1) + 5)]
+    pictures = [_encoded(_smooth_picture(rng, *size), picture_format) for size in sizes]
+    try:
+        decoded = [decode(np.array([picture], dtype=object)) for picture in pictures]
+    except tf.errors.InvalidArgumentError:  # a graph that takes images of its own size only
+        pictures = [_encoded(_smooth_picture(rng, height, width), picture_format) for _ in range(2)]
+        decoded = [decode(np.array([picture], dtype=object)) for picture in pictures]
+    graph_pixels = np.concatenate(decoded).astype(np.float64)
+    best: tuple[float, dict[str, Any], np.ndarray, np.ndarray] | None = None
+    for geometry in _geometries(height, width):
+        ours = _ours(pictures, geometry, layout, height, width)
+        for color in ("rgb", "bgr"):
+            if color == "bgr":
+                ours = ours[..., ::-1] if layout == "nhwc" else ours[:, ::-1]
+            slopes, offsets = _channel_fits(ours, graph_pixels, layout)
+            levels_off = _levels_off(ours, graph_pixels, layout, slopes, offsets)
+            if best is None or levels_off < best[0]:
+                best = (levels_off, {**geometry, "color": color}, ours, np.stack([slopes, offsets]))
+    assert best is not None
+    levels_off, settings, ours, (slopes, offsets) = best
+    # a usual normalization, when it fits about as well as the least squares (which the decoders' differences pull
+    # a little off the round values)
+    conventions = [{}] if dtype.kind != "f" else _CONVENTIONS
+    usual = min(((_levels_off(ours, graph_pixels, layout, *_line(convention)), convention)
+                 for convention in conventions), key=lambda found: found[0])
+    if dtype.kind != "f" or usual[0] <= levels_off + USUAL_WITHIN_LEVELS:
+        levels_off = usual[0]
+        settings.update(usual[1])
+    else:
+        settings.update({"mean": [_round(-offset / slope) for offset, slope in zip(offsets, slopes, strict=True)],
+                         "std": [_round(1 / slope) for slope in slopes]})
+    if levels_off > MOST_PIXEL_LEVELS_OFF:
+        raise InvalidInput(f"input {string_input!r}: the signature decodes and prepares its images in a way ortserve's "
+                           f"image preprocessing does not reproduce (the closest, {_described(settings)}, is "
+                           f"{levels_off:.1f} pixel levels off, more than {MOST_PIXEL_LEVELS_OFF}); convert the "
+                           "model behind the decoding instead (its Keras model or a signature of pixels)")
+    return _Fit(settings, round(levels_off, 2), picture_format, decoded)
+
+
+def _probabilities(scores: np.ndarray) -> bool:
+    """Whether an output's rows are probabilities (non-negative, each summing to 1): a softmax in the graph."""
+    return scores.ndim == 2 and bool(np.all(scores >= 0)) and bool(np.allclose(scores.sum(axis=1), 1, atol=1e-3))
+
+
+def _geometries(height: int, width: int) -> list[dict[str, Any]]:
+    """The resizes and crops to try, each with Pillow's bilinear and with TensorFlow's."""
+    shorter = min(height, width)
+    found: list[dict[str, Any]] = [{"resize": {"exact": [height, width]}}]
+    for fraction in _CROP_FRACTIONS:  # a central crop of the picture, then the resize (Inception's)
+        found.append({"crop_fraction": fraction, "resize": {"exact": [height, width]}})
+    for side in (shorter, *(round(shorter / fraction) for fraction in _CROP_FRACTIONS)):
+        found.append({"resize": {"shorter_side": side}, "center_crop": [height, width]})
+    return [variant for geometry in found
+            for variant in (geometry, {**geometry, "resize": {**geometry["resize"], "antialias": False}})]
+
+
+def _ours(pictures: list[bytes], geometry: dict[str, Any], layout: str, height: int, width: int) -> np.ndarray:
+    config = ImagePreprocessing.model_validate({**geometry, "layout": layout})
+    shape = (-1, height, width, 3) if layout == "nhwc" else (-1, 3, height, width)
+    classifier = ImageClassifier(config, TensorSpec("images", from_numpy(np.dtype(np.float32)), shape), TensorSpec(
+        "scores", from_numpy(np.dtype(np.float32)), (-1, -1)), None)
+    return np.concatenate([classifier.preprocess(picture) for picture in pictures]).astype(np.float64)
+
+
+def _channel_fits(ours: np.ndarray, theirs: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the least-squares slope and offset from our pixels (0-255) to the graph's values."""
+    axis = 3 if layout == "nhwc" else 1
+    slopes, offsets = [], []
+    for channel in range(3):
+        x = np.take(ours, channel, axis=axis).reshape(-1)
+        y = np.take(theirs, channel, axis=axis).reshape(-1)
+        spread = float(np.var(x))
+        slope = float(np.mean((x - x.mean()) * (y - y.mean())) / spread) if spread else 0.0
+        slopes.append(slope)
+        offsets.append(float(y.mean() - slope * x.mean()))
+    return np.array(slopes), np.array(offsets)
+
+
+def _levels_off(ours: np.ndarray, theirs: np.ndarray, layout: str, slopes: np.ndarray, offsets: np.ndarray) -> float:
+    """How far `slope * pixel + offset` of our pixels is from the graph's values: the worst channel's rms, in
+    pixel levels (0-255)."""
+    axis = 3 if layout == "nhwc" else 1
+    worst = 0.0
+    for channel, (slope, offset) in enumerate(zip(slopes, offsets, strict=True)):
+        if not slope:
+            return float("inf")
+        residual = np.take(theirs, channel, axis=axis) - (slope * np.take(ours, channel, axis=axis) + offset)
+        worst = max(worst, float(np.sqrt(np.mean(residual ** 2))) / abs(float(slope)))
+    return worst
+
+
+def _line(convention: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel slope and offset of `(pixel * scale - mean) / std`."""
+    scale = convention.get("scale", 1.0)
+    mean = np.asarray(convention.get("mean", [0.0] * 3))
+    std = np.asarray(convention.get("std", [1.0] * 3))
+    return scale / std, -mean / std
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.5g}")
+
+
+def _described(settings: dict[str, Any]) -> str:
+    resize = settings["resize"]
+    text = f"central {settings['crop_fraction']} crop, " if "crop_fraction" in settings else ""
+    text += f"resize to {resize['exact']}" if "exact" in resize else f"shorter side to {resize['shorter_side']}"
+    text += " (TensorFlow's bilinear)" if resize.get("antialias") is False else " (Pillow's bilinear)"
+    if "center_crop" in settings:
+        text += f", centre crop {settings['center_crop']}"
+    return f"{text}, {settings['color'].upper()}"
+
+
+def _smooth_picture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """An RGB picture of waves per channel: slow ones, which a different crop or scale moves visibly, and a finer
+    one, which Pillow's antialiasing filter softens and TensorFlow's bilinear does not."""
+    rows = np.linspace(0, 1, height)[:, None]
+    columns = np.linspace(0, 1, width)[None, :]
+    channels = []
+    for _ in range(3):
+        wave = sum(np.sin(2 * np.pi * (rng.uniform(0.5, 2.5) * rows + rng.uniform(0.5, 2.5) * columns)
+                          + rng.uniform(0, 2 * np.pi)) for _ in range(3))
+        fine = np.sin(2 * np.pi * (rng.uniform(6, 10) * rows + rng.uniform(6, 10) * columns))
+        channels.append(128 + 35 * wave + 15 * fine)
+    return np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8)
+
+
+def _encoded(picture: np.ndarray, picture_format: str) -> bytes:
+    buffer = io.BytesIO()
+    extra = {"quality": 98, "subsampling": 0} if picture_format == "JPEG" else {}
+    Image.fromarray(picture).save(buffer, picture_format, **extra)
+    return buffer.getvalue()

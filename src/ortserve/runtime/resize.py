@@ -1,0 +1,27 @@
+"""Bilinear resizing as TensorFlow's `tf.image.resize` does it (half-pixel centres, no antialiasing), for models
+whose TensorFlow graph resized their images that way (config.yaml `resize: {antialias: false}`): Pillow's
+bilinear filter widens with the scale factor when it shrinks a picture, TensorFlow's always reads the 2x2
+nearest pixels, and a model trained behind one sees the other's pictures as blurred or aliased."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`pixels` (height x width x channels) resized to `height` x `width`, as float32."""
+    top, bottom, row_weight = _taps(pixels.shape[0], height)
+    left, right, column_weight = _taps(pixels.shape[1], width)
+    upper = pixels[top].astype(np.float32)
+    rows = upper + (pixels[bottom].astype(np.float32) - upper) * row_weight[:, None, None]
+    west = rows[:, left]
+    return west + (rows[:, right] - west) * column_weight[None, :, None]
+
+
+def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two input positions it reads and the second one's weight."""
+    position = (np.arange(size_out, dtype=np.float32) + 0.5) * np.float32(size_in / size_out) - 0.5
+    floor = np.floor(position)
+    lower = np.maximum(floor, 0).astype(np.intp)
+    upper = np.minimum(np.ceil(position), size_in - 1).astype(np.intp)
+    return lower, upper, (position - floor).astype(np.float32)

@@ -1,0 +1,209 @@
+"""SavedModels whose signature takes encoded images and decodes them in the graph (TF Serving's image models): each
+converts from its decoded image batch on, with an `image:` section fitted to the graph's own preprocessing, and
+answers TF Serving's clients' base64 pictures as TensorFlow does."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from ortserve.bench.server import start_server
+from ortserve.convert.pipeline import ConvertRequest, convert
+from ortserve.errors import InvalidInput
+
+pytestmark = pytest.mark.slow
+tf = pytest.importorskip("tensorflow")
+
+SIDE = 64
+Prepare = Callable[[object], object]  # one encoded image (a scalar string tensor) into the network's pixels
+
+
+def _network(dtype: str = "float32") -> tf.keras.Model:
+    """A small convolutional classifier of SIDE x SIDE RGB pictures."""
+    tf.keras.utils.set_random_seed(11)
+    pixels = tf.keras.Input((SIDE, SIDE, 3), dtype=dtype)
+    x = tf.keras.layers.Lambda(lambda t: tf.cast(t, tf.float32) / 64.0)(pixels)
+    x = tf.keras.layers.Conv2D(6, 5, strides=2, activation="relu")(x)
+    x = tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = tf.keras.layers.Flatten()(x)
+    return tf.keras.Model(pixels, tf.keras.layers.Dense(4, activation="softmax")(x))
+
+
+def _saved_model(path: Path, prepare: Prepare, network: tf.keras.Model, *, one_image: bool = False,
+                 output_dtype: object = None) -> object:
+    """A SavedModel of `network` behind a signature of encoded images (`image_bytes`), each prepared in the graph
+    by `prepare`: mapped over the batch, or (one_image) the batch's first image only."""
+    dtype = output_dtype or tf.float32
+
+    class Served(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            if one_image:
+                images = tf.expand_dims(prepare(image_bytes[0]), 0)
+            else:
+                images = tf.map_fn(prepare, image_bytes, fn_output_signature=dtype)
+            return {"scores": self.network(images)}
+
+    served = Served()
+    tf.saved_model.save(served, str(path), signatures={"serving_default": served.serve})
+    return served
+
+
+def _resized(encoded: object) -> object:  # TF Serving's usual export: decode, resize, 0-255 floats
+    return tf.image.resize(tf.io.decode_jpeg(encoded, channels=3), [SIDE, SIDE])
+
+
+def _cropped_unit_range(encoded: object) -> object:  # Inception's: 0-1 floats, central crop, resize
+    image = tf.image.convert_image_dtype(tf.io.decode_image(encoded, channels=3, expand_animations=False),
+                                         tf.float32)
+    return tf.image.resize(tf.image.central_crop(image, 0.875), [SIDE, SIDE])
+
+
+def _symmetric_range(encoded: object) -> object:  # MobileNet's -1 to 1, Pillow-like antialiased resize
+    image = tf.cast(tf.io.decode_png(encoded, channels=3), tf.float32)
+    return tf.image.resize(image, [SIDE, SIDE], antialias=True) / 127.5 - 1.0
+
+
+def _caffe(encoded: object) -> object:  # Keras' ResNet50 and VGG: BGR, ImageNet's means subtracted
+    image = tf.image.resize(tf.io.decode_jpeg(encoded, channels=3), [SIDE, SIDE])
+    return image[..., ::-1] - tf.constant([103.939, 116.779, 123.68])
+
+
+def _uint8(encoded: object) -> object:  # pixels kept as bytes: the network casts them
+    return tf.cast(tf.round(_resized(encoded)), tf.uint8)
+
+
+# builder, network dtype, what config.yaml's image section must say
+CASES = {
+    "resized": (_resized, {}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}, "color": "rgb"}),
+    "cropped": (_cropped_unit_range, {}, {"crop_fraction": 0.875, "resize": {"exact": [SIDE, SIDE],
+                                                                             "antialias": False},
+                                          "std": [255.0] * 3}),
+    "symmetric": (_symmetric_range, {}, {"resize": {"exact": [SIDE, SIDE]}, "mean": [127.5] * 3,
+                                         "std": [127.5] * 3}),
+    "caffe": (_caffe, {}, {"color": "bgr", "mean": [103.939, 116.779, 123.68]}),
+    "one_image": (_resized, {"one_image": True}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
+    "uint8": (_uint8, {"output_dtype": tf.uint8}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
+}
+
+DECODED_ALIKE = {"cropped", "symmetric"}
+
+
+def _pictures(picture_format: str) -> list[bytes]:
+    """Pictures of three sizes with detail a few pixels wide (where resizing filters differ), encoded."""
+    rng = np.random.default_rng(5)
+    found = []
+    for height, width in [(150, 200), (240, 160), (SIDE, SIDE)]:
+        coarse = Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8))
+        buffer = io.BytesIO()
+        coarse.resize((width, height), Image.Resampling.BICUBIC).save(buffer, picture_format, quality=92)
+        found.append(buffer.getvalue())
+    return found
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """Every case converted into one repository; the TensorFlow modules serving them, by model name."""
+    root = tmp_path_factory.mktemp("decoded")
+    signatures = {}
+    for name, (prepare, options, _) in CASES.items():
+        network = _network("uint8" if name == "uint8" else "float32")
+        served = _saved_model(root / "tf" / name / "1", prepare, network, **options)
+        signatures[name] = served
+        result = convert(ConvertRequest(source=str(root / "tf" / name / "1"), repository=root / "repo", model=name,
+                                        inputs=[]))
+        assert result.parity.passed
+    return root / "repo", signatures
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_image_section_is_fitted_to_the_graphs_preprocessing(converted: tuple[Path, dict[str, object]],
+                                                                 name: str) -> None:
+    repository, _ = converted
+    config = yaml.safe_load((repository / name / "config.yaml").read_text())
+    image = config["image"]
+    assert image["input"] == "image_bytes" and image["layout"] == "nhwc" and image["scores"] == "probabilities"
+    for key, value in CASES[name][2].items():
+        assert image.get(key, {"color": "rgb"}.get(key)) == value, (key, image)
+    for key in {"mean", "std"} - set(CASES[name][2]):  # nothing to normalize: none written
+        assert key not in image
+    assert [spec["name"] for spec in config["inputs"]] == ["image_bytes"]
+
+
+def test_tf_serving_clients_send_their_pictures_unchanged(converted: tuple[Path, dict[str, object]],
+                                                          tmp_path: Path) -> None:
+    repository, signatures = converted
+    with start_server(repository, tmp_path / "server.log") as server:
+        for name, signature in signatures.items():
+            pictures = _pictures("PNG" if name == "symmetric" else "JPEG")
+            if name == "one_image":
+                pictures = pictures[:1]
+            expected = signature.serve(tf.constant(pictures))["scores"].numpy()
+            body = {"signature_name": "serving_default",
+                    "instances": [{"image_bytes": {"b64": base64.b64encode(p).decode()}} for p in pictures]}
+            answer = httpx.post(f"{server.url}/v1/models/{name}:predict", json=body, timeout=60)
+            assert answer.status_code == 200, (name, answer.text)
+            got = np.asarray(answer.json()["predictions"])
+            # tf.io.decode_jpeg's fast integer DCT rounds pixels otherwise than Pillow: close, not equal; PNGs
+            # and decode_image's JPEGs decode alike
+            atol = 1e-4 if name in DECODED_ALIKE else 0.01
+            np.testing.assert_allclose(got, expected, atol=atol, err_msg=name)
+            assert (got.argmax(axis=1) == expected.argmax(axis=1)).all(), name
+        not_a_picture = {"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
+        answer = httpx.post(f"{server.url}/v1/models/resized:predict", json=not_a_picture, timeout=30)
+        assert answer.status_code == 400 and "not an image" in answer.json()["error"]
+
+
+def test_a_saved_model_warmup_of_pictures_becomes_decoded_samples(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    _saved_model(tmp_path / "tf" / "1", _resized, _network())
+    pictures = _pictures("JPEG")
+    (tmp_path / "tf" / "1" / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(tmp_path / "tf" / "1" / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        request = predict_pb2.PredictRequest()
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(pictures, dtype=tf.string))
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    with np.load(result.version_dir / "warmup.npz") as samples:
+        assert samples["image_bytes"].shape == (3, SIDE, SIDE, 3)
+        np.testing.assert_allclose(samples["image_bytes"], np.concatenate(
+            [_resized(tf.constant(p)).numpy()[None] for p in pictures]), atol=1e-3)
+
+
+def test_preprocessing_ortserve_cannot_reproduce_is_refused_by_name(tmp_path: Path) -> None:
+    def flipped(encoded: object) -> object:  # upside down: no resize or crop of ortserve's does that
+        return tf.image.flip_up_down(_resized(encoded))
+
+    _saved_model(tmp_path / "tf" / "1", flipped, _network())
+    with pytest.raises(InvalidInput, match=r"does not reproduce .* pixel levels off"):
+        convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                               inputs=[]))
+    assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_gray_pictures_are_refused_by_name(tmp_path: Path) -> None:
+    def gray(encoded: object) -> object:
+        return tf.image.resize(tf.io.decode_jpeg(encoded, channels=1), [SIDE, SIDE])
+
+    tf.keras.utils.set_random_seed(2)
+    pixels = tf.keras.Input((SIDE, SIDE, 1))
+    network = tf.keras.Model(pixels, tf.keras.layers.Dense(2)(tf.keras.layers.Flatten()(pixels)))
+    _saved_model(tmp_path / "tf" / "1", gray, network)
+    with pytest.raises(InvalidInput, match="no batch of fixed-size 3-channel images"):
+        convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                               inputs=[]))
