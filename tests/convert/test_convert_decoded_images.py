@@ -38,9 +38,10 @@ def _network(dtype: str = "float32") -> tf.keras.Model:
 
 
 def _saved_model(path: Path, prepare: Prepare, network: tf.keras.Model, *, one_image: bool = False,
-                 output_dtype: object = None) -> object:
+                 output_dtype: object = None, classes: bool = False) -> object:
     """A SavedModel of `network` behind a signature of encoded images (`image_bytes`), each prepared in the graph
-    by `prepare`: mapped over the batch, or (one_image) the batch's first image only."""
+    by `prepare`: mapped over the batch, or (one_image) the batch's first image only; answering `scores`, and the
+    best class as `classes` too."""
     dtype = output_dtype or tf.float32
 
     class Served(tf.Module):
@@ -54,7 +55,8 @@ def _saved_model(path: Path, prepare: Prepare, network: tf.keras.Model, *, one_i
                 images = tf.expand_dims(prepare(image_bytes[0]), 0)
             else:
                 images = tf.map_fn(prepare, image_bytes, fn_output_signature=dtype)
-            return {"scores": self.network(images)}
+            scores = self.network(images)
+            return {"scores": scores, "classes": tf.argmax(scores, axis=1)} if classes else {"scores": scores}
 
     served = Served()
     tf.saved_model.save(served, str(path), signatures={"serving_default": served.serve})
@@ -93,7 +95,7 @@ CASES = {
                                           "std": [255.0] * 3}),
     "symmetric": (_symmetric_range, {}, {"resize": {"exact": [SIDE, SIDE]}, "mean": [127.5] * 3,
                                          "std": [127.5] * 3}),
-    "caffe": (_caffe, {}, {"color": "bgr", "mean": [103.939, 116.779, 123.68]}),
+    "caffe": (_caffe, {"classes": True}, {"color": "bgr", "mean": [103.939, 116.779, 123.68], "output": "scores"}),
     "one_image": (_resized, {"one_image": True}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
     "uint8": (_uint8, {"output_dtype": tf.uint8}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
 }
@@ -137,7 +139,7 @@ def test_the_image_section_is_fitted_to_the_graphs_preprocessing(converted: tupl
     assert image["input"] == "image_bytes" and image["layout"] == "nhwc" and image["scores"] == "probabilities"
     for key, value in CASES[name][2].items():
         assert image.get(key, {"color": "rgb"}.get(key)) == value, (key, image)
-    for key in {"mean", "std"} - set(CASES[name][2]):  # nothing to normalize: none written
+    for key in {"mean", "std", "output"} - set(CASES[name][2]):  # nothing to normalize, scores first: unwritten
         assert key not in image
     assert [spec["name"] for spec in config["inputs"]] == ["image_bytes"]
 
@@ -150,17 +152,26 @@ def test_tf_serving_clients_send_their_pictures_unchanged(converted: tuple[Path,
             pictures = _pictures("PNG" if name == "symmetric" else "JPEG")
             if name == "one_image":
                 pictures = pictures[:1]
-            expected = signature.serve(tf.constant(pictures))["scores"].numpy()
+            answered = signature.serve(tf.constant(pictures))
+            expected = answered["scores"].numpy()
             body = {"signature_name": "serving_default",
                     "instances": [{"image_bytes": {"b64": base64.b64encode(p).decode()}} for p in pictures]}
             answer = httpx.post(f"{server.url}/v1/models/{name}:predict", json=body, timeout=60)
             assert answer.status_code == 200, (name, answer.text)
-            got = np.asarray(answer.json()["predictions"])
+            predictions = answer.json()["predictions"]
+            if "classes" in answered:  # rows of named outputs
+                assert [row["classes"] for row in predictions] == answered["classes"].numpy().tolist()
+                predictions = [row["scores"] for row in predictions]
+            got = np.asarray(predictions)
             # tf.io.decode_jpeg's fast integer DCT rounds pixels otherwise than Pillow: close, not equal; PNGs
             # and decode_image's JPEGs decode alike
             atol = 1e-4 if name in DECODED_ALIKE else 0.01
             np.testing.assert_allclose(got, expected, atol=atol, err_msg=name)
             assert (got.argmax(axis=1) == expected.argmax(axis=1)).all(), name
+            ranked = httpx.post(f"{server.url}/v1/models/{name}:predict_image", timeout=60,
+                                files={"image": ("picture", pictures[0])}).json()["predictions"]
+            assert ranked[0]["class_id"] == int(expected[0].argmax()), name  # the scores output, ranked
+            assert ranked[0]["confidence"] == pytest.approx(float(expected[0].max()), abs=0.01), name
         not_a_picture = {"instances": [{"b64": base64.b64encode(b"not an image").decode()}]}
         answer = httpx.post(f"{server.url}/v1/models/resized:predict", json=not_a_picture, timeout=30)
         assert answer.status_code == 400 and "not an image" in answer.json()["error"]

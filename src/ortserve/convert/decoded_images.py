@@ -82,9 +82,10 @@ class DecodedImages:
                                 for picture in pictures])]
 
 
-def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str],
-                 string_input: str) -> DecodedImages | None:
-    """The image decoding of a frozen graph whose one input is a string tensor; None when it decodes none."""
+def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str], string_input: str,
+                 outputs: list[str]) -> DecodedImages | None:
+    """The image decoding of a frozen graph whose one input is a string tensor (`outputs`: the signature's names
+    of its output tensors); None when it decodes none."""
     import tensorflow as tf
 
     ops = {node.op for node in graph_def.node} | {node.op for function in graph_def.library.function
@@ -115,8 +116,7 @@ def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str],
     if shape[0] is not None:  # a graph that decodes one image
         dims = (shape[0], *dims[1:])
     settings = {"input": string_input, **fitted.settings, "layout": layout}
-    if all(_probabilities(run(batch)[0]) for batch in fitted.decoded):
-        settings["scores"] = "probabilities"  # POST /predict ranks them as they are, with no softmax
+    settings.update(_scores([run(batch) for batch in fitted.decoded], outputs))
     return DecodedImages(string_input, start, InputSpec(string_input, dtype, dims), settings, fitted.levels_off,
                          decode, run, fitted.picture_format, graph_def)
 
@@ -271,9 +271,18 @@ def _fit(decode: Callable[[np.ndarray], np.ndarray], formats: list[str], layout:
     return _Fit(settings, round(levels_off, 2), picture_format, decoded)
 
 
-def _probabilities(scores: np.ndarray) -> bool:
-    """Whether an output's rows are probabilities (non-negative, each summing to 1): a softmax in the graph."""
-    return scores.ndim == 2 and bool(np.all(scores >= 0)) and bool(np.allclose(scores.sum(axis=1), 1, atol=1e-3))
+def _scores(answers: list[list[np.ndarray]], outputs: list[str]) -> dict[str, Any]:
+    """The `image:` settings of the output POST /predict ranks: the first one of a score per class ([batch,
+    classes], floats), named when it is not the first output, and marked as probabilities when its rows are
+    (non-negative, each summing to 1: a softmax in the graph)."""
+    for index, name in enumerate(outputs):
+        found = [answer[index] for answer in answers]
+        if all(scores.ndim == 2 and scores.shape[1] > 1 and scores.dtype.kind == "f" for scores in found):
+            settings: dict[str, Any] = {"output": name} if index else {}
+            if all(np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1, atol=1e-3) for scores in found):
+                settings["scores"] = "probabilities"  # ranked as they are, with no softmax
+            return settings
+    return {}
 
 
 def _geometries(height: int, width: int) -> list[dict[str, Any]]:

@@ -186,6 +186,10 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         if images is not None:
             settings["image"] = images.settings
             record["decoded_images"] = {"input": images.string_input, "pixel_levels_off": images.pixel_levels_off}
+            log.info("input %r takes encoded images, which the graph decodes: the model is converted from its decoded "
+                     "images on, and ortserve decodes them as config.yaml's image section says (%.2f pixel levels "
+                     "from the graph's own preprocessing, rms): %s", images.string_input, images.pixel_levels_off,
+                     images.settings)
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
                             {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record,
                             None if images is None else images.sample, files, settings)

@@ -138,7 +138,7 @@ def _cut_model(loaded: Any, signature: Any, string_input: str, outputs: list[str
 
         return TfModel(call, parsed.features, outputs, loaded, parsed=parsed,
                        frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
-    images = find_decoder(graph_def, input_tensors[0], output_tensors, string_input)
+    images = find_decoder(graph_def, input_tensors[0], output_tensors, string_input, outputs)
     if images is None:
         return None
     return TfModel(lambda batch: images.run(np.asarray(batch)), [images.spec], outputs, loaded, images=images,
