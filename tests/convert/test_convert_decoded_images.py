@@ -218,3 +218,36 @@ def test_gray_pictures_are_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no batch of fixed-size 3-channel images"):
         convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
                                inputs=[]))
+
+
+def test_a_key_sent_beside_the_pictures_is_answered_back(tmp_path: Path) -> None:
+    """Cloud ML's image export: a `key` string input passed to a `key` output, beside the encoded images. ONNX
+    names each value once, so the output is the input itself."""
+    network = _network()
+
+    class Keyed(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes"),
+                                      tf.TensorSpec([None], tf.string, name="key")])
+        def serve(self, image_bytes, key):
+            images = tf.map_fn(_resized, image_bytes, fn_output_signature=tf.float32)
+            return {"scores": self.network(images), "key": tf.identity(key)}
+
+    keyed = Keyed()
+    tf.saved_model.save(keyed, str(tmp_path / "tf" / "1"), signatures={"serving_default": keyed.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="keyed",
+                                    inputs=[]))
+    assert [output.name for output in result.parity.outputs] == ["key", "scores"] and result.parity.passed
+    pictures = _pictures("JPEG")
+    expected = keyed.serve(tf.constant(pictures), tf.constant(["a", "b", "c"]))["scores"].numpy()
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        body = {"instances": [{"image_bytes": {"b64": base64.b64encode(picture).decode()}, "key": key}
+                              for picture, key in zip(pictures, "abc", strict=True)]}
+        answer = httpx.post(f"{server.url}/v1/models/keyed:predict", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    assert [row["key"] for row in predictions] == ["a", "b", "c"]
+    np.testing.assert_allclose([row["scores"] for row in predictions], expected, atol=0.01)

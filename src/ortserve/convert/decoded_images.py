@@ -53,12 +53,12 @@ _CONVENTIONS: list[dict[str, Any]] = [  # usual normalizations, as config.yaml's
 @dataclass(frozen=True)
 class DecodedImages:
     string_input: str  # the signature's input of encoded images
-    tensor: str  # the decoded image batch in the frozen graph, where the ONNX graph starts
-    spec: InputSpec  # what the ONNX model takes: the batch, named as the signature's input
+    starts: list[str]  # where the ONNX graph starts in the frozen graph: the decoded images, then the other inputs
+    inputs: list[InputSpec]  # what the ONNX model takes: the image batch (named as the string input), the others
     settings: dict[str, Any]  # the model's config.yaml `image:` section
     pixel_levels_off: float  # how far ortserve's preprocessing is from the graph's (rms, 0-255 scale)
     decode: Callable[[np.ndarray], np.ndarray]  # the graph's own: encoded images (1-D, bytes) into the batch
-    run: Callable[[np.ndarray], list[np.ndarray]]  # the graph from the decoded batch on: its outputs
+    run: Callable[[list[np.ndarray]], list[np.ndarray]]  # the graph from `starts` on: its outputs
     picture_format: str  # test pictures' format, one the graph decodes
     graph_def: Any  # the frozen graph, without its control dependencies (see _without_control_inputs)
 
@@ -72,40 +72,61 @@ class DecodedImages:
             raise InvalidInput(f"a warmup request's images do not decode: {str(exc).splitlines()[0]}") from None
 
     def sample(self, count: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """Parity samples: pictures decoded by the graph itself, so the model sees images, not noise."""
-        if isinstance(self.spec.dims[0], int):  # a graph that decodes one image at a time
-            count = self.spec.dims[0]
-        height, width = self.spec.dims[1:3] if self.settings["layout"] == "nhwc" else self.spec.dims[2:4]
+        """Parity samples: pictures decoded by the graph itself, so the model sees images, not noise; the other
+        inputs' as their specs make them."""
+        spec = self.inputs[0]
+        if isinstance(spec.dims[0], int):  # a graph that decodes one image at a time
+            count = spec.dims[0]
+        height, width = spec.dims[1:3] if self.settings["layout"] == "nhwc" else spec.dims[2:4]
         pictures = [_smooth_picture(rng, round(int(height) * rng.uniform(0.8, 1.6)),
                                     round(int(width) * rng.uniform(0.8, 1.6))) for _ in range(count)]
-        return [np.concatenate([self.decode(np.array([_encoded(picture, self.picture_format)], dtype=object))
-                                for picture in pictures])]
+        images = np.concatenate([self.decode(np.array([_encoded(picture, self.picture_format)], dtype=object))
+                                 for picture in pictures])
+        return [images, *(_rows(other, count, rng) for other in self.inputs[1:])]
 
 
-def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str], string_input: str,
+def _rows(spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
+    shape = spec.sample_shape()
+    return InputSpec(spec.name, spec.dtype, (count, *shape[1:]) if spec.dims[:1] == ("batch",) else shape).sample(
+        rng, 0, 8)
+
+
+def find_decoder(graph_def: Any, inputs: list[InputSpec], input_tensors: list[str], output_tensors: list[str],
                  outputs: list[str]) -> DecodedImages | None:
-    """The image decoding of a frozen graph whose one input is a string tensor (`outputs`: the signature's names
-    of its output tensors); None when it decodes none."""
+    """The image decoding of a frozen graph (`inputs`: the signature's, fed by `input_tensors`; `outputs`: its
+    names of `output_tensors`); None when no string input of it is decoded as images."""
     import tensorflow as tf
 
+    decoding = _decoding_functions(graph_def)
     ops = {node.op for node in graph_def.node} | {node.op for function in graph_def.library.function
                                                    for node in function.node_def}
     formats = sorted({_DECODERS[op] for op in ops if op in _DECODERS})
-    if not formats:
+    decoded = [index for index, spec in enumerate(inputs)
+               if spec.dtype == object and _decodes(graph_def, input_tensors[index].split(":")[0], decoding)]
+    if not decoded:
         return None
+    if len(decoded) > 1:
+        raise InvalidInput(f"the signature decodes images from {len(decoded)} inputs "
+                           f"({', '.join(inputs[index].name for index in decoded)}); ortserve converts a model "
+                           "that decodes one")
+    (index,) = decoded
+    string_input, input_tensor = inputs[index].name, input_tensors[index]
+    others = [(spec, tensor) for spec, tensor in zip(inputs, input_tensors, strict=True) if tensor != input_tensor]
     graph_def = _without_control_inputs(graph_def)
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     graph = wrapped.graph
     start = _image_batch(graph_def, graph, input_tensor, output_tensors)
     tensor = graph.get_tensor_by_name(start)
+    starts = [start, *(other_tensor for _, other_tensor in others)]
     to_batch = wrapped.prune(feeds=[graph.get_tensor_by_name(input_tensor)], fetches=[tensor])
-    from_batch = wrapped.prune(feeds=[tensor], fetches=[graph.get_tensor_by_name(name) for name in output_tensors])
+    from_starts = wrapped.prune(feeds=[graph.get_tensor_by_name(name) for name in starts],
+                                fetches=[graph.get_tensor_by_name(name) for name in output_tensors])
 
     def decode(encoded: np.ndarray) -> np.ndarray:
         return np.asarray(to_batch(tf.constant(list(encoded.reshape(-1)), dtype=tf.string))[0])
 
-    def run(batch: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(output) for output in from_batch(tf.constant(batch))]
+    def run(feeds: list[np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(output) for output in from_starts(*(tf.constant(feed) for feed in feeds))]
 
     shape = tensor.shape.as_list()
     layout = "nhwc" if shape[3] in (3, None) and shape[1] != 3 else "nchw"
@@ -116,9 +137,42 @@ def find_decoder(graph_def: Any, input_tensor: str, output_tensors: list[str], s
     if shape[0] is not None:  # a graph that decodes one image
         dims = (shape[0], *dims[1:])
     settings = {"input": string_input, **fitted.settings, "layout": layout}
-    settings.update(_scores([run(batch) for batch in fitted.decoded], outputs))
-    return DecodedImages(string_input, start, InputSpec(string_input, dtype, dims), settings, fitted.levels_off,
-                         decode, run, fitted.picture_format, graph_def)
+    rng = np.random.default_rng(0)
+    answers = [run([batch, *(_rows(spec, len(batch), rng) for spec, _ in others)]) for batch in fitted.decoded]
+    settings.update(_scores(answers, outputs))
+    specs = [InputSpec(string_input, dtype, dims), *(spec for spec, _ in others)]
+    return DecodedImages(string_input, starts, specs, settings, fitted.levels_off, decode, run,
+                         fitted.picture_format, graph_def)
+
+
+def _decoding_functions(graph_def: Any) -> set[str]:
+    """The graph's library functions that decode images, themselves or through the functions they call."""
+    calls: dict[str, set[str]] = {}
+    decoding = set()
+    for function in graph_def.library.function:
+        name = function.signature.name
+        calls[name] = {called for node in function.node_def for called in _called(node)}
+        if any(node.op in _DECODERS for node in function.node_def):
+            decoding.add(name)
+    grown = True
+    while grown:
+        more = {name for name, called in calls.items() if name not in decoding and called & decoding}
+        decoding |= more
+        grown = bool(more)
+    return decoding
+
+
+def _called(node: Any) -> set[str]:
+    """The functions a node runs (a While's body and condition, a call's function, an If's branches)."""
+    return {value.func.name for value in node.attr.values() if value.HasField("func")} | {
+        function.name for value in node.attr.values() for function in value.list.func}
+
+
+def _decodes(graph_def: Any, source: str, decoding: set[str]) -> bool:
+    """Whether images are decoded from the input node `source`: a decoder, or a function that runs one, is fed by
+    it."""
+    after = _downstream(graph_def, source)
+    return any(node.name in after and (node.op in _DECODERS or _called(node) & decoding) for node in graph_def.node)
 
 
 def _without_control_inputs(graph_def: Any) -> Any:

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import onnx
 
+from ortserve.errors import InvalidInput
+
 
 def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
@@ -25,7 +27,21 @@ def rename(model: onnx.ModelProto, values: Iterable[onnx.ValueInfoProto], names:
     for value, name in zip(list(values), names, strict=True):
         if value.name == name:
             continue
+        if any(output is value for output in graph.output) and name in {given.name for given in graph.input}:
+            _pass_through(graph, value, name)
+            continue
         used = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer}
         if name in used:
             _rename_value(graph, name, f"{name}__inner")
         _rename_value(graph, value.name, name)
+
+
+def _pass_through(graph: onnx.GraphProto, output: onnx.ValueInfoProto, name: str) -> None:
+    """An output named as an input (TensorFlow allows it: a request key answered back): ONNX names each value
+    once, so the output must be that input itself, which it is when an Identity of the input produces it."""
+    producer = next((node for node in graph.node if output.name in node.output), None)
+    if producer is None or producer.op_type != "Identity" or list(producer.input) != [name]:
+        raise InvalidInput(f"output {name!r} has the name of an input but another value; ONNX names each value "
+                           "once")
+    graph.node.remove(producer)
+    _rename_value(graph, output.name, name)  # the output, and any inner use of the copy, read the input

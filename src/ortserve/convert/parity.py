@@ -54,7 +54,7 @@ def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarra
             outputs.append(OutputParity(name, float("inf"), float("inf"), None, False))
             continue
         if want.dtype.kind not in "fc":
-            equal = bool(np.array_equal(want, got))
+            equal = bool(np.array_equal(_text(want), _text(got)))
             outputs.append(OutputParity(name, 0.0 if equal else float("inf"), 0.0 if equal else float("inf"), None,
                                         equal))
             continue
@@ -67,6 +67,14 @@ def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarra
         passed = bool(np.allclose(got, want, atol=atol, rtol=rtol))
         outputs.append(OutputParity(name, max_abs, max_rel, top1, passed))
     return ParityReport(samples, atol, rtol, outputs)
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Strings as str, whether a framework answered them as bytes (TensorFlow) or str (ONNX Runtime)."""
+    if values.dtype.kind not in "OS":
+        return values
+    return np.array([value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                     for value in values.reshape(-1)], dtype=object).reshape(values.shape)
 
 
 def nudged(feeds: list[np.ndarray], seed: int = 1) -> list[np.ndarray] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,4 +48,8 @@ class InputSpec:
             return rng.integers(int(low), int(high), size=shape, endpoint=False).astype(self.dtype)
         if self.dtype.kind == "b":
             return rng.random(shape) < 0.5
+        if self.dtype.kind in "OSU":  # text: words of a few letters
+            letters = np.array(list("abcdefghij"))
+            return np.array(["".join(rng.choice(letters, int(rng.integers(1, 8)))) for _ in range(math.prod(shape))],
+                            dtype=object).reshape(shape)
         return rng.uniform(low, high, size=shape).astype(self.dtype)

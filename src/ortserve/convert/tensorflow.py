@@ -64,11 +64,11 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
             named = signature.structured_input_signature[1]
             names = sorted(named)
             outputs = sorted(signature.structured_outputs)
-            if not declared and len(names) == 1 and named[names[0]].dtype == tf.string:
-                cut = _cut_model(loaded, signature, names[0], outputs)
+            inputs = declared or [_spec_from_tf(name, named[name]) for name in names]
+            if not declared and any(named[name].dtype == tf.string for name in names):
+                cut = _cut_model(loaded, signature, inputs, outputs)
                 if cut is not None:
                     return cut
-            inputs = declared or [_spec_from_tf(name, named[name]) for name in names]
 
             def call(*tensors: Any) -> list[Any]:
                 result = signature(**dict(zip([s.name for s in inputs], tensors, strict=True)))
@@ -123,26 +123,26 @@ def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
                        f"{', '.join(map(repr, keys)) or 'none'}" + ("" if asked else ": give one with --signature"))
 
 
-def _cut_model(loaded: Any, signature: Any, string_input: str, outputs: list[str]) -> TfModel | None:
+def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: list[str]) -> TfModel | None:
     """The signature as a model of the features it parses from its examples (convert.parsed_examples) or of the
     images it decodes (convert.decoded_images); None when it does neither."""
     import tensorflow as tf
 
     graph_def, input_tensors, output_tensors = _frozen(signature)
-    parsed = find_parser(graph_def, string_input)
+    parsed = find_parser(graph_def, inputs[0].name) if len(inputs) == 1 else None
     if parsed is not None:
         def call(*tensors: Any) -> list[Any]:
             examples = serialized(parsed.features, [np.asarray(tensor) for tensor in tensors])
-            result = signature(**{string_input: tf.constant(examples, dtype=tf.string)})
+            result = signature(**{parsed.string_input: tf.constant(examples, dtype=tf.string)})
             return [result[name] for name in outputs]
 
         return TfModel(call, parsed.features, outputs, loaded, parsed=parsed,
                        frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
-    images = find_decoder(graph_def, input_tensors[0], output_tensors, string_input, outputs)
+    images = find_decoder(graph_def, inputs, input_tensors, output_tensors, outputs)
     if images is None:
         return None
-    return TfModel(lambda batch: images.run(np.asarray(batch)), [images.spec], outputs, loaded, images=images,
-                   frozen=FrozenCut(images.graph_def, [images.tensor], output_tensors))
+    return TfModel(lambda *feeds: images.run([np.asarray(feed) for feed in feeds]), images.inputs, outputs, loaded,
+                   images=images, frozen=FrozenCut(images.graph_def, images.starts, output_tensors))
 
 
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
