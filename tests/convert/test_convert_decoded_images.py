@@ -251,3 +251,25 @@ def test_a_key_sent_beside_the_pictures_is_answered_back(tmp_path: Path) -> None
     predictions = answer.json()["predictions"]
     assert [row["key"] for row in predictions] == ["a", "b", "c"]
     np.testing.assert_allclose([row["scores"] for row in predictions], expected, atol=0.01)
+
+
+def test_a_graph_that_takes_pictures_of_its_own_size_only(tmp_path: Path) -> None:
+    """No resize in the graph (a shape check instead): fitted and checked on pictures of its size; ortserve resizes
+    other sizes where TensorFlow refused them."""
+    def own_size(encoded: object) -> object:
+        image = tf.cast(tf.io.decode_png(encoded, channels=3), tf.float32) / 255.0
+        return tf.ensure_shape(image, [SIDE, SIDE, 3])
+
+    served = _saved_model(tmp_path / "tf" / "1", own_size, _network())
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    assert result.parity.passed
+    image = yaml.safe_load((tmp_path / "repo" / "m" / "config.yaml").read_text())["image"]
+    assert image["resize"]["exact"] == [SIDE, SIDE] and image["std"] == [255.0] * 3
+    picture = _pictures("PNG")[2]  # SIDE x SIDE
+    expected = served.serve(tf.constant([picture]))["scores"].numpy()
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/m:predict", timeout=60,
+                            json={"instances": [{"b64": base64.b64encode(picture).decode()}]})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-4)

@@ -61,6 +61,7 @@ class DecodedImages:
     run: Callable[[list[np.ndarray]], list[np.ndarray]]  # the graph from `starts` on: its outputs
     picture_format: str  # test pictures' format, one the graph decodes
     graph_def: Any  # the frozen graph, without its control dependencies (see _without_control_inputs)
+    any_size: bool  # the graph takes pictures of any size (else of its own only: it does not resize them)
 
     def read(self, encoded: np.ndarray) -> dict[str, np.ndarray]:
         """Encoded images (a TF Serving warmup request's) as the model's input, decoded by the graph."""
@@ -78,8 +79,9 @@ class DecodedImages:
         if isinstance(spec.dims[0], int):  # a graph that decodes one image at a time
             count = spec.dims[0]
         height, width = spec.dims[1:3] if self.settings["layout"] == "nhwc" else spec.dims[2:4]
-        pictures = [_smooth_picture(rng, round(int(height) * rng.uniform(0.8, 1.6)),
-                                    round(int(width) * rng.uniform(0.8, 1.6))) for _ in range(count)]
+        stretch = (lambda: rng.uniform(0.8, 1.6)) if self.any_size else (lambda: 1.0)
+        pictures = [_smooth_picture(rng, round(int(height) * stretch()), round(int(width) * stretch()))
+                    for _ in range(count)]
         images = np.concatenate([self.decode(np.array([_encoded(picture, self.picture_format)], dtype=object))
                                  for picture in pictures])
         return [images, *(_rows(other, count, rng) for other in self.inputs[1:])]
@@ -142,7 +144,7 @@ def find_decoder(graph_def: Any, inputs: list[InputSpec], input_tensors: list[st
     settings.update(_scores(answers, outputs))
     specs = [InputSpec(string_input, dtype, dims), *(spec for spec, _ in others)]
     return DecodedImages(string_input, starts, specs, settings, fitted.levels_off, decode, run,
-                         fitted.picture_format, graph_def)
+                         fitted.picture_format, graph_def, fitted.any_size)
 
 
 def _decoding_functions(graph_def: Any) -> set[str]:
@@ -276,6 +278,7 @@ class _Fit:
     levels_off: float
     picture_format: str  # the one the graph decodes
     decoded: list[np.ndarray]  # the test pictures, as the graph decoded them (one batch each)
+    any_size: bool  # the graph took pictures of other sizes than its own
 
 
 def _fit(decode: Callable[[np.ndarray], np.ndarray], formats: list[str], layout: str, height: int, width: int,
@@ -288,11 +291,17 @@ def _fit(decode: Callable[[np.ndarray], np.ndarray], formats: list[str], layout:
     picture_format = formats[0] if len(formats) == 1 else "PNG"
     sizes = [(round(height * 1.25) + 7, round(width * 1.7) + 11), (round(height * 1.6) + 9, round(width * 1.1) + 5)]
     pictures = [_encoded(_smooth_picture(rng, *size), picture_format) for size in sizes]
+    any_size = True
     try:
         decoded = [decode(np.array([picture], dtype=object)) for picture in pictures]
     except tf.errors.InvalidArgumentError:  # a graph that takes images of its own size only
+        any_size = False
         pictures = [_encoded(_smooth_picture(rng, height, width), picture_format) for _ in range(2)]
-        decoded = [decode(np.array([picture], dtype=object)) for picture in pictures]
+        try:
+            decoded = [decode(np.array([picture], dtype=object)) for picture in pictures]
+        except tf.errors.InvalidArgumentError as exc:
+            raise InvalidInput(f"input {string_input!r}: the signature fails on {picture_format} test pictures of "
+                               f"{width}x{height} and other sizes: {str(exc).splitlines()[0]}") from None
     graph_pixels = np.concatenate(decoded).astype(np.float64)
     best: tuple[float, dict[str, Any], np.ndarray, np.ndarray] | None = None
     for geometry in _geometries(height, width):
@@ -322,7 +331,7 @@ def _fit(decode: Callable[[np.ndarray], np.ndarray], formats: list[str], layout:
                            f"image preprocessing does not reproduce (the closest, {_described(settings)}, is "
                            f"{levels_off:.1f} pixel levels off, more than {MOST_PIXEL_LEVELS_OFF}); convert the "
                            "model behind the decoding instead (its Keras model or a signature of pixels)")
-    return _Fit(settings, round(levels_off, 2), picture_format, decoded)
+    return _Fit(settings, round(levels_off, 2), picture_format, decoded, any_size)
 
 
 def _scores(answers: list[list[np.ndarray]], outputs: list[str]) -> dict[str, Any]:
