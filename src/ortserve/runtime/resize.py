@@ -12,10 +12,18 @@ def bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> np.ndarr
     """`pixels` (height x width x channels) resized to `height` x `width`, as float32."""
     top, bottom, row_weight = _taps(pixels.shape[0], height)
     left, right, column_weight = _taps(pixels.shape[1], width)
-    upper = pixels[top].astype(np.float32)
-    rows = upper + (pixels[bottom].astype(np.float32) - upper) * row_weight[:, None, None]
-    west = rows[:, left]
-    return west + (rows[:, right] - west) * column_weight[None, :, None]
+    # the rows needed, gathered as bytes (np.take: a fraction of fancy indexing's time), then blended in place
+    rows = np.take(pixels, top, axis=0).astype(np.float32)
+    below = np.take(pixels, bottom, axis=0).astype(np.float32)
+    below -= rows
+    below *= row_weight[:, None, None]
+    rows += below
+    blended = np.take(rows, left, axis=1)
+    east = np.take(rows, right, axis=1)
+    east -= blended
+    east *= column_weight[None, :, None]
+    blended += east
+    return blended
 
 
 def _taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
