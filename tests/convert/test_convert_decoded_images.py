@@ -273,3 +273,52 @@ def test_a_graph_that_takes_pictures_of_its_own_size_only(tmp_path: Path) -> Non
                             json={"instances": [{"b64": base64.b64encode(picture).decode()}]})
     assert answer.status_code == 200, answer.text
     np.testing.assert_allclose(answer.json()["predictions"], expected, atol=1e-4)
+
+
+def _tf1_saved_model(path: Path) -> None:
+    """A TF1 export (graph, session, SavedModelBuilder, TF1 control flow): decode, 0-1 floats, central crop,
+    resize_bilinear as TF1 did by default (no half-pixel centres), -1 to 1, a linear classifier."""
+    tf1 = tf.compat.v1
+    tf1.disable_control_flow_v2()
+    try:
+        graph = tf1.Graph()
+        with graph.as_default():
+            encoded = tf1.placeholder(tf.string, [None], name="image_bytes")
+
+            def prepare(one: object) -> object:
+                image = tf.image.convert_image_dtype(tf.io.decode_jpeg(one, channels=3), tf.float32)
+                image = tf.image.central_crop(image, 0.875)
+                return (tf1.image.resize_bilinear(image[None], [SIDE, SIDE])[0] - 0.5) * 2.0
+
+            images = tf.map_fn(prepare, encoded, dtype=tf.float32)
+            weights = tf1.get_variable("w", initializer=np.random.default_rng(3).standard_normal(
+                (SIDE * SIDE * 3, 4)).astype(np.float32) * 0.02)
+            scores = tf.nn.softmax(tf.matmul(tf.reshape(images, [-1, SIDE * SIDE * 3]), weights))
+            signature = tf1.saved_model.predict_signature_def({"image_bytes": encoded}, {"scores": scores})
+            with tf1.Session(graph=graph) as session:
+                session.run(tf1.global_variables_initializer())
+                builder = tf1.saved_model.Builder(str(path))
+                builder.add_meta_graph_and_variables(session, [tf1.saved_model.tag_constants.SERVING],
+                                                     signature_def_map={"serving_default": signature})
+                builder.save()
+    finally:
+        tf1.enable_control_flow_v2()
+
+
+def test_a_tf1_export_with_tf1s_resize(tmp_path: Path) -> None:
+    """TF1's loop leaves the stacked images' shape unknown until they run: found by decoding test pictures."""
+    _tf1_saved_model(tmp_path / "tf" / "1")
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    assert result.parity.passed
+    image = yaml.safe_load((tmp_path / "repo" / "m" / "config.yaml").read_text())["image"]
+    assert image["crop_fraction"] == 0.875 and image["mean"] == image["std"] == [127.5] * 3
+    assert image["resize"] == {"exact": [SIDE, SIDE], "antialias": False, "half_pixel_centers": False}
+    pictures = _pictures("JPEG")
+    expected = tf.saved_model.load(str(tmp_path / "tf" / "1")).signatures["serving_default"](
+        image_bytes=tf.constant(pictures))["scores"].numpy()
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/m:predict", timeout=60, json={
+            "instances": [{"b64": base64.b64encode(picture).decode()} for picture in pictures]})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(answer.json()["predictions"], expected, atol=0.01)

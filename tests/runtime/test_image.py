@@ -150,3 +150,15 @@ def test_a_crop_fraction_keeps_the_centre_before_resizing(tmp_path: Path) -> Non
                                        _signature((-1, 5, 6, 3), "UINT8"))
     kept = classifier.preprocess(_png(picture))[0]
     assert kept.shape == (5, 6, 3) and (kept == 200).all()
+
+
+def test_tf1_resize_reads_pixel_i_at_i_times_the_scale(tmp_path: Path) -> None:
+    """`half_pixel_centers: false` (TF1's resize_bilinear by default): halving reads every other pixel, from the
+    first, where half-pixel centres average pairs."""
+    picture = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)
+    classifier = bind_image_classifier("m", tmp_path, ImagePreprocessing(
+        layout="nhwc", resize={"exact": [4, 6], "antialias": False, "half_pixel_centers": False}),
+        _signature((-1, 4, 6, 3)))
+    np.testing.assert_array_equal(classifier.preprocess(_png(picture))[0], picture[::2, ::2])
+    with pytest.raises(ValueError, match="set `antialias: false` too"):
+        ImagePreprocessing(resize={"exact": [4, 6], "half_pixel_centers": False})

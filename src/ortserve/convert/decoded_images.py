@@ -117,7 +117,7 @@ def find_decoder(graph_def: Any, inputs: list[InputSpec], input_tensors: list[st
     graph_def = _without_control_inputs(graph_def)
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     graph = wrapped.graph
-    start = _image_batch(graph_def, graph, input_tensor, output_tensors)
+    start, shape = _image_batch(wrapped, graph_def, input_tensor, output_tensors, formats)
     tensor = graph.get_tensor_by_name(start)
     starts = [start, *(other_tensor for _, other_tensor in others)]
     to_batch = wrapped.prune(feeds=[graph.get_tensor_by_name(input_tensor)], fetches=[tensor])
@@ -130,14 +130,13 @@ def find_decoder(graph_def: Any, inputs: list[InputSpec], input_tensors: list[st
     def run(feeds: list[np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(output) for output in from_starts(*(tf.constant(feed) for feed in feeds))]
 
-    shape = tensor.shape.as_list()
-    layout = "nhwc" if shape[3] in (3, None) and shape[1] != 3 else "nchw"
+    layout = "nhwc" if shape[3] == 3 and shape[1] != 3 else "nchw"
     height, width = (shape[1], shape[2]) if layout == "nhwc" else (shape[2], shape[3])
     dtype = np.dtype(tensor.dtype.as_numpy_dtype)
-    fitted = _fit(decode, formats, layout, int(height), int(width), dtype, string_input)
-    dims = ("batch", height, width, 3) if layout == "nhwc" else ("batch", 3, height, width)
-    if shape[0] is not None:  # a graph that decodes one image
-        dims = (shape[0], *dims[1:])
+    fitted = _fit(decode, formats, layout, height, width, dtype, string_input)
+    dims: tuple[int | str, ...] = ("batch", height, width, 3) if layout == "nhwc" else ("batch", 3, height, width)
+    if tensor.shape.rank and tensor.shape[0] is not None:  # a graph that decodes one image
+        dims = (int(tensor.shape[0]), *dims[1:])
     settings = {"input": string_input, **fitted.settings, "layout": layout}
     rng = np.random.default_rng(0)
     answers = [run([batch, *(_rows(spec, len(batch), rng) for spec, _ in others)]) for batch in fitted.decoded]
@@ -178,40 +177,85 @@ def _decodes(graph_def: Any, source: str, decoding: set[str]) -> bool:
 
 
 def _without_control_inputs(graph_def: Any) -> Any:
-    """A copy of the frozen graph whose nodes wait for nothing but their data: its outputs' control dependencies
-    on the decoding loop (a stateful op in it makes the loop one) would tie the network behind the decoded images
-    to the string input, which neither the pruned TensorFlow graph nor the ONNX model has."""
+    """A copy of the frozen graph whose outputs do not wait for the decoding loop: a stateful op in it makes the
+    loop a control dependency of the outputs (through NoOps), which would tie the network behind the decoded
+    images to the string input, where neither the pruned TensorFlow graph nor the ONNX model has it. The control
+    inputs that place a TF1 loop's constants in its frame (from its Identity and Switch nodes) stay."""
     import tensorflow as tf
 
     copy = tf.compat.v1.GraphDef()
     copy.CopyFrom(graph_def)
+    ops = {node.name: node.op for node in copy.node}
     for node in copy.node:
-        data = [given for given in node.input if not given.startswith("^")]
-        del node.input[:]
-        node.input.extend(data)
+        kept = [given for given in node.input
+                if not (given.startswith("^") and ops.get(given[1:]) in _ORDERING_OPS)]
+        if len(kept) != len(node.input):
+            del node.input[:]
+            node.input.extend(kept)
     return copy
 
 
-def _image_batch(graph_def: Any, graph: Any, input_tensor: str, output_tensors: list[str]) -> str:
-    """The first tensor after the string input that every output depends on only through it, of a batch of
-    fixed-size 3-channel images."""
+_ORDERING_OPS = frozenset({"NoOp", "While", "StatelessWhile", "PartitionedCall", "StatefulPartitionedCall", "If",
+                           "StatelessIf"})
+
+
+def _image_batch(wrapped: Any, graph_def: Any, input_tensor: str, output_tensors: list[str],
+                 formats: list[str]) -> tuple[str, list[int]]:
+    """The first tensor after the string input that every output depends on only through it and that holds a
+    batch of fixed-size 3-channel images, and its shape for one picture. Shapes are learnt by decoding test
+    pictures of two sizes (a TF1 graph's loop leaves its stacked images of unknown shape); a graph that takes
+    pictures of its own size only is read from its static shapes."""
+    import tensorflow as tf
+
+    graph = wrapped.graph
     producers = {node.name: node for node in graph_def.node}
     source = input_tensor.split(":")[0]
     after = _downstream(graph_def, source)
-    candidates = []
-    for node in graph_def.node:
-        if node.name not in after or node.name == source:
-            continue
-        for output in graph.get_operation_by_name(node.name).outputs:
-            if _holds_images(output) and _cuts_off(producers, source, output.name, output_tensors):
-                candidates.append(output.name)
-    if not candidates:
-        raise InvalidInput("the signature decodes images, but no batch of fixed-size 3-channel images (shape "
-                           "[batch, height, width, 3]) lies between its string input and its outputs; ortserve "
-                           "converts a model that decodes, resizes and stacks its images before the network")
-    # the earliest: every later candidate depends on it
-    return next(name for name in candidates
-                if not any(other != name and other in _upstream_tensors(producers, name) for other in candidates))
+    found = [output for node in graph_def.node if node.name in after and node.name != source
+             for output in graph.get_operation_by_name(node.name).outputs
+             if _may_hold_images(output) and _cuts_off(producers, source, output.name, output_tensors)]
+    # earliest first: a tensor has fewer tensors upstream than any that depends on it
+    found = sorted(found, key=lambda tensor: len(_upstream_tensors(producers, tensor.name)))[:_MOST_CANDIDATES]
+    if found:
+        probe = wrapped.prune(feeds=[graph.get_tensor_by_name(input_tensor)], fetches=found)
+        picture_format = formats[0] if len(formats) == 1 else "PNG"
+        rng = np.random.default_rng(1)
+        try:
+            shapes = [[np.shape(value) for value in probe(tf.constant([_encoded(_smooth_picture(rng, *size),
+                                                                                picture_format)]))]
+                      for size in _PROBE_SIZES]
+        except tf.errors.InvalidArgumentError:  # pictures of its own size only: its static shapes must tell
+            shapes = [[tuple(1 if dim is None else dim for dim in tensor.shape.as_list())
+                       if tensor.shape.is_fully_defined() or _static_images(tensor) else () for tensor in found]]
+        for index, tensor in enumerate(found):
+            first = shapes[0][index]
+            if all(shape[index] == first for shape in shapes) and _one_picture(first):
+                return tensor.name, [int(dim) for dim in first]
+    raise InvalidInput("the signature decodes images, but no batch of fixed-size 3-channel images (shape "
+                       "[batch, height, width, 3]) lies between its string input and its outputs; ortserve "
+                       "converts a model that decodes, resizes and stacks its images before the network")
+
+
+_MOST_CANDIDATES = 16
+_PROBE_SIZES = ((211, 317), (333, 229))  # height, width: two shapes no model takes as they are
+
+
+def _may_hold_images(tensor: Any) -> bool:
+    """Floats or bytes of rank 4 (or of a rank not known before they run)."""
+    return (tensor.dtype.is_floating or tensor.dtype.name == "uint8") and tensor.shape.rank in (4, None)
+
+
+def _static_images(tensor: Any) -> bool:
+    shape = tensor.shape
+    if shape.rank != 4:
+        return False
+    dims = shape.as_list()
+    return None not in dims[1:] and 3 in (dims[1], dims[3])
+
+
+def _one_picture(shape: tuple[int, ...]) -> bool:
+    """A batch of one 3-channel picture (channels last or first)."""
+    return len(shape) == 4 and shape[0] == 1 and 3 in (shape[1], shape[3]) and min(shape) > 0
 
 
 def _downstream(graph_def: Any, source: str) -> set[str]:
@@ -227,16 +271,6 @@ def _downstream(graph_def: Any, source: str) -> set[str]:
                 reached.add(consumer)
                 frontier.append(consumer)
     return reached
-
-
-def _holds_images(tensor: Any) -> bool:
-    shape = tensor.shape
-    if shape.rank != 4 or not (tensor.dtype.is_floating or tensor.dtype.name == "uint8"):
-        return False
-    dims = shape.as_list()
-    if dims[3] in (3, None) and dims[1] != 3:
-        return dims[1] is not None and dims[2] is not None
-    return dims[1] == 3 and dims[2] is not None and dims[3] is not None
 
 
 def _data_inputs(node: Any) -> Iterator[str]:
@@ -349,15 +383,16 @@ def _scores(answers: list[list[np.ndarray]], outputs: list[str]) -> dict[str, An
 
 
 def _geometries(height: int, width: int) -> list[dict[str, Any]]:
-    """The resizes and crops to try, each with Pillow's bilinear and with TensorFlow's."""
+    """The resizes and crops to try, each with Pillow's bilinear, TensorFlow's and TF1's."""
     shorter = min(height, width)
     found: list[dict[str, Any]] = [{"resize": {"exact": [height, width]}}]
     for fraction in _CROP_FRACTIONS:  # a central crop of the picture, then the resize (Inception's)
         found.append({"crop_fraction": fraction, "resize": {"exact": [height, width]}})
     for side in (shorter, *(round(shorter / fraction) for fraction in _CROP_FRACTIONS)):
         found.append({"resize": {"shorter_side": side}, "center_crop": [height, width]})
-    return [variant for geometry in found
-            for variant in (geometry, {**geometry, "resize": {**geometry["resize"], "antialias": False}})]
+    return [variant for geometry in found for variant in (
+        geometry, {**geometry, "resize": {**geometry["resize"], "antialias": False}},
+        {**geometry, "resize": {**geometry["resize"], "antialias": False, "half_pixel_centers": False}})]
 
 
 def _ours(pictures: list[bytes], geometry: dict[str, Any], layout: str, height: int, width: int) -> np.ndarray:
@@ -411,7 +446,8 @@ def _described(settings: dict[str, Any]) -> str:
     resize = settings["resize"]
     text = f"central {settings['crop_fraction']} crop, " if "crop_fraction" in settings else ""
     text += f"resize to {resize['exact']}" if "exact" in resize else f"shorter side to {resize['shorter_side']}"
-    text += " (TensorFlow's bilinear)" if resize.get("antialias") is False else " (Pillow's bilinear)"
+    text += (" (Pillow's bilinear)" if resize.get("antialias", True) else " (TensorFlow's bilinear)"
+             if resize.get("half_pixel_centers", True) else " (TF1's bilinear)")
     if "center_crop" in settings:
         text += f", centre crop {settings['center_crop']}"
     return f"{text}, {settings['color'].upper()}"

@@ -112,11 +112,16 @@ class Resize(_Strict):
     # Bilinear either way. On: Pillow's, whose filter widens as it shrinks a picture. Off: TensorFlow's
     # tf.image.resize (half-pixel centres, the 2x2 nearest pixels), for a model trained behind it (runtime.resize)
     antialias: bool = True
+    # With antialias off: off reads pixel i of the output at i * scale of the input, as TF1's resize_bilinear did
+    # by default (on: at (i + 0.5) * scale - 0.5, as tf.image.resize does)
+    half_pixel_centers: bool = True
 
     @model_validator(mode="after")
     def _one_kind(self) -> Resize:
         if (self.shorter_side is None) == (self.exact is None):
             raise ValueError("give exactly one of `shorter_side: N` or `exact: [height, width]`")
+        if not self.half_pixel_centers and self.antialias:
+            raise ValueError("`half_pixel_centers: false` is TensorFlow's resize: set `antialias: false` too")
         return self
 
 

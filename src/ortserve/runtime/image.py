@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ImagePreprocessing
 from ortserve.runtime.pixels import SIDEWAYS_ORIENTATIONS, orientation, to_rgb
-from ortserve.runtime.resize import bilinear_half_pixel
+from ortserve.runtime.resize import bilinear_tensorflow
 from ortserve.runtime.scores import probabilities, ranked
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
@@ -114,7 +114,7 @@ class ImageClassifier:
         if size is None:
             pixels = np.asarray(image)
         elif resize is not None and not resize.antialias:
-            pixels = bilinear_half_pixel(np.asarray(image), *size)
+            pixels = bilinear_tensorflow(np.asarray(image), *size, resize.half_pixel_centers)
         else:
             pixels = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
         if crop is not None:
