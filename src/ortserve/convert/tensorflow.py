@@ -157,12 +157,14 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
                                    name=spec.name) for spec in tf_model.inputs]
         function = tf.function(tf_model.function, input_signature=signature)
         graph_def, input_names, output_names = _frozen(function.get_concrete_function())
+        _refuse_unfrozen_state(graph_def, input_names[len(tf_model.inputs):])
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
     lifted_inputs = [f"{name}:0" for name in weights]
+    # a start inside the graph has the shape of its input, batch dimension dynamic
+    shapes = {} if tf_model.frozen is None else {
+        name: [None if isinstance(dim, str) else dim for dim in spec.dims]
+        for name, spec in zip(tf_model.frozen.starts, tf_model.inputs, strict=True)}
     try:
-        # a start inside the graph has the shape of its input, batch dimension dynamic
-        shapes = {name: [None if isinstance(dim, str) else dim for dim in spec.dims]
-                  for name, spec in zip(input_names, tf_model.inputs, strict=True)}
         model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names + lifted_inputs,
                                                   output_names=output_names, opset=opset, shape_override=shapes,
                                                   custom_op_handlers=CUSTOM_OP_HANDLERS)
@@ -173,6 +175,18 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
     path.write_bytes(model.SerializeToString())
+
+
+def _refuse_unfrozen_state(graph_def: Any, extra_inputs: list[str]) -> None:
+    """Refuse a graph left with inputs of its own once frozen: state TensorFlow cannot turn into constants (a
+    lookup table's resource), which ONNX would take as an input no client sends."""
+    if not extra_inputs:
+        return
+    text_ops = sorted({node.op for node in graph_def.node if node.op.startswith(("Lookup", "String", "Regex"))})
+    ran = f" (its graph runs {', '.join(text_ops)})" if text_ops else ""
+    raise InvalidInput(f"the model holds state that cannot be frozen into constants{ran}: a lookup table, such as "
+                       "a Keras TextVectorization or StringLookup layer's, in front of the network; convert the "
+                       "model behind that layer (one that takes its token ids) and send token ids")
 
 
 # tf2onnx holds its graph's constants many times over while it converts (VGG16's 527 MB of weights took it past
