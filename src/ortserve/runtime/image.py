@@ -101,7 +101,7 @@ class ImageClassifier:
         image.draft("RGB", (math.ceil(needed[0] * enlarge), math.ceil(needed[1] * enlarge)))
 
     def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
-        resize, crop = self.config.resize, self.config.center_crop
+        resize = self.config.resize
         if self.config.crop_fraction is not None:
             image = image.crop(_central_box(image.size, self.config.crop_fraction))
         size = None  # height, width
@@ -111,21 +111,28 @@ class ImageClassifier:
             width, height = image.size
             factor = resize.shorter_side / min(width, height)
             size = (max(1, round(height * factor)), max(1, round(width * factor)))
-        if size is None:
-            pixels = np.asarray(image)
-        elif resize is not None and not resize.antialias:
+        if resize is not None and size is not None and not resize.antialias:
             pixels = bilinear_tensorflow(np.asarray(image), *size, resize.half_pixel_centers)
-        else:
-            pixels = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
-        if crop is not None:
-            height, width = pixels.shape[:2]
-            crop_height, crop_width = crop
-            if crop_height > height or crop_width > width:
-                raise InvalidInput(f"the image is {width}x{height} after resizing, smaller than the "
-                                   f"{crop_width}x{crop_height} crop")
-            top, left = (height - crop_height) // 2, (width - crop_width) // 2
-            pixels = pixels[top:top + crop_height, left:left + crop_width]
-        return pixels
+            top, left, bottom, right = self._crop_box(*pixels.shape[:2])
+            return pixels[top:bottom, left:right]
+        if size is not None:
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        top, left, bottom, right = self._crop_box(image.height, image.width)
+        if (bottom - top, right - left) != (image.height, image.width):
+            image = image.crop((left, top, right, bottom))  # in Pillow: only the kept pixels become an array
+        return np.asarray(image)
+
+    def _crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Top, left, bottom and right of the centre crop of a resized picture (all of it without one)."""
+        crop = self.config.center_crop
+        if crop is None:
+            return 0, 0, height, width
+        crop_height, crop_width = crop
+        if crop_height > height or crop_width > width:
+            raise InvalidInput(f"the image is {width}x{height} after resizing, smaller than the "
+                               f"{crop_width}x{crop_height} crop")
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        return top, left, top + crop_height, left + crop_width
 
     def top_k(self, scores: np.ndarray, k: int) -> list[dict[str, object]]:
         """The k best classes of one row of scores, as probabilities."""
