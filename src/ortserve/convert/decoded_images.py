@@ -17,13 +17,14 @@ The ONNX input keeps the signature's input name, so TF Serving's clients send th
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from ortserve.convert.graph_cut import cuts_off, downstream, upstream_tensors, without_control_inputs
 from ortserve.convert.spec import InputSpec
 from ortserve.dtypes import from_numpy
 from ortserve.errors import InvalidInput
@@ -60,7 +61,7 @@ class DecodedImages:
     decode: Callable[[np.ndarray], np.ndarray]  # the graph's own: encoded images (1-D, bytes) into the batch
     run: Callable[[list[np.ndarray]], list[np.ndarray]]  # the graph from `starts` on: its outputs
     picture_format: str  # test pictures' format, one the graph decodes
-    graph_def: Any  # the frozen graph, without its control dependencies (see _without_control_inputs)
+    graph_def: Any  # the frozen graph, without its control dependencies (graph_cut.without_control_inputs)
     any_size: bool  # the graph takes pictures of any size (else of its own only: it does not resize them)
 
     def read(self, encoded: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,7 +115,7 @@ def find_decoder(graph_def: Any, inputs: list[InputSpec], input_tensors: list[st
     (index,) = decoded
     string_input, input_tensor = inputs[index].name, input_tensors[index]
     others = [(spec, tensor) for spec, tensor in zip(inputs, input_tensors, strict=True) if tensor != input_tensor]
-    graph_def = _without_control_inputs(graph_def)
+    graph_def = without_control_inputs(graph_def)
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     graph = wrapped.graph
     start, shape = _image_batch(wrapped, graph_def, input_tensor, output_tensors, formats)
@@ -172,31 +173,8 @@ def _called(node: Any) -> set[str]:
 def _decodes(graph_def: Any, source: str, decoding: set[str]) -> bool:
     """Whether images are decoded from the input node `source`: a decoder, or a function that runs one, is fed by
     it."""
-    after = _downstream(graph_def, source)
+    after = downstream(graph_def, source)
     return any(node.name in after and (node.op in _DECODERS or _called(node) & decoding) for node in graph_def.node)
-
-
-def _without_control_inputs(graph_def: Any) -> Any:
-    """A copy of the frozen graph whose outputs do not wait for the decoding loop: a stateful op in it makes the
-    loop a control dependency of the outputs (through NoOps), which would tie the network behind the decoded
-    images to the string input, where neither the pruned TensorFlow graph nor the ONNX model has it. The control
-    inputs that place a TF1 loop's constants in its frame (from its Identity and Switch nodes) stay."""
-    import tensorflow as tf
-
-    copy = tf.compat.v1.GraphDef()
-    copy.CopyFrom(graph_def)
-    ops = {node.name: node.op for node in copy.node}
-    for node in copy.node:
-        kept = [given for given in node.input
-                if not (given.startswith("^") and ops.get(given[1:]) in _ORDERING_OPS)]
-        if len(kept) != len(node.input):
-            del node.input[:]
-            node.input.extend(kept)
-    return copy
-
-
-_ORDERING_OPS = frozenset({"NoOp", "While", "StatelessWhile", "PartitionedCall", "StatefulPartitionedCall", "If",
-                           "StatelessIf"})
 
 
 def _image_batch(wrapped: Any, graph_def: Any, input_tensor: str, output_tensors: list[str],
@@ -210,12 +188,12 @@ def _image_batch(wrapped: Any, graph_def: Any, input_tensor: str, output_tensors
     graph = wrapped.graph
     producers = {node.name: node for node in graph_def.node}
     source = input_tensor.split(":")[0]
-    after = _downstream(graph_def, source)
+    after = downstream(graph_def, source)
     found = [output for node in graph_def.node if node.name in after and node.name != source
              for output in graph.get_operation_by_name(node.name).outputs
-             if _may_hold_images(output) and _cuts_off(producers, source, output.name, output_tensors)]
+             if _may_hold_images(output) and cuts_off(producers, source, output.name, output_tensors)]
     # earliest first: a tensor has fewer tensors upstream than any that depends on it
-    found = sorted(found, key=lambda tensor: len(_upstream_tensors(producers, tensor.name)))[:_MOST_CANDIDATES]
+    found = sorted(found, key=lambda tensor: len(upstream_tensors(producers, tensor.name)))[:_MOST_CANDIDATES]
     if found:
         probe = wrapped.prune(feeds=[graph.get_tensor_by_name(input_tensor)], fetches=found)
         picture_format = formats[0] if len(formats) == 1 else "PNG"
@@ -256,54 +234,6 @@ def _static_images(tensor: Any) -> bool:
 def _one_picture(shape: tuple[int, ...]) -> bool:
     """A batch of one 3-channel picture (channels last or first)."""
     return len(shape) == 4 and shape[0] == 1 and 3 in (shape[1], shape[3]) and min(shape) > 0
-
-
-def _downstream(graph_def: Any, source: str) -> set[str]:
-    consumers: dict[str, list[str]] = {}
-    for node in graph_def.node:
-        for given in node.input:
-            if not given.startswith("^"):
-                consumers.setdefault(given.split(":")[0], []).append(node.name)
-    reached, frontier = {source}, [source]
-    while frontier:
-        for consumer in consumers.get(frontier.pop(), []):
-            if consumer not in reached:
-                reached.add(consumer)
-                frontier.append(consumer)
-    return reached
-
-
-def _data_inputs(node: Any) -> Iterator[str]:
-    for given in node.input:
-        if not given.startswith("^"):
-            yield given if ":" in given else f"{given}:0"
-
-
-def _cuts_off(producers: dict[str, Any], source: str, cut: str, output_tensors: list[str]) -> bool:
-    """Whether the outputs reach the source only through `cut`."""
-    seen: set[str] = set()
-    frontier = [name for name in output_tensors if name != cut]
-    while frontier:
-        tensor = frontier.pop()
-        node_name = tensor.split(":")[0]
-        if node_name == source:
-            return False
-        if node_name in seen:
-            continue
-        seen.add(node_name)
-        frontier.extend(given for given in _data_inputs(producers[node_name]) if given != cut)
-    return True
-
-
-def _upstream_tensors(producers: dict[str, Any], tensor: str) -> set[str]:
-    found: set[str] = set()
-    frontier = [tensor]
-    while frontier:
-        for given in _data_inputs(producers[frontier.pop().split(":")[0]]):
-            if given not in found:
-                found.add(given)
-                frontier.append(given)
-    return found
 
 
 @dataclass(frozen=True)
