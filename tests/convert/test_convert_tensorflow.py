@@ -512,14 +512,13 @@ def test_classify_and_regress_warmup_logs_become_samples_too(tmp_path: Path) -> 
         np.testing.assert_array_equal(samples["features"], rows)
 
 
-def test_a_text_vectorization_layer_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_string_lookup_layer_is_refused_by_name(tmp_path: Path) -> None:
     """Its lookup table cannot be frozen into constants: the graph would keep it as an input no client sends (it
     failed with a zip() error from renaming the inputs)."""
-    vectorize = tf.keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4)
-    vectorize.adapt(["a good film", "a bad film", "good acting"])
-    texts = tf.keras.Input((1,), dtype="string")
-    pooled = tf.keras.layers.GlobalAveragePooling1D()(tf.keras.layers.Embedding(20, 4)(vectorize(texts)))
-    tf.keras.Model(texts, tf.keras.layers.Dense(1)(pooled)).export(str(tmp_path / "tf" / "1"))
-    with pytest.raises(InvalidInput, match=r"cannot be frozen into constants .*LookupTableFindV2.*TextVectorization"):
+    lookup = tf.keras.layers.StringLookup(vocabulary=["red", "green", "blue"])
+    colours = tf.keras.Input((1,), dtype="string")
+    embedded = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(4, 3)(lookup(colours)))
+    tf.keras.Model(colours, tf.keras.layers.Dense(1)(embedded)).export(str(tmp_path / "tf" / "1"))
+    with pytest.raises(InvalidInput, match=r"cannot be frozen into constants .*LookupTableFindV2.*StringLookup"):
         convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
                                inputs=[]))

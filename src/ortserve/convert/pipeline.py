@@ -182,6 +182,15 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         settings: dict[str, Any] = {}
         if tf_model.parsed is not None:
             settings["examples_input"] = record["parsed_examples"] = tf_model.parsed.string_input
+        text = tf_model.text
+        if text is not None:
+            settings["text"] = text.settings
+            files["tokenizer.json"] = text.tokenizer
+            record["text_vectorization"] = {"input": text.string_input, "vocabulary": len(text.vocabulary),
+                                            "sequence_length": text.spec.dims[1]}
+            log.info("input %r takes text, which the graph splits into token ids: the model is converted from its "
+                     "token ids on, and ortserve splits the text with the tokenizer.json written beside it, checked "
+                     "against the graph's own split", text.string_input)
         images = tf_model.images
         if images is not None:
             settings["image"] = images.settings
@@ -190,9 +199,10 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
                      "images on, and ortserve decodes them as config.yaml's image section says (%.2f pixel levels "
                      "from the graph's own preprocessing, rms): %s", images.string_input, images.pixel_levels_off,
                      images.settings)
+        sample = images.sample if images is not None else text.sample if text is not None else None
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
-                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record,
-                            None if images is None else images.sample, files, settings)
+                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, sample, files,
+                            settings)
     estimator = sklearn.load_estimator(Path(request.source))
     name = request.inputs[0].name if request.inputs else "input"
     features = sklearn.features(estimator)
@@ -214,13 +224,16 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
 
 
 def _string_input(tf_model: tensorflow.TfModel) -> tf_warmup.StringInput | None:
-    """The signature's string input of a model converted from behind it (parsed tf.Examples, decoded images)."""
+    """The signature's string input of a model converted from behind it (parsed tf.Examples, decoded images, split
+    text)."""
     parsing, images = tf_model.parsed, tf_model.images
     if parsing is not None:
         return tf_warmup.StringInput(parsing.string_input,
                                      lambda strings: parsed_examples.parsed(parsing.features, strings), True)
     if images is not None:
         return tf_warmup.StringInput(images.string_input, images.read, False)
+    if tf_model.text is not None:
+        return tf_warmup.StringInput(tf_model.text.string_input, tf_model.text.read, False)
     return None
 
 

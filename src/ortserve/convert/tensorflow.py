@@ -18,6 +18,7 @@ from ortserve.convert.decoded_images import DecodedImages, find_decoder
 from ortserve.convert.naming import rename
 from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
 from ortserve.convert.spec import InputSpec
+from ortserve.convert.text_vectorization import VectorizedText, find_vectorizer
 from ortserve.errors import InvalidInput
 from ortserve.repository.layout import SAVED_MODEL_FILE
 
@@ -32,10 +33,11 @@ class TfModel:
     inputs: list[InputSpec]
     outputs: list[str]
     owner: Any  # the loaded object holding the variables: they live only as long as it does
-    # a signature of a string input that the graph parses as tf.Examples or decodes as images: converted from the
-    # parsed features or the decoded images on, in its frozen graph
+    # a signature of a string input that the graph parses as tf.Examples, decodes as images or splits as text:
+    # converted from the parsed features, the decoded images or the token ids on, in its frozen graph
     parsed: ParsedExamples | None = None
     images: DecodedImages | None = None
+    text: VectorizedText | None = None
     frozen: FrozenCut | None = None
 
 
@@ -103,7 +105,19 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
             return [result[name] for name in outputs]
         return list(result) if isinstance(result, list | tuple) else [result]
 
+    if not declared and any(spec.dtype == object for spec in inputs):  # text or images prepared in the model
+        function = tf.function(call_keras, input_signature=_tensor_specs(inputs))
+        cut = _cut_model(model, function.get_concrete_function(), inputs, outputs)
+        if cut is not None:
+            return cut
     return TfModel(call_keras, inputs, outputs, model)
+
+
+def _tensor_specs(inputs: list[InputSpec]) -> list[Any]:
+    import tensorflow as tf
+
+    return [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
+                          name=spec.name) for spec in inputs]
 
 
 def _dict_keys(structure: Any) -> list[str]:
@@ -124,8 +138,9 @@ def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
 
 
 def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: list[str]) -> TfModel | None:
-    """The signature as a model of the features it parses from its examples (convert.parsed_examples) or of the
-    images it decodes (convert.decoded_images); None when it does neither."""
+    """The signature as a model of the features it parses from its examples (convert.parsed_examples), of the
+    token ids it splits its text into (convert.text_vectorization) or of the images it decodes
+    (convert.decoded_images); None when it does none of these."""
     import tensorflow as tf
 
     graph_def, input_tensors, output_tensors = _frozen(signature)
@@ -138,6 +153,10 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
 
         return TfModel(call, parsed.features, outputs, loaded, parsed=parsed,
                        frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
+    text = find_vectorizer(graph_def, signature, inputs, input_tensors, output_tensors)
+    if text is not None:
+        return TfModel(lambda *feeds: text.run([np.asarray(feed) for feed in feeds]), [text.spec], outputs, loaded,
+                       text=text, frozen=FrozenCut(text.graph_def, [text.tensor], output_tensors))
     images = find_decoder(graph_def, inputs, input_tensors, output_tensors, outputs)
     if images is None:
         return None
@@ -153,9 +172,7 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
         graph_def, input_names, output_names = (tf_model.frozen.graph_def, tf_model.frozen.starts,
                                                 tf_model.frozen.outputs)
     else:
-        signature = [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
-                                   name=spec.name) for spec in tf_model.inputs]
-        function = tf.function(tf_model.function, input_signature=signature)
+        function = tf.function(tf_model.function, input_signature=_tensor_specs(tf_model.inputs))
         graph_def, input_names, output_names = _frozen(function.get_concrete_function())
         _refuse_unfrozen_state(graph_def, input_names[len(tf_model.inputs):])
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
@@ -185,8 +202,9 @@ def _refuse_unfrozen_state(graph_def: Any, extra_inputs: list[str]) -> None:
     text_ops = sorted({node.op for node in graph_def.node if node.op.startswith(("Lookup", "String", "Regex"))})
     ran = f" (its graph runs {', '.join(text_ops)})" if text_ops else ""
     raise InvalidInput(f"the model holds state that cannot be frozen into constants{ran}: a lookup table, such as "
-                       "a Keras TextVectorization or StringLookup layer's, in front of the network; convert the "
-                       "model behind that layer (one that takes its token ids) and send token ids")
+                       "a Keras StringLookup layer's, in front of the network; convert the model behind that layer "
+                       "(one that takes its ids) and send ids (a TextVectorization layer that splits text on "
+                       "whitespace is converted: ortserve splits the text)")
 
 
 # tf2onnx holds its graph's constants many times over while it converts (VGG16's 527 MB of weights took it past

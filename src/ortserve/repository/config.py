@@ -168,9 +168,10 @@ class TextInputs(_Strict):
 
 class TextPreprocessing(_Strict):
     """How raw strings become the model's token inputs (a `tokenizers` tokenizer.json), and how its output becomes
-    per-text embeddings or class labels."""
+    per-text embeddings or class labels, or stays the model's own outputs (`predict`: a Keras model that split its
+    text in the graph, converted from its token ids on)."""
 
-    task: Literal["embed", "classify"]
+    task: Literal["embed", "classify", "predict"]
     tokenizer: str = "tokenizer.json"  # in the version directory, else the model directory
     max_length: Annotated[int, Field(ge=1)] = 512  # tokens a text may have, special tokens included
     truncation: bool = True  # off: a longer text is refused (400), not cut

@@ -1,5 +1,7 @@
 """Text models served from raw strings: a batch of texts becomes the model's token inputs (tokenized together,
-sorted by length into runs of little padding, the mask set), and its output becomes embeddings or class scores.
+sorted by length into runs of little padding, the mask set), and its output becomes embeddings or class scores,
+or stays as the model answers (`predict`). A model whose token ids input has a fixed length (a Keras
+TextVectorization's `output_sequence_length`) gets every text cut or padded to it, in one run.
 
 Tokenization happens when a batch is assembled, on the thread that runs it (runtime.batcher's Assembly): one
 `encode_batch` call for every text of every request in the batch, off the event loop. Requests of different
@@ -48,6 +50,11 @@ class TextModel:
     def input_name(self) -> str:
         return self.config.input_name
 
+    @property
+    def sequence_length(self) -> int | None:
+        """The fixed length of the token ids input, if it has one."""
+        return None if self.ids.shape[1] == DYNAMIC else int(self.ids.shape[1])
+
     def takes(self, inputs: Tensors) -> bool:
         """Whether a request sends strings (else it sends the model's own token tensors)."""
         return len(inputs) == 1 and self.input_name in inputs
@@ -78,7 +85,10 @@ class TextModel:
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         lengths = mask.sum(axis=1)  # encodings are padded to the longest: the mask tells each text's length
-        limit = self.config.max_length
+        fixed = self.sequence_length
+        limit = self.config.max_length  # truncation on: no text is longer; off: a longer one is refused
+        if fixed is not None and not self.config.truncation:
+            limit = min(limit, fixed)
         errors: list[Exception | None] = []
         keep = np.ones(len(texts), bool)
         start = 0
@@ -98,11 +108,15 @@ class TextModel:
         ids = np.array([encoding.ids for encoding in encodings], dtype=self.ids.type.numpy)
         type_ids = None if self.type_ids is None else \
             np.array([encoding.type_ids for encoding in encodings], dtype=self.type_ids.type.numpy)
-        runs = _runs(kept, lengths, self.config.max_padding)
+        if fixed is not None:  # every text cut or padded to the input's length, in one run
+            ids, mask = _to_width(ids, fixed, self.pad_id), _to_width(mask, fixed, 0)
+            type_ids = None if type_ids is None else _to_width(type_ids, fixed, 0)
+        runs = [kept] if fixed is not None else _runs(kept, lengths, self.config.max_padding)
         feeds: list[Tensors] = []
         masks: list[np.ndarray] = []
         for rows in runs:
-            width = int(lengths[rows[-1]])  # sorted by length: the last is the longest
+            # sorted by length: the last is the longest
+            width = fixed if fixed is not None else int(lengths[rows[-1]])
             run = {self.ids.name: ids[rows, :width]}  # fancy indexing copies: contiguous
             if self.mask is not None:
                 run[self.mask.name] = mask[rows, :width].astype(self.mask.type.numpy, copy=False)
@@ -126,7 +140,14 @@ class TextModel:
 
         return Assembled(feeds, errors, answers)
 
+    @property
+    def pad_id(self) -> int:
+        padding = self.tokenizer.padding
+        return 0 if padding is None else int(padding["pad_id"])
+
     def _answer(self, outputs: Tensors, mask: np.ndarray) -> Tensors:
+        if self.config.task == "predict":
+            return {spec.name: outputs[spec.name] for spec in self.signature.outputs}
         values = outputs[self.output.name]
         if self.config.task == "embed":
             return {EMBEDDINGS: self._embed(values, mask)}
@@ -164,6 +185,15 @@ def _as_text(index: int, item: object) -> str:
         except UnicodeDecodeError:
             raise InvalidInput(f"text {index} is not UTF-8") from None
     raise InvalidInput(f"text {index} is a {type(item).__name__}, not a string")
+
+
+def _to_width(values: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Rows cut or padded (with `pad`) to `width` columns."""
+    if values.shape[1] >= width:
+        return values[:, :width]
+    padded = np.full((values.shape[0], width), pad, dtype=values.dtype)
+    padded[:, :values.shape[1]] = values
+    return padded
 
 
 def _runs(kept: np.ndarray, lengths: np.ndarray, max_padding: float) -> list[np.ndarray]:
@@ -259,12 +289,14 @@ def bind_text_model(model: str, version_dir: Path, config: TextPreprocessing, si
                           "output")
     ranks, wanted = ((2, 3), "[batch, hidden] or [batch, sequence, hidden]") if config.task == "embed" else \
         ((2,), "[batch, classes]")
-    if output.rank not in ranks:
+    if config.task != "predict" and output.rank not in ranks:
         raise ConfigError(f"model {model!r}: output {output.name!r} of shape {list(output.shape)} is not a {wanted} "
                           f"tensor, as text.task {config.task!r} needs")
     width = output.shape[-1]
     strings = TensorSpec(config.input_name, BY_V2["BYTES"], (DYNAMIC,))
-    if config.task == "embed":
+    if config.task == "predict":
+        outputs = signature.outputs
+    elif config.task == "embed":
         outputs = (TensorSpec(EMBEDDINGS, BY_V2["FP32"], (DYNAMIC, width)),)
     else:
         outputs = (TensorSpec(SCORES, BY_V2["FP32"], (DYNAMIC, width)), TensorSpec(LABELS, BY_V2["BYTES"], (DYNAMIC,)))
