@@ -96,3 +96,20 @@ def test_a_split_the_tokenizer_does_not_reproduce_is_refused_by_name(tmp_path: P
         convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
                                inputs=[]))
     assert not (tmp_path / "repo" / "m").exists()
+
+
+def test_a_saved_models_warmup_texts_become_token_ids(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    model = _model(tmp_path / "tf" / "1", length=8)
+    (tmp_path / "tf" / "1" / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(tmp_path / "tf" / "1" / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        request = predict_pb2.PredictRequest()
+        request.inputs["text"].CopyFrom(tf.make_tensor_proto([[text] for text in TEXTS], dtype=tf.string))
+        writer.write(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    result = convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    vectorize = next(layer for layer in model.layers if isinstance(layer, tf.keras.layers.TextVectorization))
+    with np.load(result.version_dir / "warmup.npz") as samples:
+        np.testing.assert_array_equal(samples["token_ids"], np.asarray(vectorize(tf.constant([[t] for t in TEXTS]))))
