@@ -4,11 +4,13 @@ ortserve decodes images itself (config.yaml `image:`, runtime.image), so the mod
 image batch on, and its `image:` section is fitted to what the graph does to test pictures:
 
 - where: the first tensor after the string input that every output depends on and that holds a batch of 3-channel
-  images of a fixed size (`tf.map_fn` over `tf.io.decode_jpeg` and `tf.image.resize` stacks one);
-- how: the graph decodes smooth test pictures of other sizes and shapes, and each resize and crop ortserve can do
-  (resize to the size, or to a larger one and crop its centre, or the shorter side then the centre) in either
-  colour order is compared with it: the closest one, with the per-channel scale and offset that fit its pixels to
-  the graph's (least squares), becomes the model's `image:` section, provided it is within
+  images of a fixed size (`tf.map_fn` over `tf.io.decode_jpeg` and `tf.image.resize` stacks one), its shape
+  learnt by decoding test pictures of two sizes where the graph does not tell it (a TF1 loop's);
+- how: the graph prepares smooth test pictures of other sizes and shapes, and each resize and crop ortserve can do
+  (resize to the size; a central fraction, then the resize; the shorter side, then the centre), with Pillow's,
+  TensorFlow's or TF1's bilinear, in either colour order, is compared with it: the closest one, with the
+  per-channel scale and offset that fit its pixels to the graph's (least squares; a usual normalization when it
+  fits within USUAL_WITHIN_LEVELS as well), becomes the model's `image:` section, provided it is within
   MOST_PIXEL_LEVELS_OFF of the graph's pixels (rms, on the 0-255 scale), else the model is refused by name.
 
 The ONNX input keeps the signature's input name, so TF Serving's clients send their images unchanged.
