@@ -522,3 +522,26 @@ def test_a_string_lookup_layer_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"cannot be frozen into constants .*LookupTableFindV2.*StringLookup"):
         convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
                                inputs=[]))
+
+
+def test_a_saved_model_of_an_ops_extension_not_loaded_names_the_op(tmp_path: Path) -> None:
+    """TF Text's ops (CaseFoldUTF8, WordpieceTokenize...) are registered only once tensorflow_text is imported:
+    the refusal names the op and --import, not TensorFlow's advice about tf.contrib."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    class Lower(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, texts):
+            return {"folded": tf.strings.lower(texts)}
+
+    lower = Lower()
+    tf.saved_model.save(lower, str(tmp_path / "tf"), signatures={"serving_default": lower.serve})
+    saved = saved_model_pb2.SavedModel.FromString((tmp_path / "tf" / "saved_model.pb").read_bytes())
+    for function in saved.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            if node.op == "StringLower":
+                node.op = "CaseFoldUTF8"  # as TF Text's normalizer would have it
+    (tmp_path / "tf" / "saved_model.pb").write_bytes(saved.SerializeToString())
+    with pytest.raises(InvalidInput, match=r"runs CaseFoldUTF8, an op of a TensorFlow extension .* --import") as error:
+        convert(ConvertRequest(source=str(tmp_path / "tf"), repository=tmp_path / "repo", model="m", inputs=[]))
+    assert "contrib" not in str(error.value)

@@ -7,6 +7,7 @@ Every source is converted as a tf.function: tf2onnx's Keras path fails on Keras 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +82,16 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
     except InvalidInput:
         raise
     except Exception as exc:
-        hint = "" if path.is_dir() else (" (a model with custom layers or functions loads once the module that "
-                                         "registers them is imported: ortserve convert --import MODULE)")
-        raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {str(exc).splitlines()[0]}{hint}"
-                           ) from None
+        first = str(exc).splitlines()[0]
+        unregistered = re.search(r"Op type not registered '([^']+)'", first)
+        if unregistered:  # TensorFlow's own message points to tf.contrib, gone since TensorFlow 2
+            first = (f"its graph runs {unregistered.group(1)}, an op of a TensorFlow extension this process has not "
+                     "loaded (install the extension, e.g. tensorflow-text, and name its module with ortserve convert "
+                     "--import MODULE; ONNX may still have no counterpart for the op)")
+        hint = "" if path.is_dir() or unregistered else (
+            " (a model with custom layers or functions loads once the module that registers them is imported: "
+            "ortserve convert --import MODULE)")
+        raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {first}{hint}") from None
     # a model of dict inputs or outputs (functional, Keras 3) takes and answers them by key; its inputs and outputs
     # lists are flattened from those dicts, in the keys' sorted order
     input_keys, output_keys = (_dict_keys(getattr(model, attribute, None))
