@@ -83,6 +83,10 @@ def _caffe(encoded: object) -> object:  # Keras' ResNet50 and VGG: BGR, ImageNet
     return image[..., ::-1] - tf.constant([103.939, 116.779, 123.68])
 
 
+def _bicubic(encoded: object) -> object:  # tf.image.resize's bicubic, of a PNG
+    return tf.image.resize(tf.io.decode_png(encoded, channels=3), [SIDE, SIDE], method="bicubic")
+
+
 def _uint8(encoded: object) -> object:  # pixels kept as bytes: the network casts them
     return tf.cast(tf.round(_resized(encoded)), tf.uint8)
 
@@ -96,11 +100,12 @@ CASES = {
     "symmetric": (_symmetric_range, {}, {"resize": {"exact": [SIDE, SIDE]}, "mean": [127.5] * 3,
                                          "std": [127.5] * 3}),
     "caffe": (_caffe, {"classes": True}, {"color": "bgr", "mean": [103.939, 116.779, 123.68], "output": "scores"}),
+    "bicubic": (_bicubic, {}, {"resize": {"exact": [SIDE, SIDE], "antialias": False, "method": "bicubic"}}),
     "one_image": (_resized, {"one_image": True}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
     "uint8": (_uint8, {"output_dtype": tf.uint8}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
 }
 
-DECODED_ALIKE = {"cropped", "symmetric"}
+DECODED_ALIKE = {"cropped", "symmetric", "bicubic"}
 
 
 def _pictures(picture_format: str) -> list[bytes]:
@@ -149,7 +154,7 @@ def test_tf_serving_clients_send_their_pictures_unchanged(converted: tuple[Path,
     repository, signatures = converted
     with start_server(repository, tmp_path / "server.log") as server:
         for name, signature in signatures.items():
-            pictures = _pictures("PNG" if name == "symmetric" else "JPEG")
+            pictures = _pictures("PNG" if name in ("symmetric", "bicubic") else "JPEG")
             if name == "one_image":
                 pictures = pictures[:1]
             answered = signature.serve(tf.constant(pictures))

@@ -162,3 +162,18 @@ def test_tf1_resize_reads_pixel_i_at_i_times_the_scale(tmp_path: Path) -> None:
     np.testing.assert_array_equal(classifier.preprocess(_png(picture))[0], picture[::2, ::2])
     with pytest.raises(ValueError, match="set `antialias: false` too"):
         ImagePreprocessing(resize={"exact": [4, 6], "half_pixel_centers": False})
+
+
+def test_tensorflow_bicubic_weighs_four_pixels_with_keys_kernel(tmp_path: Path) -> None:
+    """`method: bicubic` with `antialias: false` (tf.image.resize's): halving reads 4 pixels a side with weights
+    -1/16, 9/16, 9/16, -1/16 (Keys' kernel at a half-pixel offset); at the border the taps outside weigh 0 and the
+    others are renormalized."""
+    row = np.array([[[0] * 3, [16] * 3, [32] * 3, [48] * 3, [0] * 3, [160] * 3, [0] * 3, [0] * 3]], np.uint8)
+    classifier = bind_image_classifier("m", tmp_path, ImagePreprocessing(
+        layout="nhwc", resize={"exact": [1, 4], "antialias": False, "method": "bicubic"}), _signature((-1, 1, 4, 3)))
+    got = classifier.preprocess(_png(row))[0, 0, :, 0]
+    values = row[0, :, 0].astype(int)
+    inner = [(-values[i - 1] + 9 * values[i] + 9 * values[i + 1] - values[i + 2]) / 16 for i in (2, 4)]
+    np.testing.assert_allclose(got[1:3], inner, atol=1e-4)
+    first = (9 * 0 + 9 * 16 - 32) / 17  # the tap left of the picture dropped: 9 + 9 - 1 = 17 sixteenths remain
+    np.testing.assert_allclose(got[0], first, atol=1e-4)

@@ -8,10 +8,11 @@ image batch on, and its `image:` section is fitted to what the graph does to tes
   learnt by decoding test pictures of two sizes where the graph does not tell it (a TF1 loop's);
 - how: the graph prepares smooth test pictures of other sizes and shapes, and each resize and crop ortserve can do
   (resize to the size; a central fraction, then the resize; the shorter side, then the centre), with Pillow's,
-  TensorFlow's or TF1's bilinear, in either colour order, is compared with it: the closest one, with the
-  per-channel scale and offset that fit its pixels to the graph's (least squares; a usual normalization when it
-  fits within USUAL_WITHIN_LEVELS as well), becomes the model's `image:` section, provided it is within
-  MOST_PIXEL_LEVELS_OFF of the graph's pixels (rms, on the 0-255 scale), else the model is refused by name.
+  TensorFlow's or TF1's bilinear or TensorFlow's bicubic, in either colour order, is compared with it: the closest
+  one, with the per-channel scale and offset that fit its pixels to the graph's (least squares; a usual
+  normalization when it fits within USUAL_WITHIN_LEVELS as well), becomes the model's `image:` section, provided
+  it is within MOST_PIXEL_LEVELS_OFF of the graph's pixels (rms, on the 0-255 scale), else the model is refused
+  by name.
 
 The ONNX input keeps the signature's input name, so TF Serving's clients send their images unchanged.
 """
@@ -41,7 +42,9 @@ MOST_PIXEL_LEVELS_OFF = 4.0
 # TensorFlow decodes JPEGs with libjpeg's fast integer DCT, Pillow with its accurate one: ~1.6 levels apart (rms),
 # some of which a fitted slope and offset absorb
 USUAL_WITHIN_LEVELS = 1.0
-_CROP_FRACTIONS = (0.875,)  # Inception's and Keras' central crop, before the resize
+# how much of the picture the usual central crops keep: Inception's and Keras' 0.875, and others seen in exports
+# (EfficientNet's crop of size / (size + 32) of the shorter side is added per model)
+_CROP_FRACTIONS = (0.875, 0.95, 0.9, 0.8, 0.75)
 _CONVENTIONS: list[dict[str, Any]] = [  # usual normalizations, as config.yaml's `image:` writes them
     {},  # pixels as they are, 0-255
     {"std": [255.0] * 3},  # 0 to 1
@@ -315,16 +318,20 @@ def _scores(answers: list[list[np.ndarray]], outputs: list[str]) -> dict[str, An
 
 
 def _geometries(height: int, width: int) -> list[dict[str, Any]]:
-    """The resizes and crops to try, each with Pillow's bilinear, TensorFlow's and TF1's."""
+    """The resizes and crops to try, each with Pillow's bilinear, TensorFlow's bilinear and bicubic, and TF1's
+    bilinear."""
     shorter = min(height, width)
+    fractions = sorted({*_CROP_FRACTIONS, round(shorter / (shorter + 32), 4)}, reverse=True)
     found: list[dict[str, Any]] = [{"resize": {"exact": [height, width]}}]
-    for fraction in _CROP_FRACTIONS:  # a central crop of the picture, then the resize (Inception's)
+    for fraction in fractions:  # a central crop of the picture, then the resize (Inception's)
         found.append({"crop_fraction": fraction, "resize": {"exact": [height, width]}})
-    for side in (shorter, *(round(shorter / fraction) for fraction in _CROP_FRACTIONS)):
+    # the shorter side, then the centre: a square crop of the picture, then the resize (EfficientNet's)
+    for side in sorted({shorter, *(round(shorter / fraction) for fraction in fractions)}):
         found.append({"resize": {"shorter_side": side}, "center_crop": [height, width]})
     return [variant for geometry in found for variant in (
         geometry, {**geometry, "resize": {**geometry["resize"], "antialias": False}},
-        {**geometry, "resize": {**geometry["resize"], "antialias": False, "half_pixel_centers": False}})]
+        {**geometry, "resize": {**geometry["resize"], "antialias": False, "half_pixel_centers": False}},
+        {**geometry, "resize": {**geometry["resize"], "antialias": False, "method": "bicubic"}})]
 
 
 def _ours(pictures: list[bytes], geometry: dict[str, Any], layout: str, height: int, width: int) -> np.ndarray:
@@ -378,7 +385,8 @@ def _described(settings: dict[str, Any]) -> str:
     resize = settings["resize"]
     text = f"central {settings['crop_fraction']} crop, " if "crop_fraction" in settings else ""
     text += f"resize to {resize['exact']}" if "exact" in resize else f"shorter side to {resize['shorter_side']}"
-    text += (" (Pillow's bilinear)" if resize.get("antialias", True) else " (TensorFlow's bilinear)"
+    kind = resize.get("method", "bilinear")
+    text += (" (Pillow's bilinear)" if resize.get("antialias", True) else f" (TensorFlow's {kind})"
              if resize.get("half_pixel_centers", True) else " (TF1's bilinear)")
     if "center_crop" in settings:
         text += f", centre crop {settings['center_crop']}"

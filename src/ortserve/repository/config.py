@@ -115,6 +115,7 @@ class Resize(_Strict):
     # With antialias off: off reads pixel i of the output at i * scale of the input, as TF1's resize_bilinear did
     # by default (on: at (i + 0.5) * scale - 0.5, as tf.image.resize does)
     half_pixel_centers: bool = True
+    method: Literal["bilinear", "bicubic"] = "bilinear"  # bicubic: Pillow's, or tf.image.resize's (Keys, a = -0.5)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Resize:
@@ -122,6 +123,8 @@ class Resize(_Strict):
             raise ValueError("give exactly one of `shorter_side: N` or `exact: [height, width]`")
         if not self.half_pixel_centers and self.antialias:
             raise ValueError("`half_pixel_centers: false` is TensorFlow's resize: set `antialias: false` too")
+        if not self.half_pixel_centers and self.method == "bicubic":
+            raise ValueError("`half_pixel_centers: false` is TF1's bilinear resize; its bicubic is not reproduced")
         return self
 
 

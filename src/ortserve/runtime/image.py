@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import ImagePreprocessing
 from ortserve.runtime.pixels import SIDEWAYS_ORIENTATIONS, orientation, to_rgb
-from ortserve.runtime.resize import bilinear_tensorflow
+from ortserve.runtime.resize import bicubic_tensorflow, bilinear_tensorflow
 from ortserve.runtime.scores import probabilities, ranked
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
@@ -112,11 +112,13 @@ class ImageClassifier:
             factor = resize.shorter_side / min(width, height)
             size = (max(1, round(height * factor)), max(1, round(width * factor)))
         if resize is not None and size is not None and not resize.antialias:
-            pixels = bilinear_tensorflow(np.asarray(image), *size, resize.half_pixel_centers)
+            pixels = bicubic_tensorflow(np.asarray(image), *size) if resize.method == "bicubic" else \
+                bilinear_tensorflow(np.asarray(image), *size, resize.half_pixel_centers)
             top, left, bottom, right = self._crop_box(*pixels.shape[:2])
             return pixels[top:bottom, left:right]
         if size is not None:
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            image = image.resize((size[1], size[0]), Image.Resampling.BICUBIC if resize is not None and
+                                 resize.method == "bicubic" else Image.Resampling.BILINEAR)
         top, left, bottom, right = self._crop_box(image.height, image.width)
         if (bottom - top, right - left) != (image.height, image.width):
             image = image.crop((left, top, right, bottom))  # in Pillow: only the kept pixels become an array
