@@ -87,6 +87,14 @@ def _bicubic(encoded: object) -> object:  # tf.image.resize's bicubic, of a PNG
     return tf.image.resize(tf.io.decode_png(encoded, channels=3), [SIDE, SIDE], method="bicubic")
 
 
+def _square_bicubic(encoded: object) -> object:  # TF's official EfficientNet and ResNet: a square, bicubic
+    shape = tf.io.extract_jpeg_shape(encoded)
+    side = tf.cast(SIDE / (SIDE + 32) * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
+    window = tf.stack([(shape[0] - side + 1) // 2, (shape[1] - side + 1) // 2, side, side])
+    image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+    return tf.image.resize(image, [SIDE, SIDE], method="bicubic")
+
+
 def _uint8(encoded: object) -> object:  # pixels kept as bytes: the network casts them
     return tf.cast(tf.round(_resized(encoded)), tf.uint8)
 
@@ -101,6 +109,8 @@ CASES = {
                                          "std": [127.5] * 3}),
     "caffe": (_caffe, {"classes": True}, {"color": "bgr", "mean": [103.939, 116.779, 123.68], "output": "scores"}),
     "bicubic": (_bicubic, {}, {"resize": {"exact": [SIDE, SIDE], "antialias": False, "method": "bicubic"}}),
+    "square": (_square_bicubic, {}, {"crop_fraction": SIDE / (SIDE + 32), "crop_square": True,
+                                     "resize": {"exact": [SIDE, SIDE], "antialias": False, "method": "bicubic"}}),
     "one_image": (_resized, {"one_image": True}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
     "uint8": (_uint8, {"output_dtype": tf.uint8}, {"resize": {"exact": [SIDE, SIDE], "antialias": False}}),
 }

@@ -177,3 +177,16 @@ def test_tensorflow_bicubic_weighs_four_pixels_with_keys_kernel(tmp_path: Path) 
     np.testing.assert_allclose(got[1:3], inner, atol=1e-4)
     first = (9 * 0 + 9 * 16 - 32) / 17  # the tap left of the picture dropped: 9 + 9 - 1 = 17 sixteenths remain
     np.testing.assert_allclose(got[0], first, atol=1e-4)
+
+
+def test_a_square_crop_fraction_keeps_a_centred_square_of_the_shorter_side(tmp_path: Path) -> None:
+    """`crop_square: true` (TensorFlow's official EfficientNet preprocessing): 0.5 of a 10x7 picture's shorter side
+    is a side of 3 (truncated), its margins rounded up: rows 4 to 6, columns 2 to 4."""
+    picture = np.zeros((10, 7, 3), dtype=np.uint8)
+    picture[4:7, 2:5] = 90
+    classifier = bind_image_classifier("m", tmp_path, ImagePreprocessing(layout="nhwc", crop_fraction=0.5,
+                                                                         crop_square=True),
+                                       _signature((-1, 3, 3, 3), "UINT8"))
+    assert (classifier.preprocess(_png(picture))[0] == 90).all()
+    with pytest.raises(ValueError, match="set it too"):
+        ImagePreprocessing(crop_square=True)

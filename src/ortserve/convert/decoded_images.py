@@ -321,10 +321,11 @@ def _geometries(height: int, width: int) -> list[dict[str, Any]]:
     """The resizes and crops to try, each with Pillow's bilinear, TensorFlow's bilinear and bicubic, and TF1's
     bilinear."""
     shorter = min(height, width)
-    fractions = sorted({*_CROP_FRACTIONS, round(shorter / (shorter + 32), 4)}, reverse=True)
+    fractions = sorted({*_CROP_FRACTIONS, shorter / (shorter + 32)}, reverse=True)
     found: list[dict[str, Any]] = [{"resize": {"exact": [height, width]}}]
-    for fraction in fractions:  # a central crop of the picture, then the resize (Inception's)
+    for fraction in fractions:  # a central crop of the picture (Inception's) or square (EfficientNet's), resized
         found.append({"crop_fraction": fraction, "resize": {"exact": [height, width]}})
+        found.append({"crop_fraction": fraction, "crop_square": True, "resize": {"exact": [height, width]}})
     # the shorter side, then the centre: a square crop of the picture, then the resize (EfficientNet's)
     for side in sorted({shorter, *(round(shorter / fraction) for fraction in fractions)}):
         found.append({"resize": {"shorter_side": side}, "center_crop": [height, width]})
@@ -383,7 +384,8 @@ def _round(value: float) -> float:
 
 def _described(settings: dict[str, Any]) -> str:
     resize = settings["resize"]
-    text = f"central {settings['crop_fraction']} crop, " if "crop_fraction" in settings else ""
+    shape = "square" if settings.get("crop_square") else "crop"
+    text = f"central {settings['crop_fraction']} {shape}, " if "crop_fraction" in settings else ""
     text += f"resize to {resize['exact']}" if "exact" in resize else f"shorter side to {resize['shorter_side']}"
     kind = resize.get("method", "bilinear")
     text += (" (Pillow's bilinear)" if resize.get("antialias", True) else f" (TensorFlow's {kind})"

@@ -137,8 +137,10 @@ class ImagePreprocessing(_Strict):
     input: str | None = None  # the model input fed with the image; unset: the model's only input
     output: str | None = None  # the output holding class scores; unset: the model's first output
     # Before resizing, keep the central part of this fraction of each side (tf.image.central_crop's
-    # central_fraction: Inception's 0.875)
+    # central_fraction: Inception's 0.875); with crop_square, a centred square of this fraction of the shorter
+    # side (TensorFlow's official ResNet and EfficientNet preprocessing: size / (size + 32))
     crop_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    crop_square: bool = False
     resize: Resize | None = None
     center_crop: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] | None = None
     color: Literal["rgb", "bgr"] = "rgb"
@@ -158,6 +160,12 @@ class ImagePreprocessing(_Strict):
         if any(value == 0 for value in std):
             raise ValueError("std values must not be 0")
         return std
+
+    @model_validator(mode="after")
+    def _square_of_a_fraction(self) -> ImagePreprocessing:
+        if self.crop_square and self.crop_fraction is None:
+            raise ValueError("`crop_square: true` crops a square of `crop_fraction` of the shorter side: set it too")
+        return self
 
 
 class TextInputs(_Strict):

@@ -103,7 +103,8 @@ class ImageClassifier:
     def _resize_and_crop(self, image: Image.Image) -> np.ndarray:
         resize = self.config.resize
         if self.config.crop_fraction is not None:
-            image = image.crop(_central_box(image.size, self.config.crop_fraction))
+            box = _central_square if self.config.crop_square else _central_box
+            image = image.crop(box(image.size, self.config.crop_fraction))
         size = None  # height, width
         if resize is not None and resize.exact is not None:
             size = (resize.exact[0], resize.exact[1])
@@ -149,6 +150,15 @@ def _central_box(size: tuple[int, int], fraction: float) -> tuple[int, int, int,
     width, height = size
     top, left = int((height - height * fraction) / 2), int((width - width * fraction) / 2)
     return left, top, width - left, height - top
+
+
+def _central_square(size: tuple[int, int], fraction: float) -> tuple[int, int, int, int]:
+    """The centred square whose side is `fraction` of the picture's shorter side, as TensorFlow's official ResNet
+    and EfficientNet preprocessing rounds it: the side truncated (in float32), the margins rounded up."""
+    width, height = size
+    side = int(np.float32(fraction) * np.float32(min(width, height)))
+    top, left = (height - side + 1) // 2, (width - side + 1) // 2
+    return left, top, left + side, top + side
 
 
 def _tensor(signature: Signature, name: str | None, kind: str, model: str) -> TensorSpec:
