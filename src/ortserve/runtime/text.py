@@ -109,7 +109,7 @@ class TextModel:
         type_ids = None if self.type_ids is None else \
             np.array([encoding.type_ids for encoding in encodings], dtype=self.type_ids.type.numpy)
         if fixed is not None:  # every text cut or padded to the input's length, in one run
-            ids, mask = _to_width(ids, fixed, self.pad_id), _to_width(mask, fixed, 0)
+            ids, mask = _to_width(ids, fixed, _pad_id(self.tokenizer)), _to_width(mask, fixed, 0)
             type_ids = None if type_ids is None else _to_width(type_ids, fixed, 0)
         runs = [kept] if fixed is not None else _runs(kept, lengths, self.config.max_padding)
         feeds: list[Tensors] = []
@@ -139,11 +139,6 @@ class TextModel:
             return split_rows(ordered, counts)
 
         return Assembled(feeds, errors, answers)
-
-    @property
-    def pad_id(self) -> int:
-        padding = self.tokenizer.padding
-        return 0 if padding is None else int(padding["pad_id"])
 
     def _answer(self, outputs: Tensors, mask: np.ndarray) -> Tensors:
         if self.config.task == "predict":
