@@ -162,13 +162,18 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
                        frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
     text = find_vectorizer(graph_def, signature, inputs, input_tensors, output_tensors)
     if text is not None:
-        return TfModel(lambda *feeds: text.run([np.asarray(feed) for feed in feeds]), [text.spec], outputs, loaded,
+        return TfModel(_positional(text.run), [text.spec], outputs, loaded,
                        text=text, frozen=FrozenCut(text.graph_def, [text.tensor], output_tensors))
     images = find_decoder(graph_def, inputs, input_tensors, output_tensors, outputs)
     if images is None:
         return None
-    return TfModel(lambda *feeds: images.run([np.asarray(feed) for feed in feeds]), images.inputs, outputs, loaded,
+    return TfModel(_positional(images.run), images.inputs, outputs, loaded,
                    images=images, frozen=FrozenCut(images.graph_def, images.starts, output_tensors))
+
+
+def _positional(run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Callable[..., list[np.ndarray]]:
+    """A cut graph's run (a list of feeds) as TfModel calls its function: one tensor an argument."""
+    return lambda *tensors: run([np.asarray(tensor) for tensor in tensors])
 
 
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:

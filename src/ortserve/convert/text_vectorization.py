@@ -87,15 +87,14 @@ def find_vectorizer(graph_def: Any, signature: Any, inputs: list[InputSpec], inp
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
     graph = wrapped.graph
     tensor = graph.get_tensor_by_name(start)
-    feeds = {name: graph.get_tensor_by_name(name) for name in (input_tensor, f"{table}:0")}
-    table_handle = captured[table]
-    to_ids = wrapped.prune(feeds=list(feeds.values()), fetches=[tensor])
+    to_ids = wrapped.prune(feeds=[graph.get_tensor_by_name(name) for name in (input_tensor, f"{table}:0")],
+                           fetches=[tensor])
     from_ids = wrapped.prune(feeds=[tensor], fetches=[graph.get_tensor_by_name(name) for name in output_tensors])
     two_dimensional = inputs[0].dims[1:] == (1,)
 
     def vectorize(texts: np.ndarray) -> np.ndarray:
         flat = tf.constant([_as_bytes(text) for text in texts.reshape(-1)], dtype=tf.string)
-        return np.asarray(to_ids(tf.reshape(flat, [-1, 1]) if two_dimensional else flat, table_handle)[0])
+        return np.asarray(to_ids(tf.reshape(flat, [-1, 1]) if two_dimensional else flat, captured[table])[0])
 
     def run(feeds: list[np.ndarray]) -> list[np.ndarray]:
         return [np.asarray(output) for output in from_ids(tf.constant(feeds[0]))]
