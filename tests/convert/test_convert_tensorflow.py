@@ -147,6 +147,22 @@ def test_patterns_tf2onnx_mishandles(tmp_path: Path, builder) -> None:
     _check(result.version_dir, model)
 
 
+def test_keras_argmax_converts_with_its_negative_zero_rule(tmp_path: Path) -> None:
+    """Keras 3's argmax of floats ranks -0.0 below 0.0, testing the sign bit with a Bitcast to int32, which ONNX
+    cannot do (it was refused as an unconverted op); converted as `x < 0 or 1/x < 0`, it picks what Keras picks."""
+    features = tf.keras.Input((4,), name="scores")
+    model = tf.keras.Model(features, tf.keras.ops.argmax(features, axis=-1))
+    model.save(tmp_path / "argmax.keras")
+    result = convert(ConvertRequest(source=str(tmp_path / "argmax.keras"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    rows = np.array([[-0.0, 0.0, -1, -2], [0.0, -0.0, -1, -2], [-0.0, -1, -2, -3], [-5, -0.0, -0.0, -1],
+                     [1, 2, 3, -np.inf], [-np.inf, -np.inf, -0.0, -1]], dtype=np.float32)
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    (got,) = session.run(None, {"scores": rows})
+    np.testing.assert_array_equal(got, np.asarray(model(rows)))
+    np.testing.assert_array_equal(got, [1, 0, 0, 1, 2, 2])
+
+
 def test_a_conversion_error_is_not_reported_as_a_bad_range(tmp_path: Path) -> None:
     """`cli._convert` used to report any ValueError raised in a conversion as `--range must be LOW,HIGH`."""
     import subprocess
@@ -512,14 +528,23 @@ def test_classify_and_regress_warmup_logs_become_samples_too(tmp_path: Path) -> 
         np.testing.assert_array_equal(samples["features"], rows)
 
 
-def test_a_string_lookup_layer_is_refused_by_name(tmp_path: Path) -> None:
-    """Its lookup table cannot be frozen into constants: the graph would keep it as an input no client sends (it
-    failed with a zip() error from renaming the inputs)."""
-    lookup = tf.keras.layers.StringLookup(vocabulary=["red", "green", "blue"])
-    colours = tf.keras.Input((1,), dtype="string")
-    embedded = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(4, 3)(lookup(colours)))
-    tf.keras.Model(colours, tf.keras.layers.Dense(1)(embedded)).export(str(tmp_path / "tf" / "1"))
-    with pytest.raises(InvalidInput, match=r"cannot be frozen into constants .*LookupTableFindV2.*StringLookup"):
+def test_a_graph_that_changes_its_table_is_refused_naming_the_op(tmp_path: Path) -> None:
+    """A table the serving function inserts into cannot be frozen into constants (tables only read are: see
+    test_convert_structured_data.py): the graph would keep it as an input no client sends (it failed with a zip()
+    error from renaming the inputs)."""
+
+    class Remembering(tf.Module):
+        def __init__(self) -> None:
+            self.seen = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, default_value=0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, words):
+            self.seen.insert(words, tf.ones_like(words, dtype=tf.int64))
+            return {"seen": self.seen.lookup(words)}
+
+    remembering = Remembering()
+    tf.saved_model.save(remembering, str(tmp_path / "tf" / "1"), signatures={"serving_default": remembering.serve})
+    with pytest.raises(InvalidInput, match=r"cannot be frozen into constants \(its graph runs .*LookupTableInsertV2"):
         convert(ConvertRequest(source=str(tmp_path / "tf" / "1"), repository=tmp_path / "repo", model="m",
                                inputs=[]))
 

@@ -80,3 +80,19 @@ def upstream_tensors(producers: dict[str, Any], tensor: str) -> set[str]:
                 found.add(given)
                 frontier.append(given)
     return found
+
+
+def captured_by_placeholder(signature: Any) -> dict[str, Any]:
+    """The signature's captured tensors (its tables, variables) by the name of the placeholder standing for each."""
+    captured = list(signature.captured_inputs)
+    placeholders = signature.graph.inputs[len(signature.graph.inputs) - len(captured):]
+    return {placeholder.name.split(":")[0]: value for placeholder, value in zip(placeholders, captured, strict=True)}
+
+
+def past_identities(nodes: dict[str, Any], tensor: str) -> str:
+    """The name of the node a tensor comes from, past Identity nodes (inlined functions pass their inputs and
+    captures through them)."""
+    name = tensor.lstrip("^").split(":")[0]
+    while nodes[name].op == "Identity" and nodes[name].input:
+        name = nodes[name].input[0].lstrip("^").split(":")[0]
+    return name

@@ -22,6 +22,9 @@ class InputSpec:
     name: str
     dtype: np.dtype
     dims: tuple[int | str, ...]  # ints are fixed, strings name a dynamic dimension ("batch", "sequence")
+    # the values the model knows, when it looks the input up in a table (a vocabulary): samples draw from them
+    # and from one value it does not know
+    known: tuple[str | int | float, ...] | None = None
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
@@ -44,6 +47,8 @@ class InputSpec:
 
     def sample(self, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
         shape = self.sample_shape()
+        if self.known:
+            return _drawn_from(self.known, self.dtype, rng, shape)
         if self.dtype.kind in "iu":
             return rng.integers(int(low), int(high), size=shape, endpoint=False).astype(self.dtype)
         if self.dtype.kind == "b":
@@ -53,3 +58,17 @@ class InputSpec:
             return np.array(["".join(rng.choice(letters, int(rng.integers(1, 8)))) for _ in range(math.prod(shape))],
                             dtype=object).reshape(shape)
         return rng.uniform(low, high, size=shape).astype(self.dtype)
+
+
+def _drawn_from(known: tuple[str | int | float, ...], dtype: np.dtype, rng: np.random.Generator,
+                shape: tuple[int, ...]) -> np.ndarray:
+    """Values drawn from those known, and from one more that is not."""
+    unknown: str | int | float
+    if dtype.kind in "OSU":
+        unknown = next(word for word in (f"unknown{n}" for n in range(len(known) + 1)) if word not in known)
+    elif dtype.kind in "iu":
+        unknown = int(max(known)) + 1  # type: ignore[arg-type]
+    else:
+        unknown = float(max(known)) + 1.0  # type: ignore[arg-type]
+    candidates = np.array([*known, unknown], dtype=object if dtype.kind in "OSU" else dtype)
+    return candidates[rng.integers(0, len(candidates), size=shape)]

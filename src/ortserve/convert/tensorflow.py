@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ortserve.convert import tf_ops
 from ortserve.convert.decoded_images import DecodedImages, find_decoder
+from ortserve.convert.graph_cut import captured_by_placeholder, past_identities
+from ortserve.convert.lookup_tables import Lookups, resolve
 from ortserve.convert.naming import rename
 from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
 from ortserve.convert.spec import InputSpec
@@ -40,6 +43,17 @@ class TfModel:
     images: DecodedImages | None = None
     text: VectorizedText | None = None
     frozen: FrozenCut | None = None
+    whole: FrozenWhole | None = None  # the frozen graph of a model converted whole (not cut)
+
+
+@dataclass(frozen=True)
+class FrozenWhole:
+    """A model's frozen GraphDef from its inputs to its outputs, and the lookup tables it reads."""
+
+    graph_def: Any
+    inputs: list[str]
+    outputs: list[str]
+    lookups: Lookups
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
                 result = signature(**dict(zip([s.name for s in inputs], tensors, strict=True)))
                 return [result[name] for name in outputs]
 
-            return TfModel(call, inputs, outputs, loaded)
+            return _whole(TfModel(call, inputs, outputs, loaded))
         model = tf.keras.models.load_model(str(path), compile=False)
     except InvalidInput:
         raise
@@ -117,7 +131,30 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
         cut = _cut_model(model, function.get_concrete_function(), inputs, outputs)
         if cut is not None:
             return cut
-    return TfModel(call_keras, inputs, outputs, model)
+    return _whole(TfModel(call_keras, inputs, outputs, model))
+
+
+def _whole(tf_model: TfModel) -> TfModel:
+    """The model with its frozen graph, its lookup tables resolved (convert.lookup_tables); refused when it keeps
+    other state."""
+    import tensorflow as tf
+
+    function = tf.function(tf_model.function, input_signature=_tensor_specs(tf_model.inputs))
+    concrete = function.get_concrete_function()
+    graph_def, input_names, output_names = _frozen(concrete)
+    model_inputs = input_names[:len(tf_model.inputs)]
+    lookups, left = resolve(graph_def, captured_by_placeholder(concrete), input_names[len(tf_model.inputs):],
+                            model_inputs)
+    _refuse_unfrozen_state(graph_def, left)
+    tf_model.whole = FrozenWhole(graph_def, model_inputs, output_names, lookups)
+    tf_model.inputs = [replace(spec, known=_known_values(lookups.vocabularies[name.split(":")[0]]))
+                       if name.split(":")[0] in lookups.vocabularies else spec
+                       for spec, name in zip(tf_model.inputs, model_inputs, strict=True)]
+    return tf_model
+
+
+def _known_values(keys: np.ndarray) -> tuple[str | int | float, ...]:
+    return tuple(key.decode() if isinstance(key, bytes) else key.item() for key in keys.reshape(-1))
 
 
 def _tensor_specs(inputs: list[InputSpec]) -> list[Any]:
@@ -177,16 +214,17 @@ def _positional(run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Callable
 
 
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
-    import tensorflow as tf
     import tf2onnx
 
+    handlers = tf_ops.HANDLERS
     if tf_model.frozen is not None:
         graph_def, input_names, output_names = (tf_model.frozen.graph_def, tf_model.frozen.starts,
                                                 tf_model.frozen.outputs)
     else:
-        function = tf.function(tf_model.function, input_signature=_tensor_specs(tf_model.inputs))
-        graph_def, input_names, output_names = _frozen(function.get_concrete_function())
-        _refuse_unfrozen_state(graph_def, input_names[len(tf_model.inputs):])
+        assert tf_model.whole is not None, "a TfModel is frozen whole or cut"
+        whole = tf_model.whole
+        graph_def, input_names, output_names = whole.graph_def, whole.inputs, whole.outputs
+        handlers = {**handlers, **whole.lookups.op_handlers()}
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
     lifted_inputs = [f"{name}:0" for name in weights]
     # a start inside the graph has the shape of its input, batch dimension dynamic
@@ -196,10 +234,13 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     try:
         model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names + lifted_inputs,
                                                   output_names=output_names, opset=opset, shape_override=shapes,
-                                                  custom_op_handlers=CUSTOM_OP_HANDLERS)
+                                                  custom_op_handlers=handlers)
     except Exception as exc:
         raise InvalidInput(f"tf2onnx cannot convert the model: {str(exc).splitlines()[0]}") from None
+    tf_ops.refuse_unconverted(model)
     _restore_weights(model, weights)
+    tf_ops.one_hot_ignores_negative_ids(model)
+    tf_ops.complete_output_shapes(model)
     rename(model, model.graph.input, [spec.name for spec in tf_model.inputs])
     rename(model, model.graph.output, tf_model.outputs)
     model.ir_version = min(model.ir_version, 10)
@@ -207,16 +248,20 @@ def convert(tf_model: TfModel, opset: int, path: Path) -> None:
 
 
 def _refuse_unfrozen_state(graph_def: Any, extra_inputs: list[str]) -> None:
-    """Refuse a graph left with inputs of its own once frozen: state TensorFlow cannot turn into constants (a
-    lookup table's resource), which ONNX would take as an input no client sends."""
+    """Refuse a graph left with inputs of its own once frozen and its lookups resolved: state TensorFlow cannot
+    turn into constants (a table the graph changes as it runs), which ONNX would take as an input no client
+    sends."""
     if not extra_inputs:
         return
-    text_ops = sorted({node.op for node in graph_def.node if node.op.startswith(("Lookup", "String", "Regex"))})
-    ran = f" (its graph runs {', '.join(text_ops)})" if text_ops else ""
-    raise InvalidInput(f"the model holds state that cannot be frozen into constants{ran}: a lookup table, such as "
-                       "a Keras StringLookup layer's, in front of the network; convert the model behind that layer "
-                       "(one that takes its ids) and send ids (a TextVectorization layer that splits text on "
-                       "whitespace is converted: ortserve splits the text)")
+    nodes = {node.name: node for node in graph_def.node}
+    left = {name.split(":")[0] for name in extra_inputs}
+    users = sorted({node.op for node in graph_def.node if node.op != "Identity"
+                    and any(past_identities(nodes, given) in left for given in node.input)})
+    ran = f" (its graph runs {', '.join(users)} on it)" if users else ""
+    raise InvalidInput(f"the model holds state that cannot be frozen into constants{ran}: a table or other resource "
+                       "that the graph changes as it runs, or that only TensorFlow can read; ONNX has no "
+                       "counterpart for it. Lookup tables that the graph only reads (Keras' StringLookup and "
+                       "IntegerLookup) are converted")
 
 
 # tf2onnx holds its graph's constants many times over while it converts (VGG16's 527 MB of weights took it past
@@ -261,19 +306,6 @@ def _restore_weights(model: Any, weights: dict[str, np.ndarray]) -> None:
         model.graph.initializer.append(numpy_helper.from_array(by_input[name], name))
 
 
-def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
-    """Erfc(x) = 1 - Erf(x): TensorFlow's exact GELU (Keras' `gelu` activation) uses Erfc, which ONNX lacks."""
-    from tf2onnx import utils
-
-    node.type = "Erf"
-    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
-    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
-    ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{node.name}_complement"),
-                                  inputs=[one.output[0], node.output[0]])
-
-
-# TensorFlow ops tf2onnx does not convert, rewritten into ONNX ones as tf2onnx meets them
-CUSTOM_OP_HANDLERS = {"Erfc": (_erfc, [])}
 
 
 def _frozen(concrete: Any) -> tuple[Any, list[str], list[str]]:

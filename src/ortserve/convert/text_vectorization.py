@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.convert.graph_cut import cuts_off, without_control_inputs
+from ortserve.convert.graph_cut import captured_by_placeholder, cuts_off, past_identities, without_control_inputs
 from ortserve.convert.spec import InputSpec
 from ortserve.errors import InvalidInput
 
@@ -71,8 +71,8 @@ def find_vectorizer(graph_def: Any, signature: Any, inputs: list[InputSpec], inp
     if _constant(nodes, split.input[1]) != b"":
         raise InvalidInput("the signature splits its text on a separator; ortserve's tokenizer reproduces a split "
                            "on whitespace (TextVectorization's default)")
-    table = _through_identities(nodes, lookup.input[0])
-    captured = _captured(signature)
+    table = past_identities(nodes, lookup.input[0])
+    captured = captured_by_placeholder(signature)
     if table not in captured:
         raise InvalidInput(f"the vocabulary table of the text lookup ({table!r}) is not one the signature holds")
     keys, values = tf.raw_ops.LookupTableExportV2(table_handle=captured[table], Tkeys=tf.string, Tvalues=tf.int64)
@@ -188,26 +188,11 @@ def _constant(nodes: dict[str, Any], tensor: str) -> Any:
     """A scalar constant's value (through Identity nodes); None when the tensor is not one."""
     import tensorflow as tf
 
-    node = nodes.get(_through_identities(nodes, tensor))
+    node = nodes.get(past_identities(nodes, tensor))
     if node is None or node.op != "Const":
         return None
     values = np.asarray(tf.make_ndarray(node.attr["value"].tensor)).reshape(-1)
     return values[0] if values.size == 1 else None
-
-
-def _through_identities(nodes: dict[str, Any], tensor: str) -> str:
-    """The node a tensor comes from, through Identity nodes."""
-    name = tensor.lstrip("^").split(":")[0]
-    while nodes[name].op == "Identity":
-        name = nodes[name].input[0].split(":")[0]
-    return name
-
-
-def _captured(signature: Any) -> dict[str, Any]:
-    """The signature's captured tensors (its tables, variables) by the name of the placeholder standing for each."""
-    captured = list(signature.captured_inputs)
-    placeholders = signature.graph.inputs[len(signature.graph.inputs) - len(captured):]
-    return {placeholder.name.split(":")[0]: value for placeholder, value in zip(placeholders, captured, strict=True)}
 
 
 def _default_id(nodes: dict[str, Any], tensor: str, captured: dict[str, Any]) -> int:
@@ -215,7 +200,7 @@ def _default_id(nodes: dict[str, Any], tensor: str, captured: dict[str, Any]) ->
     value = _constant(nodes, tensor)
     if value is not None:
         return int(value)
-    name = _through_identities(nodes, tensor)
+    name = past_identities(nodes, tensor)
     if name in captured:
         return int(np.asarray(captured[name]))
     raise InvalidInput("the text lookup's id for unknown words is computed in the graph; ortserve's tokenizer takes "

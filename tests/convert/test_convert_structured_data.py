@@ -1,0 +1,217 @@
+"""Keras models of structured data, with their preprocessing layers inside (the Keras tutorials' way): one input per
+column, StringLookup and IntegerLookup tables (one-hot, multi-hot, counts, embedded ids, a mask token),
+Normalization, Discretization and CategoryEncoding. Converted, they take the same strings and numbers; served, TF
+Serving's REST and gRPC clients get the model's own answers, for known, unknown and missing values alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+
+from ortserve.bench.server import start_server
+from ortserve.convert import tensorflow as tf_source
+from ortserve.convert.pipeline import ConvertRequest, convert
+from ortserve.errors import InvalidInput
+
+pytestmark = pytest.mark.slow
+tf = pytest.importorskip("tensorflow")
+
+ANIMALS = ["cat", "dog", "bird"]
+BREEDS = ["tabby", "collie", "siamese", "beagle"]
+COLORS = ["black", "white", "brown"]
+AGES = [1, 2, 3, 5, 8]
+# rows as clients send them: known values, unknown ones ("lizard", age 40), the mask token (""), a colour given
+# twice, values on the Discretization boundaries, and -1 (missing) for a CategoryEncoding column
+ROWS = [
+    {"animal": "cat", "breed": "tabby", "colors": ["black", "white"], "age": 2, "fee": 30.0, "weight": 4.0,
+     "rooms": 1},
+    {"animal": "lizard", "breed": "", "colors": ["brown", "brown"], "age": 40, "fee": 0.0, "weight": 10.0,
+     "rooms": -1},
+    {"animal": "dog", "breed": "beagle", "colors": ["green", "black"], "age": 8, "fee": 250.5, "weight": 25.0,
+     "rooms": 4},
+    {"animal": "bird", "breed": "unknown", "colors": ["white", "white"], "age": 1, "fee": 12.0, "weight": 0.3,
+     "rooms": 0},
+]
+
+
+def _model(path: Path, *, as_file: bool) -> object:
+    """An adoption-speed-like classifier of seven columns, exported as TF Serving takes it (or saved as .keras)."""
+    keras = tf.keras
+    keras.utils.set_random_seed(7)
+    inputs = {
+        "animal": keras.Input((1,), dtype="string", name="animal"),
+        "breed": keras.Input((1,), dtype="string", name="breed"),
+        "colors": keras.Input((2,), dtype="string", name="colors"),
+        "age": keras.Input((1,), dtype="int64", name="age"),
+        "fee": keras.Input((1,), dtype="float32", name="fee"),
+        "weight": keras.Input((1,), dtype="float32", name="weight"),
+        "rooms": keras.Input((1,), dtype="int64", name="rooms"),
+    }
+    breed_ids = keras.layers.StringLookup(vocabulary=BREEDS, mask_token="")(inputs["breed"])
+    features = [
+        keras.layers.StringLookup(vocabulary=ANIMALS, output_mode="one_hot")(inputs["animal"]),
+        keras.layers.Flatten()(keras.layers.Embedding(len(BREEDS) + 2, 3, mask_zero=True)(breed_ids)),
+        keras.layers.StringLookup(vocabulary=COLORS, output_mode="multi_hot")(inputs["colors"]),
+        keras.layers.IntegerLookup(vocabulary=AGES, output_mode="count")(inputs["age"]),
+        keras.layers.Normalization(mean=60.0, variance=900.0)(inputs["fee"]),
+        keras.layers.Discretization(bin_boundaries=[1.0, 10.0, 25.0], output_mode="one_hot")(inputs["weight"]),
+        keras.layers.CategoryEncoding(num_tokens=5, output_mode="one_hot")(inputs["rooms"]),
+    ]
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.concatenate(features))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="speed")(hidden))
+    if as_file:
+        model.save(path)
+    else:
+        model.export(str(path))
+    return model
+
+
+def _column(name: str) -> np.ndarray:
+    values = [row[name] if isinstance(row[name], list) else [row[name]] for row in ROWS]
+    dtype = object if isinstance(values[0][0], str) else np.int64 if isinstance(values[0][0], int) else np.float32
+    return np.array(values, dtype=dtype)
+
+
+def _expected(model: object) -> np.ndarray:
+    """The Keras model's answers to ROWS."""
+    answer = model({name: tf.constant(_column(name)) for name in ROWS[0]})  # type: ignore[operator]
+    return np.asarray(answer)
+
+
+def _served(repository: Path, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The served model's answers to ROWS over TF Serving's REST API (instances, one object per row) and its gRPC
+    API (one tensor per column, as tf.make_tensor_proto builds them)."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    instances = [{name: value if isinstance(value, list) else [value] for name, value in row.items()} for row in ROWS]
+    with start_server(repository, tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/adoption:predict", json={"instances": instances}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        rest = np.asarray(answer.json()["predictions"])
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "adoption"
+        for name in ROWS[0]:
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(_column(name)))
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+        (output,) = response.outputs.values()
+        served_grpc = tf.make_ndarray(output)
+    return rest, served_grpc
+
+
+@pytest.mark.parametrize("source", ["saved_model", "keras"])
+def test_structured_data_models_serve_columns_as_keras_answers_them(tmp_path: Path, source: str) -> None:
+    path = tmp_path / ("adoption.keras" if source == "keras" else "adoption")
+    model = _model(path, as_file=source == "keras")
+    result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="adoption", inputs=[]))
+    assert result.parity.passed
+    expected = _expected(model)
+    rest, served_grpc = _served(tmp_path / "repo", tmp_path)
+    np.testing.assert_allclose(rest, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served_grpc, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_feature_space_model_serves_rows_as_keras_answers_them(tmp_path: Path) -> None:
+    """The Keras tutorial's way: a FeatureSpace adapted to the data, its encoded features into the network, the
+    inference model taking the raw columns."""
+    keras = tf.keras
+    feature_space_class = keras.utils.FeatureSpace
+    rng = np.random.default_rng(3)
+    columns = {"sex": rng.choice(["m", "f"], 64), "thal": rng.choice(["fixed", "normal", "reversible"], 64),
+               "cp": rng.integers(0, 4, 64), "age": rng.uniform(30, 70, 64).astype(np.float32)}
+    space = feature_space_class(features={
+        "sex": feature_space_class.string_categorical(num_oov_indices=1),
+        "thal": feature_space_class.string_categorical(num_oov_indices=1),
+        "cp": feature_space_class.integer_categorical(num_oov_indices=1),
+        "age": feature_space_class.float_discretized(num_bins=4)}, output_mode="concat")
+    space.adapt(tf.data.Dataset.from_tensor_slices(columns).batch(16))
+    keras.utils.set_random_seed(5)
+    encoded = space.get_encoded_features()
+    network = keras.Model(encoded, keras.layers.Dense(1, activation="sigmoid")(keras.layers.Dense(6)(encoded)))
+    inputs = space.get_inputs()
+    inference = keras.Model(inputs, network(encoded))
+    inference.export(str(tmp_path / "heart"))
+    convert(ConvertRequest(source=str(tmp_path / "heart"), repository=tmp_path / "repo", model="heart", inputs=[]))
+
+    rows = [{"sex": "f", "thal": "normal", "cp": 2, "age": 41.0}, {"sex": "x", "thal": "", "cp": 9, "age": 90.0},
+            {"sex": "m", "thal": "reversible", "cp": 0, "age": 55.5}]
+    dtypes = {name: spec.dtype for name, spec in inputs.items()}
+    expected = np.asarray(inference({name: tf.constant([[row[name]] for row in rows], dtype=dtypes[name])
+                                     for name in rows[0]}))
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/heart:predict", timeout=60,
+                            json={"instances": [{name: [value] for name, value in row.items()} for row in rows]})
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(np.asarray(answer.json()["predictions"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tables_answering_strings_and_floats_are_served(tmp_path: Path) -> None:
+    """Tables the other way round: a classifier naming its class with an inverted StringLookup (ids to strings), and
+    tf.lookup tables of string to float and string to string in a tf.Module's signature. TensorFlow cannot tell
+    the shape of what a table answers; the outputs get ONNX's."""
+    keras = tf.keras
+    keras.utils.set_random_seed(2)
+    features = keras.Input((4,), name="features")
+    probabilities = keras.layers.Dense(3, activation="softmax", name="probabilities")(features)
+    names = keras.layers.StringLookup(vocabulary=["setosa", "versicolor", "virginica"], invert=True,
+                                      num_oov_indices=0)(keras.ops.argmax(probabilities, axis=-1))
+    classifier = keras.Model(features, {"probabilities": probabilities, "species": names})
+    classifier.export(str(tmp_path / "iris"))
+
+    class Prices(tf.Module):
+        def __init__(self) -> None:
+            keys = tf.constant(["apple", "pear", "plum"])
+            self.price = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, tf.constant([1.5, 2.25, 0.75])), default_value=-1.0)
+            self.aisle = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, tf.constant(["fruit", "fruit", "stone fruit"])),
+                default_value="ask")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, item):
+            return {"price": self.price.lookup(item) * 2.0, "aisle": self.aisle.lookup(item)}
+
+    prices = Prices()
+    tf.saved_model.save(prices, str(tmp_path / "prices"), signatures={"serving_default": prices.serve})
+    for name in ("iris", "prices"):
+        convert(ConvertRequest(source=str(tmp_path / name), repository=tmp_path / "repo", model=name, inputs=[]))
+
+    rows = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, -1.0], [-3.0, 1.0, 0.5, 2.0]], dtype=np.float32)
+    expected = classifier(rows)  # type: ignore[operator]
+    items = ["plum", "kiwi", "apple"]
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        iris = httpx.post(f"{server.url}/v1/models/iris:predict", json={"instances": rows.tolist()}, timeout=60)
+        priced = httpx.post(f"{server.url}/v1/models/prices:predict", json={"instances": items}, timeout=60)
+    assert iris.status_code == 200 and priced.status_code == 200, (iris.text, priced.text)
+    predictions = iris.json()["predictions"]
+    assert [row["species"] for row in predictions] == [name.decode() for name in expected["species"].numpy()]
+    np.testing.assert_allclose([row["probabilities"] for row in predictions], expected["probabilities"], rtol=1e-5)
+    assert priced.json()["predictions"] == [{"aisle": "stone fruit", "price": 1.5}, {"aisle": "ask", "price": -2.0},
+                                            {"aisle": "fruit", "price": 3.0}]
+
+
+def test_parity_samples_draw_looked_up_inputs_from_their_vocabularies(tmp_path: Path) -> None:
+    """The lookups' keys reach the parity samples: random text would only ever miss the vocabulary."""
+    _model(tmp_path / "adoption", as_file=False)
+    specs = {spec.name: spec for spec in tf_source.load(tmp_path / "adoption", []).inputs}
+    assert set(specs["animal"].known or ()) == set(ANIMALS)
+    assert set(specs["colors"].known or ()) == set(COLORS)
+    assert set(specs["age"].known or ()) == set(AGES)
+    assert specs["fee"].known is None and specs["rooms"].known is None
+    drawn = specs["animal"].sample(np.random.default_rng(0), -1, 1)
+    assert set(drawn.reshape(-1)) <= {*ANIMALS, "unknown0"} and set(drawn.reshape(-1)) & set(ANIMALS)
+
+
+def test_hashing_layers_are_refused_naming_the_op(tmp_path: Path) -> None:
+    keras = tf.keras
+    text = keras.Input((1,), dtype="string", name="city")
+    hashed = keras.layers.Hashing(num_bins=16, output_mode="one_hot")(text)
+    keras.Model(text, keras.layers.Dense(1)(hashed)).export(str(tmp_path / "hashing"))
+    with pytest.raises(InvalidInput, match=r"StringToHashBucketFast.*Hashing layer"):
+        convert(ConvertRequest(source=str(tmp_path / "hashing"), repository=tmp_path / "repo", model="m",
+                               inputs=[]))
+    assert not (tmp_path / "repo" / "m").exists()
