@@ -16,14 +16,11 @@ from ortserve.bench.server import start_server
 from ortserve.convert import tensorflow as tf_source
 from ortserve.convert.pipeline import ConvertRequest, convert
 from ortserve.errors import InvalidInput
+from ortserve.examples.structured_data import AGES, ANIMALS, COLORS, adoption_model, columns
 
 pytestmark = pytest.mark.slow
 tf = pytest.importorskip("tensorflow")
 
-ANIMALS = ["cat", "dog", "bird"]
-BREEDS = ["tabby", "collie", "siamese", "beagle"]
-COLORS = ["black", "white", "brown"]
-AGES = [1, 2, 3, 5, 8]
 # rows as clients send them: known values, unknown ones ("lizard", age 40), the mask token (""), a colour given
 # twice, values on the Discretization boundaries, and -1 (missing) for a CategoryEncoding column
 ROWS = [
@@ -38,47 +35,9 @@ ROWS = [
 ]
 
 
-def _model(path: Path, *, as_file: bool) -> object:
-    """An adoption-speed-like classifier of seven columns, exported as TF Serving takes it (or saved as .keras)."""
-    keras = tf.keras
-    keras.utils.set_random_seed(7)
-    inputs = {
-        "animal": keras.Input((1,), dtype="string", name="animal"),
-        "breed": keras.Input((1,), dtype="string", name="breed"),
-        "colors": keras.Input((2,), dtype="string", name="colors"),
-        "age": keras.Input((1,), dtype="int64", name="age"),
-        "fee": keras.Input((1,), dtype="float32", name="fee"),
-        "weight": keras.Input((1,), dtype="float32", name="weight"),
-        "rooms": keras.Input((1,), dtype="int64", name="rooms"),
-    }
-    breed_ids = keras.layers.StringLookup(vocabulary=BREEDS, mask_token="")(inputs["breed"])
-    features = [
-        keras.layers.StringLookup(vocabulary=ANIMALS, output_mode="one_hot")(inputs["animal"]),
-        keras.layers.Flatten()(keras.layers.Embedding(len(BREEDS) + 2, 3, mask_zero=True)(breed_ids)),
-        keras.layers.StringLookup(vocabulary=COLORS, output_mode="multi_hot")(inputs["colors"]),
-        keras.layers.IntegerLookup(vocabulary=AGES, output_mode="count")(inputs["age"]),
-        keras.layers.Normalization(mean=60.0, variance=900.0)(inputs["fee"]),
-        keras.layers.Discretization(bin_boundaries=[1.0, 10.0, 25.0], output_mode="one_hot")(inputs["weight"]),
-        keras.layers.CategoryEncoding(num_tokens=5, output_mode="one_hot")(inputs["rooms"]),
-    ]
-    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.concatenate(features))
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="speed")(hidden))
-    if as_file:
-        model.save(path)
-    else:
-        model.export(str(path))
-    return model
-
-
-def _column(name: str) -> np.ndarray:
-    values = [row[name] if isinstance(row[name], list) else [row[name]] for row in ROWS]
-    dtype = object if isinstance(values[0][0], str) else np.int64 if isinstance(values[0][0], int) else np.float32
-    return np.array(values, dtype=dtype)
-
-
 def _expected(model: object) -> np.ndarray:
     """The Keras model's answers to ROWS."""
-    answer = model({name: tf.constant(_column(name)) for name in ROWS[0]})  # type: ignore[operator]
+    answer = model({name: tf.constant(array) for name, array in columns(ROWS).items()})  # type: ignore[operator]
     return np.asarray(answer)
 
 
@@ -94,8 +53,8 @@ def _served(repository: Path, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
         rest = np.asarray(answer.json()["predictions"])
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "adoption"
-        for name in ROWS[0]:
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(_column(name)))
+        for name, array in columns(ROWS).items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
         with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
             response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
         (output,) = response.outputs.values()
@@ -106,7 +65,11 @@ def _served(repository: Path, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("source", ["saved_model", "keras"])
 def test_structured_data_models_serve_columns_as_keras_answers_them(tmp_path: Path, source: str) -> None:
     path = tmp_path / ("adoption.keras" if source == "keras" else "adoption")
-    model = _model(path, as_file=source == "keras")
+    model = adoption_model()
+    if source == "keras":
+        model.save(path)
+    else:
+        model.export(str(path))
     result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="adoption", inputs=[]))
     assert result.parity.passed
     expected = _expected(model)
@@ -147,6 +110,45 @@ def test_a_feature_space_model_serves_rows_as_keras_answers_them(tmp_path: Path)
                             json={"instances": [{name: [value] for name, value in row.items()} for row in rows]})
     assert answer.status_code == 200, answer.text
     np.testing.assert_allclose(np.asarray(answer.json()["predictions"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_signature_parsing_examples_into_looked_up_columns_is_served(tmp_path: Path) -> None:
+    """An Estimator's way: the signature parses serialized tf.Examples and looks a vocabulary column up after the
+    parser (its table was left in the graph cut at the parsed features, and refused as an unconverted op)."""
+    keras = tf.keras
+    keras.utils.set_random_seed(6)
+    animal = keras.Input((1,), dtype="string", name="animal")
+    fee = keras.Input((1,), dtype="float32", name="fee")
+    encoded = keras.layers.concatenate(
+        [keras.layers.StringLookup(vocabulary=ANIMALS, output_mode="one_hot")(animal), fee])
+    model = keras.Model({"animal": animal, "fee": fee}, keras.layers.Dense(2, activation="softmax")(encoded))
+    spec = {"animal": tf.io.FixedLenFeature([1], tf.string, default_value=[""]),
+            "fee": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
+
+    class Parsing(tf.Module):
+        def __init__(self) -> None:
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            return {"scores": self.model(tf.io.parse_example(examples, spec))}
+
+    parsing = Parsing()
+    tf.saved_model.save(parsing, str(tmp_path / "parsing"), signatures={"serving_default": parsing.serve})
+    convert(ConvertRequest(source=str(tmp_path / "parsing"), repository=tmp_path / "repo", model="parsing",
+                           inputs=[]))
+
+    rows = [{"animal": "dog", "fee": 12.5}, {"animal": "lion", "fee": 1.0}, {"animal": "cat", "fee": 0.0}]
+    examples = [tf.train.Example(features=tf.train.Features(feature={
+        "animal": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row["animal"].encode()])),
+        "fee": tf.train.Feature(float_list=tf.train.FloatList(value=[row["fee"]]))})).SerializeToString()
+        for row in rows]
+    expected = parsing.serve(tf.constant(examples))["scores"].numpy()
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/parsing:classify", json={"examples": rows}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    scores = [[score for _, score in result] for result in answer.json()["results"]]
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_tables_answering_strings_and_floats_are_served(tmp_path: Path) -> None:
@@ -196,7 +198,7 @@ def test_tables_answering_strings_and_floats_are_served(tmp_path: Path) -> None:
 
 def test_parity_samples_draw_looked_up_inputs_from_their_vocabularies(tmp_path: Path) -> None:
     """The lookups' keys reach the parity samples: random text would only ever miss the vocabulary."""
-    _model(tmp_path / "adoption", as_file=False)
+    adoption_model().export(str(tmp_path / "adoption"))
     specs = {spec.name: spec for spec in tf_source.load(tmp_path / "adoption", []).inputs}
     assert set(specs["animal"].known or ()) == set(ANIMALS)
     assert set(specs["colors"].known or ()) == set(COLORS)

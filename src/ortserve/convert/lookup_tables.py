@@ -35,7 +35,8 @@ class LookupTable:
 @dataclass(frozen=True)
 class Lookups:
     """The tables a frozen graph looks keys up in, by the name of the HashTableV2 node now standing for each (its
-    shared_name too), and the keys of each model input that is looked up (the values worth sending it)."""
+    shared_name too), and the keys of each model input that is looked up (the values worth sending it), by the
+    tensor the input starts at."""
 
     tables: dict[str, LookupTable]
     vocabularies: dict[str, np.ndarray]
@@ -48,11 +49,13 @@ class Lookups:
                 _SIZE: (partial(_table_size, tables=self.tables), [])}
 
 
-def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str], model_inputs: list[str]
+def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str], starts: list[str]
             ) -> tuple[Lookups, list[str]]:
     """Find the lookups of the frozen `graph_def` whose tables are among its `resource_inputs` (placeholders
     standing for the `captured` resources, by name), export those tables and turn their placeholders into
-    HashTableV2 nodes, in place. Returns the lookups and the resource inputs left unresolved."""
+    HashTableV2 nodes, in place. The vocabularies are those of the tensors the model starts at (`starts`: its
+    inputs' placeholders, or where its graph is cut). Returns the lookups and the resource inputs left
+    unresolved."""
     import tensorflow as tf
 
     nodes = {node.name: node for node in graph_def.node}
@@ -79,11 +82,11 @@ def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str]
             Tvalues=tf.dtypes.as_dtype(value_type))
         tables[placeholder] = LookupTable(keys.numpy(), values.numpy())
         for find in finds:
-            looked_up = {tensor.split(":")[0] for tensor in upstream_tensors(nodes, find.input[1])}
-            looked_up.add(find.input[1].split(":")[0])
-            sources = [name for name in model_inputs if name.split(":")[0] in looked_up]
+            keys = _tensor(find.input[1])
+            looked_up = upstream_tensors(nodes, keys) | {keys}
+            sources = [start for start in starts if _tensor(start) in looked_up]
             if len(sources) == 1:
-                vocabularies[sources[0].split(":")[0]] = tables[placeholder].keys
+                vocabularies[sources[0]] = tables[placeholder].keys
         table = nodes[placeholder]
         table.op = "HashTableV2"
         table.attr.clear()
@@ -92,6 +95,10 @@ def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str]
         table.attr["value_dtype"].type = value_type
     left = [name for name in resource_inputs if name.split(":")[0] not in tables]
     return Lookups(tables, vocabularies), left
+
+
+def _tensor(name: str) -> str:
+    return name if ":" in name else f"{name}:0"
 
 
 def _table_of(node: Any, tables: dict[str, LookupTable]) -> tuple[Any, LookupTable]:

@@ -42,27 +42,19 @@ class TfModel:
     parsed: ParsedExamples | None = None
     images: DecodedImages | None = None
     text: VectorizedText | None = None
-    frozen: FrozenCut | None = None
-    whole: FrozenWhole | None = None  # the frozen graph of a model converted whole (not cut)
+    frozen: FrozenGraph | None = None  # set by load
 
 
 @dataclass(frozen=True)
-class FrozenWhole:
-    """A model's frozen GraphDef from its inputs to its outputs, and the lookup tables it reads."""
-
-    graph_def: Any
-    inputs: list[str]
-    outputs: list[str]
-    lookups: Lookups
-
-
-@dataclass(frozen=True)
-class FrozenCut:
-    """A signature's frozen GraphDef, converted from `starts` (one tensor per model input) to its outputs."""
+class FrozenGraph:
+    """A model's frozen GraphDef, converted from `starts` (one tensor per model input: its placeholders, or where
+    a cut begins) to its outputs, and the lookup tables it reads."""
 
     graph_def: Any
     starts: list[str]
     outputs: list[str]
+    lookups: Lookups
+    cut: bool  # starts inside the graph: each takes its input's shape
 
 
 def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
@@ -146,15 +138,18 @@ def _whole(tf_model: TfModel) -> TfModel:
     lookups, left = resolve(graph_def, captured_by_placeholder(concrete), input_names[len(tf_model.inputs):],
                             model_inputs)
     _refuse_unfrozen_state(graph_def, left)
-    tf_model.whole = FrozenWhole(graph_def, model_inputs, output_names, lookups)
-    tf_model.inputs = [replace(spec, known=_known_values(lookups.vocabularies[name.split(":")[0]]))
-                       if name.split(":")[0] in lookups.vocabularies else spec
-                       for spec, name in zip(tf_model.inputs, model_inputs, strict=True)]
+    tf_model.frozen = FrozenGraph(graph_def, model_inputs, output_names, lookups, cut=False)
+    tf_model.inputs = _with_known_values(tf_model.inputs, model_inputs, lookups)
     return tf_model
 
 
-def _known_values(keys: np.ndarray) -> tuple[str | int | float, ...]:
-    return tuple(key.decode() if isinstance(key, bytes) else key.item() for key in keys.reshape(-1))
+def _with_known_values(specs: list[InputSpec], starts: list[str], lookups: Lookups) -> list[InputSpec]:
+    """The input specs, each of an input looked up in a table with the table's keys as its known values."""
+    def known(keys: np.ndarray) -> tuple[str | int | float, ...]:
+        return tuple(key.decode() if isinstance(key, bytes) else key.item() for key in keys.reshape(-1))
+
+    return [replace(spec, known=known(lookups.vocabularies[start])) if start in lookups.vocabularies else spec
+            for spec, start in zip(specs, starts, strict=True)]
 
 
 def _tensor_specs(inputs: list[InputSpec]) -> list[Any]:
@@ -188,6 +183,15 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
     import tensorflow as tf
 
     graph_def, input_tensors, output_tensors = _frozen(signature)
+
+    def cut_at(cut_graph_def: Any, starts: list[str]) -> FrozenGraph:
+        """The cut, with the lookup tables the graph reads after it (an Estimator's vocabulary columns), resolved
+        in a copy: the graph the cut's own run imports keeps its tables as they are."""
+        converted = tf.compat.v1.GraphDef()
+        converted.CopyFrom(cut_graph_def)
+        lookups, _ = resolve(converted, captured_by_placeholder(signature), input_tensors[len(inputs):], starts)
+        return FrozenGraph(converted, starts, output_tensors, lookups, cut=True)
+
     parsed = find_parser(graph_def, inputs[0].name) if len(inputs) == 1 else None
     if parsed is not None:
         def call(*tensors: Any) -> list[Any]:
@@ -195,17 +199,18 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
             result = signature(**{parsed.string_input: tf.constant(examples, dtype=tf.string)})
             return [result[name] for name in outputs]
 
-        return TfModel(call, parsed.features, outputs, loaded, parsed=parsed,
-                       frozen=FrozenCut(graph_def, parsed.tensors, output_tensors))
+        frozen = cut_at(graph_def, parsed.tensors)
+        return TfModel(call, _with_known_values(parsed.features, parsed.tensors, frozen.lookups), outputs, loaded,
+                       parsed=parsed, frozen=frozen)
     text = find_vectorizer(graph_def, signature, inputs, input_tensors, output_tensors)
     if text is not None:
         return TfModel(_positional(text.run), [text.spec], outputs, loaded,
-                       text=text, frozen=FrozenCut(text.graph_def, [text.tensor], output_tensors))
+                       text=text, frozen=cut_at(text.graph_def, [text.tensor]))
     images = find_decoder(graph_def, inputs, input_tensors, output_tensors, outputs)
     if images is None:
         return None
     return TfModel(_positional(images.run), images.inputs, outputs, loaded,
-                   images=images, frozen=FrozenCut(images.graph_def, images.starts, output_tensors))
+                   images=images, frozen=cut_at(images.graph_def, images.starts))
 
 
 def _positional(run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Callable[..., list[np.ndarray]]:
@@ -216,21 +221,17 @@ def _positional(run: Callable[[list[np.ndarray]], list[np.ndarray]]) -> Callable
 def convert(tf_model: TfModel, opset: int, path: Path) -> None:
     import tf2onnx
 
-    handlers = tf_ops.HANDLERS
-    if tf_model.frozen is not None:
-        graph_def, input_names, output_names = (tf_model.frozen.graph_def, tf_model.frozen.starts,
-                                                tf_model.frozen.outputs)
-    else:
-        assert tf_model.whole is not None, "a TfModel is frozen whole or cut"
-        whole = tf_model.whole
-        graph_def, input_names, output_names = whole.graph_def, whole.inputs, whole.outputs
-        handlers = {**handlers, **whole.lookups.op_handlers()}
+    frozen = tf_model.frozen
+    if frozen is None:
+        raise ValueError("the TensorFlow model was not frozen when it was loaded")
+    graph_def, input_names, output_names = frozen.graph_def, frozen.starts, frozen.outputs
+    handlers = {**tf_ops.HANDLERS, **frozen.lookups.op_handlers()}
     weights = _lift_weights(graph_def) if graph_def.ByteSize() > LIFT_WEIGHTS_ABOVE_BYTES else {}
     lifted_inputs = [f"{name}:0" for name in weights]
     # a start inside the graph has the shape of its input, batch dimension dynamic
-    shapes = {} if tf_model.frozen is None else {
+    shapes = {} if not frozen.cut else {
         name: [None if isinstance(dim, str) else dim for dim in spec.dims]
-        for name, spec in zip(tf_model.frozen.starts, tf_model.inputs, strict=True)}
+        for name, spec in zip(frozen.starts, tf_model.inputs, strict=True)}
     try:
         model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=input_names + lifted_inputs,
                                                   output_names=output_names, opset=opset, shape_override=shapes,
