@@ -123,3 +123,18 @@ def test_an_old_prelu_keeps_its_slope_per_channel(tmp_path: Path) -> None:
         answer = engine.predict("prelu", {"x": rows})["y"]
     per_channel = slope.reshape(3, 1)
     np.testing.assert_allclose(answer, np.where(rows < 0, rows * per_channel, rows), rtol=1e-6)
+
+
+def test_the_probes_of_onnx_runtimes_versions_print_no_warnings() -> None:
+    """The probes load tiny models of opsets 1 and 6, which ONNX Runtime warns about on stderr: every server
+    printed those warnings once, about a model nobody serves."""
+    import subprocess
+    import sys
+
+    probe = ("from ortserve.runtime import onnx_versions as v; "
+             "print(v.oldest_runtime_opset(), *v.runtime_limits())")
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    oldest, most_ir, most_opset = map(int, completed.stdout.split())
+    assert oldest == 7 and most_ir >= 10 and most_opset >= 21
+    assert "opset" not in completed.stderr, completed.stderr

@@ -58,11 +58,19 @@ def oldest_runtime_opset() -> int:
     for opset in _ADD_VERSIONS:
         try:
             ort.InferenceSession(_probe_model(IR_OF_OLD_MODELS, opset, "Add").SerializeToString(),
-                                 providers=["CPUExecutionProvider"])
+                                 _quiet_options(), providers=["CPUExecutionProvider"])
         except (_ORT_FAIL, _ORT_NOT_IMPLEMENTED):
             continue
         return opset
     return _ADD_VERSIONS[-1]
+
+
+def _quiet_options() -> ort.SessionOptions:
+    """Options of a probe session: ONNX Runtime's warnings about the probe's old opset (on every server's stderr,
+    once a process) are about the probe, not about any model served."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
 
 
 def _probe_model(ir_version: int, opset: int, operator: str = "Identity") -> onnx.ModelProto:
@@ -75,7 +83,8 @@ def _probe_model(ir_version: int, opset: int, operator: str = "Identity") -> onn
 
 def _refused_limit(ir_version: int, opset: int, limit: re.Pattern[str]) -> int | None:
     try:
-        ort.InferenceSession(_probe_model(ir_version, opset).SerializeToString(), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(_probe_model(ir_version, opset).SerializeToString(), _quiet_options(),
+                             providers=["CPUExecutionProvider"])
     except _ORT_FAIL as exc:
         found = limit.search(str(exc))
         return int(found.group(1)) if found else None
