@@ -196,6 +196,33 @@ def test_tables_answering_strings_and_floats_are_served(tmp_path: Path) -> None:
                                             {"aisle": "fruit", "price": 3.0}]
 
 
+def test_bincounts_count_each_row_with_its_weights(tmp_path: Path) -> None:
+    """tf.math.bincount along the last axis (Keras' multi_hot, count and tf_idf encodings) counts each row on its
+    own, ids past the length ignored, weighted or present-only; tf2onnx counted over the whole batch."""
+    import onnxruntime as ort
+
+    class Counting(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.int32), tf.TensorSpec([None, 4], tf.float32)])
+        def serve(self, ids, weights):
+            return {"weighted": tf.math.bincount(ids, weights=weights, minlength=5, maxlength=5, axis=-1),
+                    "present": tf.math.bincount(ids, minlength=5, maxlength=5, axis=-1, binary_output=True)}
+
+    counting = Counting()
+    tf.saved_model.save(counting, str(tmp_path / "counting"), signatures={"serving_default": counting.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "counting"), repository=tmp_path / "repo", model="m",
+                                    inputs=[], value_range=(0, 7)))
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 7, (6, 4)).astype(np.int32)
+    weights = rng.uniform(0.5, 2.0, (6, 4)).astype(np.float32)
+    expected = counting.serve(tf.constant(ids), tf.constant(weights))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    got = dict(zip([output.name for output in session.get_outputs()],
+                   session.run(None, {"ids": ids, "weights": weights}), strict=True))
+    np.testing.assert_allclose(got["weighted"], expected["weighted"].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got["present"], expected["present"].numpy())
+    assert got["present"].max() == 1 and got["weighted"].shape == (6, 5)
+
+
 def test_parity_samples_draw_looked_up_inputs_from_their_vocabularies(tmp_path: Path) -> None:
     """The lookups' keys reach the parity samples: random text would only ever miss the vocabulary."""
     adoption_model().export(str(tmp_path / "adoption"))

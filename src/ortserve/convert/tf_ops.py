@@ -25,7 +25,8 @@ def _dense_bincount(ctx: Any, node: Any, name: str, args: Any) -> None:
     """DenseBincount(ids, size, weights), the counts (or, binary_output, the presence) of each id below `size` in
     each row: Keras' multi_hot and count encodings. tf2onnx counts over the whole tensor, every row's ids
     together; here each id becomes a one-hot row (ids outside [0, size) none, as TensorFlow ignores them), summed
-    over the ids of its row, times their weights when there are any."""
+    over the ids of its row, times their weights when there are any. Counted in float32 (ONNX Runtime's OneHot
+    makes no int32 rows), then cast to the op's type."""
     from onnx import TensorProto
     from tf2onnx import utils
     from tf2onnx.graph_builder import GraphBuilder
@@ -33,26 +34,27 @@ def _dense_bincount(ctx: Any, node: Any, name: str, args: Any) -> None:
     ids, size, weights = node.input
     binary = bool(node.get_attr_value("binary_output"))
     output, dtype, shape = node.output[0], ctx.get_dtype(node.output[0]), ctx.get_shape(node.output[0])
-    numpy_dtype = utils.map_onnx_to_numpy_type(dtype)
     given_weights = node.inputs[2]
     weighted = not binary and not (given_weights.is_const() and given_weights.get_tensor_value(as_list=False).size == 0)
     ctx.remove_node(node.name)
     depth = ctx.make_node("Cast", [size], attr={"to": TensorProto.INT64}, name=utils.make_name(f"{name}_size"))
     ids64 = ctx.make_node("Cast", [ids], attr={"to": TensorProto.INT64}, name=utils.make_name(f"{name}_ids"))
     in_range = _negative_to(ctx, ids64.output[0], depth.output[0], name)
-    on_off = ctx.make_const(utils.make_name(f"{name}_values"), np.array([0, 1], dtype=numpy_dtype))
-    one_hot = ctx.make_node("OneHot", [in_range, depth.output[0], on_off.output[0]], attr={"axis": -1},
+    on_off = ctx.make_const(utils.make_name(f"{name}_values"), np.array([0, 1], dtype=np.float32))
+    counted = ctx.make_node("OneHot", [in_range, depth.output[0], on_off.output[0]], attr={"axis": -1},
                             name=utils.make_name(f"{name}_one_hot")).output[0]
     if weighted:
-        unsqueezed = GraphBuilder(ctx).make_unsqueeze({"data": weights, "axes": [-1]})
-        one_hot = ctx.make_node("Mul", [one_hot, unsqueezed], name=utils.make_name(f"{name}_weighted")).output[0]
-    summed_name = utils.make_name(f"{name}_sum") if binary else output
-    summed = GraphBuilder(ctx).make_reduce_sum(
-        {"data": one_hot, "axes": [-2], "keepdims": 0, "outputs": [summed_name]}, name=summed_name,
-        shapes=[shape], dtypes=[dtype])
+        weights32 = ctx.make_node("Cast", [weights], attr={"to": TensorProto.FLOAT},
+                                  name=utils.make_name(f"{name}_weights")).output[0]
+        unsqueezed = GraphBuilder(ctx).make_unsqueeze({"data": weights32, "axes": [-1]})
+        counted = ctx.make_node("Mul", [counted, unsqueezed], name=utils.make_name(f"{name}_weighted")).output[0]
+    counted = GraphBuilder(ctx).make_reduce_sum({"data": counted, "axes": [-2], "keepdims": 0},
+                                                name=utils.make_name(f"{name}_sum"))
     if binary:
-        one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=numpy_dtype))
-        ctx.make_node("Min", [summed, one.output[0]], outputs=[output], name=name, shapes=[shape], dtypes=[dtype])
+        one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=np.float32))
+        counted = ctx.make_node("Min", [counted, one.output[0]], name=utils.make_name(f"{name}_present")).output[0]
+    ctx.make_node("Cast", [counted], attr={"to": dtype}, outputs=[output], name=name, shapes=[shape],
+                  dtypes=[dtype])
 
 
 def _negative_to(ctx: Any, ids: str, replacement: str, name: str) -> str:
