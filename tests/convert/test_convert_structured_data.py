@@ -196,6 +196,35 @@ def test_tables_answering_strings_and_floats_are_served(tmp_path: Path) -> None:
                                             {"aisle": "fruit", "price": 3.0}]
 
 
+def test_a_vocabulary_file_with_one_unknown_bucket_is_served(tmp_path: Path) -> None:
+    """tf.lookup.StaticVocabularyTable of a vocabulary file (a SavedModel asset) with one out-of-vocabulary bucket,
+    as an Estimator's vocabulary columns have: unknown keys hash into that bucket (StringToHashBucketFast into
+    one bucket, refused before as FarmHash)."""
+    vocabulary = tmp_path / "colours.txt"
+    vocabulary.write_text("red\ngreen\nblue\n")
+
+    class Colours(tf.Module):
+        def __init__(self) -> None:
+            self.table = tf.lookup.StaticVocabularyTable(tf.lookup.TextFileInitializer(
+                str(vocabulary), tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+                tf.lookup.TextFileIndex.LINE_NUMBER), num_oov_buckets=1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def serve(self, colour):
+            return {"id": self.table.lookup(colour)}
+
+    colours = Colours()
+    tf.saved_model.save(colours, str(tmp_path / "colours"), signatures={"serving_default": colours.serve})
+    vocabulary.unlink()  # the SavedModel keeps its own copy, as an asset
+    convert(ConvertRequest(source=str(tmp_path / "colours"), repository=tmp_path / "repo", model="colours",
+                           inputs=[]))
+    with start_server(tmp_path / "repo", tmp_path / "server.log") as server:
+        answer = httpx.post(f"{server.url}/v1/models/colours:predict", timeout=60,
+                            json={"instances": ["blue", "mauve", "red", ""]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == [2, 3, 0, 3]
+
+
 def test_bincounts_count_each_row_with_its_weights(tmp_path: Path) -> None:
     """tf.math.bincount along the last axis (Keras' multi_hot, count and tf_idf encodings) counts each row on its
     own, ids past the length ignored, weighted or present-only; tf2onnx counted over the whole batch."""

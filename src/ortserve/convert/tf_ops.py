@@ -159,9 +159,28 @@ def _reads_sign_only(consumer: Any, tensor: str, dtype: Any) -> bool:
     return consumer.type == "BitwiseAnd" and bool(np.all(constant == np.iinfo(dtype).min))
 
 
+def _hash_into_one_bucket(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """StringToHashBucketFast/Strong into a single bucket: 0 for every string, whatever its hash. A vocabulary
+    table with one out-of-vocabulary bucket (tf.lookup.StaticVocabularyTable, an Estimator's vocabulary column)
+    hashes its unknown keys so; into more buckets the op is left unconverted (FarmHash has no ONNX op), and
+    refused by name."""
+    from onnx import TensorProto, helper
+    from tf2onnx import utils
+
+    if node.get_attr_value("num_buckets") != 1:
+        raise ValueError(f"{name} hashes strings into {node.get_attr_value('num_buckets')} buckets, which ONNX cannot")
+    strings, output, shape = node.input[0], node.output[0], ctx.get_shape(node.output[0])
+    ctx.remove_node(node.name)
+    strings_shape = ctx.make_node("Shape", [strings], name=utils.make_name(f"{name}_shape")).output[0]
+    ctx.make_node("ConstantOfShape", [strings_shape], outputs=[output], name=name, shapes=[shape],
+                  dtypes=[TensorProto.INT64], attr={"value": helper.make_tensor("zero", TensorProto.INT64, [1], [0])})
+
+
 # tf2onnx custom op handlers, by TensorFlow op
 HANDLERS = {"Erfc": (_erfc, []), "DenseBincount": (_dense_bincount, []), "Bucketize": (_bucketize, []),
-            "Equal": (_equal, []), "NotEqual": (_equal, []), "Bitcast": (_bitcast, [])}
+            "Equal": (_equal, []), "NotEqual": (_equal, []), "Bitcast": (_bitcast, []),
+            "StringToHashBucketFast": (_hash_into_one_bucket, []),
+            "StringToHashBucketStrong": (_hash_into_one_bucket, [])}
 
 
 def refuse_unconverted(model: Any) -> None:
@@ -176,9 +195,10 @@ def refuse_unconverted(model: Any) -> None:
     if not left:
         return
     hashing = [op for op in left if op.startswith("StringToHashBucket")]
-    hint = (f" ({', '.join(hashing)}: a Keras Hashing layer, or a StringLookup or IntegerLookup with more than one "
-            "out-of-vocabulary index, hashes strings with TensorFlow's FarmHash, which ONNX has no op for; use one "
-            "out-of-vocabulary index, or convert the model behind the layer and send its ids)") if hashing else ""
+    hint = (f" ({', '.join(hashing)}: a Keras Hashing layer, a StringLookup or IntegerLookup with more than one "
+            "out-of-vocabulary index, or a vocabulary table with more than one out-of-vocabulary bucket, hashes "
+            "strings with TensorFlow's FarmHash, which ONNX has no op for; use one out-of-vocabulary index or "
+            "bucket, or convert the model behind the layer and send its ids)") if hashing else ""
     raise InvalidInput(f"ONNX has no counterpart for the TensorFlow op(s) {', '.join(left)} that the model runs, and "
                        f"tf2onnx does not convert them{hint}")
 
