@@ -82,8 +82,8 @@ def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str]
             Tvalues=tf.dtypes.as_dtype(value_type))
         tables[placeholder] = LookupTable(keys.numpy(), values.numpy())
         for find in finds:
-            keys = _tensor(find.input[1])
-            looked_up = upstream_tensors(nodes, keys) | {keys}
+            searched = _tensor(find.input[1])
+            looked_up = upstream_tensors(nodes, searched) | {searched}
             sources = [start for start in starts if _tensor(start) in looked_up]
             if len(sources) == 1:
                 vocabularies[sources[0]] = tables[placeholder].keys

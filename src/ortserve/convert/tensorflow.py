@@ -307,8 +307,6 @@ def _restore_weights(model: Any, weights: dict[str, np.ndarray]) -> None:
         model.graph.initializer.append(numpy_helper.from_array(by_input[name], name))
 
 
-
-
 def _frozen(concrete: Any) -> tuple[Any, list[str], list[str]]:
     """The traced function as one GraphDef for tf2onnx: variables and captured tensors frozen into constants
     (Keras 3's Normalization layer captures its mean and variance as tensors, which tf2onnx's own freezing left

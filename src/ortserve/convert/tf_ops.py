@@ -1,7 +1,7 @@
 """TensorFlow ops that tf2onnx does not convert, or converts into something that answers otherwise: rewritten into
-ONNX ops as tf2onnx meets them (its custom op handlers: `handler(graph, node, name, args)`), and one pass over the
-converted model. Keras' preprocessing layers are where most of them come from (CategoryEncoding, Discretization,
-StringLookup's mask token)."""
+ONNX ops as tf2onnx meets them (its custom op handlers: `handler(graph, node, name, args)`), and passes over the
+converted model (ops left unconverted refused by name, OneHot's negative ids, outputs' shapes). Keras' preprocessing
+layers are where most of them come from (CategoryEncoding, Discretization, StringLookup's mask token)."""
 
 from __future__ import annotations
 
