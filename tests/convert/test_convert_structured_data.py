@@ -6,6 +6,7 @@ Serving's REST and gRPC clients get the model's own answers, for known, unknown 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -264,12 +265,21 @@ def test_parity_samples_draw_looked_up_inputs_from_their_vocabularies(tmp_path: 
     assert set(drawn.reshape(-1)) <= {*ANIMALS, "unknown0"} and set(drawn.reshape(-1)) & set(ANIMALS)
 
 
-def test_hashing_layers_are_refused_naming_the_op(tmp_path: Path) -> None:
+def _hashed(keras: Any, text: Any) -> Any:
+    return keras.layers.Hashing(num_bins=16, output_mode="one_hot")(text)
+
+
+def _crossed(keras: Any, text: Any) -> Any:
+    """A FeatureSpace's crosses: the column crossed with itself."""
+    return keras.layers.HashedCrossing(num_bins=16, output_mode="one_hot")((text, text))
+
+
+@pytest.mark.parametrize(("layer", "op"), [(_hashed, "StringToHashBucketFast"), (_crossed, "SparseCross")])
+def test_hashing_layers_are_refused_naming_the_op(tmp_path: Path, layer, op: str) -> None:
     keras = tf.keras
     text = keras.Input((1,), dtype="string", name="city")
-    hashed = keras.layers.Hashing(num_bins=16, output_mode="one_hot")(text)
-    keras.Model(text, keras.layers.Dense(1)(hashed)).export(str(tmp_path / "hashing"))
-    with pytest.raises(InvalidInput, match=r"StringToHashBucketFast.*Hashing layer"):
+    keras.Model(text, keras.layers.Dense(1)(layer(keras, text))).export(str(tmp_path / "hashing"))
+    with pytest.raises(InvalidInput, match=rf"{op}.*Hashing or HashedCrossing layer"):
         convert(ConvertRequest(source=str(tmp_path / "hashing"), repository=tmp_path / "repo", model="m",
                                inputs=[]))
     assert not (tmp_path / "repo" / "m").exists()

@@ -194,11 +194,12 @@ def refuse_unconverted(model: Any) -> None:
                    if node.domain in ("", "ai.onnx") and not defs.has(node.op_type)})
     if not left:
         return
-    hashing = [op for op in left if op.startswith("StringToHashBucket")]
-    hint = (f" ({', '.join(hashing)}: a Keras Hashing layer, a StringLookup or IntegerLookup with more than one "
-            "out-of-vocabulary index, or a vocabulary table with more than one out-of-vocabulary bucket, hashes "
-            "strings with TensorFlow's FarmHash, which ONNX has no op for; use one out-of-vocabulary index or "
-            "bucket, or convert the model behind the layer and send its ids)") if hashing else ""
+    hashing = [op for op in left if op.startswith(("StringToHashBucket", "SparseCross"))]
+    hint = (f" ({', '.join(hashing)}: a Keras Hashing or HashedCrossing layer (a FeatureSpace's crosses), a "
+            "StringLookup or IntegerLookup with more than one out-of-vocabulary index, or a vocabulary table with "
+            "more than one out-of-vocabulary bucket, hashes strings with TensorFlow's FarmHash, which ONNX has no op "
+            "for; use one out-of-vocabulary index or bucket, or convert the model behind the layer and send its "
+            "ids)") if hashing else ""
     raise InvalidInput(f"ONNX has no counterpart for the TensorFlow op(s) {', '.join(left)} that the model runs, and "
                        f"tf2onnx does not convert them{hint}")
 
