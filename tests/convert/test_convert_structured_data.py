@@ -226,6 +226,33 @@ def test_a_vocabulary_file_with_one_unknown_bucket_is_served(tmp_path: Path) -> 
     assert answer.json()["predictions"] == [2, 3, 0, 3]
 
 
+def test_int32_keys_and_values_are_cast_around_the_label_encoder(tmp_path: Path) -> None:
+    """A LabelEncoder holds int64s: tables of int32 keys or values convert with casts around it."""
+    import onnxruntime as ort
+
+    class Codes(tf.Module):
+        def __init__(self) -> None:
+            self.code = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant(["x", "y"]), tf.constant([7, 9], tf.int32)), default_value=-1)
+            self.price = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+                tf.constant([3, 4], tf.int32), tf.constant([0.5, 1.5])), default_value=0.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.int32)])
+        def serve(self, name, shelf):
+            return {"code": self.code.lookup(name), "price": self.price.lookup(shelf)}
+
+    codes = Codes()
+    tf.saved_model.save(codes, str(tmp_path / "codes"), signatures={"serving_default": codes.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "codes"), repository=tmp_path / "repo", model="m",
+                                    inputs=[]))
+    names, shelves = np.array(["y", "z", "x"], dtype=object), np.array([4, 3, 5], dtype=np.int32)
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    got = dict(zip([output.name for output in session.get_outputs()],
+                   session.run(None, {"name": names, "shelf": shelves}), strict=True))
+    assert got["code"].dtype == np.int32 and got["code"].tolist() == [9, -1, 7]
+    assert got["price"].tolist() == [1.5, 0.5, 0.0]
+
+
 def test_bincounts_count_each_row_with_its_weights(tmp_path: Path) -> None:
     """tf.math.bincount along the last axis (Keras' multi_hot, count and tf_idf encodings) counts each row on its
     own, ids past the length ignored, weighted or present-only; tf2onnx counted over the whole batch."""
