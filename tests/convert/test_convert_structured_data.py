@@ -5,6 +5,7 @@ Serving's REST and gRPC clients get the model's own answers, for known, unknown 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ def test_structured_data_models_serve_columns_as_keras_answers_them(tmp_path: Pa
         model.export(str(path))
     result = convert(ConvertRequest(source=str(path), repository=tmp_path / "repo", model="adoption", inputs=[]))
     assert result.parity.passed
+    provenance = json.loads((result.version_dir / "provenance.json").read_text())
+    assert provenance["lookup_tables"] == {"tables": 4, "inputs": {"animal": 3, "breed": 4, "colors": 3, "age": 5}}
     expected = _expected(model)
     rest, served_grpc = _served(tmp_path / "repo", tmp_path)
     np.testing.assert_allclose(rest, expected, rtol=1e-5, atol=1e-6)
