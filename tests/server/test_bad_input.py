@@ -19,6 +19,19 @@ def _v2(name: str, shape: list[int], datatype: str, data: list) -> dict:
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
 
 
+def _multi_columns() -> dict[str, list]:
+    """The `multi` test model's inputs but its text, one row."""
+    return {"a": [[1.0, 2.0, 3.0, 4.0]], "b": [[1, 2, 3, 4]], "half": [[0.5, 1.0, 1.5]]}
+
+
+def _multi(text: list) -> dict:
+    """A V2 request of the `multi` model, its text input's data as given."""
+    return {"inputs": [{"name": "a", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                       {"name": "b", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3, 4]},
+                       {"name": "half", "shape": [1, 3], "datatype": "FP16", "data": [0.5, 1, 1.5]},
+                       {"name": "text", "shape": [len(text)], "datatype": "BYTES", "data": text}]}
+
+
 def _binary(declared_size: int, payload_size: int) -> tuple[bytes, dict[str, str]]:
     header = ('{"inputs":[{"name":"input","shape":[1,784],"datatype":"FP32",'
               f'"parameters":{{"binary_data_size":{declared_size}}}}}]}}').encode()
@@ -86,6 +99,13 @@ CASES = [
     ("tf-bad-b64", "/v1/models/multi:predict", {"inputs": {"text": [{"b64": "%%%"}]}}, {}, 400, ["base64"]),
     ("tf-non-ascii-b64", "/v1/models/multi:predict", {"inputs": {"text": [{"b64": "\u00e9t\u00e9"}]}}, {}, 400,
      ["base64"]),  # fuzzing found a 500: b64decode raises ValueError, not binascii.Error, outside ASCII
+    # a JSON number, null or boolean for text is refused, as TF Serving and Triton refuse it (it was read as its
+    # spelling: null became the string "None")
+    ("v2-number-for-text", "/v2/models/multi/infer", _multi([5]), {}, 400, ["input 'text'", "the number 5"]),
+    ("tf-null-for-text", "/v1/models/multi:predict", {"inputs": {**_multi_columns(), "text": [None]}}, {}, 400,
+     ["input 'text'", "takes text", "null"]),
+    ("tf-boolean-for-text", "/v1/models/multi:predict", {"inputs": {**_multi_columns(), "text": [True]}}, {}, 400,
+     ["input 'text'", "true"]),
     ("tf-unknown-model", "/v1/models/nope:predict", {"instances": [ROW]}, {}, 404, ["'nope'"]),
     ("tf-unknown-label", "/v1/models/versioned/labels/beta:predict", {"instances": [ROW]}, {}, 404, ["'beta'"]),
     ("tf-unknown-version", "/v1/models/versioned/versions/8:predict", {"instances": [ROW]}, {}, 404,

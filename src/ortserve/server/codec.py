@@ -103,16 +103,34 @@ def _plain(value: Any) -> Any:
 
 
 def text_elements(name: str, values: np.ndarray) -> np.ndarray:
-    """ONNX Runtime string tensors hold text: bytes elements are decoded as UTF-8."""
+    """ONNX Runtime string tensors hold text: bytes elements are decoded as UTF-8. Anything else (a JSON number,
+    null, true) is refused, as TF Serving and Triton refuse it, rather than read as its spelling ("None")."""
     flat = values.reshape(-1)
     try:
-        decoded = [item.decode() if isinstance(item, bytes) else str(item) for item in flat]
+        decoded = [item.decode() if isinstance(item, bytes) else item for item in flat]
     except UnicodeDecodeError:
         raise InvalidInput(f"input {name!r}: a BYTES element is not UTF-8 text, which ONNX string tensors need") \
             from None
+    stray = next((item for item in decoded if not isinstance(item, str)), _TEXT_ONLY)
+    if stray is not _TEXT_ONLY:
+        raise InvalidInput(f"input {name!r} takes text (BYTES, DT_STRING), got {_described(stray)}")
     result = np.empty(len(decoded), dtype=object)
     result[:] = decoded
     return result.reshape(values.shape)
+
+
+_TEXT_ONLY = object()
+
+
+def _described(value: Any) -> str:
+    """A JSON value as JSON spells it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | float | np.number):
+        return f"the number {value}"
+    return f"a {type(value).__name__}"
 
 
 def byte_elements(name: str, values: np.ndarray) -> np.ndarray:
