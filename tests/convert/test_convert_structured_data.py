@@ -281,6 +281,12 @@ def test_bincounts_count_each_row_with_its_weights(tmp_path: Path) -> None:
     np.testing.assert_allclose(got["weighted"], expected["weighted"].numpy(), rtol=1e-6)
     np.testing.assert_array_equal(got["present"], expected["present"].numpy())
     assert got["present"].max() == 1 and got["weighted"].shape == (6, 5)
+    # a negative id counts nowhere (ONNX's OneHot would count it from the end), as an id past the length does
+    missing = ids.copy()
+    missing[:, 0] = -1
+    (weighted, _) = session.run(["weighted", "present"], {"ids": missing, "weights": weights})
+    np.testing.assert_allclose(weighted, counting.serve(tf.constant(np.where(missing < 0, 6, missing)),
+                                                        tf.constant(weights))["weighted"].numpy(), rtol=1e-6)
 
 
 def test_parity_samples_draw_looked_up_inputs_from_their_vocabularies(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def resolve(graph_def: Any, captured: dict[str, Any], resource_inputs: list[str]
     import tensorflow as tf
 
     nodes = {node.name: node for node in graph_def.node}
-    placeholders = {name.split(":")[0]: name for name in resource_inputs}
+    placeholders = {name.split(":")[0] for name in resource_inputs}
     table_uses: dict[str, list[Any]] = {}
     for node in graph_def.node:
         for given in node.input:

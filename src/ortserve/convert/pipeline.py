@@ -182,12 +182,11 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         settings: dict[str, Any] = {}
         lookups = tf_model.frozen.lookups if tf_model.frozen is not None else None
         if lookups is not None and lookups.tables:
-            record["lookup_tables"] = {"tables": len(lookups.tables),
-                                       "inputs": {spec.name: len(spec.known) for spec in tf_model.inputs
-                                                  if spec.known is not None}}
+            looked_up = {spec.name: len(spec.known) for spec in tf_model.inputs if spec.known is not None}
+            record["lookup_tables"] = {"tables": len(lookups.tables), "inputs": looked_up}
             log.info("the graph looks keys up in %d table(s), each converted into an ONNX LabelEncoder holding its "
                      "keys and values (inputs looked up: %s)", len(lookups.tables),
-                     ", ".join(record["lookup_tables"]["inputs"]) or "none directly")
+                     ", ".join(looked_up) or "none directly")
         if tf_model.parsed is not None:
             settings["examples_input"] = record["parsed_examples"] = tf_model.parsed.string_input
         text = tf_model.text

@@ -24,9 +24,10 @@ def _erfc(ctx: Any, node: Any, name: str, args: Any) -> None:
 def _dense_bincount(ctx: Any, node: Any, name: str, args: Any) -> None:
     """DenseBincount(ids, size, weights), the counts (or, binary_output, the presence) of each id below `size` in
     each row: Keras' multi_hot and count encodings. tf2onnx counts over the whole tensor, every row's ids
-    together; here each id becomes a one-hot row (ids outside [0, size) none, as TensorFlow ignores them), summed
-    over the ids of its row, times their weights when there are any. Counted in float32 (ONNX Runtime's OneHot
-    makes no int32 rows), then cast to the op's type."""
+    together; here each id becomes a one-hot row (ids past `size` none, as TensorFlow ignores them; negative ones
+    none either, by one_hot_ignores_negative_ids as every OneHot), summed over the ids of its row, times their
+    weights when there are any. Counted in float32 (ONNX Runtime's OneHot makes no int32 rows), then cast to the
+    op's type."""
     from onnx import TensorProto
     from tf2onnx import utils
     from tf2onnx.graph_builder import GraphBuilder
@@ -39,9 +40,8 @@ def _dense_bincount(ctx: Any, node: Any, name: str, args: Any) -> None:
     ctx.remove_node(node.name)
     depth = ctx.make_node("Cast", [size], attr={"to": TensorProto.INT64}, name=utils.make_name(f"{name}_size"))
     ids64 = ctx.make_node("Cast", [ids], attr={"to": TensorProto.INT64}, name=utils.make_name(f"{name}_ids"))
-    in_range = _negative_to(ctx, ids64.output[0], depth.output[0], name)
     on_off = ctx.make_const(utils.make_name(f"{name}_values"), np.array([0, 1], dtype=np.float32))
-    counted = ctx.make_node("OneHot", [in_range, depth.output[0], on_off.output[0]], attr={"axis": -1},
+    counted = ctx.make_node("OneHot", [ids64.output[0], depth.output[0], on_off.output[0]], attr={"axis": -1},
                             name=utils.make_name(f"{name}_one_hot")).output[0]
     if weighted:
         weights32 = ctx.make_node("Cast", [weights], attr={"to": TensorProto.FLOAT},
@@ -55,16 +55,6 @@ def _dense_bincount(ctx: Any, node: Any, name: str, args: Any) -> None:
         counted = ctx.make_node("Min", [counted, one.output[0]], name=utils.make_name(f"{name}_present")).output[0]
     ctx.make_node("Cast", [counted], attr={"to": dtype}, outputs=[output], name=name, shapes=[shape],
                   dtypes=[dtype])
-
-
-def _negative_to(ctx: Any, ids: str, replacement: str, name: str) -> str:
-    """Int64 `ids` with their negative values replaced (ONNX's OneHot counts negative ids from the end, where
-    TensorFlow's gives them no position)."""
-    from tf2onnx import utils
-
-    zero = ctx.make_const(utils.make_name(f"{name}_zero"), np.array(0, dtype=np.int64))
-    negative = ctx.make_node("Less", [ids, zero.output[0]], name=utils.make_name(f"{name}_negative")).output[0]
-    return ctx.make_node("Where", [negative, replacement, ids], name=utils.make_name(f"{name}_in_range")).output[0]
 
 
 def _bucketize(ctx: Any, node: Any, name: str, args: Any) -> None:

@@ -111,15 +111,12 @@ def text_elements(name: str, values: np.ndarray) -> np.ndarray:
     except UnicodeDecodeError:
         raise InvalidInput(f"input {name!r}: a BYTES element is not UTF-8 text, which ONNX string tensors need") \
             from None
-    stray = next((item for item in decoded if not isinstance(item, str)), _TEXT_ONLY)
-    if stray is not _TEXT_ONLY:
-        raise InvalidInput(f"input {name!r} takes text (BYTES, DT_STRING), got {_described(stray)}")
+    for item in decoded:
+        if not isinstance(item, str):
+            raise InvalidInput(f"input {name!r} takes text (BYTES, DT_STRING), got {_described(item)}")
     result = np.empty(len(decoded), dtype=object)
     result[:] = decoded
     return result.reshape(values.shape)
-
-
-_TEXT_ONLY = object()
 
 
 def _described(value: Any) -> str:
