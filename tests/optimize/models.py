@@ -38,3 +38,35 @@ def outlier_channel(seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def embedding_bag(token_rows: int = 7, type_rows: int = 2) -> onnx.ModelProto:
+    """Token ids and type ids (int64 [batch, 5]) embedded by Gathers of small tables, summed, then a MatMul: the
+    shape of a text encoder's front. The token ids reach their table through a Cast and a Where that adds the row
+    count to negative ids (Keras 3's Embedding); the type ids directly. An id at or past a table's rows fails in
+    ONNX Runtime, so random ids must stay below each table's rows."""
+    rng = np.random.default_rng(0)
+    tokens = rng.standard_normal((token_rows, HIDDEN)).astype(np.float32)
+    types = rng.standard_normal((type_rows, HIDDEN)).astype(np.float32)
+    weights = rng.standard_normal((HIDDEN, CLASSES)).astype(np.float32) / 6
+    nodes = [helper.make_node("Cast", ["token_ids"], ["ids32"], to=TensorProto.INT32),
+             helper.make_node("Less", ["ids32", "zero"], ["negative"]),
+             helper.make_node("Add", ["ids32", "rows"], ["wrapped"]),
+             helper.make_node("Where", ["negative", "wrapped", "ids32"], ["ids"]),
+             helper.make_node("Gather", ["tokens", "ids"], ["token_vectors"]),
+             helper.make_node("Gather", ["types", "type_ids"], ["type_vectors"]),
+             helper.make_node("Add", ["token_vectors", "type_vectors"], ["vectors"]),
+             helper.make_node("ReduceMean", ["vectors"], ["pooled"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "weights"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "embedding_bag",
+        [helper.make_tensor_value_info("token_ids", TensorProto.INT64, ["batch", 5]),
+         helper.make_tensor_value_info("type_ids", TensorProto.INT64, ["batch", 5])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
+        initializer=[numpy_helper.from_array(tokens, "tokens"), numpy_helper.from_array(types, "types"),
+                     numpy_helper.from_array(weights, "weights"),
+                     numpy_helper.from_array(np.array(0, np.int32), "zero"),
+                     numpy_helper.from_array(np.array(token_rows, np.int32), "rows")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from skimage import data
 from tests.optimize.conftest import listing
+from tests.optimize.models import embedding_bag
 
 from ortserve.cli import main
 from ortserve.examples.models import resnet50, save
@@ -158,3 +159,16 @@ def test_an_already_quantized_model_is_refused(mlp_repository: Path, capsys: pyt
     error = _refused([*base, "--version", "2"], capsys)
     assert "already quantized" in error and "QuantizeLinear" in error
     assert listing(mlp_repository) == before
+
+
+def test_random_samples_stay_within_the_tables_the_ids_index(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Without --data, ids are drawn below the rows of the tables they index (through a Cast and Keras' Where);
+    ids up to 100 made ONNX Runtime's Gather fail on any smaller table."""
+    save(embedding_bag(token_rows=7, type_rows=2), tmp_path / "repository", "bag")
+    source = resolve("bag", tmp_path / "repository", 1)
+    samples = samples_for(source, None, 64, seed=0)
+    assert set(np.unique(samples.feeds["token_ids"])) == set(range(7))
+    assert set(np.unique(samples.feeds["type_ids"])) == {0, 1}
+    code = main(["quantize", "bag", "--repository", str(tmp_path / "repository"), "--mode", "dynamic"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "repository" / "bag" / "2" / "model.onnx").is_file()

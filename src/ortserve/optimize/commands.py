@@ -13,6 +13,7 @@ from ortserve.errors import InvalidInput
 from ortserve.optimize import accuracy_aware, graph, quantize
 from ortserve.optimize.data import BUILTIN, RANDOM, Samples, load
 from ortserve.optimize.evaluate import Comparison, compare
+from ortserve.optimize.indexed_inputs import indexed_rows
 from ortserve.optimize.measure import open_session
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.runtime.image import ImageClassifier, bind_image_classifier
@@ -51,7 +52,8 @@ def samples_for(source: ModelSource, spec: str | None, count: int, seed: int) ->
     classifier = image_classifier(source)
     if spec is None:
         spec = BUILTIN if classifier is not None else RANDOM
-    return load(spec, source.signature, classifier, count, seed)
+    rows = indexed_rows(source.path) if spec == RANDOM else None
+    return load(spec, source.signature, classifier, count, seed, rows)
 
 
 def judge(source: ModelSource, evaluation: Samples, judging: Judging) -> Callable[[Path], Comparison]:

@@ -43,10 +43,11 @@ class Samples:
 
 
 def load(spec: str, signature: Signature, classifier: ImageClassifier | None, count: int,
-         seed: int = 0) -> Samples:
-    """`spec` is an .npz file, a folder of images, `samples` (built-in photographs) or `random`."""
+         seed: int = 0, rows: dict[str, int] | None = None) -> Samples:
+    """`spec` is an .npz file, a folder of images, `samples` (built-in photographs) or `random` (`rows`: the
+    integer inputs the model uses as row numbers of a table, with its row count: random ids stay below it)."""
     if spec == RANDOM:
-        samples = _random(signature, count, seed)
+        samples = _random(signature, count, seed, rows or {})
     elif spec == BUILTIN:
         samples = _image_samples(_need_classifier(classifier, spec), builtin_photos(), count, seed)
     else:
@@ -150,8 +151,9 @@ def _image_samples(classifier: ImageClassifier, photos: list[Image.Image], count
     return Samples({classifier.input.name: np.concatenate(rows)}, None, f"{count} crops of built-in photographs")
 
 
-def _random(signature: Signature, count: int, seed: int) -> Samples:
-    """Standard normal floats, small non-negative integers, dynamic dimensions other than the batch set to 8."""
+def _random(signature: Signature, count: int, seed: int, rows: dict[str, int]) -> Samples:
+    """Standard normal floats, small non-negative integers (below an indexed table's rows), dynamic dimensions
+    other than the batch set to 8."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in signature.inputs:
@@ -160,7 +162,7 @@ def _random(signature: Signature, count: int, seed: int) -> Samples:
         if kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.type.numpy)
         elif kind in "iu":
-            feeds[spec.name] = rng.integers(0, 100, shape).astype(spec.type.numpy)
+            feeds[spec.name] = rng.integers(0, min(100, rows.get(spec.name, 100)), shape).astype(spec.type.numpy)
         elif kind == "b":
             feeds[spec.name] = np.ones(shape, dtype=bool)
         else:
