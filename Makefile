@@ -19,7 +19,7 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(PIP) -e '.[test]'
-	$(PIP) --no-deps tensorflow-serving-api==2.21.0
+	$(PIP) --no-deps tensorflow-serving-api==2.21.0 tf-keras==2.21.0
 	$(BIN)/ortserve export-tf --install-tool
 
 run: install

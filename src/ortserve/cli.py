@@ -172,7 +172,8 @@ def _convert(args: argparse.Namespace) -> int:
             inputs=[InputSpec.parse(text) for text in args.input], outputs=args.output or None,
             weights=Path(args.weights) if args.weights else None, opset=args.opset, samples=args.samples,
             value_range=(low, high), samples_file=Path(args.samples_file) if args.samples_file else None,
-            atol=args.atol, rtol=args.rtol, exporter=args.exporter, version=args.version, signature=args.signature)
+            atol=args.atol, rtol=args.rtol, exporter=args.exporter, version=args.version, signature=args.signature,
+            unsafe_deserialization=args.unsafe_deserialization)
         if args.model_config_file is not None:
             plan = plan_migration(args.model_config_file, request.repository)
             results = (result for _, _, result in migrate(plan, request))
@@ -329,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
         help="a Python module to import first (on PYTHONPATH): one that registers a Keras model's custom layers "
              "(keras.saving.register_keras_serializable), or defines what a pickle refers to; repeatable")
+    convert_parser.add_argument(
+        "--unsafe-deserialization", action="store_true",
+        help="let a Keras file run the Python code it holds as it loads (Lambda layers of Python functions), "
+             "which Keras refuses by default: only for files you trust")
     convert_parser.add_argument("--signature", help="a SavedModel's signature to convert (default: serving_default, "
                                                     "or the only one it has)")
     convert_parser.add_argument("--version", type=_positive_int,

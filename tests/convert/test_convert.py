@@ -333,3 +333,18 @@ def test_dataframe_pipelines_with_imputers_and_ordinal_codes_convert_column_by_c
                           else rows[column].fillna("").to_numpy(object)).reshape(-1, 1) for column in columns}
         _, probabilities = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, feeds)
         np.testing.assert_allclose(probabilities, pipeline.predict_proba(rows), rtol=1e-4, atol=1e-5)
+
+
+def test_generated_parity_samples_keep_what_the_source_knows_of_its_inputs(tmp_path: Path) -> None:
+    """Looked-up inputs draw from their vocabulary (and one word it lacks), ids from below their table's rows, at
+    the parity batch size."""
+    from ortserve.convert.pipeline import _sample_feeds
+
+    inputs = [InputSpec("animal", np.dtype(object), ("batch", 1), known=("cat", "dog")),
+              InputSpec("word_ids", np.dtype(np.int64), ("batch", 5), rows=3),
+              InputSpec("score", np.dtype(np.float32), ("batch", 2))]
+    request = ConvertRequest(source="", repository=tmp_path, model="m", inputs=[], samples=64)
+    animals, word_ids, scores = _sample_feeds(request, inputs)
+    assert set(animals.reshape(-1)) == {"cat", "dog", "unknown0"}
+    assert word_ids.shape == (64, 5) and set(word_ids.reshape(-1)) == {0, 1, 2}
+    assert scores.shape == (64, 2) and scores.min() >= -1.0 and scores.max() <= 1.0

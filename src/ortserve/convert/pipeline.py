@@ -9,7 +9,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class ConvertRequest:
     rtol: float = 1e-3
     version: int | None = None  # the version number to write (default: the model's next)
     signature: str | None = None  # a SavedModel's signature (default: serving_default, or its only one)
+    unsafe_deserialization: bool = False  # a Keras file may run its Python code (Lambda layers) as it loads
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec],
         shape = list(spec.sample_shape())
         if spec.dims and spec.dims[0] == "batch":
             shape[0] = count
-        feeds.append(InputSpec(spec.name, spec.dtype, tuple(shape)).sample(rng, low, high))
+        feeds.append(replace(spec, dims=tuple(shape)).sample(rng, low, high))
     return feeds
 
 
@@ -164,7 +165,8 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
         import tensorflow as tf
         import tf2onnx
 
-        tf_model = tensorflow.load(Path(request.source), request.inputs, request.signature)
+        tf_model = tensorflow.load(Path(request.source), request.inputs, request.signature,
+                                   request.unsafe_deserialization)
         files: dict[str, Path] = {}
         if Path(request.source).is_file():
             record["source_sha256"] = file_sha256(Path(request.source))
@@ -180,6 +182,10 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
             return "tf2onnx"
 
         settings: dict[str, Any] = {}
+        versions = {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}
+        if tf_model.keras_file is not None:
+            versions[tf_model.keras_file.loader] = tf_model.keras_file.loader_version
+            record["keras_saved_by"] = tf_model.keras_file.saved_by
         lookups = tf_model.frozen.lookups if tf_model.frozen is not None else None
         if lookups is not None and lookups.tables:
             looked_up = {spec.name: len(spec.known) for spec in tf_model.inputs if spec.known is not None}
@@ -208,8 +214,7 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
                      images.settings)
         sample = images.sample if images is not None else text.sample if text is not None else None
         return LoadedSource(framework, tf_model.inputs, lambda feeds: tensorflow.run(tf_model, feeds), export_tf,
-                            {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, record, sample, files,
-                            settings)
+                            versions, record, sample, files, settings)
     estimator = sklearn.load_estimator(Path(request.source))
     name = request.inputs[0].name if request.inputs else "input"
     features = sklearn.features(estimator)

@@ -25,6 +25,9 @@ class InputSpec:
     # the values the model knows, when it looks the input up in a table (a vocabulary): samples draw from them
     # and from one value it does not know
     known: tuple[str | int | float, ...] | None = None
+    # an integer input the model uses as row numbers of a table of this many rows (an embedding): samples are ids
+    # below it
+    rows: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> InputSpec:
@@ -50,6 +53,8 @@ class InputSpec:
         if self.known:
             return _drawn_from(self.known, self.dtype, rng, shape)
         if self.dtype.kind in "iu":
+            if self.rows is not None:
+                return rng.integers(0, self.rows, size=shape).astype(self.dtype)
             return rng.integers(int(low), int(high), size=shape, endpoint=False).astype(self.dtype)
         if self.dtype.kind == "b":
             return rng.random(shape) < 0.5

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ortserve.convert import tf_ops
+from ortserve.convert import keras_files, tf_ops
 from ortserve.convert.decoded_images import DecodedImages, find_decoder
 from ortserve.convert.graph_cut import captured_by_placeholder, past_identities
+from ortserve.convert.indexed_inputs import rows_indexed
 from ortserve.convert.lookup_tables import Lookups, resolve
 from ortserve.convert.naming import rename
 from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
@@ -43,6 +44,7 @@ class TfModel:
     images: DecodedImages | None = None
     text: VectorizedText | None = None
     frozen: FrozenGraph | None = None  # set by load
+    keras_file: keras_files.KerasFile | None = None  # a .keras/.h5 source: which Keras wrote and loaded it
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ def _spec_from_tf(name: str, tensor_spec: Any) -> InputSpec:
     return InputSpec(name, np.dtype(tensor_spec.dtype.as_numpy_dtype), dims)
 
 
-def load(path: Path, declared: list[InputSpec], signature_name: str | None = None) -> TfModel:
+def load(path: Path, declared: list[InputSpec], signature_name: str | None = None,
+         unsafe_deserialization: bool = False) -> TfModel:
     import tensorflow as tf
 
     try:
@@ -84,7 +87,7 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
                 return [result[name] for name in outputs]
 
             return _whole(TfModel(call, inputs, outputs, loaded))
-        model = tf.keras.models.load_model(str(path), compile=False)
+        keras_file = keras_files.load(path, unsafe_deserialization)
     except InvalidInput:
         raise
     except Exception as exc:
@@ -98,10 +101,9 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
             " (a model with custom layers or functions loads once the module that registers them is imported: "
             "ortserve convert --import MODULE)")
         raise InvalidInput(f"{str(path)!r} cannot be loaded by TensorFlow: {first}{hint}") from None
-    # a model of dict inputs or outputs (functional, Keras 3) takes and answers them by key; its inputs and outputs
-    # lists are flattened from those dicts, in the keys' sorted order
-    input_keys, output_keys = (_dict_keys(getattr(model, attribute, None))
-                               for attribute in ("_inputs_struct", "_outputs_struct"))
+    # a model of dict inputs or outputs takes and answers them by key; its inputs and outputs lists are flattened
+    # from those dicts, in the keys' sorted order
+    model, input_keys, output_keys = keras_file.model, keras_file.input_keys, keras_file.output_keys
     # Sequential models name their inputs keras_tensor_N, which means nothing to a client
     names = input_keys or [t.name if not t.name.startswith("keras_tensor") else f"input_{i}" if i else "input"
                            for i, t in enumerate(model.inputs)]
@@ -122,8 +124,8 @@ def load(path: Path, declared: list[InputSpec], signature_name: str | None = Non
         function = tf.function(call_keras, input_signature=_tensor_specs(inputs))
         cut = _cut_model(model, function.get_concrete_function(), inputs, outputs)
         if cut is not None:
-            return cut
-    return _whole(TfModel(call_keras, inputs, outputs, model))
+            return replace(cut, keras_file=keras_file)
+    return _whole(TfModel(call_keras, inputs, outputs, model, keras_file=keras_file))
 
 
 def _whole(tf_model: TfModel) -> TfModel:
@@ -139,7 +141,7 @@ def _whole(tf_model: TfModel) -> TfModel:
                             model_inputs)
     _refuse_unfrozen_state(graph_def, left)
     tf_model.frozen = FrozenGraph(graph_def, model_inputs, output_names, lookups, cut=False)
-    tf_model.inputs = _with_known_values(tf_model.inputs, model_inputs, lookups)
+    tf_model.inputs = _with_rows(_with_known_values(tf_model.inputs, model_inputs, lookups), graph_def, model_inputs)
     return tf_model
 
 
@@ -152,15 +154,17 @@ def _with_known_values(specs: list[InputSpec], starts: list[str], lookups: Looku
             for spec, start in zip(specs, starts, strict=True)]
 
 
+def _with_rows(specs: list[InputSpec], graph_def: Any, starts: list[str]) -> list[InputSpec]:
+    """The input specs, each of an integer input the graph uses as row numbers of a table with its row count."""
+    return [replace(spec, rows=rows_indexed(graph_def, start)) if spec.dtype.kind in "iu" and spec.known is None
+            else spec for spec, start in zip(specs, starts, strict=True)]
+
+
 def _tensor_specs(inputs: list[InputSpec]) -> list[Any]:
     import tensorflow as tf
 
     return [tf.TensorSpec([None if isinstance(d, str) else d for d in spec.dims], tf.as_dtype(spec.dtype),
                           name=spec.name) for spec in inputs]
-
-
-def _dict_keys(structure: Any) -> list[str]:
-    return sorted(structure) if isinstance(structure, dict) else []
 
 
 def _signature_key(path: Path, signatures: Any, asked: str | None) -> str:
@@ -200,8 +204,9 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
             return [result[name] for name in outputs]
 
         frozen = cut_at(graph_def, parsed.tensors)
-        return TfModel(call, _with_known_values(parsed.features, parsed.tensors, frozen.lookups), outputs, loaded,
-                       parsed=parsed, frozen=frozen)
+        features = _with_rows(_with_known_values(parsed.features, parsed.tensors, frozen.lookups),
+                              frozen.graph_def, parsed.tensors)
+        return TfModel(call, features, outputs, loaded, parsed=parsed, frozen=frozen)
     text = find_vectorizer(graph_def, signature, inputs, input_tensors, output_tensors)
     if text is not None:
         return TfModel(_positional(text.run), [text.spec], outputs, loaded,
