@@ -20,6 +20,23 @@ def small_net() -> torch.nn.Module:
     return SmallNet()
 
 
+class WordBag(torch.nn.Module):
+    """Token ids ([batch, words], int64) embedded from a vocabulary of 30 and averaged: a model taking ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(30, 8)
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(ids).mean(dim=1))
+
+
+def word_bag() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return WordBag()
+
+
 def not_a_module() -> int:
     return 42
 

@@ -348,3 +348,15 @@ def test_generated_parity_samples_keep_what_the_source_knows_of_its_inputs(tmp_p
     assert set(animals.reshape(-1)) == {"cat", "dog", "unknown0"}
     assert word_ids.shape == (64, 5) and set(word_ids.reshape(-1)) == {0, 1, 2}
     assert scores.shape == (64, 2) and scores.min() >= -1.0 and scores.max() <= 1.0
+
+
+def test_a_pytorch_model_taking_ids_is_checked_on_ids_its_embedding_has(tmp_path: Path) -> None:
+    """The default --range (-1, 1) gave ids -1 and 0: PyTorch's Embedding refused -1, and parity failed."""
+    result = convert(ConvertRequest(source="tests.convert.factories:word_bag", repository=tmp_path, model="bag",
+                                    inputs=[InputSpec.parse("ids:int64:batch,12")], samples=32))
+    assert result.parity.passed
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    ids = np.random.default_rng(1).integers(0, 30, (4, 12))
+    with torch.no_grad():
+        expected = factories.word_bag()(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(session.run(None, {"ids": ids})[0], expected, rtol=1e-5, atol=1e-6)

@@ -18,7 +18,6 @@ import numpy as np
 from ortserve.convert import keras_files, tf_ops
 from ortserve.convert.decoded_images import DecodedImages, find_decoder
 from ortserve.convert.graph_cut import captured_by_placeholder, past_identities
-from ortserve.convert.indexed_inputs import rows_indexed
 from ortserve.convert.lookup_tables import Lookups, resolve
 from ortserve.convert.naming import rename
 from ortserve.convert.parsed_examples import ParsedExamples, find_parser, serialized
@@ -141,7 +140,7 @@ def _whole(tf_model: TfModel) -> TfModel:
                             model_inputs)
     _refuse_unfrozen_state(graph_def, left)
     tf_model.frozen = FrozenGraph(graph_def, model_inputs, output_names, lookups, cut=False)
-    tf_model.inputs = _with_rows(_with_known_values(tf_model.inputs, model_inputs, lookups), graph_def, model_inputs)
+    tf_model.inputs = _with_known_values(tf_model.inputs, model_inputs, lookups)
     return tf_model
 
 
@@ -152,12 +151,6 @@ def _with_known_values(specs: list[InputSpec], starts: list[str], lookups: Looku
 
     return [replace(spec, known=known(lookups.vocabularies[start])) if start in lookups.vocabularies else spec
             for spec, start in zip(specs, starts, strict=True)]
-
-
-def _with_rows(specs: list[InputSpec], graph_def: Any, starts: list[str]) -> list[InputSpec]:
-    """The input specs, each of an integer input the graph uses as row numbers of a table with its row count."""
-    return [replace(spec, rows=rows_indexed(graph_def, start)) if spec.dtype.kind in "iu" and spec.known is None
-            else spec for spec, start in zip(specs, starts, strict=True)]
 
 
 def _tensor_specs(inputs: list[InputSpec]) -> list[Any]:
@@ -204,9 +197,8 @@ def _cut_model(loaded: Any, signature: Any, inputs: list[InputSpec], outputs: li
             return [result[name] for name in outputs]
 
         frozen = cut_at(graph_def, parsed.tensors)
-        features = _with_rows(_with_known_values(parsed.features, parsed.tensors, frozen.lookups),
-                              frozen.graph_def, parsed.tensors)
-        return TfModel(call, features, outputs, loaded, parsed=parsed, frozen=frozen)
+        return TfModel(call, _with_known_values(parsed.features, parsed.tensors, frozen.lookups), outputs, loaded,
+                       parsed=parsed, frozen=frozen)
     text = find_vectorizer(graph_def, signature, inputs, input_tensors, output_tensors)
     if text is not None:
         return TfModel(_positional(text.run), [text.spec], outputs, loaded,

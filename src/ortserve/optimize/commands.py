@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.errors import InvalidInput
+from ortserve.indexed_inputs import indexed_rows
 from ortserve.optimize import accuracy_aware, graph, quantize
 from ortserve.optimize.data import BUILTIN, RANDOM, Samples, load
 from ortserve.optimize.evaluate import Comparison, compare
-from ortserve.optimize.indexed_inputs import indexed_rows
 from ortserve.optimize.measure import open_session
 from ortserve.optimize.source import ModelSource, provenance, refuse_quantized, workspace, write_variant
 from ortserve.runtime.image import ImageClassifier, bind_image_classifier

@@ -1,7 +1,10 @@
 """Integer inputs an ONNX graph uses as row numbers of a constant table (an embedding's token or category ids).
 
-Random samples for such an input must be ids the table has: ONNX Runtime's Gather refuses an id out of range, so
-`quantize`, `optimize` and `tune` without `--data` failed on any model embedding fewer ids than the random range.
+Samples generated for such an input must be ids the table has. ONNX Runtime's Gather refuses an id out of range,
+so `quantize`, `optimize` and `tune` without `--data` failed on any model embedding fewer ids than their random
+range; and the source frameworks refuse them too (PyTorch's Embedding, TensorFlow's gather on the CPU), so
+`convert` failed parity on any model taking ids, whose samples were integers around zero (-1 among them). Both
+read the bound from the ONNX graph, whatever framework it came from.
 """
 
 from __future__ import annotations
