@@ -37,6 +37,19 @@ def word_bag() -> torch.nn.Module:
     return WordBag()
 
 
+class TwoHeads(SmallNet):
+    """SmallNet answering a dict, as multi-task models (and Hugging Face's) do."""
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        logits = super().forward(features)
+        return {"probabilities": logits.softmax(-1), "logits": logits}
+
+
+def two_heads() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return TwoHeads()
+
+
 def not_a_module() -> int:
     return 42
 

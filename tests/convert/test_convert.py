@@ -360,3 +360,18 @@ def test_a_pytorch_model_taking_ids_is_checked_on_ids_its_embedding_has(tmp_path
     with torch.no_grad():
         expected = factories.word_bag()(torch.from_numpy(ids)).numpy()
     np.testing.assert_allclose(session.run(None, {"ids": ids})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exporter", ["torch.export", "torchscript"])
+def test_a_pytorch_model_answering_a_dict_names_its_outputs_by_the_keys(tmp_path: Path, exporter: str) -> None:
+    result = convert(ConvertRequest(source="tests.convert.factories:two_heads", repository=tmp_path, model="heads",
+                                    inputs=[InputSpec.parse("features:float32:batch,6")], exporter=exporter))
+    assert result.parity.passed
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    assert [output.name for output in session.get_outputs()] == ["probabilities", "logits"]
+    x = np.random.default_rng(1).standard_normal((3, 6)).astype(np.float32)
+    with torch.no_grad():
+        expected = factories.two_heads()(torch.from_numpy(x))
+    served = dict(zip(["probabilities", "logits"], session.run(None, {"features": x}), strict=True))
+    for name in ("probabilities", "logits"):
+        np.testing.assert_allclose(served[name], expected[name].numpy(), rtol=1e-5, atol=1e-6)

@@ -94,6 +94,7 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
         {axis: dims.setdefault(d, torch.export.Dim(d)) for axis, d in enumerate(spec.dims) if isinstance(d, str)}
         for spec in inputs)
     names = [spec.name for spec in inputs]
+    outputs = outputs or _keys_answered(module, example)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter != "torchscript":
@@ -121,6 +122,16 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
         return "torchscript"
 
 
+def _keys_answered(module: Any, example: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the dict the module answers, which name the ONNX outputs (both exporters flatten a dict into
+    its values, in order, and would name them after inner values); None when it answers tensors."""
+    import torch
+
+    with torch.no_grad():
+        answer = module(*example)
+    return [str(key) for key in answer] if isinstance(answer, dict) else None
+
+
 def _first_line(exc: Exception) -> str:
     """The error's type and first line, without the terminal colours torch.onnx puts in its messages."""
     text = _COLOURS.sub("", str(exc))
@@ -135,5 +146,6 @@ def run(module: Any, feeds: list[np.ndarray]) -> list[np.ndarray]:
 
     with torch.no_grad():
         result = module(*(torch.from_numpy(np.ascontiguousarray(feed)) for feed in feeds))
-    results = result if isinstance(result, tuple | list) else [result]
+    results = list(result.values()) if isinstance(result, dict) else result if isinstance(result, tuple | list) \
+        else [result]
     return [r.detach().numpy() for r in results]
