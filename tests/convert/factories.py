@@ -50,6 +50,12 @@ def two_heads() -> torch.nn.Module:
     return TwoHeads()
 
 
+def recurrent() -> torch.nn.Module:
+    """An LSTM as it is: it answers (output, (h, c)), a nested tuple."""
+    torch.manual_seed(0)
+    return torch.nn.LSTM(4, 6, batch_first=True)
+
+
 def not_a_module() -> int:
     return 42
 

@@ -375,3 +375,18 @@ def test_a_pytorch_model_answering_a_dict_names_its_outputs_by_the_keys(tmp_path
     served = dict(zip(["probabilities", "logits"], session.run(None, {"features": x}), strict=True))
     for name in ("probabilities", "logits"):
         np.testing.assert_allclose(served[name], expected[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exporter", ["torch.export", "torchscript"])
+def test_a_pytorch_model_answering_nested_tuples_gives_one_output_per_tensor(tmp_path: Path, exporter: str) -> None:
+    result = convert(ConvertRequest(source="tests.convert.factories:recurrent", repository=tmp_path, model="lstm",
+                                    inputs=[InputSpec.parse("x:float32:batch,7,4")], exporter=exporter,
+                                    outputs=["sequence", "hidden", "cell"]))
+    assert result.parity.passed
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    x = np.random.default_rng(1).standard_normal((3, 7, 4)).astype(np.float32)
+    with torch.no_grad():
+        sequence, (hidden, cell) = factories.recurrent()(torch.from_numpy(x))
+    served = session.run(["sequence", "hidden", "cell"], {"x": x})
+    for got, want in zip(served, (sequence, hidden, cell), strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)

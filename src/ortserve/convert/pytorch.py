@@ -146,6 +146,14 @@ def run(module: Any, feeds: list[np.ndarray]) -> list[np.ndarray]:
 
     with torch.no_grad():
         result = module(*(torch.from_numpy(np.ascontiguousarray(feed)) for feed in feeds))
-    results = list(result.values()) if isinstance(result, dict) else result if isinstance(result, tuple | list) \
-        else [result]
-    return [r.detach().numpy() for r in results]
+    return [tensor.detach().numpy() for tensor in _leaves(result)]
+
+
+def _leaves(answer: Any) -> list[Any]:
+    """The tensors of a module's answer in the order both exporters flatten it into outputs: tuples, lists and
+    dicts (by insertion order) depth first, as an LSTM's `(output, (h, c))`."""
+    if isinstance(answer, dict):
+        return [leaf for value in answer.values() for leaf in _leaves(value)]
+    if isinstance(answer, tuple | list):
+        return [leaf for value in answer for leaf in _leaves(value)]
+    return [answer]
