@@ -12,10 +12,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from sklearn.cluster import KMeans
 from sklearn.datasets import load_iris
-from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor, IsolationForest
+from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
 
 from ortserve.convert.pipeline import ConvertRequest, convert
 from ortserve.convert.spec import InputSpec
@@ -390,3 +393,59 @@ def test_a_pytorch_model_answering_nested_tuples_gives_one_output_per_tensor(tmp
     served = session.run(["sequence", "hidden", "cell"], {"x": x})
     for got, want in zip(served, (sequence, hidden, cell), strict=True):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _scores_of(estimator: object, features: np.ndarray) -> np.ndarray:
+    """The estimator's own scores: probabilities, else its decision function, else (a clusterer) distances."""
+    for method in ("predict_proba", "decision_function", "transform"):
+        if hasattr(estimator, method):
+            return np.asarray(getattr(estimator, method)(features))
+    raise AssertionError("no scores")
+
+
+@pytest.mark.parametrize("make, binary", [
+    (lambda: HistGradientBoostingClassifier(max_iter=10), False),  # skl2onnx's boolean attributes
+    (lambda: SVC(), False),  # no predict_proba: scores are the decision function
+    (lambda: SVC(), True),  # libsvm's binary scores: [d, -d]
+    (lambda: SGDClassifier(random_state=0), True),  # the others': [-d, d]
+    (lambda: LinearSVC(), True),  # one column of d
+    (lambda: KMeans(3, n_init=2, random_state=0), False),  # labels and distances to the centres
+    (lambda: IsolationForest(n_estimators=10, random_state=0), False),  # labels and decision function
+])
+def test_sklearn_estimators_without_probabilities_answer_their_scores(tmp_path: Path, iris, make, binary) -> None:
+    features, labels = iris
+    estimator = make().fit(features, (labels == 1).astype(int) if binary else labels)
+    joblib.dump(estimator, tmp_path / "model.joblib")
+    result = convert(ConvertRequest(source=str(tmp_path / "model.joblib"), repository=tmp_path / "repo",
+                                    model="m", inputs=[], value_range=(0.0, 8.0), samples=64))
+    assert result.parity.passed, result.parity.text()
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    predicted, scores = session.run(None, {"input": features})
+    np.testing.assert_array_equal(predicted.reshape(-1), estimator.predict(features))
+    expected = _scores_of(estimator, features)
+    got = scores[:, 1] if binary and scores.shape[1] == 2 else scores.reshape(expected.shape)
+    if isinstance(estimator, SVC) and binary:
+        got = -got  # libsvm's column 1 holds -d
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_a_hist_gradient_boosting_regressor_converts(tmp_path: Path, iris) -> None:
+    features, _ = iris
+    regressor = HistGradientBoostingRegressor(max_iter=10).fit(features[:, :3], features[:, 3])
+    joblib.dump(regressor, tmp_path / "model.joblib")
+    result = convert(ConvertRequest(source=str(tmp_path / "model.joblib"), repository=tmp_path / "repo",
+                                    model="m", inputs=[], value_range=(0.0, 8.0), samples=64))
+    (predicted,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"input": features[:, :3]})
+    np.testing.assert_allclose(predicted.reshape(-1), regressor.predict(features[:, :3]), rtol=1e-4, atol=1e-4)
+
+
+def test_a_kmeans_fitted_on_float64_is_checked_on_its_own_float_type(tmp_path: Path, iris) -> None:
+    """scikit-learn 1.9's KMeans refuses float32 data when its centres are float64 (NumPy's default)."""
+    features, _ = iris
+    clusters = KMeans(3, n_init=2, random_state=0).fit(features.astype(np.float64))
+    joblib.dump(clusters, tmp_path / "model.joblib")
+    result = convert(ConvertRequest(source=str(tmp_path / "model.joblib"), repository=tmp_path / "repo",
+                                    model="m", inputs=[], value_range=(0.0, 8.0), samples=64))
+    assert result.parity.passed
+    predicted, _ = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"input": features})
+    np.testing.assert_array_equal(predicted, clusters.predict(features.astype(np.float64)))

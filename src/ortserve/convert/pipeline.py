@@ -229,17 +229,19 @@ def _load(framework: str, request: ConvertRequest) -> LoadedSource:
     record["source_sha256"] = file_sha256(Path(request.source))
     column_inputs = None if request.inputs else sklearn.columns(estimator)
 
+    shapes: list[tuple[int | None, ...]] = []  # the exported outputs', which the estimator's answers take
+
     def export_sklearn(path: Path) -> str:
-        sklearn.convert(estimator, name, features, request.opset, path, column_inputs)
+        shapes[:] = sklearn.convert(estimator, name, features, request.opset, path, column_inputs)
         return "skl2onnx"
 
     if column_inputs is not None:
         return LoadedSource(framework, column_inputs,
-                            lambda feeds: sklearn.run_columns(estimator, column_inputs, feeds), export_sklearn,
+                            lambda feeds: sklearn.run_columns(estimator, column_inputs, feeds, shapes), export_sklearn,
                             {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}, record,
                             sklearn.column_samples(estimator, column_inputs, *request.value_range))
     return LoadedSource(framework, [InputSpec(name, np.dtype(np.float32), ("batch", features))],
-                        lambda feeds: sklearn.run(estimator, feeds[0]), export_sklearn,
+                        lambda feeds: sklearn.run(estimator, feeds[0], shapes), export_sklearn,
                         {"scikit-learn": _version("scikit-learn"), "skl2onnx": _version("skl2onnx")}, record)
 
 

@@ -9,8 +9,9 @@ columns (values drawn from each encoder's categories for the text ones).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,8 @@ def _selected_names(selected: Any, names: np.ndarray) -> list[str]:
 
 
 def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: Path,
-            column_inputs: list[InputSpec] | None = None) -> None:
-    from skl2onnx import to_onnx
+            column_inputs: list[InputSpec] | None = None) -> list[tuple[int | None, ...]]:
+    """Write the ONNX model; returns its outputs' shapes (None where dynamic), which run() answers in."""
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     types = [(input_name, FloatTensorType([None, n_features]))] if column_inputs is None else [
@@ -137,25 +138,95 @@ def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: 
     if column_inputs is not None:
         estimator = _text_imputers_marked(estimator)
     try:
-        model = to_onnx(estimator, initial_types=types,
-                        target_opset={"": opset, "ai.onnx.ml": 3},
-                        options={"zipmap": False} if hasattr(estimator, "predict_proba") else None)
+        with _bools_as_ints():
+            model = _to_onnx(estimator, types, opset)
     except Exception as exc:
-        raise InvalidInput(f"skl2onnx cannot convert {type(estimator).__name__}: {exc}") from None
+        raise InvalidInput(f"skl2onnx cannot convert {type(estimator).__name__}: {_first_line(exc)}") from None
     model.ir_version = min(model.ir_version, 10)
     path.write_bytes(model.SerializeToString())
+    return [tuple(d.dim_value if d.HasField("dim_value") else None for d in output.type.tensor_type.shape.dim)
+            for output in model.graph.output]
 
 
-def run(estimator: Any, features_matrix: Any) -> list[np.ndarray]:
-    """The outputs skl2onnx produces, in its order: labels, then probabilities for classifiers."""
-    if hasattr(estimator, "predict_proba"):
-        return [estimator.predict(features_matrix), estimator.predict_proba(features_matrix)]
-    return [np.asarray(estimator.predict(features_matrix)).reshape(len(features_matrix), -1)]
+def _to_onnx(estimator: Any, types: list[tuple[str, Any]], opset: int) -> Any:
+    """Classifiers answer a tensor of scores, not ZipMap's list of dicts (which no tensor protocol can carry); a
+    converter that has no ZipMap to turn off (LinearSVC's) refuses the option, and runs without it."""
+    from skl2onnx import to_onnx
+
+    target_opset = {"": opset, "ai.onnx.ml": 3}
+    if not hasattr(estimator, "classes_"):
+        return to_onnx(estimator, initial_types=types, target_opset=target_opset)
+    try:
+        return to_onnx(estimator, initial_types=types, target_opset=target_opset, options={"zipmap": False})
+    except NameError as exc:
+        if "zipmap" not in str(exc):
+            raise
+        return to_onnx(estimator, initial_types=types, target_opset=target_opset)
 
 
-def run_columns(estimator: Any, specs: list[InputSpec], feeds: list[np.ndarray]) -> list[np.ndarray]:
+@contextlib.contextmanager
+def _bools_as_ints() -> Iterator[None]:
+    """skl2onnx 1.20 gives some integer attributes as Python booleans (HistGradientBoosting's trees, whether a
+    missing value goes left), which protobuf 7 refuses in an integer list: they are written as the 0 and 1 they
+    mean while the converter runs."""
+    from onnx import helper
+
+    make_attribute = helper.make_attribute
+
+    def with_ints(key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, list | tuple) and any(isinstance(item, bool | np.bool_) for item in value):
+            value = [int(item) for item in value]
+        return make_attribute(key, value, *args, **kwargs)
+
+    helper.make_attribute = with_ints
+    try:
+        yield
+    finally:
+        helper.make_attribute = make_attribute
+
+
+def _first_line(exc: Exception) -> str:
+    """The converter's message up to its first line: some go on with every attribute of the node they failed."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def run(estimator: Any, features_matrix: Any, shapes: list[tuple[int | None, ...]]) -> list[np.ndarray]:
+    """The outputs skl2onnx produces, in its order and shapes (`shapes`, from convert()): labels, then the scores
+    (probabilities, else the decision function, else a clusterer's distances to each centre)."""
+    from sklearn.base import is_clusterer
+    from sklearn.svm._base import BaseSVC
+
+    final = getattr(estimator, "steps", [[None, estimator]])[-1][1]
+    centres = getattr(final, "cluster_centers_", None)
+    if centres is not None and isinstance(features_matrix, np.ndarray):
+        # KMeans (scikit-learn 1.9) refuses data of another float type than its centres' (a Cython buffer error)
+        features_matrix = features_matrix.astype(centres.dtype)
+    answers = [np.asarray(estimator.predict(features_matrix))]
+    methods = ["predict_proba", "decision_function"] + (["transform"] if is_clusterer(estimator) else [])
+    scored = next((method for method in methods if hasattr(estimator, method)), None)
+    if scored is not None:
+        answers.append(np.asarray(getattr(estimator, scored)(features_matrix)))
+    if len(answers) != len(shapes):  # the parity check names the mismatch
+        return answers
+    # a binary decision function d is answered as two columns: [-d, d], but libsvm's (SVC, NuSVC) as [d, -d]
+    libsvm = isinstance(final, BaseSVC)
+    return [_in_shape(answer, shape, len(features_matrix), libsvm)
+            for answer, shape in zip(answers, shapes, strict=True)]
+
+
+def _in_shape(answer: np.ndarray, shape: tuple[int | None, ...], rows: int, libsvm: bool) -> np.ndarray:
+    if len(shape) == 1:
+        return answer.reshape(rows)
+    if answer.ndim == 1 and shape[1:] == (2,) and answer.dtype.kind == "f":
+        return np.stack([answer, -answer] if libsvm else [-answer, answer], axis=1)
+    return answer.reshape(rows, -1)
+
+
+def run_columns(estimator: Any, specs: list[InputSpec], feeds: list[np.ndarray],
+                shapes: list[tuple[int | None, ...]]) -> list[np.ndarray]:
     """run() on a DataFrame of the column inputs' values."""
     import pandas as pd
 
     frame = pd.DataFrame({spec.name: feed[:, 0] for spec, feed in zip(specs, feeds, strict=True)})
-    return run(estimator, frame)
+    return run(estimator, frame, shapes)
