@@ -570,3 +570,18 @@ def test_a_saved_model_of_an_ops_extension_not_loaded_names_the_op(tmp_path: Pat
     with pytest.raises(InvalidInput, match=r"runs CaseFoldUTF8, an op of a TensorFlow extension .* --import") as error:
         convert(ConvertRequest(source=str(tmp_path / "tf"), repository=tmp_path / "repo", model="m", inputs=[]))
     assert "contrib" not in str(error.value)
+
+
+def test_a_tf_cond_reading_the_input_in_its_branches_converts(tmp_path: Path) -> None:
+    """The branches become ONNX If subgraphs reading the input from the outer scope: renaming the input (tf2onnx
+    calls it x:0) must reach them, or the checker finds a value no node produces."""
+    module = tf.Module()
+    module.serve = tf.function(
+        lambda x: {"y": tf.cond(tf.reduce_sum(x) > 0, lambda: x * 2.0, lambda: x - 1.0)},
+        input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    tf.saved_model.save(module, str(tmp_path / "conditional"), signatures={"serving_default": module.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "conditional"), repository=tmp_path / "repo",
+                                    model="conditional", inputs=[]))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    for x in (np.full((2, 4), 0.5, np.float32), np.full((2, 4), -0.5, np.float32)):  # each branch
+        np.testing.assert_allclose(session.run(["y"], {"x": x})[0], module.serve(tf.constant(x))["y"].numpy())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import onnx
 
@@ -10,15 +10,27 @@ from ortserve.errors import InvalidInput
 
 
 def _rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename a value in the graph and in every subgraph of its If and Loop nodes, whose nodes may read it from
+    the outer scope (a tf.cond's branches reading the model's input)."""
+    for scope in _scopes(graph):
+        for node in scope.node:
+            node.output[:] = [new if name == old else name for name in node.output]
+            node.input[:] = [new if name == old else name for name in node.input]
+        for value in (*scope.input, *scope.output, *scope.value_info):
+            if value.name == old:
+                value.name = new
+        for initializer in scope.initializer:
+            if initializer.name == old:
+                initializer.name = new
+
+
+def _scopes(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and its subgraphs, nested ones too."""
+    yield graph
     for node in graph.node:
-        node.output[:] = [new if name == old else name for name in node.output]
-        node.input[:] = [new if name == old else name for name in node.input]
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
-    for initializer in graph.initializer:
-        if initializer.name == old:
-            initializer.name = new
+        for attribute in node.attribute:
+            for subgraph in (attribute.g,) if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _scopes(subgraph)
 
 
 def rename(model: onnx.ModelProto, values: Iterable[onnx.ValueInfoProto], names: Iterable[str]) -> None:
@@ -30,7 +42,8 @@ def rename(model: onnx.ModelProto, values: Iterable[onnx.ValueInfoProto], names:
         if any(output is value for output in graph.output) and name in {given.name for given in graph.input}:
             _pass_through(graph, value, name)
             continue
-        used = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer}
+        used = {n for scope in _scopes(graph) for node in scope.node for n in (*node.input, *node.output)} | {
+            i.name for scope in _scopes(graph) for i in scope.initializer}
         if name in used:
             _rename_value(graph, name, f"{name}__inner")
         _rename_value(graph, value.name, name)
