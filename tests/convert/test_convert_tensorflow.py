@@ -585,3 +585,29 @@ def test_a_tf_cond_reading_the_input_in_its_branches_converts(tmp_path: Path) ->
     session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
     for x in (np.full((2, 4), 0.5, np.float32), np.full((2, 4), -0.5, np.float32)):  # each branch
         np.testing.assert_allclose(session.run(["y"], {"x": x})[0], module.serve(tf.constant(x))["y"].numpy())
+
+
+def test_a_saved_model_computing_spectrograms_of_waveforms_converts(tmp_path: Path) -> None:
+    """TensorFlow's audio tutorial exports its classifier with the preprocessing: tf.signal.stft, tf.abs, a mel
+    matrix. tf2onnx's RFFT layout made its ComplexAbs refuse the batch of frames; the RFFT is ONNX's DFT now."""
+    mel = tf.signal.linear_to_mel_weight_matrix(16, 129, 16000)
+    weights = tf.constant(np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32))
+
+    def classify(waveform):
+        magnitudes = tf.abs(tf.signal.stft(waveform, frame_length=255, frame_step=128))
+        features = tf.math.log(tf.tensordot(magnitudes, mel, 1) + 1e-6)
+        return {"scores": tf.matmul(tf.reduce_mean(features, axis=1), weights),
+                "power": tf.math.real(tf.signal.rfft(waveform[:, :64])) ** 2}
+
+    module = tf.Module()
+    module.serve = tf.function(classify, input_signature=[tf.TensorSpec([None, 4000], tf.float32, name="waveform")])
+    tf.saved_model.save(module, str(tmp_path / "audio"), signatures={"serving_default": module.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "audio"), repository=tmp_path / "repo", model="audio",
+                                    inputs=[]))
+    assert {node.op_type for node in onnx.load(str(result.version_dir / "model.onnx")).graph.node} >= {"DFT"}
+    waveform = np.sin(np.linspace(0, 800, 2 * 4000, dtype=np.float32)).reshape(2, 4000)
+    expected = module.serve(tf.constant(waveform))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    scores, power = session.run(["scores", "power"], {"waveform": waveform})
+    np.testing.assert_allclose(scores, expected["scores"].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(power, expected["power"].numpy(), rtol=1e-3, atol=1e-2)

@@ -166,11 +166,80 @@ def _hash_into_one_bucket(ctx: Any, node: Any, name: str, args: Any) -> None:
                   dtypes=[TensorProto.INT64], attr={"value": helper.make_tensor("zero", TensorProto.INT64, [1], [0])})
 
 
+def _rfft(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """RFFT(x, fft_length) over the innermost axis as ONNX's DFT of a real signal, one-sided: [..., bins, 2], the
+    real and imaginary parts last. tf2onnx's own RFFT puts them first, and its ComplexAbs then refused the
+    batches of frames tf.signal.stft makes ("expected the first dimension to be 2"), so every model computing a
+    spectrogram (an audio classifier exported with its waveform preprocessing) stopped there. The result may be
+    read as magnitudes (ComplexAbs) or parts (Real, Imag: Keras' MelSpectrogram squares them); any other consumer
+    leaves the op unconverted, and refused by name."""
+    from onnx import TensorProto
+    from tf2onnx import utils
+    from tf2onnx.graph_builder import GraphBuilder
+
+    output = node.output[0]
+    consumers = ctx.find_output_consumers(output)
+    if not consumers or any(consumer.type not in _COMPLEX_READERS for consumer in consumers):
+        raise ValueError(f"{name}'s complex result is read other than as magnitudes or parts, which this "
+                         "conversion cannot")
+    signal, length = node.input
+    shape = ctx.get_shape(output)
+    ctx.remove_node(node.name)
+    builder = GraphBuilder(ctx)
+    expanded = builder.make_unsqueeze({"data": signal, "axes": [-1]})
+    length64 = ctx.make_node("Cast", [length], attr={"to": TensorProto.INT64},
+                             name=utils.make_name(f"{name}_length")).output[0]
+    scalar = builder.make_squeeze({"data": length64, "axes": [0]})
+    inputs, attr = [expanded, scalar], {"onesided": 1}
+    if ctx.opset >= 20:  # the axis became an input
+        inputs.append(ctx.make_const(utils.make_name(f"{name}_axis"), np.array(-2, dtype=np.int64)).output[0])
+    else:
+        attr["axis"] = -2
+    ctx.make_node("DFT", inputs, attr=attr, outputs=[output], name=name,
+                  shapes=[None if shape is None else [*shape, 2]], dtypes=[TensorProto.FLOAT])
+
+
+def _complex_abs(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """The magnitude of an RFFT's bins (_rfft): the root of the sum of squares of the real and imaginary parts,
+    the last axis. A ComplexAbs of anything else goes to tf2onnx's own handler."""
+    from tf2onnx.graph_builder import GraphBuilder
+    from tf2onnx.onnx_opset.signal import ComplexAbsOp
+
+    producer = ctx.get_node_by_output(node.input[0])
+    if producer is None or producer.type not in ("RFFT", "DFT"):
+        ComplexAbsOp.any_version(ctx.opset, ctx, node, **args)
+        return
+    parts, output, shape, dtype = node.input[0], node.output[0], ctx.get_shape(node.output[0]), ctx.get_dtype(
+        node.output[0])
+    ctx.remove_node(node.name)
+    squares = GraphBuilder(ctx).make_reduce_sum_square({"data": parts, "axes": [-1], "keepdims": 0})
+    ctx.make_node("Sqrt", [squares], outputs=[output], name=name, shapes=[shape], dtypes=[dtype])
+
+
+def _complex_part(ctx: Any, node: Any, name: str, args: Any) -> None:
+    """Real or Imag of an RFFT's bins (_rfft): the first or second entry of the last axis. Of anything else the op
+    is left unconverted (ONNX has no complex tensors), and refused by name."""
+    from tf2onnx import utils
+
+    producer = ctx.get_node_by_output(node.input[0])
+    if producer is None or producer.type not in ("RFFT", "DFT"):
+        raise ValueError(f"{name} reads a part of a complex tensor that is not a real signal's RFFT")
+    parts, output, shape, dtype = node.input[0], node.output[0], ctx.get_shape(node.output[0]), ctx.get_dtype(
+        node.output[0])
+    ctx.remove_node(node.name)
+    index = ctx.make_const(utils.make_name(f"{name}_index"), np.array(0 if node.type == "Real" else 1,
+                                                                       dtype=np.int64)).output[0]
+    ctx.make_node("Gather", [parts, index], attr={"axis": -1}, outputs=[output], name=name, shapes=[shape],
+                  dtypes=[dtype])
+
+
+_COMPLEX_READERS = frozenset({"ComplexAbs", "Real", "Imag"})
 # tf2onnx custom op handlers, by TensorFlow op
 HANDLERS = {"Erfc": (_erfc, []), "DenseBincount": (_dense_bincount, []), "Bucketize": (_bucketize, []),
             "Equal": (_equal, []), "NotEqual": (_equal, []), "Bitcast": (_bitcast, []),
             "StringToHashBucketFast": (_hash_into_one_bucket, []),
-            "StringToHashBucketStrong": (_hash_into_one_bucket, [])}
+            "StringToHashBucketStrong": (_hash_into_one_bucket, []), "RFFT": (_rfft, []),
+            "ComplexAbs": (_complex_abs, []), "Real": (_complex_part, []), "Imag": (_complex_part, [])}
 
 
 def refuse_unconverted(model: Any) -> None:

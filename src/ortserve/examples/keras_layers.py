@@ -190,6 +190,17 @@ def mixed_input_types(keras: Any) -> Any:
     return keras.Model([ids, values, flags], keras.layers.Dense(2)(joined))
 
 
+def audio_spectrograms(keras: Any) -> Any:
+    """Waveforms in, spectrograms computed in the model (Keras 3's audio layers: an RFFT read as parts and as
+    magnitudes)."""
+    waveform = _input(keras, 2048, name="audio")
+    mel = keras.layers.MelSpectrogram(fft_length=256, sequence_stride=128, num_mel_bins=16, sampling_rate=8000)
+    linear = keras.layers.STFTSpectrogram(frame_length=128, frame_step=64, fft_length=128, mode="log")
+    features = keras.layers.Concatenate()([keras.layers.Flatten()(mel(waveform)),
+                                           keras.layers.Flatten()(linear(keras.layers.Reshape((2048, 1))(waveform)))])
+    return keras.Model(waveform, keras.layers.Dense(3)(features))
+
+
 def tensorflow_ops(keras: Any) -> Any:
     """Keras 2 functional models may call TensorFlow ops on their tensors: each becomes a TFOpLambda layer."""
     import tensorflow as tf
@@ -205,8 +216,9 @@ CASES: dict[str, Builder] = {builder.__name__: builder for builder in (
     attention, query_value_attention, transformer, masked_lstm, bidirectional_gru, stacked_recurrent, simple_rnn,
     masking, text_cnn, variable_length_conv1d, variable_size_image, transposed_conv, conv3d, separable_conv,
     time_distributed, conv_lstm, activations, normalizations, merging, reshaping, pooling, image_preprocessing,
-    inference_noops, named_outputs, einsum_dense, lambda_layer, keras_ops, mixed_input_types, tensorflow_ops)}
-KERAS_3_ONLY = frozenset({"keras_ops", "mixed_input_types"})
+    inference_noops, named_outputs, einsum_dense, lambda_layer, keras_ops, mixed_input_types, audio_spectrograms,
+    tensorflow_ops)}
+KERAS_3_ONLY = frozenset({"keras_ops", "mixed_input_types", "audio_spectrograms"})
 KERAS_2_ONLY = frozenset({"tensorflow_ops"})
 
 
