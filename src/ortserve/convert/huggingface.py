@@ -35,7 +35,9 @@ TASKS = (("ForSequenceClassification", "sequence-classification", ["logits"]),
          ("LMHeadModel", "causal-lm", ["logits"]),
          ("ForMaskedLM", "masked-lm", ["logits"]),
          ("ForCTC", "ctc", ["logits"]),
-         ("ForAudioClassification", "audio-classification", ["logits"]))
+         ("ForAudioClassification", "audio-classification", ["logits"]),
+         ("ForQuestionAnswering", "question-answering", ["start_logits", "end_logits"]),
+         ("ForSemanticSegmentation", "semantic-segmentation", ["logits"]))
 
 
 def is_source(path: Path) -> bool:
@@ -60,8 +62,9 @@ def _task(architecture: str) -> tuple[str, list[str]]:
             return task, outputs
     if architecture.endswith("Model"):
         return "feature-extraction", ["last_hidden_state"]
-    raise InvalidInput(f"architecture {architecture!r} has no task ortserve knows (sequence, token or image "
-                       "classification, causal or masked LM, or a bare encoder)")
+    raise InvalidInput(f"architecture {architecture!r} has no task ortserve knows (sequence, token, image or audio "
+                       "classification, extractive question answering, semantic segmentation, causal or masked LM, "
+                       "CTC, or a bare encoder)")
 
 
 def load(path: Path) -> HfModel:
