@@ -127,8 +127,12 @@ def _keys_answered(module: Any, example: tuple[Any, ...]) -> list[str] | None:
     its values, in order, and would name them after inner values); None when it answers tensors."""
     import torch
 
-    with torch.no_grad():
-        answer = module(*example)
+    try:
+        with torch.no_grad():
+            answer = module(*example)
+    except Exception as exc:  # the module's own errors, of any type: inputs it cannot take, named
+        raise InvalidInput(f"could not export the model: it fails on an example of its declared inputs "
+                           f"({_first_line(exc)})") from None
     return [str(key) for key in answer] if isinstance(answer, dict) else None
 
 
