@@ -56,6 +56,18 @@ def recurrent() -> torch.nn.Module:
     return torch.nn.LSTM(4, 6, batch_first=True)
 
 
+class PositionScaled(torch.nn.Module):
+    """Scales each position by its index, counting positions as a Python number: torch.export fixes that size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = int(x.shape[1])
+        return x * torch.arange(length, dtype=torch.float32)
+
+
+def position_scaled() -> torch.nn.Module:
+    return PositionScaled()
+
+
 def not_a_module() -> int:
     return 42
 

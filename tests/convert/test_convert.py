@@ -449,3 +449,16 @@ def test_a_kmeans_fitted_on_float64_is_checked_on_its_own_float_type(tmp_path: P
     assert result.parity.passed
     predicted, _ = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(None, {"input": features})
     np.testing.assert_array_equal(predicted, clusters.predict(features.astype(np.float64)))
+
+
+def test_an_export_that_fixes_a_declared_dynamic_dimension_is_refused_naming_it(tmp_path: Path) -> None:
+    """torch.export fixed the sequence at the example's size, silently: the model would have refused every other
+    length. Declared with its size, it converts."""
+    source = "tests.convert.factories:position_scaled"
+    with pytest.raises(InvalidInput, match="fixed the dynamic dimension\\(s\\) 'sequence' of 'x' at 8"):
+        convert(ConvertRequest(source=source, repository=tmp_path, model="scaled",
+                               inputs=[InputSpec.parse("x:float32:batch,sequence")]))
+    assert not _versions(tmp_path, "scaled") and not _leftovers(tmp_path)
+    result = convert(ConvertRequest(source=source, repository=tmp_path, model="scaled",
+                                    inputs=[InputSpec.parse("x:float32:batch,8")]))
+    assert result.parity.passed

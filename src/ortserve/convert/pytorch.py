@@ -103,16 +103,18 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
                 program = torch.onnx.export(module, example, dynamo=True, external_data=False, opset_version=opset,
                                             input_names=names, dynamic_shapes=dynamic_shapes)
                 model = program.model_proto
-                if outputs:
-                    rename(model, model.graph.output, outputs)
-                onnx.save(model, str(path))
-                return "torch.export"
             except Exception as exc:
                 reason = _first_line(exc)
                 if exporter == "torch.export":
                     raise InvalidInput(f"torch.export could not export the model ({reason})") from None
                 log.warning("torch.export could not export the model (%s); falling back to the TorchScript "
                             "exporter", reason)
+            else:
+                _refuse_fixed_dimensions(model.graph, inputs)
+                if outputs:
+                    rename(model, model.graph.output, outputs)
+                onnx.save(model, str(path))
+                return "torch.export"
         axes = {spec.name: {axis: d for axis, d in enumerate(spec.dims) if isinstance(d, str)} for spec in inputs}
         try:
             torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
@@ -120,6 +122,24 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
         except Exception as exc:  # the exporter's own errors, of any type: the export step's, named
             raise InvalidInput(f"the TorchScript exporter could not export the model ({_first_line(exc)})") from None
         return "torchscript"
+
+
+def _refuse_fixed_dimensions(graph: onnx.GraphProto, inputs: list[InputSpec]) -> None:
+    """Refuse an export that fixed declared dynamic dimensions at the example's size: torch.export specializes a
+    size the model's code turns into a Python number (`int(x.shape[1])`; Funnel's pooling), and ONNX Runtime
+    would refuse every other size. The TorchScript exporter is no way out: its trace bakes the same number into
+    the graph and keeps the dimension dynamic in name only, so the model would pass parity at the example's size
+    and answer wrongly or fail at others."""
+    exported = {value.name: value.type.tensor_type.shape.dim for value in graph.input}
+    fixed = [f"{dim!r} of {spec.name!r} at {exported[spec.name][axis].dim_value}"
+             for spec in inputs if spec.name in exported
+             for axis, dim in enumerate(spec.dims)
+             if isinstance(dim, str) and axis < len(exported[spec.name])
+             and exported[spec.name][axis].HasField("dim_value")]
+    if fixed:
+        raise InvalidInput(f"torch.export fixed the dynamic dimension(s) {', '.join(fixed)}, the example's size: the "
+                           "model's code turns that size into a Python number, so no export takes other sizes; "
+                           "declare the dimension with its size (--input), or compute with the tensor's shape")
 
 
 def _keys_answered(module: Any, example: tuple[Any, ...]) -> list[str] | None:
