@@ -68,6 +68,17 @@ def position_scaled() -> torch.nn.Module:
     return PositionScaled()
 
 
+class RunningProduct(torch.nn.Module):
+    """torch.cumprod: neither exporter of torch 2.13 converts it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumprod(x, 1)
+
+
+def running_product() -> torch.nn.Module:
+    return RunningProduct()
+
+
 def not_a_module() -> int:
     return 42
 

@@ -462,3 +462,14 @@ def test_an_export_that_fixes_a_declared_dynamic_dimension_is_refused_naming_it(
     result = convert(ConvertRequest(source=source, repository=tmp_path, model="scaled",
                                     inputs=[InputSpec.parse("x:float32:batch,8")]))
     assert result.parity.passed
+
+
+def test_an_op_neither_exporter_converts_is_named_by_both(tmp_path: Path) -> None:
+    """Both exporters' causes, torch.export's from its exception summary (its first line only names the step)."""
+    with pytest.raises(InvalidInput) as refused:
+        convert(ConvertRequest(source="tests.convert.factories:running_product", repository=tmp_path, model="p",
+                               inputs=[InputSpec.parse("x:float32:batch,6")]))
+    message = str(refused.value)
+    assert "the TorchScript exporter could not export the model" in message and "aten::cumprod" in message
+    assert "nor could torch.export" in message and "No ONNX function found" in message
+    assert "Next steps" not in message

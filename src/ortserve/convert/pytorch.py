@@ -95,6 +95,7 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
         for spec in inputs)
     names = [spec.name for spec in inputs]
     outputs = outputs or _keys_answered(module, example)
+    export_failure = ""  # why torch.export gave way to the TorchScript exporter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter != "torchscript":
@@ -104,11 +105,11 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
                                             input_names=names, dynamic_shapes=dynamic_shapes)
                 model = program.model_proto
             except Exception as exc:
-                reason = _first_line(exc)
+                export_failure = _first_line(exc)
                 if exporter == "torch.export":
-                    raise InvalidInput(f"torch.export could not export the model ({reason})") from None
+                    raise InvalidInput(f"torch.export could not export the model ({export_failure})") from None
                 log.warning("torch.export could not export the model (%s); falling back to the TorchScript "
-                            "exporter", reason)
+                            "exporter", export_failure)
             else:
                 _refuse_fixed_dimensions(model.graph, inputs)
                 if outputs:
@@ -120,7 +121,9 @@ def export(module: Any, inputs: list[InputSpec], outputs: list[str] | None, path
             torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=names,
                               output_names=outputs, dynamic_axes=axes)
         except Exception as exc:  # the exporter's own errors, of any type: the export step's, named
-            raise InvalidInput(f"the TorchScript exporter could not export the model ({_first_line(exc)})") from None
+            before = f"; nor could torch.export ({export_failure})" if export_failure else ""
+            raise InvalidInput(f"the TorchScript exporter could not export the model ({_first_line(exc)}){before}"
+                               ) from None
         return "torchscript"
 
 
@@ -157,9 +160,19 @@ def _keys_answered(module: Any, example: tuple[Any, ...]) -> list[str] | None:
 
 
 def _first_line(exc: Exception) -> str:
-    """The error's type and first line, without the terminal colours torch.onnx puts in its messages."""
+    """The error's type and first line, without the terminal colours torch.onnx puts in its messages. torch.export's
+    first line only says which step failed ("Failed to convert the exported program ... Next steps:"): its cause
+    is the first line of the message's exception summary (an op with no ONNX function, named)."""
     text = _COLOURS.sub("", str(exc))
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    lines = text.splitlines()
+    cause = next((line for line in lines[lines.index(_SUMMARY) + 1:] if line.strip()), None) if _SUMMARY in lines \
+        else None
+    if cause is not None:
+        return cause.removeprefix("<class '").replace("'>: ", ": ", 1)
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+_SUMMARY = "## Exception summary"
 
 
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")
