@@ -107,3 +107,14 @@ def test_bad_arguments_get_one_clear_line(tmp_path: Path, args: tuple[str, ...],
     lines = completed.stderr.strip().splitlines()
     assert words in lines[-1], completed.stderr
     assert _ours(tmp_path) == []
+
+
+def test_a_model_taking_ids_is_timed_on_ids_its_embedding_has(tmp_path: Path) -> None:
+    """The timed inputs were drawn from [-1, 1): PyTorch's Embedding refused id -1."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    completed = _runtimes("tests.convert.factories:word_bag", "--input", "ids:int64:batch,12", "--batch-sizes", "1,4",
+                          "--duration", "0.2", "--out", str(tmp_path / "out"), tmp=scratch)
+    assert completed.returncode == 0, completed.stderr
+    rows = json.loads((tmp_path / "out" / "runtimes.json").read_text())["rows"]
+    assert {row["runtime"] for row in rows} >= {"pytorch (source)", "onnxruntime FP32"}

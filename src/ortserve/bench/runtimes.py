@@ -21,8 +21,9 @@ import numpy as np
 
 from ortserve.convert.parity import ParityReport
 from ortserve.convert.pipeline import ConvertRequest, LoadedSource, convert, load_source
-from ortserve.convert.spec import InputSpec
+from ortserve.convert.spec import InputSpec, with_rows
 from ortserve.errors import InvalidInput
+from ortserve.indexed_inputs import indexed_rows
 from ortserve.optimize.commands import Judging, QuantizeRequest, quantize_model
 from ortserve.optimize.evaluate import Comparison
 from ortserve.optimize.measure import Timing, latencies_ms, open_session, timing_of
@@ -95,14 +96,15 @@ def _repository(given: Path | None) -> Iterator[Path]:
 
 
 def _feeds(inputs: list[InputSpec], batch_size: int, seed: int) -> list[np.ndarray]:
-    """Random inputs of `batch_size` rows: the first dimension when it is dynamic, others at their sample size."""
+    """Random inputs of `batch_size` rows: the first dimension when it is dynamic, others at their sample size;
+    ids below the rows of the tables they index, looked-up values from their vocabularies."""
     rng = np.random.default_rng(seed)
     feeds = []
     for spec in inputs:
         dims = spec.dims
         if dims and isinstance(dims[0], str):
             dims = (batch_size, *dims[1:])
-        feeds.append(InputSpec(spec.name, spec.dtype, dims).sample(rng, -1.0, 1.0))
+        feeds.append(replace(spec, dims=dims).sample(rng, -1.0, 1.0))
     return feeds
 
 
@@ -160,8 +162,9 @@ def _time_all(request: RuntimesRequest, loaded: LoadedSource, fp32_path: Path, i
     names = [spec.name for spec in loaded.inputs]
     source_name = f"{loaded.framework} (source)"
     rows: list[Row] = []
+    inputs = with_rows(loaded.inputs, indexed_rows(fp32_path))  # ids the source's embeddings have
     for batch_size in request.batch_sizes:
-        feeds = _feeds(loaded.inputs, batch_size, seed=batch_size)
+        feeds = _feeds(inputs, batch_size, seed=batch_size)
         by_name = dict(zip(names, feeds, strict=True))
         progress(f"timing batch {batch_size} ...")
         calls: dict[str, Callable[[], object]] = {

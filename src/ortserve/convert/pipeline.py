@@ -20,7 +20,7 @@ import onnxruntime as ort
 from ortserve.convert import huggingface, parsed_examples, pytorch, sklearn, tensorflow, tf_warmup
 from ortserve.convert.chatter import hushed
 from ortserve.convert.parity import ParityReport, compare, instability, nudged
-from ortserve.convert.spec import InputSpec
+from ortserve.convert.spec import InputSpec, with_rows
 from ortserve.convert.writer import check, file_sha256, publish, scratch_dir
 from ortserve.errors import InvalidInput
 from ortserve.indexed_inputs import indexed_rows
@@ -104,13 +104,6 @@ def _sample_feeds(request: ConvertRequest, inputs: list[InputSpec],
             shape[0] = count
         feeds.append(replace(spec, dims=tuple(shape)).sample(rng, low, high))
     return feeds
-
-
-def _with_rows(inputs: list[InputSpec], rows: dict[str, int]) -> list[InputSpec]:
-    """The inputs, each integer one that the exported graph uses as row numbers of a table (an embedding's ids)
-    with the table's row count, so that its samples are ids the source model takes too."""
-    return [replace(spec, rows=rows[spec.name]) if spec.name in rows and spec.dtype.kind in "iu" else spec
-            for spec in inputs]
 
 
 def _parity_rows(asked: int, inputs: list[InputSpec]) -> int:
@@ -293,7 +286,7 @@ def convert(request: ConvertRequest, loaded: LoadedSource | None = None) -> Conv
         with hushed():
             exporter = loaded.export(onnx_path)
         log.info("checking it and its parity with %s ...", framework)
-        feeds = _sample_feeds(request, _with_rows(inputs, indexed_rows(onnx_path)), loaded.sample)
+        feeds = _sample_feeds(request, with_rows(inputs, indexed_rows(onnx_path)), loaded.sample)
         expected = _run_source(loaded, feeds)
         check(onnx_path)
         actual, names = _run_onnx(onnx_path, {spec.name: feed for spec, feed in zip(inputs, feeds, strict=True)})

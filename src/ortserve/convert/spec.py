@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -63,6 +63,13 @@ class InputSpec:
             return np.array(["".join(rng.choice(letters, int(rng.integers(1, 8)))) for _ in range(math.prod(shape))],
                             dtype=object).reshape(shape)
         return rng.uniform(low, high, size=shape).astype(self.dtype)
+
+
+def with_rows(inputs: list[InputSpec], rows: dict[str, int]) -> list[InputSpec]:
+    """The inputs, each that an exported graph uses as row numbers of a table (`rows`, from
+    ortserve.indexed_inputs: an embedding's ids) with the table's row count, so that its samples are ids the
+    source model takes too."""
+    return [replace(spec, rows=rows[spec.name]) if spec.name in rows else spec for spec in inputs]
 
 
 def _drawn_from(known: tuple[str | int | float, ...], dtype: np.dtype, rng: np.random.Generator,
