@@ -14,8 +14,14 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_iris
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor, IsolationForest
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    IsolationForest,
+    VotingClassifier,
+)
 from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
@@ -411,6 +417,8 @@ def _scores_of(estimator: object, features: np.ndarray) -> np.ndarray:
     (lambda: LinearSVC(), True),  # one column of d
     (lambda: KMeans(3, n_init=2, random_state=0), False),  # labels and distances to the centres
     (lambda: IsolationForest(n_estimators=10, random_state=0), False),  # labels and decision function
+    (lambda: make_pipeline(StandardScaler(), VotingClassifier(  # flatten_transform (default): refused by skl2onnx
+        [("linear", LogisticRegression()), ("bayes", GaussianNB())], voting="soft")), False),
 ])
 def test_sklearn_estimators_without_probabilities_answer_their_scores(tmp_path: Path, iris, make, binary) -> None:
     features, labels = iris

@@ -92,6 +92,25 @@ def _text_imputers_marked(estimator: Any) -> Any:
     return marked
 
 
+def _votes_unflattened(estimator: Any) -> Any:
+    """The estimator, or a copy whose VotingClassifiers have flatten_transform off: skl2onnx refuses the default
+    (True), which only shapes `transform`'s answer, never the labels and probabilities converted."""
+    import copy
+
+    from sklearn.ensemble import VotingClassifier
+
+    def voters(root: Any) -> list[Any]:
+        parts = [root, *(root.get_params(deep=True).values() if hasattr(root, "get_params") else ())]
+        return [part for part in parts if isinstance(part, VotingClassifier) and part.flatten_transform]
+
+    if not voters(estimator):
+        return estimator
+    unflattened = copy.deepcopy(estimator)
+    for voter in voters(unflattened):
+        voter.flatten_transform = False
+    return unflattened
+
+
 def _column_transformer(estimator: Any) -> Any:
     return estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
 
@@ -137,6 +156,7 @@ def convert(estimator: Any, input_name: str, n_features: int, opset: int, path: 
         for spec in column_inputs]
     if column_inputs is not None:
         estimator = _text_imputers_marked(estimator)
+    estimator = _votes_unflattened(estimator)
     try:
         with _bools_as_ints():
             model = _to_onnx(estimator, types, opset)
