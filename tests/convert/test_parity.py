@@ -23,4 +23,4 @@ def test_exact_outputs_and_shape_mismatch() -> None:
     assert label.passed and label.max_abs_error == 0
     assert not scores.passed
     assert not report.passed
-    assert "FAILED" in report.text()
+    assert "scores: shape [3, 3], where the source answers [2, 3] -> FAILED" in report.text()

@@ -16,6 +16,7 @@ class OutputParity:
     max_rel_error: float
     top1_agreement: float | None  # for 2-D float outputs (class scores): share of rows with the same argmax
     passed: bool
+    mismatch: str | None = None  # why the values could not be compared at all (shapes that differ)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ParityReport:
         lines = [f"parity on {self.samples} samples (atol {self.atol:g}, rtol {self.rtol:g}):"]
         for o in self.outputs:
             top1 = f", top-1 agreement {o.top1_agreement:.1%}" if o.top1_agreement is not None else ""
+            if o.mismatch is not None:
+                lines.append(f"  {o.name}: {o.mismatch} -> FAILED")
+                continue
             lines.append(f"  {o.name}: max abs error {o.max_abs_error:.3g}, max rel error {o.max_rel_error:.3g}"
                          f"{top1} -> {'ok' if o.passed else 'FAILED'}")
         return "\n".join(lines)
@@ -51,7 +55,8 @@ def compare(names: list[str], expected: list[np.ndarray], actual: list[np.ndarra
     for name, want, got in zip(names, expected, actual, strict=True):
         want, got = np.asarray(want), np.asarray(got)
         if want.shape != got.shape:
-            outputs.append(OutputParity(name, float("inf"), float("inf"), None, False))
+            outputs.append(OutputParity(name, float("inf"), float("inf"), None, False,
+                                        f"shape {list(got.shape)}, where the source answers {list(want.shape)}"))
             continue
         if want.dtype.kind not in "fc":
             equal = bool(np.array_equal(_text(want), _text(got)))
