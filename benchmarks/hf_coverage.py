@@ -1,7 +1,7 @@
 """Conversion coverage of Hugging Face sources: each common `transformers` family (ortserve.examples.hf_families:
-31 of them, from BERT and GPT-2 to Llama, Qwen2, DINOv2 and HuBERT, with question-answering and segmentation
-heads), built from a small config with random weights, saved with save_pretrained, through `ortserve convert`
-(export, checker, parity with transformers). Writes a JSON and a Markdown table.
+32 of them, from BERT and GPT-2 to Llama, Qwen2, DINOv2 and HuBERT, with question-answering, multiple-choice
+and segmentation heads), built from a small config with random weights, saved with save_pretrained, through
+`ortserve convert` (export, checker, parity with transformers). Writes a JSON and a Markdown table.
 
     python benchmarks/hf_coverage.py
 results: benchmarks/results/hf-coverage.{json,md}

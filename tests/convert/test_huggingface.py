@@ -79,6 +79,7 @@ FAMILY_TASKS = {"bert": ("sequence-classification", "logits"),
                 "segformer": ("image-classification", "logits"), "poolformer": ("image-classification", "logits"),
                 "hubert": ("feature-extraction", "last_hidden_state"),
                 "bert-qa": ("question-answering", "start_logits", "end_logits"),
+                "bert-multiple-choice": ("multiple-choice", "logits"),
                 "segformer-segmentation": ("semantic-segmentation", "logits")}
 
 
@@ -97,8 +98,8 @@ def test_families_convert_with_parity_and_serve_another_batch(tmp_path: Path, na
     rng = np.random.default_rng(3)
     feeds = {}
     for spec in provenance["inputs"]:
-        shape = [3 if dim == "batch" else 11 if dim == "sequence" else 12000 if dim == "samples" else dim
-                 for dim in spec["dims"]]
+        shape = [3 if dim == "batch" else 11 if dim == "sequence" else 12000 if dim == "samples" else 4
+                 if dim == "choices" else dim for dim in spec["dims"]]
         feeds[spec["name"]] = (rng.integers(0, 60, shape) if spec["dtype"] == "int64"
                                else rng.standard_normal(shape)).astype(spec["dtype"])
     if "attention_mask" in feeds:

@@ -26,6 +26,7 @@ PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_token
                        "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                        "preprocessor_config.json")
 SAMPLE_SEQUENCE = 16
+SAMPLE_CHOICES = 3
 AUDIO_SAMPLES = DEFAULT_DYNAMIC_SIZE["samples"]
 # the task's outputs by the architecture's suffix; a bare encoder (BertModel) gives its hidden states
 TASKS = (("ForSequenceClassification", "sequence-classification", ["logits"]),
@@ -37,7 +38,8 @@ TASKS = (("ForSequenceClassification", "sequence-classification", ["logits"]),
          ("ForCTC", "ctc", ["logits"]),
          ("ForAudioClassification", "audio-classification", ["logits"]),
          ("ForQuestionAnswering", "question-answering", ["start_logits", "end_logits"]),
-         ("ForSemanticSegmentation", "semantic-segmentation", ["logits"]))
+         ("ForSemanticSegmentation", "semantic-segmentation", ["logits"]),
+         ("ForMultipleChoice", "multiple-choice", ["logits"]))
 
 
 def is_source(path: Path) -> bool:
@@ -63,8 +65,8 @@ def _task(architecture: str) -> tuple[str, list[str]]:
     if architecture.endswith("Model"):
         return "feature-extraction", ["last_hidden_state"]
     raise InvalidInput(f"architecture {architecture!r} has no task ortserve knows (sequence, token, image or audio "
-                       "classification, extractive question answering, semantic segmentation, causal or masked LM, "
-                       "CTC, or a bare encoder)")
+                       "classification, extractive question answering, multiple choice, semantic segmentation, causal "
+                       "or masked LM, CTC, or a bare encoder)")
 
 
 def load(path: Path) -> HfModel:
@@ -88,7 +90,7 @@ def load(path: Path) -> HfModel:
     except (OSError, ValueError, RuntimeError) as exc:
         raise InvalidInput(f"{str(path)!r} cannot be loaded as {architecture}: {str(exc).splitlines()[0]}") from None
     names = _input_names(model)
-    inputs, sample = _inputs(names, model.config)
+    inputs, sample = _inputs(names, model.config, choices=task == "multiple-choice")
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
     files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
     settings: dict[str, Any] = {}
@@ -177,10 +179,10 @@ def labels(path: Path) -> list[str] | None:
     return [str(id2label.get(str(index), index)) for index in range(len(id2label))]
 
 
-def _inputs(names: list[str], config: Any
+def _inputs(names: list[str], config: Any, choices: bool = False
             ) -> tuple[list[InputSpec], Callable[[int, np.random.Generator], list[np.ndarray]]]:
-    """The model's inputs (ids, mask and token types of dynamic batch and sequence; or pixel values; or raw
-    audio) and a maker of valid samples for them."""
+    """The model's inputs (ids, mask and token types of dynamic batch and sequence, and of choices between them
+    for a multiple-choice head; or pixel values; or raw audio) and a maker of valid samples for them."""
     if names == ["input_values"]:  # raw audio: one float per sample, any length
         audio = InputSpec("input_values", np.dtype(np.float32), ("batch", "samples"))
         return [audio], lambda count, rng: [rng.standard_normal((count, AUDIO_SAMPLES)).astype(np.float32)]
@@ -192,14 +194,17 @@ def _inputs(names: list[str], config: Any
         return [pixels], lambda count, rng: [rng.standard_normal((count, channels, height, width)).astype(np.float32)]
     vocabulary = int(config.vocab_size)
 
+    middle = (SAMPLE_CHOICES,) if choices else ()
+
     def sample(count: int, rng: np.random.Generator) -> list[np.ndarray]:
-        ids = rng.integers(0, vocabulary, (count, SAMPLE_SEQUENCE), dtype=np.int64)
+        ids = rng.integers(0, vocabulary, (count, *middle, SAMPLE_SEQUENCE), dtype=np.int64)
         mask = np.ones_like(ids)
-        mask[count // 2:, SAMPLE_SEQUENCE // 2:] = 0  # half the rows padded, as a batch of unequal texts is
+        mask[count // 2:, ..., SAMPLE_SEQUENCE // 2:] = 0  # half the rows padded, as a batch of unequal texts is
         by_name = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         return [by_name[name] for name in names]
 
-    return [InputSpec(name, np.dtype(np.int64), ("batch", "sequence")) for name in names], sample
+    dims = ("batch", "choices", "sequence") if choices else ("batch", "sequence")
+    return [InputSpec(name, np.dtype(np.int64), dims) for name in names], sample
 
 
 def _input_names(model: Any) -> list[str]:

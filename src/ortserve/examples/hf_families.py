@@ -67,6 +67,7 @@ def _builders(transformers: Any) -> dict[str, Callable[[], Any]]:
         "poolformer": lambda: t.PoolFormerForImageClassification(t.PoolFormerConfig(
             image_size=32, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], num_labels=4)),
         "bert-qa": lambda: t.BertForQuestionAnswering(t.BertConfig(**TEXT)),
+        "bert-multiple-choice": lambda: t.BertForMultipleChoice(t.BertConfig(**TEXT)),
         "segformer-segmentation": lambda: t.SegformerForSemanticSegmentation(t.SegformerConfig(
             image_size=32, hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 1, 2], depths=[1, 1, 1, 1],
             decoder_hidden_size=32, num_labels=4)),
@@ -80,7 +81,7 @@ def _builders(transformers: Any) -> dict[str, Callable[[], Any]]:
 FAMILIES = ("bert", "distilbert", "roberta", "gpt2", "t5-encoder", "vit", "swin", "convnext", "resnet", "mobilevit",
             "wav2vec2", "albert", "electra", "deberta-v2", "xlm-roberta", "mpnet", "llama", "mistral", "qwen2", "phi",
             "opt", "bloom", "deit", "dinov2", "regnet", "mobilenet-v2", "segformer", "poolformer", "hubert", "bert-qa",
-            "segformer-segmentation")
+            "bert-multiple-choice", "segformer-segmentation")
 
 
 def save_family(name: str, directory: Path, seed: int = 0) -> Path:
