@@ -215,7 +215,7 @@ def run(estimator: Any, features_matrix: Any, shapes: list[tuple[int | None, ...
     """The outputs skl2onnx produces, in its order and shapes (`shapes`, from convert()): labels, then the scores
     (probabilities, else the decision function, else a clusterer's distances to each centre)."""
     from sklearn.base import is_clusterer
-    from sklearn.svm._base import BaseSVC
+    from sklearn.svm import SVC, NuSVC
 
     final = getattr(estimator, "steps", [[None, estimator]])[-1][1]
     centres = getattr(final, "cluster_centers_", None)
@@ -230,7 +230,7 @@ def run(estimator: Any, features_matrix: Any, shapes: list[tuple[int | None, ...
     if len(answers) != len(shapes):  # the parity check names the mismatch
         return answers
     # a binary decision function d is answered as two columns: [-d, d], but libsvm's (SVC, NuSVC) as [d, -d]
-    libsvm = isinstance(final, BaseSVC)
+    libsvm = isinstance(final, SVC | NuSVC)
     return [_in_shape(answer, shape, len(features_matrix), libsvm)
             for answer, shape in zip(answers, shapes, strict=True)]
 
