@@ -611,3 +611,17 @@ def test_a_saved_model_computing_spectrograms_of_waveforms_converts(tmp_path: Pa
     scores, power = session.run(["scores", "power"], {"waveform": waveform})
     np.testing.assert_allclose(scores, expected["scores"].numpy(), rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(power, expected["power"].numpy(), rtol=1e-3, atol=1e-2)
+
+
+def test_magnitudes_of_a_2d_rfft_still_go_to_tf2onnx(tmp_path: Path) -> None:
+    """ComplexAbs of anything but an RFFT is tf2onnx's to convert (its RFFT2D handler lays the parts out its own
+    way): the delegation passed its handler a list as keyword arguments, and the op was left unconverted."""
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"y": tf.abs(tf.signal.rfft2d(tf.reshape(x, (-1, 4, 4))))},
+                               input_signature=[tf.TensorSpec([None, 16], tf.float32, name="x")])
+    tf.saved_model.save(module, str(tmp_path / "rfft2d"), signatures={"serving_default": module.serve})
+    result = convert(ConvertRequest(source=str(tmp_path / "rfft2d"), repository=tmp_path / "repo", model="rfft2d",
+                                    inputs=[]))
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    (served,) = ort.InferenceSession(str(result.version_dir / "model.onnx")).run(["y"], {"x": x})
+    np.testing.assert_allclose(served, module.serve(tf.constant(x))["y"].numpy(), rtol=1e-4, atol=1e-4)

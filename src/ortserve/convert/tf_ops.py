@@ -207,7 +207,7 @@ def _complex_abs(ctx: Any, node: Any, name: str, args: Any) -> None:
 
     producer = ctx.get_node_by_output(node.input[0])
     if producer is None or producer.type not in ("RFFT", "DFT"):
-        ComplexAbsOp.any_version(ctx.opset, ctx, node, **args)
+        ComplexAbsOp.any_version(ctx.opset, ctx, node)
         return
     parts, output, shape, dtype = node.input[0], node.output[0], ctx.get_shape(node.output[0]), ctx.get_dtype(
         node.output[0])
