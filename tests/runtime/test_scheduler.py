@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ortserve.runtime.batcher import Batcher
-from ortserve.runtime.costs import BatchCosts
+from ortserve.runtime.costs import FORGET_AFTER_NS, HALF_LIFE_NS, BatchCosts
 from ortserve.runtime.scheduler import IDLE_SHARE, REFILL_FRESH_NS, BatchingPolicy, Scheduler
 from ortserve.runtime.stats import VersionStats
 from ortserve.runtime.warmup import ONE_THREAD_MARGIN, one_thread_wins
@@ -39,6 +39,57 @@ def test_the_fit_follows_a_size_whose_cost_changes() -> None:
         costs.observe(8, 16_000)
     assert costs.sizes[8] == pytest.approx(16_000, rel=0.01)
     assert costs.per_row_ns > 1_000
+
+
+def _calm(costs: BatchCosts, now: list[int], seconds: float) -> None:
+    """Batches of 1-8 rows on the line 90 us + 2 us a row, 300 a second."""
+    for step in range(int(seconds * 300)):
+        now[0] += 1_000_000_000 // 300
+        rows = (1, 2, 3, 4, 8)[step % 5]
+        costs.observe(rows, 90_000 + 2_000 * rows)
+
+
+def test_a_bursts_slow_batches_stop_counting_once_calm_returns() -> None:
+    now = [0]
+    costs = _costs(90_000, 2_000, sizes=(1, 8, 64, 256))  # warmup's calibration, on the calm line
+    costs.age_with(lambda: now[0])
+    _calm(costs, now, 2)
+    for rows in range(9, 400, 3):  # a burst: large batches run 2-50x slower, waiting for the GIL and the cores
+        now[0] += 25 * MS
+        costs.observe(rows, 1_000_000 + 7_000 * (rows % 11) * 100)
+    assert costs.fixed_ns > 500_000
+    _calm(costs, now, 2 * HALF_LIFE_NS / 1e9)
+    assert costs.fixed_ns < 500_000  # lowered while the burst's sizes are still remembered
+    _calm(costs, now, FORGET_AFTER_NS / 1e9)
+    assert set(costs.sizes) == {1, 2, 3, 4, 8, 64, 256}  # the burst's are forgotten, the calibration kept
+    assert costs.fixed_ns == pytest.approx(90_000, rel=1e-6)
+    assert costs.per_row_ns == pytest.approx(2_000, rel=1e-6)
+
+
+def test_calibration_never_ages_and_shapes_the_line_where_serving_measured_nothing() -> None:
+    costs = _costs(10 * MS, 20 * MS, sizes=(1, 2, 4, 8, 16))  # warmup's calibration
+    now = [10**15]
+    costs.age_with(lambda: now[0])  # serving starts, however long after warmup began
+    now[0] += 100 * FORGET_AFTER_NS  # idle for a long while, then batches of one row, 5 ms slower than calibrated
+    for _ in range(20):
+        costs.observe(1, 35 * MS)
+    assert set(costs.sizes) == {1, 2, 4, 8, 16}
+    assert costs.per_row_ns == pytest.approx(20 * MS, rel=0.05)  # the calibration's slope
+    assert costs.cost_ns(1) == pytest.approx(35 * MS, rel=0.05)  # through what serving measures
+
+
+def test_without_calibration_the_two_sizes_served_last_are_kept_however_old() -> None:
+    now = [0]
+    costs = BatchCosts()
+    costs.age_with(lambda: now[0])
+    for rows in (1, 2, 4, 8):
+        now[0] += MS
+        costs.observe(rows, 10 * MS + 20 * MS * rows)
+    now[0] += 100 * FORGET_AFTER_NS
+    costs.observe(1, 30 * MS)
+    assert set(costs.sizes) == {1, 4, 8}  # it, and the two measured last before it
+    assert costs.fixed_ns == pytest.approx(10 * MS, rel=1e-6)
+    assert costs.per_row_ns == pytest.approx(20 * MS, rel=1e-6)
 
 
 def test_one_size_seen_counts_as_cost_per_row() -> None:
@@ -88,6 +139,19 @@ def test_a_late_refill_is_measured_again_once_it_is_old() -> None:
     assert scheduler.wait_ns(1, 8, 0, None) == 0
     now[0] += REFILL_FRESH_NS // 2
     assert scheduler.wait_ns(1, 8, 0, None) == int(IDLE_SHARE * scheduler.cost_ns(8))
+
+
+def test_a_hand_over_counts_only_while_it_is_measured() -> None:
+    """A burst's hand-overs (workers waiting 2 ms for the GIL) stop counting once no more are measured: a fast
+    model's batches run on the callers' threads, with none to measure."""
+    now = [0]
+    scheduler = Scheduler(BatchingPolicy(32), _costs(50_000, 2_000), clock=lambda: now[0])
+    calm_cap = scheduler.choices().max_wait_ns
+    for _ in range(40):
+        scheduler.dispatched(2 * MS)
+    assert scheduler.choices().max_wait_ns == pytest.approx(2 * MS, rel=0.01)
+    now[0] += REFILL_FRESH_NS
+    assert scheduler.choices().max_wait_ns == calm_cap < 2 * MS
 
 
 def test_a_lone_caller_and_a_fast_model_never_wait() -> None:

@@ -10,7 +10,9 @@ chosen continuously from three measurements:
   own doing (a memory-bound model at c=8 measured 3.7 ms that way, ran halves of the callers in turn, and
   reached 863 requests/s, where waiting for all eight ran 1,110-1,265/s: docs/benchmarks.md). A refill time older
   than REFILL_FRESH_NS is measured again by waiting once more: the callers may have changed;
-- the hand-over time: how long a request waits for a worker that was free when it came (a thread wake-up).
+- the hand-over time: how long a request waits for a worker that was free when it came (a thread wake-up),
+  counted only while measured within REFILL_FRESH_NS: a fast model's batches run on the callers' threads, with
+  no hand-over to measure, and a burst's (the workers waiting for the GIL: 2 ms) would otherwise stay.
 
 Waiting: when an instance is free and fewer rows are queued than are expected (those left queued plus those the
 last batch answered), the batch waits for them only while they are expected within its wait cap: IDLE_SHARE of
@@ -86,12 +88,14 @@ class Scheduler:
     def __init__(self, policy: BatchingPolicy, costs: BatchCosts | None = None, instances: int = 1, *,
                  clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.policy = policy
-        self.costs = costs or BatchCosts()
-        self._costs_by_instances = {instances: self.costs}
         self._clock = clock
+        self.costs = costs or BatchCosts()
+        self.costs.age_with(clock)
+        self._costs_by_instances = {instances: self.costs}
         self.refill_ns: float | None = None
         self._refilled_at_ns = 0
         self.dispatch_ns = 0.0  # running mean of dispatched()
+        self._dispatched_at_ns = 0
         self.drain_ns_per_row: float | None = None  # running mean of drained()
         self._run_ns = float(RUN_HERE_BELOW_NS)  # whole batch time (merge, run, split); starts undecided
         self._batches = 0
@@ -109,7 +113,11 @@ class Scheduler:
 
     def use_instances(self, count: int) -> None:
         """Batch costs are measured per instance count: instances divide the cores, and run side by side."""
-        self.costs = self._costs_by_instances.setdefault(count, BatchCosts())
+        costs = self._costs_by_instances.get(count)
+        if costs is None:
+            costs = self._costs_by_instances[count] = BatchCosts()
+            costs.age_with(self._clock)
+        self.costs = costs
         self._update_limit()
 
     def batch_done(self, rows: int, compute_ns: int, whole_ns: int) -> None:
@@ -127,6 +135,7 @@ class Scheduler:
     def dispatched(self, ns: int) -> None:
         """How long a request waited for a worker that was free when it came (a thread wake-up, mostly)."""
         self.dispatch_ns += _SMOOTHING * (ns - self.dispatch_ns)
+        self._dispatched_at_ns = self._clock()
 
     def drained(self, rows: int, ns: int) -> None:
         """A batch of `rows` was answered `ns` after the one before, with a backlog in between: the version's
@@ -180,10 +189,12 @@ class Scheduler:
         """The longest a batch of `rows` is worth waiting for: IDLE_SHARE of its run, or what a batch of the
         missing rows would cost again (its fixed cost, a hand-over to a worker); 0 when callers were lately measured
         to come back later than that."""
-        cap = max(IDLE_SHARE * self.cost_ns(rows), self.costs.fixed_ns, self.dispatch_ns)
+        now = self._clock()
+        dispatch = self.dispatch_ns if now - self._dispatched_at_ns < REFILL_FRESH_NS else 0.0
+        cap = max(IDLE_SHARE * self.cost_ns(rows), self.costs.fixed_ns, dispatch)
         if self.refill_ns is None or self.refill_ns <= cap:
             return cap
-        return cap if self._clock() - self._refilled_at_ns >= REFILL_FRESH_NS else 0.0
+        return cap if now - self._refilled_at_ns >= REFILL_FRESH_NS else 0.0
 
     def _max_wait_ns(self) -> float:
         """The longest a batch may now wait for company."""
