@@ -6,12 +6,16 @@ small configs with random weights (none ship)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import yaml
 
 import ortserve
+from ortserve.bench.server import start_server
 from ortserve.convert.pipeline import ConvertRequest, convert
 from ortserve.examples.hf_families import FAMILIES, save_family
 
@@ -152,3 +156,82 @@ def test_inputs_come_from_what_forward_takes(tmp_path: Path) -> None:
     with pytest.raises(ortserve.InvalidInput, match="WhisperForAudioClassification takes input_features"):
         convert(ConvertRequest(source=str(_saved(tmp_path, "whisper", whisper)), repository=tmp_path / "repo",
                                model="whisper", inputs=[]))
+
+
+def _wordpiece(path: Path) -> int:
+    """A BERT checkpoint's tokenizer as older transformers saved it: vocab.txt, no tokenizer.json."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie", "was", "good", "bad", "cat", "##s"]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+                                                             "model_max_length": 64}))
+    return len(words)
+
+
+def _byte_level_bpe(path: Path) -> int:
+    """A RoBERTa or GPT-2 tokenizer as older transformers saved it: vocab.json and merges.txt."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the movie was good", "the movie was bad", "a cat sat on the mat"] * 5, vocab_size=300,
+                            min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(path))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "RobertaTokenizer",
+                                                             "model_max_length": 64}))
+    return bpe.get_vocab_size()
+
+
+def _sentencepiece(path: Path) -> int:
+    """An ALBERT, T5 or XLM-R tokenizer as saved without a tokenizer.json: a SentencePiece model."""
+    import io
+
+    import sentencepiece
+
+    written = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(["the movie was good", "the movie was bad", "a cat sat on the mat"] * 20),
+        model_writer=written, vocab_size=24, model_type="unigram", pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"], minloglevel=2)
+    (path / "spiece.model").write_bytes(written.getvalue())
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "AlbertTokenizer",
+                                                             "model_max_length": 64}))
+    return 24
+
+
+CLASSIFIERS = {"bert": ("BertConfig", "BertForSequenceClassification", {"pad_token_id": 0}),
+               "roberta": ("RobertaConfig", "RobertaForSequenceClassification", {"pad_token_id": 1}),
+               "albert": ("AlbertConfig", "AlbertForSequenceClassification", {"embedding_size": 16})}
+
+
+@pytest.mark.parametrize(("family", "vocabulary"),
+                         [("bert", _wordpiece), ("roberta", _byte_level_bpe), ("albert", _sentencepiece)],
+                         ids=["wordpiece-vocab.txt", "byte-level-bpe-vocab.json", "sentencepiece-spiece.model"])
+def test_a_checkpoint_without_tokenizer_json_serves_text_tokenized_as_transformers_does(
+        tmp_path: Path, family: str, vocabulary: Callable[[Path], int]) -> None:
+    source = tmp_path / family
+    source.mkdir()
+    words = vocabulary(source)
+    torch.manual_seed(0)
+    config_name, model_name, extra = CLASSIFIERS[family]
+    config = getattr(transformers, config_name)(**SMALL, vocab_size=words, max_position_embeddings=70, num_labels=2,
+                                                 **extra)
+    model = getattr(transformers, model_name)(config).eval()
+    model.save_pretrained(source)
+    assert not (source / "tokenizer.json").exists()
+    repository = tmp_path / "repo"
+    result = convert(ConvertRequest(source=str(source), repository=repository, model=family, inputs=[]))
+    assert (result.version_dir / "tokenizer.json").is_file()
+    assert yaml.safe_load((repository / family / "config.yaml").read_text())["text"]["task"] == "classify"
+
+    texts = ["the movie was good", "A cat was bad, the cats were good", "good"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
+    with torch.no_grad():
+        expected = [torch.softmax(model(**tokenizer(text, return_tensors="pt")).logits, -1)[0].numpy()
+                    for text in texts]
+    with start_server(repository, tmp_path / "server.log") as server:
+        response = httpx.post(f"{server.url}/v1/models/{family}:predict_text", json={"texts": texts}, timeout=60)
+    assert response.status_code == 200, response.text
+    for answer, probabilities in zip(response.json()["predictions"], expected, strict=True):
+        served = np.zeros(2, np.float32)
+        for entry in answer:
+            served[entry["class_id"]] = entry["confidence"]
+        np.testing.assert_allclose(served, probabilities, rtol=1e-4, atol=1e-5)

@@ -1,6 +1,9 @@
 """Hugging Face `transformers` model directories (`save_pretrained`: config.json and weights, with the tokenizer
 or image processor files beside them) as a source: the task from the config's `architectures`, the inputs from
-the model type, meaningful output names, and the preprocessing files carried into the version.
+the model type, meaningful output names, and the preprocessing files carried into the version. A checkpoint
+saved without a tokenizer.json (a `vocab.txt`, or `vocab.json` and `merges.txt`, as older tokenizers wrote them)
+gets the one transformers builds from those files, the tokenizer transformers itself runs, so the server can
+take text (runtime.text).
 
 The model runs through a wrapper that takes its inputs by position and returns the task's outputs as a tuple, so
 that PyTorch's exporters (convert.pytorch) see a plain module.
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,11 @@ import numpy as np
 from ortserve.convert.spec import DEFAULT_DYNAMIC_SIZE, InputSpec
 from ortserve.errors import InvalidInput
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
+# the files of tokenizers saved without a tokenizer.json, from which transformers builds one
+VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 # what the version directory keeps of the source directory, for the clients' and the server's preprocessing
 PREPROCESSING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                        "merges.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
@@ -93,6 +102,10 @@ def load(path: Path) -> HfModel:
     inputs, sample = _inputs(names, model.config, choices=task == "multiple-choice")
     module = _positional(torch, len(inputs))(model, [spec.name for spec in inputs], outputs).eval()
     files = {name: path / name for name in PREPROCESSING_FILES if (path / name).is_file()}
+    if "tokenizer.json" not in files and any(name in files for name in VOCABULARY_FILES):
+        built = _built_tokenizer(transformers, path)
+        if built is not None:
+            files["tokenizer.json"] = built
     settings: dict[str, Any] = {}
     text = text_settings(path, task, model.config, names) if "tokenizer.json" in files else None
     if text:
@@ -100,6 +113,29 @@ def load(path: Path) -> HfModel:
     if [spec.name for spec in inputs] == ["input_values"]:  # warm up on a second of audio, not on one sample
         settings["warmup"] = {"shapes": {"input_values": [AUDIO_SAMPLES]}}
     return HfModel(module, task, architecture, inputs, outputs, sample, files, settings)
+
+
+def _built_tokenizer(transformers: Any, path: Path) -> Path | None:
+    """The tokenizer.json transformers builds from the checkpoint's vocabulary files; None (logged) when it
+    builds none: the model then takes token ids only."""
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    # ImportError: a SentencePiece vocabulary without the sentencepiece package; ValueError/OSError: files it
+    # does not take
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("%s has no tokenizer.json, and transformers builds none from its vocabulary (%s): the model "
+                    "will take token ids, not text", path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        log.warning("%s has no tokenizer.json, and transformers' %s is not a `tokenizers` one: the model will take "
+                    "token ids, not text", path, type(tokenizer).__name__)
+        return None
+    written = Path(tempfile.mkdtemp(prefix="ortserve-tokenizer-")) / "tokenizer.json"
+    backend.save(str(written))
+    log.info("%s has no tokenizer.json: wrote the one transformers %s builds from its vocabulary", path,
+             transformers.__version__)
+    return written
 
 
 def _positional(torch: Any, count: int) -> Any:
