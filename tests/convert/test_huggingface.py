@@ -235,3 +235,45 @@ def test_a_checkpoint_without_tokenizer_json_serves_text_tokenized_as_transforme
         for entry in answer:
             served[entry["class_id"]] = entry["confidence"]
         np.testing.assert_allclose(served, probabilities, rtol=1e-4, atol=1e-5)
+
+
+def test_a_token_classifier_serves_entities_from_text_grouped_as_transformers_pipeline_does(tmp_path: Path) -> None:
+    import tritonclient.http as triton
+
+    source = tmp_path / "ner"
+    source.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "john", "smith", "lives", "in", "new", "york", "paris",
+             "and", "mary", "went", "to", "##s", "the"]
+    (source / "vocab.txt").write_text("\n".join(words) + "\n")
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                               "do_lower_case": True, "model_max_length": 64}))
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    torch.manual_seed(3)  # random weights: arbitrary tags, so runs of every kind get grouped
+    model = transformers.BertForTokenClassification(transformers.BertConfig(
+        **SMALL, vocab_size=len(words), max_position_embeddings=70, num_labels=len(labels),
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})).eval()
+    model.save_pretrained(source)
+    repository = tmp_path / "repo"
+    convert(ConvertRequest(source=str(source), repository=repository, model="ner", inputs=[]))
+    assert yaml.safe_load((repository / "ner" / "config.yaml").read_text())["text"]["task"] == "tag"
+
+    texts = ["John Smith lives in New York", "Mary went to Paris and Johns", "the"]
+    pipeline = transformers.pipeline("token-classification", model=model,
+                                     tokenizer=transformers.AutoTokenizer.from_pretrained(str(source)),
+                                     aggregation_strategy="simple")
+    expected = [pipeline(text) for text in texts]
+    assert sum(len(found) for found in expected) >= 5
+    with start_server(repository, tmp_path / "server.log") as server:
+        response = httpx.post(f"{server.url}/v1/models/ner:predict_text", json={"texts": texts}, timeout=60)
+        client = triton.InferenceServerClient(server.host_port)
+        strings = triton.InferInput("text", [1], "BYTES")
+        strings.set_data_from_numpy(np.array([texts[1].encode()], dtype=object))
+        over_v2 = client.infer("ner", [strings]).as_numpy("entities")
+    assert response.status_code == 200, response.text
+    served = response.json()["entities"]
+    assert json.loads(over_v2[0]) == served[1]
+    for text, answer, reference in zip(texts, served, expected, strict=True):
+        assert [(e["entity_group"], e["start"], e["end"]) for e in answer] == \
+            [(e["entity_group"], e["start"], e["end"]) for e in reference]
+        assert [e["score"] for e in answer] == pytest.approx([float(e["score"]) for e in reference], rel=1e-4)
+        assert [e["word"] for e in answer] == [text[e["start"]:e["end"]] for e in reference]

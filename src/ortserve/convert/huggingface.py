@@ -167,13 +167,13 @@ def _positional(torch: Any, count: int) -> Any:
 
 
 def text_settings(path: Path, task: str, config: Any, names: list[str]) -> dict[str, Any] | None:
-    """The server's text preprocessing for a sequence classifier or an encoder: the tokenizer's length limit, and
-    for a sentence-transformers directory (modules.json) its pooling and normalization."""
-    if task not in ("sequence-classification", "feature-extraction") or "input_ids" not in names:
+    """The server's text preprocessing for a sequence or token classifier or an encoder: the tokenizer's length
+    limit, and for a sentence-transformers directory (modules.json) its pooling and normalization."""
+    kinds = {"sequence-classification": "classify", "token-classification": "tag", "feature-extraction": "embed"}
+    if task not in kinds or "input_ids" not in names:
         return None
-    settings: dict[str, Any] = {"task": "classify" if task == "sequence-classification" else "embed",
-                                "max_length": _max_length(path, config)}
-    if task == "sequence-classification":
+    settings: dict[str, Any] = {"task": kinds[task], "max_length": _max_length(path, config)}
+    if task != "feature-extraction":
         if labels(path):
             settings["labels_file"] = "labels.txt"
         return settings

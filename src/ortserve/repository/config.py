@@ -179,10 +179,11 @@ class TextInputs(_Strict):
 
 class TextPreprocessing(_Strict):
     """How raw strings become the model's token inputs (a `tokenizers` tokenizer.json), and how its output becomes
-    per-text embeddings or class labels, or stays the model's own outputs (`predict`: a Keras model that split its
-    text in the graph, converted from its token ids on)."""
+    per-text embeddings, class labels or entities (`tag`: a label per token, [batch, sequence, labels]), or stays
+    the model's own outputs (`predict`: a Keras model that split its text in the graph, converted from its token
+    ids on)."""
 
-    task: Literal["embed", "classify", "predict"]
+    task: Literal["embed", "classify", "tag", "predict"]
     tokenizer: str = "tokenizer.json"  # in the version directory, else the model directory
     max_length: Annotated[int, Field(ge=1)] = 512  # tokens a text may have, special tokens included
     truncation: bool = True  # off: a longer text is refused (400), not cut
@@ -195,8 +196,9 @@ class TextPreprocessing(_Strict):
     # of [batch, hidden] is the embedding already
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = False  # embed: scale each embedding to unit length (L2)
-    scores: Literal["logits", "probabilities"] = "logits"  # classify: logits get a softmax
-    labels_file: str | None = None  # classify: one label per line (version directory, else model directory)
+    scores: Literal["logits", "probabilities"] = "logits"  # classify, tag: logits get a softmax
+    # classify, tag: one label per line (version directory, else model directory; unset: config.json's id2label)
+    labels_file: str | None = None
     input_name: str = "text"  # the BYTES input that V2 and TF Serving clients send strings to
     default: bool = False  # the model POST /embed or POST /classify serves
 

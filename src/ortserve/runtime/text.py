@@ -1,7 +1,8 @@
 """Text models served from raw strings: a batch of texts becomes the model's token inputs (tokenized together,
-sorted by length into runs of little padding, the mask set), and its output becomes embeddings or class scores,
-or stays as the model answers (`predict`). A model whose token ids input has a fixed length (a Keras
-TextVectorization's `output_sequence_length`) gets every text cut or padded to it, in one run.
+sorted by length into runs of little padding, the mask set), and its output becomes embeddings, class scores,
+entities (`tag`: a label per token, grouped by runtime.entities), or stays as the model answers (`predict`).
+A model whose token ids input has a fixed length (a Keras TextVectorization's `output_sequence_length`) gets
+every text cut or padded to it, in one run.
 
 Tokenization happens when a batch is assembled, on the thread that runs it (runtime.batcher's Assembly): one
 `encode_batch` call for every text of every request in the batch, off the event loop. Requests of different
@@ -20,16 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+import orjson
+from tokenizers import Encoding, Tokenizer
 
 from ortserve.dtypes import BY_V2
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import TextPreprocessing
 from ortserve.runtime.batcher import Assembled, Tensors, split_rows
+from ortserve.runtime.entities import entities
 from ortserve.runtime.scores import probabilities
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
-EMBEDDINGS, SCORES, LABELS = "embeddings", "scores", "labels"
+EMBEDDINGS, SCORES, LABELS, ENTITIES = "embeddings", "scores", "labels", "entities"
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|endoftext|>", "</s>")
 _USUAL_NAMES = {"ids": "input_ids", "mask": "attention_mask", "type_ids": "token_type_ids"}
 
@@ -130,7 +133,11 @@ class TextModel:
                   if error is None]
 
         def answers(outputs: list[Tensors]) -> list[Tensors]:
-            parts = [self._answer(found, run_mask) for found, run_mask in zip(outputs, masks, strict=True)]
+            if self.config.task == "tag":
+                parts = [self._tag(found[self.output.name], run_mask, rows, texts, encodings)
+                         for found, run_mask, rows in zip(outputs, masks, runs, strict=True)]
+            else:
+                parts = [self._answer(found, run_mask) for found, run_mask in zip(outputs, masks, strict=True)]
             ordered = {}
             for name in parts[0]:
                 merged = np.concatenate([part[name] for part in parts])
@@ -152,6 +159,23 @@ class TextModel:
         names = np.empty(len(best), dtype=object)
         names[:] = [self.label(int(index)) for index in best]
         return {SCORES: scores, LABELS: names}
+
+    def _tag(self, values: np.ndarray, mask: np.ndarray, rows: np.ndarray, texts: list[str],
+             encodings: list[Encoding]) -> Tensors:
+        """Each text's entities, as a JSON string (a BYTES element): their number varies from text to text."""
+        scores = probabilities(values.astype(np.float32, copy=False), self.config.scores)
+        best, best_scores = scores.argmax(axis=-1), scores.max(axis=-1)
+        width = mask.shape[1]
+        found = np.empty(len(rows), dtype=object)
+        for index, row in enumerate(rows.tolist()):
+            encoding = encodings[row]
+            special = np.ones(width, dtype=bool)  # a fixed width may pass the tokens tokenized
+            marks = encoding.special_tokens_mask[:width]
+            special[:len(marks)] = marks
+            own = (mask[index] > 0) & ~special
+            found[index] = orjson.dumps(entities(texts[row], encoding.offsets, np.flatnonzero(own), best[index],
+                                                 best_scores[index], self.label)).decode()
+        return {ENTITIES: found}
 
     def _embed(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         values = values.astype(np.float32, copy=False)
@@ -282,8 +306,8 @@ def bind_text_model(model: str, version_dir: Path, config: TextPreprocessing, si
     if output is None:
         raise ConfigError(f"model {model!r}: field 'text.output' names {config.output!r}, which is not a model "
                           "output")
-    ranks, wanted = ((2, 3), "[batch, hidden] or [batch, sequence, hidden]") if config.task == "embed" else \
-        ((2,), "[batch, classes]")
+    ranks, wanted = {"embed": ((2, 3), "[batch, hidden] or [batch, sequence, hidden]"),
+                     "tag": ((3,), "[batch, sequence, labels]")}.get(config.task, ((2,), "[batch, classes]"))
     if config.task != "predict" and output.rank not in ranks:
         raise ConfigError(f"model {model!r}: output {output.name!r} of shape {list(output.shape)} is not a {wanted} "
                           f"tensor, as text.task {config.task!r} needs")
@@ -293,8 +317,10 @@ def bind_text_model(model: str, version_dir: Path, config: TextPreprocessing, si
         outputs = signature.outputs
     elif config.task == "embed":
         outputs = (TensorSpec(EMBEDDINGS, BY_V2["FP32"], (DYNAMIC, width)),)
+    elif config.task == "tag":
+        outputs = (TensorSpec(ENTITIES, BY_V2["BYTES"], (DYNAMIC,)),)
     else:
         outputs = (TensorSpec(SCORES, BY_V2["FP32"], (DYNAMIC, width)), TensorSpec(LABELS, BY_V2["BYTES"], (DYNAMIC,)))
-    labels = _labels(directories, config, model) if config.task == "classify" else None
+    labels = _labels(directories, config, model) if config.task in ("classify", "tag") else None
     return TextModel(model, config, load_tokenizer(tokenizer_path, config), ids, mask, type_ids, output, labels,
                      Signature((strings,), outputs))

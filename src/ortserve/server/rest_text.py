@@ -1,4 +1,5 @@
-"""Text models over HTTP: a JSON list of strings in, embeddings or the top labels of each text out."""
+"""Text models over HTTP: a JSON list of strings in, embeddings, the top labels or the entities of each text
+out."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ortserve.errors import InvalidInput, require
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.scores import ranked
-from ortserve.runtime.text import EMBEDDINGS, SCORES
+from ortserve.runtime.text import EMBEDDINGS, ENTITIES, SCORES
 from ortserve.server.codec import dumps, loads
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router
@@ -67,16 +69,19 @@ class TextRest:
             raise InvalidInput(f"model {served.model!r} has no text preprocessing (config.yaml `text:`)")
         document = loads(request.body)
         texts = _texts(document)
-        embedding = text.config.task == "embed"
-        top_k = 0 if embedding else _top_k(document, int(text.signature.outputs[0].shape[-1]))
+        task = text.config.task
+        embedding = task == "embed"
+        top_k = _top_k(document, int(text.signature.outputs[0].shape[-1])) if task == "classify" else 0
         served.precheck()
         start = time.perf_counter()
-        wanted = EMBEDDINGS if embedding else SCORES
+        wanted = {"embed": EMBEDDINGS, "tag": ENTITIES}.get(task, SCORES)
         results = await served.infer({text.input_name: texts}, [wanted], gone=request.disconnected)
         elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
         answer: dict[str, Any] = {"model": served.model, "version": str(served.version)}
         if embedding:
             answer["embeddings"] = results[EMBEDDINGS]
+        elif task == "tag":
+            answer["entities"] = [orjson.loads(found) for found in results[ENTITIES]]
         else:
             answer["predictions"] = [ranked(row, top_k, text.label) for row in results[SCORES]]
         answer["inference_time_ms"] = elapsed_ms
