@@ -277,3 +277,69 @@ def test_a_token_classifier_serves_entities_from_text_grouped_as_transformers_pi
             [(e["entity_group"], e["start"], e["end"]) for e in reference]
         assert [e["score"] for e in answer] == pytest.approx([float(e["score"]) for e in reference], rel=1e-4)
         assert [e["word"] for e in answer] == [text[e["start"]:e["end"]] for e in reference]
+
+
+def _reference_answer(model: object, tokenizer: object, question: str, context: str) -> tuple[str, float, int, int]:
+    """The question-answering rule, spelt out over every span: softmax of the start and end logits over the
+    context's tokens and [CLS] ([CLS]'s share then dropped), the best product of a span of at most 15 tokens."""
+    encoded = tokenizer(question, context, truncation="only_second", return_offsets_mapping=True,
+                        return_tensors="pt")  # type: ignore[operator]
+    offsets = encoded.pop("offset_mapping")[0].tolist()
+    in_context = [sequence == 1 for sequence in encoded.sequence_ids(0)]
+    with torch.no_grad():
+        found = model(**encoded)  # type: ignore[operator]
+    probabilities = []
+    for logits in (found.start_logits[0], found.end_logits[0]):
+        counted = torch.tensor([index == 0 or kept for index, kept in enumerate(in_context)])
+        shares = torch.softmax(logits.masked_fill(~counted, float("-inf")), -1)
+        probabilities.append([float(share) if kept else 0.0 for share, kept in zip(shares, in_context, strict=True)])
+    best = (0.0, 0, 0)
+    for first, start in enumerate(probabilities[0]):
+        for last in range(first, min(first + 15, len(in_context))):
+            if start * probabilities[1][last] > best[0]:
+                best = (start * probabilities[1][last], first, last)
+    score, first, last = best
+    begin, end = offsets[first][0], offsets[last][1]
+    return context[begin:end], score, begin, end
+
+
+def test_a_question_answering_model_answers_questions_from_text(tmp_path: Path) -> None:
+    import tritonclient.grpc as triton_grpc
+
+    source = tmp_path / "qa"
+    source.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "who", "lives", "in", "paris", "john", "smith", "where",
+             "does", "mary", "live", "she", "london", "and", "the", "city", "of", "##s", "is"]
+    (source / "vocab.txt").write_text("\n".join(words) + "\n")
+    (source / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                               "do_lower_case": True, "model_max_length": 64}))
+    torch.manual_seed(5)
+    model = transformers.BertForQuestionAnswering(transformers.BertConfig(
+        **SMALL, vocab_size=len(words), max_position_embeddings=70)).eval()
+    model.save_pretrained(source)
+    repository = tmp_path / "repo"
+    convert(ConvertRequest(source=str(source), repository=repository, model="qa", inputs=[]))
+    assert yaml.safe_load((repository / "qa" / "config.yaml").read_text())["text"]["task"] == "answer"
+
+    questions = ["Who lives in Paris?", "Where does Mary live?", "Who is she?"]
+    contexts = ["John Smith lives in Paris and Mary lives in London", "She lives in the city of London",
+                "Mary Smith of London is the John of Paris and the Mary of the city where she lives"]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source))
+    expected = [_reference_answer(model, tokenizer, q, c) for q, c in zip(questions, contexts, strict=True)]
+    with start_server(repository, tmp_path / "server.log") as server:
+        response = httpx.post(f"{server.url}/v1/models/qa:predict_text",
+                              json={"questions": questions, "contexts": contexts}, timeout=60)
+        strings = []
+        for name, texts in (("question", questions[1:]), ("context", contexts[1:])):
+            strings.append(triton_grpc.InferInput(name, [2], "BYTES"))
+            strings[-1].set_data_from_numpy(np.array([text.encode() for text in texts], dtype=object))
+        over_grpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer("qa", strings)
+        mismatched = httpx.post(f"{server.url}/v1/models/qa:predict_text",
+                                json={"questions": questions, "contexts": contexts[:2]}, timeout=60)
+    assert response.status_code == 200, response.text
+    for served, (answer, score, begin, end) in zip(response.json()["answers"], expected, strict=True):
+        assert (served["answer"], served["start"], served["end"]) == (answer, begin, end)
+        assert served["score"] == pytest.approx(score, rel=1e-4)
+    assert [text.decode() for text in over_grpc.as_numpy("answer")] == [e[0] for e in expected[1:]]
+    assert over_grpc.as_numpy("start").tolist() == [e[2] for e in expected[1:]]
+    assert mismatched.status_code == 400 and "one context per question" in mismatched.json()["error"]

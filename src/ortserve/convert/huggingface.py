@@ -167,15 +167,17 @@ def _positional(torch: Any, count: int) -> Any:
 
 
 def text_settings(path: Path, task: str, config: Any, names: list[str]) -> dict[str, Any] | None:
-    """The server's text preprocessing for a sequence or token classifier or an encoder: the tokenizer's length
-    limit, and for a sentence-transformers directory (modules.json) its pooling and normalization."""
-    kinds = {"sequence-classification": "classify", "token-classification": "tag", "feature-extraction": "embed"}
-    if task not in kinds or "input_ids" not in names:
+    """The server's text preprocessing for a sequence or token classifier, an extractive question answerer or an
+    encoder: the tokenizer's length limit, and for a sentence-transformers directory (modules.json) its pooling
+    and normalization."""
+    text_tasks = {"sequence-classification": "classify", "token-classification": "tag",
+                  "question-answering": "answer", "feature-extraction": "embed"}
+    if task not in text_tasks or "input_ids" not in names:
         return None
-    settings: dict[str, Any] = {"task": kinds[task], "max_length": _max_length(path, config)}
+    settings: dict[str, Any] = {"task": text_tasks[task], "max_length": _max_length(path, config)}
+    if task.endswith("classification") and labels(path):
+        settings["labels_file"] = "labels.txt"
     if task != "feature-extraction":
-        if labels(path):
-            settings["labels_file"] = "labels.txt"
         return settings
     modules = _read_json(path / "modules.json")
     if isinstance(modules, list):  # sentence-transformers: Transformer, Pooling, Normalize

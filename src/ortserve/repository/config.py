@@ -179,11 +179,12 @@ class TextInputs(_Strict):
 
 class TextPreprocessing(_Strict):
     """How raw strings become the model's token inputs (a `tokenizers` tokenizer.json), and how its output becomes
-    per-text embeddings, class labels or entities (`tag`: a label per token, [batch, sequence, labels]), or stays
-    the model's own outputs (`predict`: a Keras model that split its text in the graph, converted from its token
-    ids on)."""
+    per-text embeddings, class labels, entities (`tag`: a label per token, [batch, sequence, labels]), answers
+    (`answer`: a question and a context in, the span of the context that answers it out, from start and end
+    logits), or stays the model's own outputs (`predict`: a Keras model that split its text in the graph,
+    converted from its token ids on)."""
 
-    task: Literal["embed", "classify", "tag", "predict"]
+    task: Literal["embed", "classify", "tag", "answer", "predict"]
     tokenizer: str = "tokenizer.json"  # in the version directory, else the model directory
     max_length: Annotated[int, Field(ge=1)] = 512  # tokens a text may have, special tokens included
     truncation: bool = True  # off: a longer text is refused (400), not cut
@@ -200,6 +201,10 @@ class TextPreprocessing(_Strict):
     # classify, tag: one label per line (version directory, else model directory; unset: config.json's id2label)
     labels_file: str | None = None
     input_name: str = "text"  # the BYTES input that V2 and TF Serving clients send strings to
+    # answer: the BYTES inputs of the questions and their contexts, and the longest answer in tokens
+    question_input: str = "question"
+    context_input: str = "context"
+    max_answer_tokens: Annotated[int, Field(ge=1)] = 15
     default: bool = False  # the model POST /embed or POST /classify serves
 
 

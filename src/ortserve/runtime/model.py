@@ -322,8 +322,8 @@ class ServedVersion:
         try:
             if text is not None and text.takes(inputs):
                 check_outputs(text.signature, outputs)
-                texts = text.texts(inputs, self.max_batch_size)
-                return batcher, {text.input_name: texts}, len(texts), text, text
+                strings = text.strings(inputs, self.max_batch_size)
+                return batcher, strings, len(next(iter(strings.values()))), text, text
             check_outputs(signature, outputs)
             rows, key = check_inputs(signature, inputs, self.max_batch_size)
         except BatchTooLarge:

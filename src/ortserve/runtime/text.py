@@ -1,6 +1,8 @@
 """Text models served from raw strings: a batch of texts becomes the model's token inputs (tokenized together,
 sorted by length into runs of little padding, the mask set), and its output becomes embeddings, class scores,
-entities (`tag`: a label per token, grouped by runtime.entities), or stays as the model answers (`predict`).
+entities (`tag`: a label per token, grouped by runtime.entities), answers (`answer`: a question and its context
+in, the context's span that answers it out, chosen by runtime.answers), or stays as the model answers
+(`predict`).
 A model whose token ids input has a fixed length (a Keras TextVectorization's `output_sequence_length`) gets
 every text cut or padded to it, in one run.
 
@@ -27,12 +29,14 @@ from tokenizers import Encoding, Tokenizer
 from ortserve.dtypes import BY_V2
 from ortserve.errors import ConfigError, InvalidInput
 from ortserve.repository.config import TextPreprocessing
+from ortserve.runtime.answers import best_span
 from ortserve.runtime.batcher import Assembled, Tensors, split_rows
 from ortserve.runtime.entities import entities
 from ortserve.runtime.scores import probabilities
 from ortserve.runtime.signature import DYNAMIC, Signature, TensorSpec
 
 EMBEDDINGS, SCORES, LABELS, ENTITIES = "embeddings", "scores", "labels", "entities"
+ANSWER, SCORE, START, END = "answer", "score", "start", "end"
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|endoftext|>", "</s>")
 _USUAL_NAMES = {"ids": "input_ids", "mask": "attention_mask", "type_ids": "token_type_ids"}
 
@@ -48,10 +52,15 @@ class TextModel:
     output: TensorSpec
     labels: list[str] | None
     signature: Signature  # what clients see: strings in, embeddings or scores out
+    end_output: TensorSpec | None = None  # answer: the end logits (`output` holds the start logits)
 
     @property
     def input_name(self) -> str:
         return self.config.input_name
+
+    @property
+    def string_inputs(self) -> tuple[str, ...]:
+        return string_inputs(self.config)
 
     @property
     def sequence_length(self) -> int | None:
@@ -60,19 +69,25 @@ class TextModel:
 
     def takes(self, inputs: Tensors) -> bool:
         """Whether a request sends strings (else it sends the model's own token tensors)."""
-        return len(inputs) == 1 and self.input_name in inputs
+        return set(inputs) == set(self.string_inputs)
 
-    def texts(self, inputs: Tensors, max_batch_size: int) -> np.ndarray:
-        """A request's texts as a one-dimensional array of str, once its one input is found to hold them."""
-        array = inputs[self.input_name]
+    def strings(self, inputs: Tensors, max_batch_size: int) -> Tensors:
+        """A request's strings, each input a one-dimensional array of str, once its inputs are found to be the
+        string inputs."""
+        found = {name: self._texts(name, inputs[name], max_batch_size) for name in self.string_inputs}
+        counts = {name: len(texts) for name, texts in found.items()}
+        if len(set(counts.values())) > 1:
+            raise InvalidInput(f"the inputs hold {counts} texts; send as many contexts as questions")
+        return found
+
+    def _texts(self, name: str, array: np.ndarray, max_batch_size: int) -> np.ndarray:
         if array.dtype.kind not in "OSU":
-            raise InvalidInput(f"input {self.input_name!r} must hold strings (BYTES), got {array.dtype}")
+            raise InvalidInput(f"input {name!r} must hold strings (BYTES), got {array.dtype}")
         if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
-            raise InvalidInput(f"input {self.input_name!r} has shape {list(array.shape)}; send one text per row: "
-                               "[n] or [n, 1]")
+            raise InvalidInput(f"input {name!r} has shape {list(array.shape)}; send one text per row: [n] or [n, 1]")
         count = array.shape[0]
         if count < 1:
-            raise InvalidInput(f"input {self.input_name!r} holds no text")
+            raise InvalidInput(f"input {name!r} holds no text")
         if max_batch_size and count > max_batch_size:
             raise InvalidInput(f"{count} texts exceed the model's max_batch_size {max_batch_size}")
         texts = np.empty(count, dtype=object)
@@ -83,9 +98,14 @@ class TextModel:
         """Tokenize every text of the requests in one call; a request with a text over the limit (truncation off)
         is refused; the others' texts are sorted by length into runs of little padding (_runs)."""
         texts: list[str] = []
+        contexts: list[str] = []
+        first_input = self.string_inputs[0]
         for inputs in requests:
-            texts.extend(inputs[self.input_name])  # str already (texts())
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+            texts.extend(inputs[first_input])  # str already (strings())
+            if self.config.task == "answer":
+                contexts.extend(inputs[self.config.context_input])
+        pieces = list(zip(texts, contexts, strict=True)) if self.config.task == "answer" else texts
+        encodings = self.tokenizer.encode_batch(pieces, add_special_tokens=True)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         lengths = mask.sum(axis=1)  # encodings are padded to the longest: the mask tells each text's length
         fixed = self.sequence_length
@@ -96,7 +116,7 @@ class TextModel:
         keep = np.ones(len(texts), bool)
         start = 0
         for inputs in requests:
-            stop = start + inputs[self.input_name].shape[0]
+            stop = start + inputs[first_input].shape[0]
             if lengths[start:stop].max() > limit:
                 index = int(np.argmax(lengths[start:stop]))
                 errors.append(InvalidInput(f"text {index} has more than {limit} tokens, the model's limit "
@@ -129,13 +149,16 @@ class TextModel:
             masks.append(mask[rows, :width].astype(np.float32))
         # where each run's rows go among the kept texts, in the requests' order
         places = np.searchsorted(kept, np.concatenate(runs))
-        counts = [inputs[self.input_name].shape[0] for inputs, error in zip(requests, errors, strict=True)
+        counts = [inputs[first_input].shape[0] for inputs, error in zip(requests, errors, strict=True)
                   if error is None]
 
         def answers(outputs: list[Tensors]) -> list[Tensors]:
             if self.config.task == "tag":
                 parts = [self._tag(found[self.output.name], run_mask, rows, texts, encodings)
                          for found, run_mask, rows in zip(outputs, masks, runs, strict=True)]
+            elif self.config.task == "answer":
+                parts = [self._answers(found, rows, contexts, encodings)
+                         for found, rows in zip(outputs, runs, strict=True)]
             else:
                 parts = [self._answer(found, run_mask) for found, run_mask in zip(outputs, masks, strict=True)]
             ordered = {}
@@ -177,6 +200,30 @@ class TextModel:
                                                  best_scores[index], self.label)).decode()
         return {ENTITIES: found}
 
+    def _answers(self, outputs: Tensors, rows: np.ndarray, contexts: list[str], encodings: list[Encoding]) -> Tensors:
+        """Each question's answer: the span of its context, its score, and its character offsets in the context
+        (an empty answer, score 0 and offsets -1 when the context kept no token)."""
+        assert self.end_output is not None
+        starts, ends = outputs[self.output.name], outputs[self.end_output.name]
+        width = starts.shape[1]
+        answers = np.empty(len(rows), dtype=object)
+        scores = np.zeros(len(rows), np.float32)
+        offsets = np.full((2, len(rows)), -1, np.int64)
+        for index, row in enumerate(rows.tolist()):
+            encoding = encodings[row]
+            sequences = encoding.sequence_ids[:width]
+            context = np.zeros(width, dtype=bool)
+            context[:len(sequences)] = [sequence == 1 for sequence in sequences]
+            leading_special = bool(encoding.special_tokens_mask[0]) and encoding.attention_mask[0] == 1
+            span = best_span(starts[index], ends[index], context, leading_special, self.config.max_answer_tokens)
+            if span is None:
+                answers[index] = ""
+                continue
+            start, end = encoding.offsets[span.first][0], encoding.offsets[span.last][1]
+            answers[index] = contexts[row][start:end]
+            scores[index], offsets[0, index], offsets[1, index] = span.score, start, end
+        return {ANSWER: answers, SCORE: scores, START: offsets[0], END: offsets[1]}
+
     def _embed(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         values = values.astype(np.float32, copy=False)
         if values.ndim == 3:
@@ -193,6 +240,13 @@ class TextModel:
     def label(self, index: int) -> str:
         labels = self.labels
         return labels[index] if labels is not None and index < len(labels) else str(index)
+
+
+def string_inputs(config: TextPreprocessing) -> tuple[str, ...]:
+    """The BYTES inputs clients send: the texts, or (answer) the questions and their contexts."""
+    if config.task == "answer":
+        return config.question_input, config.context_input
+    return (config.input_name,)
 
 
 def _as_text(index: int, item: object) -> str:
@@ -252,7 +306,9 @@ def load_tokenizer(path: Path, config: TextPreprocessing) -> Tokenizer:
         raise ConfigError(f"{path} is not a tokenizer.json the `tokenizers` library reads: {exc}") from None
     pad_id = _pad_id(tokenizer)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=tokenizer.id_to_token(pad_id) or "[PAD]")
-    tokenizer.enable_truncation(config.max_length + (0 if config.truncation else 1))
+    # a question and its context: only the context is cut
+    strategy = "only_second" if config.task == "answer" else "longest_first"
+    tokenizer.enable_truncation(config.max_length + (0 if config.truncation else 1), strategy=strategy)
     return tokenizer
 
 
@@ -302,25 +358,44 @@ def bind_text_model(model: str, version_dir: Path, config: TextPreprocessing, si
     if unfed:
         raise ConfigError(f"model {model!r}: the tokenizer feeds {sorted(fed)}, but the model also takes {unfed}; "
                           "name them in 'text.inputs'")
-    output = signature.output(config.output) if config.output else signature.outputs[0]
+    if config.task == "answer":
+        output, end_output = _span_outputs(signature, model)
+    else:
+        output, end_output = signature.output(config.output) if config.output else signature.outputs[0], None
     if output is None:
         raise ConfigError(f"model {model!r}: field 'text.output' names {config.output!r}, which is not a model "
                           "output")
     ranks, wanted = {"embed": ((2, 3), "[batch, hidden] or [batch, sequence, hidden]"),
-                     "tag": ((3,), "[batch, sequence, labels]")}.get(config.task, ((2,), "[batch, classes]"))
-    if config.task != "predict" and output.rank not in ranks:
-        raise ConfigError(f"model {model!r}: output {output.name!r} of shape {list(output.shape)} is not a {wanted} "
-                          f"tensor, as text.task {config.task!r} needs")
+                     "tag": ((3,), "[batch, sequence, labels]"),
+                     "answer": ((2,), "[batch, sequence]")}.get(config.task, ((2,), "[batch, classes]"))
+    for checked in (output, end_output) if config.task != "predict" else ():
+        if checked is not None and checked.rank not in ranks:
+            raise ConfigError(f"model {model!r}: output {checked.name!r} of shape {list(checked.shape)} is not a "
+                              f"{wanted} tensor, as text.task {config.task!r} needs")
     width = output.shape[-1]
-    strings = TensorSpec(config.input_name, BY_V2["BYTES"], (DYNAMIC,))
+    strings = tuple(TensorSpec(name, BY_V2["BYTES"], (DYNAMIC,)) for name in string_inputs(config))
     if config.task == "predict":
         outputs = signature.outputs
     elif config.task == "embed":
         outputs = (TensorSpec(EMBEDDINGS, BY_V2["FP32"], (DYNAMIC, width)),)
     elif config.task == "tag":
         outputs = (TensorSpec(ENTITIES, BY_V2["BYTES"], (DYNAMIC,)),)
+    elif config.task == "answer":
+        outputs = (TensorSpec(ANSWER, BY_V2["BYTES"], (DYNAMIC,)), TensorSpec(SCORE, BY_V2["FP32"], (DYNAMIC,)),
+                   TensorSpec(START, BY_V2["INT64"], (DYNAMIC,)), TensorSpec(END, BY_V2["INT64"], (DYNAMIC,)))
     else:
         outputs = (TensorSpec(SCORES, BY_V2["FP32"], (DYNAMIC, width)), TensorSpec(LABELS, BY_V2["BYTES"], (DYNAMIC,)))
     labels = _labels(directories, config, model) if config.task in ("classify", "tag") else None
     return TextModel(model, config, load_tokenizer(tokenizer_path, config), ids, mask, type_ids, output, labels,
-                     Signature((strings,), outputs))
+                     Signature(strings, outputs), end_output)
+
+
+def _span_outputs(signature: Signature, model: str) -> tuple[TensorSpec, TensorSpec]:
+    """An extractive question-answering model's start and end logits: the outputs so named, else its two."""
+    named = signature.output("start_logits"), signature.output("end_logits")
+    if named[0] is not None and named[1] is not None:
+        return named[0], named[1]
+    if len(signature.outputs) == 2:
+        return signature.outputs[0], signature.outputs[1]
+    raise ConfigError(f"model {model!r}: text.task 'answer' needs the start and end logits: outputs named "
+                      f"'start_logits' and 'end_logits', or two outputs; it has {[o.name for o in signature.outputs]}")

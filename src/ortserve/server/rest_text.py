@@ -1,5 +1,5 @@
 """Text models over HTTP: a JSON list of strings in, embeddings, the top labels or the entities of each text
-out."""
+out; or lists of questions and their contexts in, the answers out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import orjson
 from ortserve.errors import InvalidInput, require
 from ortserve.runtime.model import ServedVersion
 from ortserve.runtime.scores import ranked
-from ortserve.runtime.text import EMBEDDINGS, ENTITIES, SCORES
+from ortserve.runtime.text import ANSWER, EMBEDDINGS, END, ENTITIES, SCORE, SCORES, START
 from ortserve.server.codec import dumps, loads
 from ortserve.server.dataplane import DataPlane, parse_version
 from ortserve.server.http import Request, Response, Router
@@ -21,14 +21,14 @@ from ortserve.server.rest_tfserving import MODEL_PATH
 DEFAULT_TOP_K = 5
 
 
-def _texts(document: Any) -> np.ndarray:
-    require(isinstance(document, dict), 'the request body must be a JSON object: {"texts": ["...", ...]}')
-    texts = document.get("texts")
-    require(texts is not None, "the body has no 'texts': send {\"texts\": [\"...\", ...]}")
-    require(isinstance(texts, list), f"'texts' must be a list of strings, got {type(texts).__name__}")
-    require(len(texts) > 0, "'texts' is empty: send at least one text")
+def _texts(document: Any, key: str = "texts") -> np.ndarray:
+    require(isinstance(document, dict), f'the request body must be a JSON object: {{"{key}": ["...", ...]}}')
+    texts = document.get(key)
+    require(texts is not None, f"the body has no '{key}': send {{\"{key}\": [\"...\", ...]}}")
+    require(isinstance(texts, list), f"'{key}' must be a list of strings, got {type(texts).__name__}")
+    require(len(texts) > 0, f"'{key}' is empty: send at least one text")
     for index, text in enumerate(texts):
-        require(isinstance(text, str), f"texts[{index}] is a {type(text).__name__}, not a string")
+        require(isinstance(text, str), f"{key}[{index}] is a {type(text).__name__}, not a string")
     array = np.empty(len(texts), dtype=object)
     array[:] = texts
     return array
@@ -68,8 +68,10 @@ class TextRest:
         if text is None:
             raise InvalidInput(f"model {served.model!r} has no text preprocessing (config.yaml `text:`)")
         document = loads(request.body)
-        texts = _texts(document)
         task = text.config.task
+        if task == "answer":
+            return await self._answer(request, served, document)
+        texts = _texts(document)
         embedding = task == "embed"
         top_k = _top_k(document, int(text.signature.outputs[0].shape[-1])) if task == "classify" else 0
         served.precheck()
@@ -87,3 +89,21 @@ class TextRest:
         answer["inference_time_ms"] = elapsed_ms
         arrays = [results[EMBEDDINGS]] if embedding else []
         return Response(200, dumps(answer, arrays))
+
+    async def _answer(self, request: Request, served: ServedVersion, document: Any) -> Response:
+        text = served.text
+        assert text is not None
+        questions, contexts = _texts(document, "questions"), _texts(document, "contexts")
+        require(len(questions) == len(contexts), f"{len(questions)} questions and {len(contexts)} contexts: send "
+                "one context per question")
+        served.precheck()
+        start = time.perf_counter()
+        results = await served.infer({text.config.question_input: questions, text.config.context_input: contexts},
+                                     [ANSWER, SCORE, START, END], gone=request.disconnected)
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 3)
+        answers = [{"answer": answer, "score": float(score), "start": int(begin), "end": int(end)}
+                   for answer, score, begin, end in zip(results[ANSWER], results[SCORE], results[START],
+                                                        results[END], strict=True)]
+        answer = {"model": served.model, "version": str(served.version), "answers": answers,
+                  "inference_time_ms": elapsed_ms}
+        return Response(200, dumps(answer, []))
