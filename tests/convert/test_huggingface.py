@@ -343,3 +343,31 @@ def test_a_question_answering_model_answers_questions_from_text(tmp_path: Path) 
     assert [text.decode() for text in over_grpc.as_numpy("answer")] == [e[0] for e in expected[1:]]
     assert over_grpc.as_numpy("start").tolist() == [e[2] for e in expected[1:]]
     assert mismatched.status_code == 400 and "one context per question" in mismatched.json()["error"]
+
+
+@pytest.mark.parametrize("problem", ["multi_label_classification", "regression"])
+def test_a_classifiers_scores_are_what_transformers_text_classification_makes_of_its_logits(
+        tmp_path: Path, problem: str) -> None:
+    source = tmp_path / "classifier"
+    source.mkdir()
+    words = _wordpiece(source)
+    labels = ["toxic", "insult", "threat"] if problem != "regression" else ["stars"]
+    torch.manual_seed(1)
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(
+        **SMALL, vocab_size=words, max_position_embeddings=70, num_labels=len(labels), problem_type=problem,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})).eval()
+    model.save_pretrained(source)
+    repository = tmp_path / "repo"
+    convert(ConvertRequest(source=str(source), repository=repository, model="scored", inputs=[]))
+    texts = ["the movie was good", "a bad cat"]
+    pipeline = transformers.pipeline("text-classification", model=model,
+                                     tokenizer=transformers.AutoTokenizer.from_pretrained(str(source)), top_k=None)
+    expected = [{entry["label"]: entry["score"] for entry in ranking} for ranking in pipeline(texts)]
+    with start_server(repository, tmp_path / "server.log") as server:
+        response = httpx.post(f"{server.url}/v1/models/scored:predict_text",
+                              json={"texts": texts, "top_k": len(labels)}, timeout=60)
+    assert response.status_code == 200, response.text
+    for answer, reference in zip(response.json()["predictions"], expected, strict=True):
+        assert {entry["label"]: entry["confidence"] for entry in answer} == pytest.approx(reference, rel=1e-4)
+    if problem != "regression":  # independent classes: their scores need not sum to one
+        assert sum(expected[0].values()) != pytest.approx(1.0, abs=1e-3)

@@ -177,6 +177,8 @@ def text_settings(path: Path, task: str, config: Any, names: list[str]) -> dict[
     settings: dict[str, Any] = {"task": text_tasks[task], "max_length": _max_length(path, config)}
     if task.endswith("classification") and labels(path):
         settings["labels_file"] = "labels.txt"
+    if task == "sequence-classification" and _scores(config) != "logits":
+        settings["scores"] = _scores(config)
     if task != "feature-extraction":
         return settings
     modules = _read_json(path / "modules.json")
@@ -188,6 +190,17 @@ def text_settings(path: Path, task: str, config: Any, names: list[str]) -> dict[
             settings["pooling"] = "cls"
         settings["normalize"] = "Normalize" in kinds
     return settings
+
+
+def _scores(config: Any) -> str:
+    """What a sequence classifier's logits become, as transformers' text classification pipeline has it: a
+    regression's stay as they are, a multi-label model's (or one logit) get a sigmoid each, others a softmax."""
+    problem = getattr(config, "problem_type", None)
+    if problem == "regression":
+        return "probabilities"
+    if problem == "multi_label_classification" or int(getattr(config, "num_labels", 2)) == 1:
+        return "multi_label_logits"
+    return "logits"
 
 
 def _max_length(path: Path, config: Any) -> int:

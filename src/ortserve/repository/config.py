@@ -197,7 +197,8 @@ class TextPreprocessing(_Strict):
     # of [batch, hidden] is the embedding already
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = False  # embed: scale each embedding to unit length (L2)
-    scores: Literal["logits", "probabilities"] = "logits"  # classify, tag: logits get a softmax
+    # classify, tag: logits get a softmax; a multi-label model's logits a sigmoid each
+    scores: Literal["logits", "multi_label_logits", "probabilities"] = "logits"
     # classify, tag: one label per line (version directory, else model directory; unset: config.json's id2label)
     labels_file: str | None = None
     input_name: str = "text"  # the BYTES input that V2 and TF Serving clients send strings to

@@ -9,7 +9,10 @@ import numpy as np
 
 
 def probabilities(scores: np.ndarray, kind: str) -> np.ndarray:
-    """Rows of class scores as probabilities: a softmax over logits, probabilities as they are."""
+    """Rows of class scores as probabilities: a softmax over logits, a sigmoid of each logit of a multi-label
+    model (each class on its own, as transformers' text classification treats them), probabilities as they are."""
+    if kind == "multi_label_logits":
+        return 1 / (1 + np.exp(-scores))
     if kind != "logits":
         return scores
     shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
