@@ -371,3 +371,53 @@ def test_a_classifiers_scores_are_what_transformers_text_classification_makes_of
         assert {entry["label"]: entry["confidence"] for entry in answer} == pytest.approx(reference, rel=1e-4)
     if problem != "regression":  # independent classes: their scores need not sum to one
         assert sum(expected[0].values()) != pytest.approx(1.0, abs=1e-3)
+
+
+IMAGE_CLASSIFIERS = {
+    # exact resize, bilinear (ViT's processor)
+    "vit": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=64,
+        patch_size=16, num_labels=3)), lambda: transformers.ViTImageProcessor(size={"height": 64, "width": 64})),
+    # shorter side to size / crop_pct, centre crop, bicubic (ConvNeXt's and ResNet's)
+    "convnext": (lambda: transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], image_size=56, num_labels=3)),
+        lambda: transformers.ConvNextImageProcessor(size={"shortest_edge": 56}, crop_pct=0.875)),
+    # shorter side, centre crop, bicubic, CLIP's mean (BiT's and DINOv2's processors alike)
+    "bit": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=48,
+        patch_size=16, num_labels=3)), lambda: transformers.BitImageProcessor(
+        size={"shortest_edge": 60}, crop_size={"height": 48, "width": 48})),
+}
+
+
+@pytest.mark.parametrize("family", IMAGE_CLASSIFIERS)
+def test_an_image_classifier_takes_pictures_prepared_as_its_image_processor_prepares_them(
+        tmp_path: Path, family: str) -> None:
+    from PIL import Image
+
+    build_model, build_processor = IMAGE_CLASSIFIERS[family]
+    torch.manual_seed(0)
+    model = build_model().eval()
+    labels = ["cat", "dog", "bird"]
+    model.config.id2label, model.config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
+    source = tmp_path / family
+    model.save_pretrained(source)
+    processor = build_processor()
+    processor.save_pretrained(source)
+    repository = tmp_path / "repo"
+    convert(ConvertRequest(source=str(source), repository=repository, model=family, inputs=[]))
+    assert "image" in yaml.safe_load((repository / family / "config.yaml").read_text())
+
+    blobs = (255 * np.random.default_rng(0).random((6, 10, 3))).astype(np.uint8)  # patches of colour, smoothed
+    picture = Image.fromarray(blobs).resize((200, 120), Image.Resampling.BILINEAR)
+    upload = tmp_path / "picture.png"
+    picture.save(upload)
+    with torch.no_grad():
+        pixels = processor(images=picture, return_tensors="pt")["pixel_values"]
+        expected = torch.softmax(model(pixel_values=pixels).logits, -1)[0].numpy()
+    with start_server(repository, tmp_path / "server.log") as server:
+        response = httpx.post(f"{server.url}/v1/models/{family}:predict_image?top_k=3",
+                              files={"image": ("picture.png", upload.read_bytes())}, timeout=60)
+    assert response.status_code == 200, response.text
+    served = {entry["label"]: entry["confidence"] for entry in response.json()["predictions"]}
+    assert served == pytest.approx(dict(zip(labels, expected.tolist(), strict=True)), abs=2e-3)

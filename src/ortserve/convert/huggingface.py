@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ortserve.convert.hf_images import image_settings
 from ortserve.convert.spec import DEFAULT_DYNAMIC_SIZE, InputSpec
 from ortserve.errors import InvalidInput
 
@@ -110,6 +111,10 @@ def load(path: Path) -> HfModel:
     text = text_settings(path, task, model.config, names) if "tokenizer.json" in files else None
     if text:
         settings["text"] = text
+    if task == "image-classification" and [spec.name for spec in inputs] == ["pixel_values"]:
+        image = image_settings(transformers, path, bool(labels(path)))
+        if image:
+            settings["image"] = image
     if [spec.name for spec in inputs] == ["input_values"]:  # warm up on a second of audio, not on one sample
         settings["warmup"] = {"shapes": {"input_values": [AUDIO_SAMPLES]}}
     return HfModel(module, task, architecture, inputs, outputs, sample, files, settings)

@@ -116,6 +116,9 @@ class Resize(_Strict):
     # by default (on: at (i + 0.5) * scale - 0.5, as tf.image.resize does)
     half_pixel_centers: bool = True
     method: Literal["bilinear", "bicubic"] = "bilinear"  # bicubic: Pillow's, or tf.image.resize's (Keys, a = -0.5)
+    # shorter_side: the longer side's length in pixels, rounded, or truncated as torchvision's Resize and
+    # transformers' image processors compute it
+    longer_side: Literal["round", "truncate"] = "round"
 
     @model_validator(mode="after")
     def _one_kind(self) -> Resize:

@@ -109,9 +109,7 @@ class ImageClassifier:
         if resize is not None and resize.exact is not None:
             size = (resize.exact[0], resize.exact[1])
         elif resize is not None and resize.shorter_side is not None:
-            width, height = image.size
-            factor = resize.shorter_side / min(width, height)
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
+            size = _shorter_side_to(resize.shorter_side, image.height, image.width, resize.longer_side)
         if resize is not None and size is not None and not resize.antialias:
             pixels = bicubic_tensorflow(np.asarray(image), *size) if resize.method == "bicubic" else \
                 bilinear_tensorflow(np.asarray(image), *size, resize.half_pixel_centers)
@@ -174,9 +172,19 @@ def _tensor(signature: Signature, name: str | None, kind: str, model: str) -> Te
     return spec
 
 
+def _shorter_side_to(side: int, height: int, width: int, longer_side: str) -> tuple[int, int]:
+    """The height and width of a picture scaled so that its shorter side is `side`, the longer one rounded or
+    truncated (torchvision's Resize and transformers' image processors truncate)."""
+    to_pixels = int if longer_side == "truncate" else round
+    if height <= width:
+        return side, max(1, to_pixels(side * width / height))
+    return max(1, to_pixels(side * height / width)), side
+
+
 def bind_image_classifier(model: str, model_dir: Path, config: ImagePreprocessing,
-                          signature: Signature) -> ImageClassifier:
-    """Check the image settings against the model signature and load the labels file."""
+                          signature: Signature, version_dir: Path | None = None) -> ImageClassifier:
+    """Check the image settings against the model signature and load the labels file (in the version directory,
+    else the model directory)."""
     spec = _tensor(signature, config.input, "input", model)
     output = _tensor(signature, config.output, "output", model)
     channels = spec.shape[1] if config.layout == "nchw" else spec.shape[-1]
@@ -186,6 +194,8 @@ def bind_image_classifier(model: str, model_dir: Path, config: ImagePreprocessin
     labels = None
     if config.labels_file is not None:
         path = model_dir / config.labels_file
+        if version_dir is not None and (version_dir / config.labels_file).is_file():
+            path = version_dir / config.labels_file
         if not path.is_file():
             raise ConfigError(f"model {model!r}: field 'image.labels_file': {path} does not exist")
         labels = path.read_text().splitlines()

@@ -112,7 +112,8 @@ def load_sessions(served: ServedVersion) -> None:
         _unbatch_if_rowless(served, session)
         warmup = served.warmup
     if config.image is not None:
-        served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature)
+        served.image = bind_image_classifier(served.model, served.path.parent.parent, config.image, signature,
+                                             served.path.parent)
     if config.text is not None:
         if served.max_batch_size == 0:
             raise ConfigError(f"model {served.model!r}: field 'text': texts are batched, so the model needs a dynamic "
