@@ -45,7 +45,8 @@ class Outcome:
 def image_classifier(source: ModelSource) -> ImageClassifier | None:
     if source.config.image is None or source.model_dir is None:
         return None
-    return bind_image_classifier(source.name, source.model_dir, source.config.image, source.signature)
+    return bind_image_classifier(source.name, source.model_dir, source.config.image, source.signature,
+                                 source.origin.parent)
 
 
 def samples_for(source: ModelSource, spec: str | None, count: int, seed: int) -> Samples:
