@@ -172,3 +172,12 @@ def test_random_samples_stay_within_the_tables_the_ids_index(tmp_path: Path, cap
     code = main(["quantize", "bag", "--repository", str(tmp_path / "repository"), "--mode", "dynamic"])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "repository" / "bag" / "2" / "model.onnx").is_file()
+
+
+def test_a_repository_given_by_a_relative_path_quantizes(mlp_repository: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """The pre-processing step runs in the scratch directory; a relative path was read from there (not found)."""
+    monkeypatch.chdir(mlp_repository.parent)
+    code = main(["quantize", "mlp", "--repository", mlp_repository.name, "--calibration-data", "random"])
+    assert code == 0, capsys.readouterr().err
+    assert (mlp_repository / "mlp" / "2" / "model.onnx").is_file()

@@ -46,13 +46,15 @@ def preprocess(source: Path, target: Path) -> dict[str, Any]:
 
     # When symbolic inference gives up, ONNX Runtime dumps the model with its weights into the working directory:
     # run it inside the target's (scratch) directory so that nothing lands where the user stands.
-    with contextlib.chdir(target.resolve().parent), hushed():
+    # Both paths are resolved before the change of directory: a relative one would be read from there.
+    source, target = source.resolve(), target.resolve()
+    with contextlib.chdir(target.parent), hushed():
         try:
-            quant_pre_process(str(source.resolve()), str(target.resolve()))
+            quant_pre_process(str(source), str(target))
             return {"symbolic_shape_inference": True}
         except Exception as exc:  # symbolic inference fails on some graphs; ONNX's own inference still helps
             log.info("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", exc)
-            quant_pre_process(str(source.resolve()), str(target.resolve()), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
             return {"symbolic_shape_inference": False, "reason": str(exc).splitlines()[0][:200]}
 
 
