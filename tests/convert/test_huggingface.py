@@ -345,6 +345,39 @@ def test_a_question_answering_model_answers_questions_from_text(tmp_path: Path) 
     assert mismatched.status_code == 400 and "one context per question" in mismatched.json()["error"]
 
 
+def test_a_question_too_long_for_its_context_is_refused_alone(tmp_path: Path) -> None:
+    """Only contexts are cut: a question that leaves its context no token is refused by name, and the requests
+    batched with it are answered (the tokenizer failed the whole batch)."""
+    import onnxruntime as ort
+
+    from ortserve.repository.config import TextPreprocessing
+    from ortserve.runtime.signature import read_signature
+    from ortserve.runtime.text import ANSWER, bind_text_model
+
+    source = tmp_path / "qa"
+    source.mkdir()
+    words = _wordpiece(source)
+    torch.manual_seed(0)
+    transformers.BertForQuestionAnswering(transformers.BertConfig(
+        **SMALL, vocab_size=words, max_position_embeddings=70)).eval().save_pretrained(source)
+    result = convert(ConvertRequest(source=str(source), repository=tmp_path / "repo", model="qa", inputs=[]))
+    session = ort.InferenceSession(str(result.version_dir / "model.onnx"))
+    settings = yaml.safe_load((tmp_path / "repo" / "qa" / "config.yaml").read_text())["text"]
+    text = bind_text_model("qa", result.version_dir, TextPreprocessing(**settings), read_signature(session))
+
+    def request(question: str) -> dict[str, np.ndarray]:
+        return {"question": np.array([question], dtype=object), "context": np.array(["the movie was good"],
+                                                                                      dtype=object)}
+
+    assembled = text.assemble([request(" ".join(["movie"] * 70)), request("the movie was?")])
+    assert isinstance(assembled.errors[0], ortserve.InvalidInput)
+    assert "question 0 has 70 tokens" in str(assembled.errors[0]) and assembled.errors[1] is None
+    outputs = [dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+               for feeds in assembled.feeds]
+    (answered,) = assembled.answers(outputs)
+    assert answered[ANSWER][0] in "the movie was good"
+
+
 @pytest.mark.parametrize("problem", ["multi_label_classification", "regression"])
 def test_a_classifiers_scores_are_what_transformers_text_classification_makes_of_its_logits(
         tmp_path: Path, problem: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +105,10 @@ class TextModel:
             texts.extend(inputs[first_input])  # str already (strings())
             if self.config.task == "answer":
                 contexts.extend(inputs[self.config.context_input])
-        pieces = list(zip(texts, contexts, strict=True)) if self.config.task == "answer" else texts
+        refused: dict[int, InvalidInput] = {}  # by request: a question that leaves its context no room
+        pieces: list[str] | list[tuple[str, str]] = texts
+        if self.config.task == "answer":
+            pieces, refused = self._pairs(requests, texts, contexts)
         encodings = self.tokenizer.encode_batch(pieces, add_special_tokens=True)
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64)
         lengths = mask.sum(axis=1)  # encodings are padded to the longest: the mask tells each text's length
@@ -115,9 +119,12 @@ class TextModel:
         errors: list[Exception | None] = []
         keep = np.ones(len(texts), bool)
         start = 0
-        for inputs in requests:
+        for number, inputs in enumerate(requests):
             stop = start + inputs[first_input].shape[0]
-            if lengths[start:stop].max() > limit:
+            if number in refused:
+                errors.append(refused[number])
+                keep[start:stop] = False
+            elif lengths[start:stop].max() > limit:
                 index = int(np.argmax(lengths[start:stop]))
                 errors.append(InvalidInput(f"text {index} has more than {limit} tokens, the model's limit "
                                            "(text.max_length), and text.truncation is off"))
@@ -182,6 +189,38 @@ class TextModel:
         names = np.empty(len(best), dtype=object)
         names[:] = [self.label(int(index)) for index in best]
         return {SCORES: scores, LABELS: names}
+
+    @cached_property
+    def _measuring(self) -> Tokenizer:
+        """The tokenizer without truncation or padding: questions alone are measured, not cut (its only_second
+        truncation fails on a single text that is too long)."""
+        tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+
+    def _pairs(self, requests: list[Tensors], questions: list[str], contexts: list[str]
+               ) -> tuple[list[tuple[str, str]], dict[int, InvalidInput]]:
+        """The (question, context) pairs to tokenize, and the requests refused for a question that leaves no token
+        of its context within text.max_length (only contexts are cut; the tokenizer would fail the whole batch).
+        A refused request's questions are tokenized empty, and not run."""
+        asked = self._measuring.encode_batch(questions, add_special_tokens=False)
+        processor = self.tokenizer.post_processor
+        room = self.config.max_length - (0 if processor is None else processor.num_special_tokens_to_add(True)) - 1
+        pairs, refused, start = [], {}, 0
+        for number, inputs in enumerate(requests):
+            stop = start + inputs[self.config.question_input].shape[0]
+            lengths = [len(encoding.ids) for encoding in asked[start:stop]]
+            if max(lengths) > room:
+                index = int(np.argmax(lengths))
+                refused[number] = InvalidInput(f"question {index} has {lengths[index]} tokens, which leave its context "
+                                               f"no room within the model's limit of {self.config.max_length} "
+                                               "(text.max_length)")
+                pairs.extend(("", context) for context in contexts[start:stop])
+            else:
+                pairs.extend(zip(questions[start:stop], contexts[start:stop], strict=True))
+            start = stop
+        return pairs, refused
 
     def _tag(self, values: np.ndarray, mask: np.ndarray, rows: np.ndarray, texts: list[str],
              encodings: list[Encoding]) -> Tensors:
