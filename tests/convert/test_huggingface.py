@@ -336,6 +336,8 @@ def test_a_question_answering_model_answers_questions_from_text(tmp_path: Path) 
         over_grpc = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}").infer("qa", strings)
         mismatched = httpx.post(f"{server.url}/v1/models/qa:predict_text",
                                 json={"questions": questions, "contexts": contexts[:2]}, timeout=60)
+        no_context = httpx.post(f"{server.url}/v2/models/qa/infer", timeout=60, json={
+            "inputs": [{"name": "question", "datatype": "BYTES", "shape": [1], "data": ["Who?"]}]})
     assert response.status_code == 200, response.text
     for served, (answer, score, begin, end) in zip(response.json()["answers"], expected, strict=True):
         assert (served["answer"], served["start"], served["end"]) == (answer, begin, end)
@@ -343,6 +345,8 @@ def test_a_question_answering_model_answers_questions_from_text(tmp_path: Path) 
     assert [text.decode() for text in over_grpc.as_numpy("answer")] == [e[0] for e in expected[1:]]
     assert over_grpc.as_numpy("start").tolist() == [e[2] for e in expected[1:]]
     assert mismatched.status_code == 400 and "one context per question" in mismatched.json()["error"]
+    assert no_context.status_code == 400
+    assert "takes strings in 'question' and 'context'; the request has no 'context'" in no_context.json()["error"]
 
 
 def test_a_question_too_long_for_its_context_is_refused_alone(tmp_path: Path) -> None:

@@ -70,11 +70,16 @@ class TextModel:
 
     def takes(self, inputs: Tensors) -> bool:
         """Whether a request sends strings (else it sends the model's own token tensors)."""
-        return set(inputs) == set(self.string_inputs)
+        return not set(inputs).isdisjoint(self.string_inputs)
 
     def strings(self, inputs: Tensors, max_batch_size: int) -> Tensors:
-        """A request's strings, each input a one-dimensional array of str, once its inputs are found to be the
-        string inputs."""
+        """A request's strings, each input a one-dimensional array of str, once it is found to send strings."""
+        missing = [name for name in self.string_inputs if name not in inputs]
+        other = sorted(set(inputs) - set(self.string_inputs))
+        if missing or other:
+            wanted = " and ".join(repr(name) for name in self.string_inputs)
+            raise InvalidInput(f"the model takes strings in {wanted}; the request "
+                               + (f"has no {missing[0]!r}" if missing else f"also sends {other[0]!r}"))
         found = {name: self._texts(name, inputs[name], max_batch_size) for name in self.string_inputs}
         counts = {name: len(texts) for name, texts in found.items()}
         if len(set(counts.values())) > 1:
