@@ -458,3 +458,13 @@ def test_an_image_classifier_takes_pictures_prepared_as_its_image_processor_prep
     assert response.status_code == 200, response.text
     served = {entry["label"]: entry["confidence"] for entry in response.json()["predictions"]}
     assert served == pytest.approx(dict(zip(labels, expected.tolist(), strict=True)), abs=2e-3)
+
+
+def test_an_image_processor_file_that_cannot_be_read_leaves_the_model_taking_pixel_values(tmp_path: Path) -> None:
+    build_model = IMAGE_CLASSIFIERS["vit"][0]
+    source = tmp_path / "vit"
+    build_model().save_pretrained(source)
+    (source / "preprocessor_config.json").write_text('{"image_processor_type": "ViTImageProcessor", ')
+    result = convert(ConvertRequest(source=str(source), repository=tmp_path / "repo", model="vit", inputs=[]))
+    assert result.parity.passed
+    assert "image" not in (yaml.safe_load((tmp_path / "repo" / "vit" / "config.yaml").read_text()) or {})

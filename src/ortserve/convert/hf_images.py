@@ -56,13 +56,21 @@ def _fits(crop: list[int], resize: dict[str, Any]) -> bool:
 
 def image_settings(transformers: Any, path: Path, has_labels: bool) -> dict[str, Any] | None:
     """The `image:` section for the classifier saved at `path`, or None (logged)."""
-    document = json.loads((path / PROCESSOR_FILE).read_text()) if (path / PROCESSOR_FILE).is_file() else None
-    kind = str((document or {}).get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil")
-    if kind not in STANDARD_PROCESSORS:
+    try:
+        document = json.loads((path / PROCESSOR_FILE).read_text()) if (path / PROCESSOR_FILE).is_file() else {}
+        kind = str(document.get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil")
+        processor = transformers.AutoImageProcessor.from_pretrained(str(path)) if kind in STANDARD_PROCESSORS \
+            else None
+    # ValueError (JSONDecodeError among them), OSError: a processor file neither json nor transformers reads;
+    # AttributeError: JSON that is not an object
+    except (ValueError, OSError, AttributeError) as exc:
+        log.warning("%s: no image section for the image API (%s: %s); the model takes pixel_values", path,
+                    PROCESSOR_FILE, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return None
+    if processor is None:
         log.info("%s: no image section for the image API (%s is not an image processor ortserve reproduces); the "
                  "model takes pixel_values", path, kind or f"no {PROCESSOR_FILE}")
         return None
-    processor = transformers.AutoImageProcessor.from_pretrained(str(path))
     sized = _resize_and_crop(processor, kind) if processor.do_resize else None
     method = RESAMPLE.get(int(processor.resample))
     if sized is None or method is None:
