@@ -275,3 +275,15 @@ def test_one_thread_is_kept_when_faster_at_one_row_and_close_at_every_other_size
     slower_alone.observe(1, 1_050)
     slower_alone.observe(8, 7_000)
     assert not one_thread_wins(pool, slower_alone)
+
+
+def test_what_serving_measured_never_becomes_calibration() -> None:
+    """A second clock (a scheduler built again on the same costs) keeps served sizes ageing: a burst's sizes
+    made a prior would never be forgotten."""
+    now = [0]
+    costs = _costs(90_000, 2_000, sizes=(1, 8))
+    costs.age_with(lambda: now[0])
+    costs.observe(300, 30_000_000)  # a burst's batch
+    costs.age_with(lambda: now[0])
+    _calm(costs, now, FORGET_AFTER_NS / 1e9 + 2)
+    assert 300 not in costs.sizes

@@ -1,9 +1,9 @@
 """Hugging Face `transformers` model directories (`save_pretrained`: config.json and weights, with the tokenizer
 or image processor files beside them) as a source: the task from the config's `architectures`, the inputs from
 the model type, meaningful output names, and the preprocessing files carried into the version. A checkpoint
-saved without a tokenizer.json (a `vocab.txt`, or `vocab.json` and `merges.txt`, as older tokenizers wrote them)
-gets the one transformers builds from those files, the tokenizer transformers itself runs, so the server can
-take text (runtime.text).
+saved without a tokenizer.json (a `vocab.txt`, `vocab.json` and `merges.txt`, or a SentencePiece model, as older
+tokenizers wrote them) gets the one transformers builds from those files, the tokenizer transformers itself
+runs, so the server can take text (runtime.text).
 
 The model runs through a wrapper that takes its inputs by position and returns the task's outputs as a tuple, so
 that PyTorch's exporters (convert.pytorch) see a plain module.

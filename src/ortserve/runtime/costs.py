@@ -18,7 +18,6 @@ and with it the time batches waited (docs/benchmarks.md).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,10 +71,12 @@ class BatchCosts:
         served = {rows: mean.ns for rows, mean in self._by_rows.items()}
         return dict(sorted((self._prior | served).items()))
 
-    def age_with(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
-        """What was measured so far becomes the calibration; what is measured from now on ages by `clock` (ns)."""
-        self._prior |= {rows: mean.ns for rows, mean in self._by_rows.items()}
-        self._by_rows.clear()
+    def age_with(self, clock: Callable[[], int]) -> None:
+        """What was measured so far becomes the calibration (the first time only: what serving measured never
+        does); what is measured from now on ages by `clock` (ns)."""
+        if self._clock is None:
+            self._prior |= {rows: mean.ns for rows, mean in self._by_rows.items()}
+            self._by_rows.clear()
         self._clock = clock
         self._reweigh(clock())
         if self.measured:
