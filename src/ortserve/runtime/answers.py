@@ -35,6 +35,8 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, context: np.ndar
     counted[0] |= leading_special
     start = _softmax(start_logits.astype(np.float64), counted) * context
     end = _softmax(end_logits.astype(np.float64), counted) * context
-    pairs = np.tril(np.triu(np.outer(start, end)), longest - 1)
-    first, last = np.unravel_index(int(np.argmax(pairs)), pairs.shape)
-    return Span(int(first), int(last), float(pairs[first, last]))
+    # row i: the spans starting at token i, of 1 to `longest` tokens (past the last token: 0)
+    ends = np.lib.stride_tricks.sliding_window_view(np.pad(end, (0, longest - 1)), longest)
+    pairs = start[:, np.newaxis] * ends
+    first, length = np.unravel_index(int(np.argmax(pairs)), pairs.shape)
+    return Span(int(first), int(first + length), float(pairs[first, length]))

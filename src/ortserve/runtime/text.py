@@ -257,7 +257,7 @@ class TextModel:
             encoding = encodings[row]
             sequences = encoding.sequence_ids[:width]
             context = np.zeros(width, dtype=bool)
-            context[:len(sequences)] = [sequence == 1 for sequence in sequences]
+            context[:len(sequences)] = np.array(sequences, dtype=np.float64) == 1  # None (special tokens): NaN
             leading_special = bool(encoding.special_tokens_mask[0]) and encoding.attention_mask[0] == 1
             span = best_span(starts[index], ends[index], context, leading_special, self.config.max_answer_tokens)
             if span is None:
