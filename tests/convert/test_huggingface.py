@@ -460,11 +460,28 @@ def test_an_image_classifier_takes_pictures_prepared_as_its_image_processor_prep
     assert served == pytest.approx(dict(zip(labels, expected.tolist(), strict=True)), abs=2e-3)
 
 
-def test_an_image_processor_file_that_cannot_be_read_leaves_the_model_taking_pixel_values(tmp_path: Path) -> None:
+@pytest.mark.parametrize("written", ['{"image_processor_type": "ViTImageProcessor", ', '["ViTImageProcessor"]'],
+                         ids=["torn", "not-an-object"])
+def test_an_image_processor_file_that_cannot_be_read_leaves_the_model_taking_pixel_values(
+        tmp_path: Path, written: str) -> None:
     build_model = IMAGE_CLASSIFIERS["vit"][0]
     source = tmp_path / "vit"
     build_model().save_pretrained(source)
-    (source / "preprocessor_config.json").write_text('{"image_processor_type": "ViTImageProcessor", ')
+    (source / "preprocessor_config.json").write_text(written)
     result = convert(ConvertRequest(source=str(source), repository=tmp_path / "repo", model="vit", inputs=[]))
     assert result.parity.passed
     assert "image" not in (yaml.safe_load((tmp_path / "repo" / "vit" / "config.yaml").read_text()) or {})
+
+
+def test_image_processor_sizes_not_reproduced_give_no_image_section() -> None:
+    from types import SimpleNamespace
+
+    from ortserve.convert.hf_images import _resize_and_crop
+
+    def processor(size: dict[str, int], crop: dict[str, int] | None = None) -> SimpleNamespace:
+        return SimpleNamespace(size=size, crop_size=crop, do_center_crop=crop is not None)
+
+    assert _resize_and_crop(processor({"shortest_edge": 256}, {"height": 224, "width": 224}), "BitImageProcessor") \
+        == ({"shorter_side": 256, "longer_side": "truncate"}, [224, 224])
+    assert _resize_and_crop(processor({"shortest_edge": 256}, {"shortest_edge": 224}), "BitImageProcessor") is None
+    assert _resize_and_crop(processor({"shortest_edge": 800, "longest_edge": 1333}), "ViTImageProcessor") is None

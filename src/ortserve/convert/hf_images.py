@@ -34,8 +34,12 @@ def _resize_and_crop(processor: Any, kind: str) -> tuple[dict[str, Any], list[in
     size = processor.size
     height, width, shortest = _dim(size, "height"), _dim(size, "width"), _dim(size, "shortest_edge")
     crop_size = getattr(processor, "crop_size", None)
-    crop = [_dim(crop_size, "height"), _dim(crop_size, "width")] if getattr(processor, "do_center_crop", False) \
-        and crop_size is not None else None
+    crop = None
+    if getattr(processor, "do_center_crop", False) and crop_size is not None:
+        crop_height, crop_width = _dim(crop_size, "height"), _dim(crop_size, "width")
+        if crop_height is None or crop_width is None:  # a crop by another measure than height and width
+            return None
+        crop = [crop_height, crop_width]
     if height is not None and width is not None and _dim(size, "longest_edge") is None:
         return {"exact": [height, width]}, crop
     if shortest is None or _dim(size, "longest_edge") is not None:
@@ -58,12 +62,12 @@ def image_settings(transformers: Any, path: Path, has_labels: bool) -> dict[str,
     """The `image:` section for the classifier saved at `path`, or None (logged)."""
     try:
         document = json.loads((path / PROCESSOR_FILE).read_text()) if (path / PROCESSOR_FILE).is_file() else {}
-        kind = str(document.get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil")
+        kind = str(document.get("image_processor_type", "")).removesuffix("Fast").removesuffix("Pil") \
+            if isinstance(document, dict) else ""
         processor = transformers.AutoImageProcessor.from_pretrained(str(path)) if kind in STANDARD_PROCESSORS \
             else None
-    # ValueError (JSONDecodeError among them), OSError: a processor file neither json nor transformers reads;
-    # AttributeError: JSON that is not an object
-    except (ValueError, OSError, AttributeError) as exc:
+    # ValueError (JSONDecodeError among them), OSError: a processor file neither json nor transformers reads
+    except (ValueError, OSError) as exc:
         log.warning("%s: no image section for the image API (%s: %s); the model takes pixel_values", path,
                     PROCESSOR_FILE, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
