@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import logging
 import shutil
@@ -133,6 +134,8 @@ def _run_server(args: argparse.Namespace, repository: Path, remote: RemoteReposi
         configured=configured,
         model_config_file=model_config_file,
     )
+    # a crash in native code (ONNX Runtime, gRPC) leaves every thread's Python stack in the log
+    faulthandler.enable()
     # SIGTERM and SIGINT drain the models, then stop (server.app.serve)
     with asyncio.Runner(loop_factory=EVENT_LOOPS[args.event_loop]) as runner:
         try:

@@ -574,7 +574,8 @@ class GrpcServer:
         return int(port)
 
     def stop(self, grace_s: float) -> None:
-        """Refuse new calls, give running ones `grace_s` to finish, cancel the rest, and end the gRPC thread."""
+        """Refuse new calls, give running ones `grace_s` to finish, cancel the rest, end the gRPC thread, and free
+        the core's server."""
         if not self._thread.is_alive():
             return
         self._stopping = True
@@ -585,6 +586,10 @@ class GrpcServer:
             self._server.cancel_all_calls()
             self._stopped.wait()
         self._thread.join()
+        # Destroyed here, not by the gRPC thread on seeing the shutdown tag: the core may publish that tag before
+        # shutdown() has returned, and destroying the server under it crashed the process (SIGSEGV, about one stop
+        # in sixty after traffic).
+        self._server.destroy()
 
     def _serve(self) -> None:
         while True:
@@ -622,7 +627,6 @@ class GrpcServer:
             if not self._stopping:
                 self._server.request_call(self._queue, self._queue, _NEW_CALL)
         elif tag is _SHUTDOWN:
-            self._server.destroy()
             self._stopped.set()
             return False
         return True
